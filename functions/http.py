@@ -1,0 +1,119 @@
+"""HTTP plumbing shared by the blueprints: JSON in and out, and the one error-to-status table."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import logging
+from typing import Any, Callable
+
+import azure.functions as func
+
+from shared.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    KeyManagerError,
+    NotFound,
+    PayloadTooLarge,
+    ResourceExhausted,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+# The one place that maps key manager errors to HTTP statuses; the most specific class wins.
+STATUS_BY_ERROR: dict[type[KeyManagerError], int] = {
+    PayloadTooLarge: 413,
+    InvalidArgument: 400,
+    NotFound: 404,
+    FailedPrecondition: 409,
+    ResourceExhausted: 429,
+    Unavailable: 503,
+    KeyManagerError: 500,
+}
+
+Handler = Callable[[func.HttpRequest], func.HttpResponse]
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(payload), status_code=status, headers=headers, mimetype="application/json", charset="utf-8"
+    )
+
+
+def error_response(error: KeyManagerError) -> func.HttpResponse:
+    status = next(STATUS_BY_ERROR[cls] for cls in type(error).__mro__ if cls in STATUS_BY_ERROR)
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, ResourceExhausted) else None
+    return json_response({"error": {"code": error.code, "message": error.message}}, status, headers)
+
+
+def handles_errors(handler: Handler) -> Handler:
+    """Render key manager errors as JSON errors; anything else is a bug: a 500 that reveals nothing."""
+
+    @functools.wraps(handler)
+    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            return handler(req)
+        except KeyManagerError as error:
+            if isinstance(error, Unavailable):
+                log.warning("%s failed: %s", handler.__name__, error.message)
+            return error_response(error)
+        except Exception:
+            log.exception("%s failed unexpectedly", handler.__name__)
+            return error_response(KeyManagerError("internal error"))
+
+    return wrapper
+
+
+def json_body(req: func.HttpRequest) -> dict[str, Any]:
+    """The request's JSON object; malformed, non-UTF-8 or oversized bodies are InvalidArgument."""
+    raw = req.get_body() or b""
+    if len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidArgument("request body is not UTF-8") from None
+    except ValueError:
+        raise InvalidArgument("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidArgument("request body must be a JSON object")
+    return body
+
+
+def optional_string(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{name} must be a string")
+    return value
+
+
+def required_string(body: dict[str, Any], name: str, missing_message: str) -> str:
+    value = optional_string(body, name)
+    if not value:
+        raise InvalidArgument(missing_message)
+    return value
+
+
+def optional_object(body: dict[str, Any], name: str) -> dict[str, Any] | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, dict):
+        raise InvalidArgument(f"{name} must be a JSON object")
+    return value
+
+
+def base64_field(body: dict[str, Any], name: str) -> bytes:
+    text = required_string(body, name, f"{name} is required")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgument(f"{name} must be standard base64 (RFC 4648, with padding)") from None
+
+
+def to_base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

@@ -1,0 +1,183 @@
+"""SPIRE's KeyManager semantics on Key Vault: generate (and rotate), get, list and sign.
+
+Plain Python over two ports, the vault and the server identity, so the rules are testable without a
+network. The only cache holds what never goes stale: a key version's public key and fingerprint.
+Which version is current is always asked of Key Vault, so a rotation through another instance is
+seen by the next request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+from shared.algorithms import KeyType, SignerOptions, signing_algorithm
+from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+from shared.key_vault import KeySummary, KeyVersion
+from shared.naming import KeyNaming
+from shared.public_keys import PublicKey, fingerprint, signature_for_spire
+from shared.server_identity import ServerIdentity
+
+log = logging.getLogger(__name__)
+
+
+class Vault(Protocol):
+    def create_key(self, name: str, key_type: KeyType, tags: dict[str, str]) -> KeyVersion: ...
+    def get_key(self, name: str, version: str | None = None) -> KeyVersion: ...
+    def list_keys(self) -> Iterator[KeySummary]: ...
+    def list_versions(self, name: str) -> Iterator[str]: ...
+    def sign(self, name: str, version: str, algorithm: str, digest: bytes) -> bytes: ...
+    def probe(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SignRequest:
+    key_id: str
+    data: bytes
+    options: SignerOptions
+    key_fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class Signature:
+    signature: bytes
+    key_fingerprint: str
+
+
+@dataclass(frozen=True)
+class _KnownVersion:
+    version: str
+    key_type: KeyType
+
+
+class _VersionCache:
+    """(key name, fingerprint) -> version: immutable facts, bounded so memory cannot grow forever."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._capacity = capacity
+        self._entries: OrderedDict[tuple[str, str], _KnownVersion] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, name: str, key_fingerprint: str, known: _KnownVersion) -> None:
+        with self._lock:
+            self._entries[(name.lower(), key_fingerprint)] = known
+            self._entries.move_to_end((name.lower(), key_fingerprint))
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+
+    def find(self, name: str, key_fingerprint: str) -> _KnownVersion | None:
+        with self._lock:
+            return self._entries.get((name.lower(), key_fingerprint))
+
+
+class KeyManager:
+    def __init__(self, vault: Vault, identity: ServerIdentity, trust_domain: str) -> None:
+        self._vault = vault
+        self._identity = identity
+        self._trust_domain = trust_domain
+        self._versions = _VersionCache()
+
+    def naming(self) -> KeyNaming:
+        """This server's naming scheme; resolves the server id on first use."""
+        return KeyNaming(self._trust_domain, self._identity.server_id())
+
+    def generate_key(self, key_id: str, key_type: KeyType) -> PublicKey:
+        """Create the key, or rotate it: a new version, possibly of another type, becomes current."""
+        naming = self.naming()
+        name = naming.key_name(key_id)
+        created = self._vault.create_key(name, key_type, naming.tags)
+        log.info("Generated key %s version %s (%s)", name, created.version, key_type.value)
+        return self._public_key(key_id, created)
+
+    def get_public_key(self, key_id: str) -> PublicKey:
+        return self._public_key(key_id, self._current_version(key_id))
+
+    def get_public_keys(self) -> list[PublicKey]:
+        """The current public key of each enabled key of this server in this trust domain."""
+        naming = self.naming()
+        keys = []
+        for summary in self._vault.list_keys():
+            key_id = naming.key_id(summary.name)
+            if key_id is None or not summary.enabled or not naming.owns(summary.tags):
+                continue
+            try:
+                current = self._vault.get_key(summary.name)
+            except NotFound:
+                continue  # deleted since the listing
+            if current.key_type is None or not current.enabled:
+                log.warning("Skipping key %s: its current version is disabled or not a SPIRE key type", summary.name)
+                continue
+            keys.append(self._public_key(key_id, current))
+        return sorted(keys, key=lambda key: key.id)
+
+    def sign_data(self, request: SignRequest) -> Signature:
+        name = self.naming().key_name(request.key_id)
+        _check_digest(request)
+        if request.key_fingerprint is None:
+            current = self._current_version(request.key_id)
+            known = self._remember(name, current)
+            key_fingerprint = fingerprint(current.pkix_data)
+        else:
+            key_fingerprint = request.key_fingerprint
+            known = self._version_with_fingerprint(request.key_id, name, key_fingerprint)
+        algorithm = signing_algorithm(known.key_type, request.options)
+        raw = self._vault.sign(name, known.version, algorithm, request.data)
+        return Signature(signature_for_spire(known.key_type, raw), key_fingerprint)
+
+    def check_key_vault(self) -> None:
+        """Raise if Key Vault does not answer this app's identity."""
+        self._vault.probe()
+
+    def _current_version(self, key_id: str) -> KeyVersion:
+        naming = self.naming()
+        try:
+            current = self._vault.get_key(naming.key_name(key_id))
+        except NotFound:
+            raise NotFound(f'key "{key_id}" not found') from None
+        if not naming.owns(current.tags):
+            raise NotFound(f'key "{key_id}" not found')
+        if not current.enabled:
+            raise FailedPrecondition(f'key "{key_id}" is disabled in Key Vault')
+        if current.key_type is None:
+            raise FailedPrecondition(f'key "{key_id}" in Key Vault is not of a supported key type')
+        return current
+
+    def _version_with_fingerprint(self, key_id: str, name: str, key_fingerprint: str) -> _KnownVersion:
+        known = self._versions.find(name, key_fingerprint)
+        if known is not None:
+            return known
+        # Cold: learn every version of the key once; versions never change, so this is paid once.
+        try:
+            for version in self._vault.list_versions(name):
+                candidate = self._vault.get_key(name, version)
+                if candidate.key_type is not None:
+                    self._remember(name, candidate)
+        except NotFound:
+            raise NotFound(f'key "{key_id}" not found') from None
+        known = self._versions.find(name, key_fingerprint)
+        if known is None:
+            raise FailedPrecondition(f'key "{key_id}" has no version with fingerprint {key_fingerprint}')
+        return known
+
+    def _remember(self, name: str, version: KeyVersion) -> _KnownVersion:
+        assert version.key_type is not None
+        known = _KnownVersion(version.version, version.key_type)
+        self._versions.remember(name, fingerprint(version.pkix_data), known)
+        return known
+
+    def _public_key(self, key_id: str, version: KeyVersion) -> PublicKey:
+        if version.key_type is None:
+            raise FailedPrecondition(f'key "{key_id}" in Key Vault is not of a supported key type')
+        self._remember(version.name, version)
+        return PublicKey(key_id, version.key_type, version.pkix_data, fingerprint(version.pkix_data))
+
+
+def _check_digest(request: SignRequest) -> None:
+    expected = request.options.hash_algorithm.digest_size
+    if len(request.data) != expected:
+        raise InvalidArgument(
+            f"data must be a {request.options.hash_algorithm.value} digest of {expected} bytes, not {len(request.data)} bytes"
+        )

@@ -1,0 +1,215 @@
+"""Adapter over Azure Key Vault keys: the only module that speaks to Key Vault.
+
+It turns Key Vault's JSON web keys into DER public keys and Azure SDK errors into the key manager's
+errors. Signing goes through the KeyClient's own pipeline (``send_request``) on the versioned path,
+so one client, one token cache and one retry policy serve every call.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterator
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.core.rest import HttpRequest
+from azure.keyvault.keys import JsonWebKey, KeyClient, KeyVaultKey
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from shared.algorithms import KeyType
+from shared.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    KeyManagerError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+KEY_OPERATIONS = ["sign", "verify"]
+_CREATE_PARAMETERS: dict[KeyType, dict[str, Any]] = {
+    KeyType.RSA_2048: {"key_type": "RSA", "size": 2048},
+    KeyType.RSA_4096: {"key_type": "RSA", "size": 4096},
+    KeyType.EC_P256: {"key_type": "EC", "curve": "P-256"},
+    KeyType.EC_P384: {"key_type": "EC", "curve": "P-384"},
+}
+_CURVES = {"P-256": (ec.SECP256R1(), KeyType.EC_P256), "P-384": (ec.SECP384R1(), KeyType.EC_P384)}
+_RSA_SIZES = {2048: KeyType.RSA_2048, 4096: KeyType.RSA_4096}
+_DEFAULT_RETRY_AFTER_SECONDS = 1
+
+
+@dataclass(frozen=True)
+class KeyVersion:
+    """One version of a Key Vault key, with its public key in DER form."""
+
+    name: str
+    version: str
+    key_type: KeyType | None  # None when the key is no SPIRE key type (e.g. RSA-3072)
+    pkix_data: bytes
+    enabled: bool
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KeySummary:
+    """A key as the listing shows it: its name, its current version's tags, state and Updated time."""
+
+    name: str
+    tags: dict[str, str]
+    enabled: bool
+    updated_on: datetime | None
+
+
+class KeyVaultKeys:
+    """The Key Vault operations the key manager needs, on one vault."""
+
+    def __init__(self, client: KeyClient) -> None:
+        self._client = client
+
+    def create_key(self, name: str, key_type: KeyType, tags: dict[str, str]) -> KeyVersion:
+        """Create the key, or add a new version to it (Key Vault's create on an existing name)."""
+        with _translated_errors(name):
+            key = self._client.create_key(
+                name, key_operations=KEY_OPERATIONS, tags=tags, **_CREATE_PARAMETERS[key_type]
+            )
+        return _key_version(key)
+
+    def get_key(self, name: str, version: str | None = None) -> KeyVersion:
+        """A version of the key, or its current version when ``version`` is None."""
+        with _translated_errors(name):
+            return _key_version(self._client.get_key(name, version))
+
+    def list_keys(self) -> Iterator[KeySummary]:
+        with _translated_errors(None):
+            for item in self._client.list_properties_of_keys():
+                yield KeySummary(item.name, dict(item.tags or {}), bool(item.enabled), item.updated_on)
+
+    def list_versions(self, name: str) -> Iterator[str]:
+        with _translated_errors(name):
+            for item in self._client.list_properties_of_key_versions(name):
+                yield item.version
+
+    def sign(self, name: str, version: str, algorithm: str, digest: bytes) -> bytes:
+        """Sign a digest with one version of a key; returns the signature as Key Vault encodes it."""
+        request = HttpRequest(
+            "POST",
+            f"/keys/{name}/{version}/sign",
+            json={"alg": algorithm, "value": _b64url_encode(digest)},
+        )
+        with _translated_errors(name):
+            response = self._client.send_request(request)
+            if response.status_code == 404:
+                raise ResourceNotFoundError(response=response)
+            if response.status_code >= 400:
+                raise HttpResponseError(response=response)
+            return _b64url_decode(response.json()["value"])
+
+    def probe(self) -> None:
+        """One cheap authenticated request: proves the vault answers and lets this identity list keys."""
+        with _translated_errors(None):
+            next(iter(self._client.list_properties_of_keys().by_page()), None)
+
+
+def public_key_from_jwk(jwk: JsonWebKey) -> tuple[KeyType | None, bytes]:
+    """The SPIRE key type (None if it is none of them) and DER SubjectPublicKeyInfo of a JSON web key."""
+    if jwk.kty in ("RSA", "RSA-HSM"):
+        public = rsa.RSAPublicNumbers(_int(jwk.e), _int(jwk.n)).public_key()
+        key_type = _RSA_SIZES.get(public.key_size)
+    elif jwk.kty in ("EC", "EC-HSM") and jwk.crv in _CURVES:
+        curve, key_type = _CURVES[jwk.crv]
+        public = ec.EllipticCurvePublicNumbers(_int(jwk.x), _int(jwk.y), curve).public_key()
+    else:
+        return None, b""
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key_type, der
+
+
+def _key_version(key: KeyVaultKey) -> KeyVersion:
+    key_type, der = public_key_from_jwk(key.key)
+    props = key.properties
+    return KeyVersion(key.name, props.version, key_type, der, bool(props.enabled), dict(props.tags or {}))
+
+
+@contextmanager
+def _translated_errors(key_name: str | None) -> Iterator[None]:
+    """Turn Azure SDK errors into key manager errors, with no secret in them."""
+    try:
+        yield
+    except KeyManagerError:
+        raise
+    except Exception as exc:
+        translated = _translate(exc, key_name)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+def _translate(exc: BaseException, key_name: str | None) -> KeyManagerError | None:
+    subject = f"Key Vault key {key_name}" if key_name else "Key Vault"
+    if isinstance(exc, ClientAuthenticationError) and getattr(exc, "status_code", None) is None:
+        log.warning("Key Vault credential failed: %s", type(exc).__name__)
+        return Unavailable("could not get a token for Key Vault: check the app's identity settings")
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+        return Unavailable("Key Vault did not answer")
+    if not isinstance(exc, HttpResponseError):
+        return None
+    status = exc.status_code or 0
+    message = _service_message(exc)
+    if status == 404:
+        return NotFound(f"{subject} not found")
+    if status == 429:
+        return ResourceExhausted("Key Vault is throttling requests", _retry_after(exc))
+    if status == 409:
+        return FailedPrecondition(f"{subject} cannot be used: {message}")
+    if status == 403 and "disabled" in message.lower():
+        return FailedPrecondition(f"{subject} is disabled")
+    if status in (401, 403):
+        log.warning("Key Vault refused the app's identity: %s", message)
+        return Unavailable("Key Vault refused the app's identity: check its key permissions")
+    if status == 400:
+        return InvalidArgument(f"Key Vault refused the request: {message}")
+    if status >= 500 or status == 408:
+        return Unavailable(f"Key Vault failed to answer (HTTP {status})")
+    return None
+
+
+def _service_message(exc: HttpResponseError) -> str:
+    error = getattr(exc, "error", None)
+    if error is not None and getattr(error, "message", None):
+        return str(error.message)
+    try:
+        return str(exc.response.json()["error"]["message"])  # type: ignore[union-attr]
+    except Exception:  # the body is not Key Vault's error JSON
+        return exc.reason or "no details"
+
+
+def _retry_after(exc: HttpResponseError) -> int:
+    headers = exc.response.headers if exc.response is not None else {}
+    try:
+        return max(1, int(float(headers.get("Retry-After", ""))))
+    except ValueError:
+        return _DEFAULT_RETRY_AFTER_SECONDS
+
+
+def _int(value: bytes) -> int:
+    return int.from_bytes(value, "big")
+
+
+def _b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
