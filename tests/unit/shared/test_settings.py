@@ -1,0 +1,111 @@
+import pytest
+
+from shared.errors import ConfigurationError
+from shared.settings import ClientSecret, DefaultChain, ManagedIdentity, load_settings
+
+BASE = {
+    "TRUST_DOMAIN": "example.org",
+    "KEY_VAULT_URI": "https://my-vault.vault.azure.net/",
+    "KEY_METADATA_BLOB": "spire/server-id",
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+}
+APP = {"TENANT_ID": "t", "SUBSCRIPTION_ID": "s", "APP_ID": "a", "APP_SECRET": "very-secret"}
+
+
+def settings(**overrides):
+    env = {**BASE, **overrides}
+    return load_settings({k: v for k, v in env.items() if v is not None})
+
+
+def error_of(**overrides) -> str:
+    with pytest.raises(ConfigurationError) as raised:
+        settings(**overrides)
+    return raised.value.message
+
+
+def test_minimal_settings_use_the_default_credential_chain_and_the_app_storage():
+    loaded = settings()
+    assert loaded.credentials == DefaultChain()
+    assert loaded.metadata_blob.container == "spire"
+    assert loaded.metadata_blob.blob == "server-id"
+    assert loaded.metadata_blob.connection_string == "UseDevelopmentStorage=true"
+    assert loaded.verify_challenge_resource is True
+
+
+@pytest.mark.parametrize("setting", ["TRUST_DOMAIN", "KEY_VAULT_URI", "KEY_METADATA_BLOB"])
+def test_required_settings_are_named_when_missing(setting):
+    assert setting in error_of(**{setting: None})
+
+
+@pytest.mark.parametrize("value", ["Example.org", "spiffe://example.org", "exa mple", "a/b"])
+def test_trust_domain_must_be_a_spiffe_trust_domain_name(value):
+    assert "TRUST_DOMAIN" in error_of(TRUST_DOMAIN=value)
+
+
+@pytest.mark.parametrize("value", ["http://vault.local", "my-vault", "https://v.vault.azure.net/keys/x", "https://"])
+def test_key_vault_uri_must_be_an_https_vault_uri(value):
+    assert "KEY_VAULT_URI" in error_of(KEY_VAULT_URI=value)
+
+
+@pytest.mark.parametrize("value", ["noblob", "Spire/x", "spire/", "a/x", "bad--name/x"])
+def test_metadata_blob_must_name_container_and_blob(value):
+    assert "KEY_METADATA_BLOB" in error_of(KEY_METADATA_BLOB=value)
+
+
+def test_dedicated_metadata_storage_wins_over_app_storage():
+    loaded = settings(KEY_METADATA_STORAGE="DefaultEndpointsProtocol=https;AccountName=x;AccountKey=eA==")
+    assert loaded.metadata_blob.connection_string.startswith("DefaultEndpointsProtocol")
+
+
+def test_identity_based_metadata_storage_uses_the_blob_service_uri():
+    loaded = settings(AzureWebJobsStorage=None, KEY_METADATA_STORAGE__blobServiceUri="https://acct.blob.core.windows.net")
+    assert loaded.metadata_blob.account_url == "https://acct.blob.core.windows.net"
+    assert loaded.metadata_blob.connection_string is None
+
+
+def test_blob_storage_is_required_for_the_metadata_blob():
+    assert "KEY_METADATA_STORAGE" in error_of(AzureWebJobsStorage=None)
+
+
+def test_key_identifier_value_replaces_the_blob():
+    loaded = settings(KEY_METADATA_BLOB=None, AzureWebJobsStorage=None, KEY_IDENTIFIER_VALUE="server-a")
+    assert loaded.server_id == "server-a"
+    assert loaded.metadata_blob is None
+
+
+def test_key_identifier_value_must_fit_key_vault_names():
+    assert "KEY_IDENTIFIER_VALUE" in error_of(KEY_IDENTIFIER_VALUE="not valid!")
+
+
+def test_use_msi_selects_managed_identity_with_optional_client_id():
+    assert settings(USE_MSI="true").credentials == ManagedIdentity()
+    assert settings(USE_MSI="True", AZURE_CLIENT_ID="cid").credentials == ManagedIdentity("cid")
+    assert settings(USE_MSI="false").credentials == DefaultChain()
+
+
+def test_use_msi_must_be_boolean():
+    assert "USE_MSI" in error_of(USE_MSI="maybe")
+
+
+def test_app_credentials_need_all_four():
+    assert settings(**APP).credentials == ClientSecret("t", "s", "a", "very-secret")
+    message = error_of(APP_ID="a", APP_SECRET="very-secret")
+    assert "TENANT_ID" in message and "SUBSCRIPTION_ID" in message
+    assert "very-secret" not in message
+
+
+def test_msi_and_app_credentials_together_are_a_configuration_error():
+    assert "USE_MSI" in error_of(USE_MSI="true", **APP)
+
+
+def test_secrets_stay_out_of_repr():
+    loaded = settings(**APP, KEY_METADATA_STORAGE="AccountKey=c2VjcmV0")
+    assert "very-secret" not in repr(loaded)
+    assert "c2VjcmV0" not in repr(loaded)
+
+
+def test_challenge_resource_check_may_be_skipped_only_for_a_local_vault():
+    local = settings(KEY_VAULT_URI="https://localhost:8443", KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION="true")
+    assert local.verify_challenge_resource is False
+    assert settings(KEY_VAULT_URI="https://127.0.0.1:8443", KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION="true").verify_challenge_resource is False
+    assert "KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION" in error_of(KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION="true")
