@@ -26,6 +26,10 @@ READ_TIMEOUT = 15
 # Total time the SDK's retry policy may spend on one call, retries and Retry-After waits included.
 RETRY_TOTAL_SECONDS = 20
 
+# Blob storage is read once per instance, at its first request: retry briefly (0.5 s, then 2.5 s)
+# rather than with the storage SDK's default 15 s back-off, so a cold start fails fast and reports.
+BLOB_RETRY = {"retry_total": 2, "initial_backoff": 0.5, "increment_base": 2}
+
 _lock = threading.Lock()
 _key_manager: KeyManager | None = None
 
@@ -71,7 +75,8 @@ def build_server_identity(settings: Settings, credential: TokenCredential, **cli
         return FixedServerIdentity(settings.server_id)
     location = settings.metadata_blob
     assert location is not None  # settings require one of the two
-    service = _blob_service(location, credential, _client_options(None, client_options))
+    options = _client_options(None, {**BLOB_RETRY, **client_options})
+    service = _blob_service(location, credential, options)
     return BlobServerIdentity(service.get_container_client(location.container), service.get_blob_client(location.container, location.blob))
 
 

@@ -1,0 +1,208 @@
+"""HTTP serving, the admin endpoint and the timer scheduler."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterable
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import azure.functions as func
+
+from .functions import AppError, FunctionInfo, TimerRequest, invoke, trigger_input
+from .ncrontab import Schedule
+from .routes import MethodNotAllowed, RouteNotFound, Router, split_path
+from .settings import SettingsError, resolve_references
+
+log = logging.getLogger("devhost")
+
+HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")
+Headers = Iterable[tuple[str, str]]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class DevHost:
+    """Serves one app's functions.
+
+    Like ``func start``, auth levels are NOT enforced: every function can be called
+    without a key; ``code`` query parameters and ``x-functions-key`` headers are
+    accepted and simply passed on to the function like any other.
+    """
+
+    def __init__(self, functions: list[FunctionInfo], route_prefix: str = "api") -> None:
+        self.functions = {f.name.casefold(): f for f in functions}
+        self.route_prefix = route_prefix
+        self.router: Router[FunctionInfo] = Router(route_prefix)
+        self.timers: list[tuple[FunctionInfo, Schedule]] = []
+        self.stopping = threading.Event()
+        for fn in functions:
+            try:
+                if fn.is_http:
+                    self.router.add(fn.route, fn.methods, fn)
+                elif fn.trigger_type == "timerTrigger":
+                    # Schedules may reference app settings (%NAME%), as in the host.
+                    expression = resolve_references(str(fn.trigger.get("schedule") or ""))
+                    self.timers.append((fn, Schedule.parse(expression)))
+            except (ValueError, SettingsError) as exc:
+                kind = "route" if fn.is_http else "schedule"
+                raise AppError(f"function {fn.name!r}: invalid {kind}: {exc}") from None
+
+    def describe(self, base_url: str) -> str:
+        """The function list, laid out like ``func start`` prints it."""
+        lines = ["Functions:", ""]
+        for fn in self.functions.values():
+            if fn.is_http:
+                url = "/".join(p for p in (base_url, self.route_prefix, fn.route.strip("/")) if p)
+                lines.append(f"        {fn.name}: [{','.join(fn.methods or ['*'])}] {url}")
+            else:
+                lines.append(f"        {fn.name}: {fn.trigger_type}")
+            lines.append("")
+        return "\n".join(lines)
+
+    # --- HTTP -----------------------------------------------------------------------
+    def handle(self, req: BaseHTTPRequestHandler) -> None:
+        started = time.perf_counter()
+        method = req.command.upper()
+        url = urlsplit(req.path)
+        body = req.rfile.read(int(req.headers.get("Content-Length") or 0))
+        parts = [unquote(p) for p in split_path(url.path)]
+        if len(parts) == 3 and [p.casefold() for p in parts[:2]] == ["admin", "functions"]:
+            name, status = "admin", self._admin(req, method, parts[2], body)
+        else:
+            name, status = self._http(req, method, url.path, url.query, body)
+        # Only the path is logged: query strings may carry function keys.
+        log.info("%s %s %s -> %d (%.1f ms)", name, method, url.path, status,
+                 (time.perf_counter() - started) * 1000)
+
+    def _http(self, req: BaseHTTPRequestHandler, method: str, path: str, query: str,
+              body: bytes) -> tuple[str, int]:
+        try:
+            match = self.router.resolve(method, path)
+        except MethodNotAllowed as exc:
+            return "-", self._error(req, 405, "MethodNotAllowed", f"{method} is not allowed for {path}",
+                                    [("Allow", ", ".join(exc.allowed))])
+        except RouteNotFound:
+            return "-", self._error(req, 404, "NotFound", f"no function matches {path}")
+        fn = match.target
+        host = req.headers.get("Host") or "%s:%s" % req.server.server_address[:2]
+        request = func.HttpRequest(
+            method=method,
+            url=f"http://{host}{path}" + (f"?{query}" if query else ""),
+            headers={k: ", ".join(req.headers.get_all(k) or []) for k in set(req.headers.keys())},
+            params=dict(parse_qsl(query, keep_blank_values=True)),  # last value wins
+            route_params=match.params,
+            body=body)
+        try:
+            result = invoke(fn, request)
+        except Exception:
+            log.exception("function %s failed", fn.name)
+            return fn.name, self._send(req, 500)  # the host also answers 500 with no body
+        return fn.name, self._write_result(req, fn, result)
+
+    def _write_result(self, req: BaseHTTPRequestHandler, fn: FunctionInfo, result: Any) -> int:
+        if isinstance(result, func.HttpResponse):
+            headers = list(result.headers.items())
+            if result.mimetype and not any(k.lower() == "content-type" for k, _ in headers):
+                headers.append(("Content-Type", f"{result.mimetype}; charset={result.charset}"))
+            return self._send(req, result.status_code, headers, result.get_body() or b"")
+        if result is None:
+            return self._send(req, 204)
+        if isinstance(result, (str, bytes)):
+            body = result.encode() if isinstance(result, str) else result
+            return self._send(req, 200, [("Content-Type", "text/plain; charset=utf-8")], body)
+        log.error("function %s returned %s, expected func.HttpResponse", fn.name, type(result).__name__)
+        return self._send(req, 500)
+
+    @staticmethod
+    def _send(req: BaseHTTPRequestHandler, status: int, headers: Headers = (), body: bytes = b"") -> int:
+        req.send_response(status)
+        for name, value in headers:
+            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                req.send_header(name, value)
+        req.send_header("Content-Length", str(len(body)))
+        req.end_headers()
+        if req.command != "HEAD":
+            req.wfile.write(body)
+        return status
+
+    def _error(self, req: BaseHTTPRequestHandler, status: int, code: str, message: str,
+               headers: Headers = ()) -> int:
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        return self._send(req, status, [("Content-Type", "application/json"), *headers], body)
+
+    # --- non-HTTP functions ------------------------------------------------------------
+    def _admin(self, req: BaseHTTPRequestHandler, method: str, name: str, body: bytes) -> int:
+        """``POST /admin/functions/{name}`` with ``{"input": ...}``, as in the host's admin API."""
+        if method != "POST":
+            return self._error(req, 405, "MethodNotAllowed", "use POST", [("Allow", "POST")])
+        fn = self.functions.get(name.casefold())
+        if fn is None:
+            return self._error(req, 404, "NotFound", f"no function named {name!r}")
+        if fn.is_http:
+            return self._error(req, 400, "BadRequest", f"{fn.name} is HTTP-triggered; use its route")
+        try:
+            payload = json.loads(body) if body.strip() else {}
+        except ValueError:
+            return self._error(req, 400, "BadRequest", "body must be JSON like {\"input\": ...}")
+        value = payload.get("input") if isinstance(payload, dict) else None
+        threading.Thread(target=self.run_logged, args=(fn, trigger_input(fn, value), "admin"),
+                         name=f"admin-{fn.name}", daemon=True).start()
+        return self._send(req, 202)
+
+    def run_logged(self, fn: FunctionInfo, value: Any, reason: str) -> bool:
+        """Run a non-HTTP function, logging the outcome; never raises."""
+        started = time.perf_counter()
+        try:
+            invoke(fn, value)
+        except Exception:
+            log.exception("%s (%s) failed after %.1f ms", fn.name, reason,
+                          (time.perf_counter() - started) * 1000)
+            return False
+        log.info("%s (%s) succeeded in %.1f ms", fn.name, reason, (time.perf_counter() - started) * 1000)
+        return True
+
+    def start_timers(self) -> None:
+        for fn, schedule in self.timers:
+            threading.Thread(target=self._timer_loop, args=(fn, schedule),
+                             name=f"timer-{fn.name}", daemon=True).start()
+
+    def _timer_loop(self, fn: FunctionInfo, schedule: Schedule) -> None:
+        # Runs happen on this thread, so a timer never overlaps itself (nor does it in the host).
+        if fn.trigger.get("runOnStartup"):
+            self.run_logged(fn, TimerRequest(past_due=False), "runOnStartup")
+        due = schedule.next_after(_utcnow())
+        log.info("%s: next run at %s", fn.name, due.isoformat())
+        while not self.stopping.wait(max((due - _utcnow()).total_seconds(), 0)):
+            if _utcnow() < due:  # woke a little early
+                continue
+            self.run_logged(fn, TimerRequest(past_due=False), "timer")
+            due = schedule.next_after(max(due, _utcnow()))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "DevHostServer"
+
+    def _dispatch(self) -> None:
+        self.server.devhost.handle(self)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # DevHost.handle logs one line per request itself
+
+
+for _method in HTTP_METHODS:
+    setattr(_Handler, f"do_{_method}", _Handler._dispatch)
+
+
+class DevHostServer(ThreadingHTTPServer):
+    """One thread per request, so slow functions do not block others."""
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], devhost: DevHost) -> None:
+        super().__init__(address, _Handler)
+        self.devhost = devhost

@@ -1,0 +1,49 @@
+"""`python -m devstack`: Azurite (blob 10000), the local Key Vault (8443, token 8080) and devhost (7071).
+
+Stops everything on Ctrl-C or SIGTERM. The app's settings come from local.settings.json, as with
+`func start`; its sample points at these default ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+from devstack.services import ROOT, StackError, start_azurite, start_devhost, start_localvault
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="devstack", description=__doc__)
+    parser.add_argument("--blob-port", type=int, default=10000)
+    parser.add_argument("--vault-port", type=int, default=8443)
+    parser.add_argument("--token-port", type=int, default=8080)
+    parser.add_argument("--port", type=int, default=7071, help="devhost's port")
+    args = parser.parse_args()
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    services = []
+    try:
+        azurite = start_azurite(args.blob_port, ROOT / ".local" / "azurite")
+        services.append(azurite)
+        vault = start_localvault(args.vault_port, args.token_port, ROOT / ".local" / "localvault")
+        services.append(vault)
+        services.append(start_devhost(args.port, dict(os.environ)))
+        print(f"Stack ready: the API is at http://127.0.0.1:{args.port}/api (Ctrl-C stops everything)", flush=True)
+        while not stop.is_set() and all(s.process.poll() is None for s in services):
+            stop.wait(0.5)
+        return 0 if stop.is_set() else 1
+    except StackError as error:
+        print(f"devstack: {error}", file=sys.stderr)
+        return 1
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Start the local stand-ins as child processes, wait until they say they are ready, stop them.
+
+A stand-in that does not come up raises StackError with its last output, so tests that need it fail
+rather than skip.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+AZURITE = ROOT / "node_modules" / ".bin" / "azurite-blob"
+# Azurite's documented development account; the key is public and only opens the local emulator.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+START_TIMEOUT_SECONDS = 60
+
+
+class StackError(RuntimeError):
+    """A stand-in did not start."""
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen
+    url: str
+    details: dict[str, str] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start(name: str, argv: list[str], ready: re.Pattern[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> tuple[subprocess.Popen, re.Match[str]]:
+    """Run ``argv`` and wait for a line of its output matching ``ready``; its output then goes on to ours."""
+    process = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
+    found: list[re.Match[str]] = []
+    recent: collections.deque[str] = collections.deque(maxlen=20)
+    seen = threading.Event()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if not seen.is_set():
+                recent.append(line.rstrip())
+                match = ready.search(line)
+                if match:
+                    found.append(match)
+                    seen.set()
+            if os.environ.get("DEVSTACK_ECHO", "1") == "1":
+                sys.stderr.write(f"[{name}] {line}")
+        seen.set()
+
+    threading.Thread(target=pump, name=f"{name}-output", daemon=True).start()
+    if not seen.wait(START_TIMEOUT_SECONDS) or not found:
+        process.kill()
+        process.wait()
+        raise StackError(f"{name} did not start: " + (" | ".join(recent) or "no output"))
+    return process, found[0]
+
+
+def start_azurite(port: int, location: Path) -> Service:
+    if not AZURITE.exists():
+        raise StackError(f"Azurite is not installed at {AZURITE.relative_to(ROOT)}: run `make install`")
+    location.mkdir(parents=True, exist_ok=True)
+    argv = [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(location), "--skipApiVersionCheck", "--silent"]
+    process, match = start("azurite", argv, re.compile(r"successfully listens on (http://\S+)"))
+    url = match.group(1)
+    connection_string = (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint={url}/{AZURITE_ACCOUNT};"
+    )
+    return Service("azurite", process, url, {"connection_string": connection_string})
+
+
+def start_localvault(port: int, token_port: int, cert_dir: Path) -> Service:
+    argv = [sys.executable, "-m", "localvault", "--port", str(port), "--token-port", str(token_port), "--cert-dir", str(cert_dir)]
+    process, match = start("localvault", argv, re.compile(r"localvault ready vault=(\S+) token=(\S+)"))
+    return Service("localvault", process, match.group(1), {"token_url": match.group(2), "ca_bundle": str(cert_dir / "ca.pem")})
+
+
+def start_devhost(port: int, env: dict[str, str], no_timers: bool = False) -> Service:
+    argv = [sys.executable, "-m", "devhost", "--port", str(port)] + (["--no-timers"] if no_timers else [])
+    process, match = start("devhost", argv, re.compile(r"devhost ready (http://\S+)"), env=env)
+    return Service("devhost", process, match.group(1))
+
+
+def app_settings(azurite: Service, vault: Service) -> dict[str, str]:
+    """App settings that point the app at the local stand-ins, through its managed-identity path."""
+    return {
+        "AzureWebJobsStorage": azurite.details["connection_string"],
+        "KEY_VAULT_URI": vault.url,
+        "KEY_VAULT_CA_BUNDLE": vault.details["ca_bundle"],
+        "KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION": "true",
+        "USE_MSI": "true",
+        "IDENTITY_ENDPOINT": vault.details["token_url"],
+        "IDENTITY_HEADER": "local-development",
+    }

@@ -1,0 +1,271 @@
+"""End to end: run ``python -m devhost`` on a small sample app and talk HTTP to it."""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+BLUEPRINT = '''
+import asyncio, json, os, time
+import azure.functions as func
+
+bp = func.Blueprint()
+
+
+def as_json(data, status=200):
+    return func.HttpResponse(json.dumps(data), status_code=status, mimetype="application/json")
+
+
+@bp.route(route="keys/{key_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def get_key(req: func.HttpRequest) -> func.HttpResponse:
+    return as_json({"function": "get_key", "key_id": req.route_params["key_id"], "url": req.url,
+                    "params": dict(req.params), "key_header": req.headers.get("x-functions-key")})
+
+
+@bp.route(route="keys/special", methods=["GET"])
+def get_special(req: func.HttpRequest) -> func.HttpResponse:
+    return as_json({"function": "get_special"})
+
+
+@bp.route(route="keys/{key_id}", methods=["DELETE"])
+def delete_key(req: func.HttpRequest) -> func.HttpResponse:
+    return as_json({"function": "delete_key", "key_id": req.route_params["key_id"]})
+
+
+@bp.route(route="keys/{key_id}/sign", methods=["POST"])
+def sign(req: func.HttpRequest) -> func.HttpResponse:
+    response = as_json({"key_id": req.route_params["key_id"], "echo": req.get_json()}, 201)
+    response.headers["X-Sample"] = "yes"
+    return response
+
+
+@bp.route(route="wait/{ms:int}", methods=["GET"])
+async def wait_async(req: func.HttpRequest) -> func.HttpResponse:
+    await asyncio.sleep(int(req.route_params["ms"]) / 1000)
+    return func.HttpResponse("waited " + req.route_params["ms"])
+
+
+@bp.route(route="block/{ms:int}")
+def block(req: func.HttpRequest) -> func.HttpResponse:
+    time.sleep(int(req.route_params["ms"]) / 1000)
+    return func.HttpResponse("done")
+
+
+@bp.route(route="boom")
+def boom(req: func.HttpRequest) -> func.HttpResponse:
+    raise RuntimeError("kaboom from sample")
+
+
+@bp.route(route="settings")
+def settings(req: func.HttpRequest) -> func.HttpResponse:
+    return as_json({name: os.environ.get(name) for name in ("FROM_FILE", "BOTH")})
+
+
+@bp.timer_trigger(schedule="%TICK_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=False)
+def tick(timer: func.TimerRequest) -> None:
+    with open(os.environ["TICK_FILE"], "a") as out:
+        out.write(f"tick past_due={timer.past_due}\\n")
+'''
+
+FUNCTION_APP = '''
+import azure.functions as func
+from sample_bp import bp
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+app.register_functions(bp)
+'''
+
+
+def write_app(app_dir: Path, route_prefix: str = "api") -> Path:
+    app_dir.mkdir(parents=True, exist_ok=True)
+    (app_dir / "sample_bp.py").write_text(textwrap.dedent(BLUEPRINT))
+    (app_dir / "function_app.py").write_text(textwrap.dedent(FUNCTION_APP))
+    (app_dir / "host.json").write_text(json.dumps(
+        {"version": "2.0", "extensions": {"http": {"routePrefix": route_prefix}}}))
+    (app_dir / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": {
+        "FUNCTIONS_WORKER_RUNTIME": "python", "TICK_FILE": str(app_dir / "ticks.txt"),
+        "TICK_SCHEDULE": "0 0 */6 * * *", "FROM_FILE": "file", "BOTH": "file"}}))
+    return app_dir
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+class Devhost:
+    """A ``python -m devhost`` subprocess; stdout is read line by line, stderr goes to a file."""
+
+    def __init__(self, app_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.stderr_path = app_dir / f"devhost-{time.monotonic_ns()}.err"
+        full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1",
+                    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+        with open(self.stderr_path, "w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "devhost", "--app-dir", str(app_dir), "--port", "0", *args],
+                cwd=REPO_ROOT, env=full_env, stdout=subprocess.PIPE, stderr=err, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stdout: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.stdout.append(line.rstrip("\n"))
+            self.lines.put(line)
+
+    def wait_ready(self, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            if line.startswith("devhost ready "):
+                self.base = line.split()[-1]
+                return self.base
+        self.proc.kill()
+        pytest.fail(f"devhost never became ready; stderr:\n{self.stderr()}")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+
+@pytest.fixture(scope="module")
+def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_app(tmp_path_factory.mktemp("sample"))
+
+
+@pytest.fixture(scope="module")
+def host(app_dir: Path):
+    devhost = Devhost(app_dir, "--no-timers", env={"BOTH": "env"})
+    devhost.wait_ready()
+    yield devhost
+    assert devhost.stop() == 0
+
+
+def test_ready_line_and_function_list(host: Devhost):
+    assert host.base.startswith("http://127.0.0.1:") and not host.base.endswith(":0")
+    assert wait_for(lambda: any("tick: timerTrigger" in line for line in host.stdout))
+    assert f"        get_key: [GET] {host.base}/api/keys/{{key_id}}" in host.stdout
+    assert f"        sign: [POST] {host.base}/api/keys/{{key_id}}/sign" in host.stdout
+
+
+def test_route_params_query_and_keys(host: Devhost):
+    r = requests.get(f"{host.base}/api/keys/a%20b?code=secret-code&x=1&x=2",
+                     headers={"x-functions-key": "secret-header"})
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/json; charset=utf-8"
+    body = r.json()
+    assert body["function"] == "get_key" and body["key_id"] == "a b"
+    assert body["params"] == {"code": "secret-code", "x": "2"}  # last value wins
+    assert body["url"] == f"{host.base}/api/keys/a%20b?code=secret-code&x=1&x=2"
+    assert body["key_header"] == "secret-header"  # keys are not checked, just passed on
+    assert requests.get(f"{host.base}/API/Keys/abc").json()["key_id"] == "abc"
+    # one log line per invocation, without the query string (it may hold keys)
+    assert wait_for(lambda: "get_key GET /api/keys/a%20b -> 200" in host.stderr())
+    assert "secret-code" not in host.stderr()
+
+
+def test_literal_route_wins_and_method_fallback(host: Devhost):
+    assert requests.get(f"{host.base}/api/keys/special").json() == {"function": "get_special"}
+    assert requests.delete(f"{host.base}/api/keys/special").json() == {
+        "function": "delete_key", "key_id": "special"}
+
+
+def test_post_json_echo(host: Devhost):
+    r = requests.post(f"{host.base}/api/keys/k1/sign", json={"digest": "abc", "n": [1, 2]})
+    assert r.status_code == 201 and r.headers["X-Sample"] == "yes"
+    assert r.json() == {"key_id": "k1", "echo": {"digest": "abc", "n": [1, 2]}}
+
+
+def test_async_function_and_int_constraint(host: Devhost):
+    r = requests.get(f"{host.base}/api/wait/10")
+    assert (r.status_code, r.text) == (200, "waited 10")
+    assert requests.get(f"{host.base}/api/wait/ten").status_code == 404
+
+
+def test_not_found_and_method_not_allowed(host: Devhost):
+    r = requests.get(f"{host.base}/api/nothing/here")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "NotFound"
+    assert requests.get(f"{host.base}/keys/abc").status_code == 404  # missing the api prefix
+    r = requests.put(f"{host.base}/api/keys/abc")
+    assert r.status_code == 405 and r.headers["Allow"] == "DELETE, GET"
+
+
+def test_exception_gives_500_and_traceback(host: Devhost):
+    r = requests.get(f"{host.base}/api/boom")
+    assert (r.status_code, r.content) == (500, b"")
+    assert wait_for(lambda: "RuntimeError: kaboom from sample" in host.stderr())
+    assert wait_for(lambda: "boom GET /api/boom -> 500" in host.stderr())
+
+
+def test_requests_run_concurrently(host: Devhost):
+    started = time.monotonic()
+    with ThreadPoolExecutor(3) as pool:
+        statuses = list(pool.map(lambda _: requests.get(f"{host.base}/api/block/600").status_code, range(3)))
+    assert statuses == [200] * 3
+    assert time.monotonic() - started < 1.5
+
+
+def test_local_settings_applied_environment_wins(host: Devhost):
+    assert requests.get(f"{host.base}/api/settings").json() == {"FROM_FILE": "file", "BOTH": "env"}
+
+
+def test_admin_runs_timer_function(host: Devhost, app_dir: Path):
+    ticks = app_dir / "ticks.txt"
+    r = requests.post(f"{host.base}/admin/functions/TICK", json={"input": ""})
+    assert (r.status_code, r.content) == (202, b"")
+    assert wait_for(lambda: ticks.exists() and "tick past_due=False" in ticks.read_text())
+    assert wait_for(lambda: "tick (admin) succeeded" in host.stderr())
+    assert requests.post(f"{host.base}/admin/functions/tick").status_code == 202  # no body is fine
+    assert requests.post(f"{host.base}/admin/functions/nope", json={}).status_code == 404
+    r = requests.post(f"{host.base}/admin/functions/get_key", json={})
+    assert r.status_code == 400 and "route" in r.json()["error"]["message"]
+
+
+def test_timers_fire_on_schedule(tmp_path: Path):
+    app_dir = write_app(tmp_path, route_prefix="")
+    # The environment beats local.settings.json for the %TICK_SCHEDULE% reference too.
+    devhost = Devhost(app_dir, env={"TICK_SCHEDULE": "*/1 * * * * *"})
+    try:
+        base = devhost.wait_ready()
+        assert requests.get(f"{base}/keys/abc").json()["key_id"] == "abc"  # empty routePrefix
+        ticks = app_dir / "ticks.txt"
+        assert wait_for(lambda: ticks.exists() and ticks.read_text().count("tick") >= 2, timeout=5)
+    finally:
+        assert devhost.stop() == 0
+
+
+def test_invalid_schedule_fails_at_start(app_dir: Path):
+    devhost = Devhost(app_dir, env={"TICK_SCHEDULE": "61 * * * * *"})
+    assert devhost.proc.wait(timeout=15) == 1
+    assert "'tick'" in devhost.stderr() and "schedule" in devhost.stderr()

@@ -1,0 +1,131 @@
+"""Integration fixtures: real Azurite and the local Key Vault, started once per session on free ports.
+
+A stand-in that does not start raises, so its tests fail; none of them skip.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import azure.functions as func
+import pytest
+from azure.core.pipeline.transport import RequestsTransport
+from azure.identity import ManagedIdentityCredential
+from azure.keyvault.keys import KeyClient
+
+from devstack.services import Service, app_settings, start_azurite, start_localvault
+from functions import health, keys
+from shared import app_context
+from shared.key_manager import KeyManager
+from shared.settings import load_settings
+
+TRUST_DOMAIN = "example.org"
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory) -> Service:
+    service = start_azurite(0, tmp_path_factory.mktemp("azurite"))
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def vault(tmp_path_factory) -> Service:
+    service = start_localvault(0, 0, tmp_path_factory.mktemp("localvault"))
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def app_env(azurite, vault) -> dict[str, str]:
+    """Settings of a fresh server: its own metadata container, hence its own server id."""
+    return {
+        **app_settings(azurite, vault),
+        "TRUST_DOMAIN": TRUST_DOMAIN,
+        "KEY_METADATA_BLOB": f"t{uuid.uuid4().hex[:20]}/key-metadata",
+    }
+
+
+class CountingTransport(RequestsTransport):
+    """The real HTTP transport, recording each request so tests can count what an operation costs."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.sent: list[tuple[str, str, str]] = []
+
+    def send(self, request, **kwargs):
+        url = urlsplit(request.url)
+        self.sent.append((request.method, url.netloc, url.path))
+        return super().send(request, **kwargs)
+
+    def requests_to(self, base_url: str) -> list[tuple[str, str]]:
+        netloc = urlsplit(base_url).netloc
+        return [(method, path) for method, host, path in self.sent if host == netloc]
+
+
+@dataclass
+class App:
+    """The app's HTTP functions, called in-process as the Functions host calls them."""
+
+    transport: CountingTransport
+    vault_url: str
+    manager: KeyManager
+
+    def call(self, handler, body=None, method="POST", raw: bytes | None = None, **route_params) -> tuple[int, dict]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
+        app_context._key_manager = self.manager  # this instance's key manager serves the call
+        response = handler(func.HttpRequest(method, "http://localhost/api", body=data, route_params=route_params))
+        return response.status_code, json.loads(response.get_body() or b"null")
+
+    def generate(self, key_id: str, key_type: str) -> tuple[int, dict]:
+        return self.call(keys.generate_key, {"key_id": key_id, "key_type": key_type})
+
+    def get(self, key_id: str) -> tuple[int, dict]:
+        return self.call(keys.get_public_key, method="GET", key_id=key_id)
+
+    def list(self) -> tuple[int, dict]:
+        return self.call(keys.get_public_keys, method="GET")
+
+    def sign(self, key_id: str, digest: bytes, **options) -> tuple[int, dict]:
+        body = {"data": base64.b64encode(digest).decode(), **options}
+        return self.call(keys.sign_data, body, key_id=key_id)
+
+    def health(self) -> tuple[int, dict]:
+        return self.call(health.health, method="GET")
+
+    def vault_requests(self) -> list[tuple[str, str]]:
+        return self.transport.requests_to(self.vault_url)
+
+
+def make_app(env: dict[str, str], monkeypatch) -> App:
+    """Point the process's app at ``env`` and wire it with a counting transport."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    transport = CountingTransport(connection_verify=env["KEY_VAULT_CA_BUNDLE"], connection_timeout=5, read_timeout=15)
+    manager = app_context.build_key_manager(load_settings(os.environ), transport=transport)
+    monkeypatch.setattr(app_context, "_key_manager", manager)
+    return App(transport, env["KEY_VAULT_URI"], manager)
+
+
+@pytest.fixture
+def app(app_env, monkeypatch) -> App:
+    return make_app(app_env, monkeypatch)
+
+
+@pytest.fixture
+def vault_admin(vault, monkeypatch) -> KeyClient:
+    """A direct Key Vault client, to set up what the app must cope with (disabled keys, deletions)."""
+    monkeypatch.setenv("IDENTITY_ENDPOINT", vault.details["token_url"])
+    monkeypatch.setenv("IDENTITY_HEADER", "tests")
+    credential = ManagedIdentityCredential()
+    return KeyClient(vault.url, credential, verify_challenge_resource=False, connection_verify=vault.details["ca_bundle"])
+
+
+def ca_bundle(vault: Service) -> Path:
+    return Path(vault.details["ca_bundle"])

@@ -1,0 +1,58 @@
+"""Key Vault requests per operation, counted at the transport (warm: the first request's challenge is paid)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.conftest import make_app
+from tests.integration.verify import digest
+
+
+@pytest.fixture
+def warm_app(app):
+    app.generate("warm-up", "ec-p256")  # pays the authentication challenge and the token
+    app.transport.sent.clear()
+    return app
+
+
+
+def test_generate_key_costs_one_request(warm_app):
+    warm_app.generate("a", "ec-p256")
+    assert [m for m, _ in warm_app.vault_requests()] == ["POST"]
+
+
+def test_get_public_key_costs_one_request(warm_app):
+    warm_app.generate("a", "ec-p256")
+    warm_app.transport.sent.clear()
+    warm_app.get("a")
+    assert len(warm_app.vault_requests()) == 1
+
+
+def test_sign_without_fingerprint_costs_two_requests(warm_app):
+    warm_app.generate("a", "ec-p256")
+    warm_app.transport.sent.clear()
+    assert warm_app.sign("a", digest("SHA256"), hash_algorithm="SHA256")[0] == 200
+    requests = warm_app.vault_requests()
+    assert [m for m, _ in requests] == ["GET", "POST"]
+    assert requests[1][1].endswith("/sign") and requests[1][1].count("/") == 4  # /keys/<name>/<version>/sign
+
+
+def test_warm_sign_with_fingerprint_costs_one_request(warm_app):
+    _, generated = warm_app.generate("a", "ec-p256")
+    warm_app.transport.sent.clear()
+    fingerprint = generated["public_key"]["fingerprint"]
+    for _ in range(3):
+        assert warm_app.sign("a", digest("SHA256"), hash_algorithm="SHA256", key_fingerprint=fingerprint)[0] == 200
+    assert [m for m, _ in warm_app.vault_requests()] == ["POST"] * 3
+
+
+def test_a_rotation_through_another_instance_is_seen_at_once(app_env, monkeypatch):
+    first = make_app(app_env, monkeypatch)
+    first.generate("shared", "ec-p256")
+    second = make_app(app_env, monkeypatch)
+    _, before = second.get("shared")
+    _, rotated = first.generate("shared", "ec-p384")
+    _, after = second.get("shared")
+    assert after == rotated != before
+    status, body = second.sign("shared", digest("SHA384"), hash_algorithm="SHA384")
+    assert status == 200 and body["key_fingerprint"] == rotated["public_key"]["fingerprint"]
