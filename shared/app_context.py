@@ -58,6 +58,7 @@ def build_key_manager(settings: Settings, **client_options: Any) -> KeyManager:
         KeyVaultKeys(key_client),
         build_server_identity(settings, credential, **client_options),
         settings.trust_domain,
+        settings.sweep_policy,
     )
 
 

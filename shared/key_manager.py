@@ -12,11 +12,13 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from datetime import datetime, timezone
+from typing import Callable, Iterator, Protocol
 
 from shared.algorithms import KeyType, SignerOptions, signing_algorithm
-from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+from shared.errors import FailedPrecondition, InvalidArgument, KeyManagerError, NotFound
 from shared.key_vault import KeySummary, KeyVersion
+from shared.maintenance import Failure, RefreshReport, SweepPolicy, SweepReport, is_stale
 from shared.naming import KeyNaming
 from shared.public_keys import PublicKey, fingerprint, signature_for_spire
 from shared.server_identity import ServerIdentity
@@ -30,6 +32,8 @@ class Vault(Protocol):
     def list_keys(self) -> Iterator[KeySummary]: ...
     def list_versions(self, name: str) -> Iterator[str]: ...
     def sign(self, name: str, version: str, algorithm: str, digest: bytes) -> bytes: ...
+    def update_key_operations(self, name: str, version: str, key_ops: tuple[str, ...]) -> None: ...
+    def delete_key(self, name: str) -> None: ...
     def probe(self) -> None: ...
 
 
@@ -73,11 +77,24 @@ class _VersionCache:
             return self._entries.get((name.lower(), key_fingerprint))
 
 
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 class KeyManager:
-    def __init__(self, vault: Vault, identity: ServerIdentity, trust_domain: str) -> None:
+    def __init__(
+        self,
+        vault: Vault,
+        identity: ServerIdentity,
+        trust_domain: str,
+        sweep_policy: SweepPolicy = SweepPolicy(),
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
         self._vault = vault
         self._identity = identity
         self._trust_domain = trust_domain
+        self._sweep_policy = sweep_policy
+        self._clock = clock
         self._versions = _VersionCache()
 
     def naming(self) -> KeyNaming:
@@ -126,6 +143,60 @@ class KeyManager:
         algorithm = signing_algorithm(known.key_type, request.options)
         raw = self._vault.sign(name, known.version, algorithm, request.data)
         return Signature(signature_for_spire(known.key_type, raw), key_fingerprint)
+
+    def refresh(self) -> RefreshReport:
+        """Touch every key of this server so that its Updated time says it is in use.
+
+        One failing key does not stop the others; the report names each failure.
+        """
+        naming = self.naming()
+        report = RefreshReport()
+        for summary in self._vault.list_keys():
+            if not naming.owns(summary.tags):
+                continue
+            try:
+                current = self._vault.get_key(summary.name)
+                self._vault.update_key_operations(summary.name, current.version, current.key_ops)
+            except KeyManagerError as error:
+                log.warning("Refreshing key %s failed: %s", summary.name, error.message)
+                report.failed.append(Failure(summary.name, error.message))
+            else:
+                report.refreshed.append(summary.name)
+        return report
+
+    def sweep(self, dry_run: bool = False) -> SweepReport:
+        """Delete the keys other servers of this trust domain abandoned, at most the policy's cap a run."""
+        server_id = self.naming().server_id
+        now = self._clock()
+        policy = self._sweep_policy
+        stale = [
+            key
+            for key in self._vault.list_keys()
+            if is_stale(key, self._trust_domain, server_id, now, policy.stale_key_age)
+        ]
+        report = SweepReport(dry_run, candidates=[key.name for key in stale])
+        if dry_run:
+            return report
+        for attempt, key in enumerate(stale):
+            if attempt == policy.max_deletions:
+                report.cap_reached = True
+                break
+            try:
+                self._vault.delete_key(key.name)
+            except NotFound:
+                pass  # another server's sweep deleted it first: done all the same
+            except KeyManagerError as error:
+                log.warning("Deleting stale key %s failed: %s", key.name, error.message)
+                report.failed.append(Failure(key.name, error.message))
+                continue
+            log.info(
+                "Deleted stale key %s, last updated %s",
+                key.name,
+                key.updated_on.isoformat() if key.updated_on else "unknown",
+                extra={"custom_dimensions": {"key_name": key.name, "last_updated": str(key.updated_on)}},
+            )
+            report.deleted.append(key.name)
+        return report
 
     def check_key_vault(self) -> None:
         """Raise if Key Vault does not answer this app's identity."""

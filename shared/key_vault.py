@@ -60,6 +60,7 @@ class KeyVersion:
     pkix_data: bytes
     enabled: bool
     tags: dict[str, str] = field(default_factory=dict)
+    key_ops: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,18 +104,28 @@ class KeyVaultKeys:
 
     def sign(self, name: str, version: str, algorithm: str, digest: bytes) -> bytes:
         """Sign a digest with one version of a key; returns the signature as Key Vault encodes it."""
-        request = HttpRequest(
-            "POST",
-            f"/keys/{name}/{version}/sign",
-            json={"alg": algorithm, "value": _b64url_encode(digest)},
-        )
+        body = {"alg": algorithm, "value": _b64url_encode(digest)}
+        result = self._send(name, HttpRequest("POST", f"/keys/{name}/{version}/sign", json=body))
+        return _b64url_decode(result["value"])
+
+    def update_key_operations(self, name: str, version: str, key_ops: tuple[str, ...]) -> None:
+        """Write a version's key operations back unchanged: Key Vault then sets its Updated time to now."""
+        with _translated_errors(name):
+            self._client.update_key_properties(name, version, key_operations=list(key_ops))
+
+    def delete_key(self, name: str) -> None:
+        """Delete the whole key (Key Vault keeps it soft-deleted); one request, no polling."""
+        self._send(name, HttpRequest("DELETE", f"/keys/{name}"))
+
+    def _send(self, name: str, request: HttpRequest) -> dict[str, Any]:
+        """Send a request through the client's pipeline (auth, retries) and return its JSON body."""
         with _translated_errors(name):
             response = self._client.send_request(request)
             if response.status_code == 404:
                 raise ResourceNotFoundError(response=response)
             if response.status_code >= 400:
                 raise HttpResponseError(response=response)
-            return _b64url_decode(response.json()["value"])
+            return response.json()
 
     def probe(self) -> None:
         """One cheap authenticated request: proves the vault answers and lets this identity list keys."""
@@ -139,7 +150,9 @@ def public_key_from_jwk(jwk: JsonWebKey) -> tuple[KeyType | None, bytes]:
 def _key_version(key: KeyVaultKey) -> KeyVersion:
     key_type, der = public_key_from_jwk(key.key)
     props = key.properties
-    return KeyVersion(key.name, props.version, key_type, der, bool(props.enabled), dict(props.tags or {}))
+    return KeyVersion(
+        key.name, props.version, key_type, der, bool(props.enabled), dict(props.tags or {}), tuple(key.key_operations or ())
+    )
 
 
 @contextmanager

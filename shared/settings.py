@@ -5,10 +5,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Mapping
 from urllib.parse import urlsplit
 
 from shared.errors import ConfigurationError
+from shared.maintenance import DEFAULT_MAX_DELETIONS, DEFAULT_STALE_KEY_AGE, SweepPolicy
 
 # SPIFFE trust domain names: lowercase letters, digits, ".", "-" and "_" (SPIFFE ID spec, 2.1).
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
@@ -18,6 +20,10 @@ _SERVER_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
 APP_CREDENTIAL_SETTINGS = ("TENANT_ID", "SUBSCRIPTION_ID", "APP_ID", "APP_SECRET")
+_DURATION = re.compile(r"(\d+)([dhms])")
+_DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+# Servers refresh their keys every few hours; an age near that would sweep keys still in use.
+MIN_STALE_KEY_AGE = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class Settings:
     # accept a challenge resource that does not match the vault's host (localhost never does).
     key_vault_ca_bundle: str | None = None
     verify_challenge_resource: bool = True
+    sweep_policy: SweepPolicy = SweepPolicy()
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -86,7 +93,30 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         metadata_blob=None if server_id else _metadata_blob(env),
         key_vault_ca_bundle=env.get("KEY_VAULT_CA_BUNDLE") or None,
         verify_challenge_resource=not skip_challenge_check,
+        sweep_policy=SweepPolicy(_stale_key_age(env), _max_deletions(env)),
     )
+
+
+def _stale_key_age(env: Mapping[str, str]) -> timedelta:
+    value = env.get("STALE_KEY_AGE", "")
+    if not value:
+        return DEFAULT_STALE_KEY_AGE
+    match = _DURATION.fullmatch(value)
+    if not match:
+        raise ConfigurationError("STALE_KEY_AGE must be a whole number of days, hours, minutes or seconds, such as 14d")
+    age = timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+    if age < MIN_STALE_KEY_AGE:
+        raise ConfigurationError("STALE_KEY_AGE must be at least 1d: a shorter age would sweep keys that other servers still refresh")
+    return age
+
+
+def _max_deletions(env: Mapping[str, str]) -> int:
+    value = env.get("SWEEP_MAX_DELETIONS", "")
+    if not value:
+        return DEFAULT_MAX_DELETIONS
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigurationError("SWEEP_MAX_DELETIONS must be a whole number of at least 1")
+    return int(value)
 
 
 def _trust_domain(env: Mapping[str, str]) -> str:

@@ -20,7 +20,7 @@ from azure.identity import ManagedIdentityCredential
 from azure.keyvault.keys import KeyClient
 
 from devstack.services import Service, app_settings, start_azurite, start_localvault
-from functions import health, keys
+from functions import health, keys, maintenance
 from shared import app_context
 from shared.key_manager import KeyManager
 from shared.settings import load_settings
@@ -77,10 +77,11 @@ class App:
     vault_url: str
     manager: KeyManager
 
-    def call(self, handler, body=None, method="POST", raw: bytes | None = None, **route_params) -> tuple[int, dict]:
+    def call(self, handler, body=None, method="POST", raw: bytes | None = None, params=None, **route_params) -> tuple[int, dict]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
         app_context._key_manager = self.manager  # this instance's key manager serves the call
-        response = handler(func.HttpRequest(method, "http://localhost/api", body=data, route_params=route_params))
+        request = func.HttpRequest(method, "http://localhost/api", body=data, params=params or {}, route_params=route_params)
+        response = handler(request)
         return response.status_code, json.loads(response.get_body() or b"null")
 
     def generate(self, key_id: str, key_type: str) -> tuple[int, dict]:
@@ -98,6 +99,12 @@ class App:
 
     def health(self) -> tuple[int, dict]:
         return self.call(health.health, method="GET")
+
+    def refresh(self) -> tuple[int, dict]:
+        return self.call(maintenance.refresh_keys_now)
+
+    def sweep(self, dry_run: bool = False) -> tuple[int, dict]:
+        return self.call(maintenance.sweep_stale_keys_now, params={"dry_run": str(dry_run).lower()})
 
     def vault_requests(self) -> list[tuple[str, str]]:
         return self.transport.requests_to(self.vault_url)

@@ -28,12 +28,15 @@ class FakeVault:
 
     def __init__(self) -> None:
         self.keys: dict[str, list[KeyVersion]] = {}
+        self.updated: dict[str, datetime] = {}
         self.calls: list[tuple] = []
+        self.failing: dict[str, Exception] = {}  # key name -> error its update or delete raises
 
     def add_version(self, name: str, key_type: KeyType | None, tags: dict[str, str], enabled: bool = True) -> KeyVersion:
         der = public_der(key_type or KeyType.EC_P256)
-        version = KeyVersion(name, f"v{next(_counter)}", key_type, der, enabled, dict(tags))
+        version = KeyVersion(name, f"v{next(_counter)}", key_type, der, enabled, dict(tags), ("sign", "verify"))
         self.keys.setdefault(name.lower(), []).append(version)
+        self.updated[name.lower()] = datetime.now(timezone.utc)
         return version
 
     def create_key(self, name, key_type, tags):
@@ -56,7 +59,7 @@ class FakeVault:
         self.calls.append(("list_keys",))
         for versions in self.keys.values():
             current = versions[-1]
-            yield KeySummary(current.name, current.tags, current.enabled, datetime.now(timezone.utc))
+            yield KeySummary(current.name, current.tags, current.enabled, self.updated[current.name.lower()])
 
     def list_versions(self, name):
         self.calls.append(("list_versions", name))
@@ -70,6 +73,19 @@ class FakeVault:
         self.calls.pop()
         size = 32 if key.key_type is KeyType.EC_P256 else 48
         return b"signature" if key.key_type.is_rsa else (1).to_bytes(size, "big") + (2).to_bytes(size, "big")
+
+    def update_key_operations(self, name, version, key_ops):
+        self.calls.append(("update_key_operations", name, version, key_ops))
+        if name in self.failing:
+            raise self.failing[name]
+        self.updated[name.lower()] = datetime.now(timezone.utc)
+
+    def delete_key(self, name):
+        self.calls.append(("delete_key", name))
+        if name in self.failing:
+            raise self.failing[name]
+        if self.keys.pop(name.lower(), None) is None:
+            raise NotFound(f"Key Vault key {name} not found")
 
     def probe(self):
         self.calls.append(("probe",))

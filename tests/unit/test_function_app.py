@@ -1,8 +1,17 @@
 """The functions the app registers: names, routes, methods and auth levels, read from the app itself."""
 
+import json
+import os
+import subprocess
+import sys
+
 import azure.functions as func
+import pytest
 
 import function_app
+
+# get_functions() may be called once per app: it indexes the blueprints.
+FUNCTIONS = function_app.app.get_functions()
 
 EXPECTED = {
     "generate_key": ("keys", ["POST"], "function"),
@@ -10,11 +19,13 @@ EXPECTED = {
     "get_public_keys": ("keys", ["GET"], "function"),
     "sign_data": ("keys/{key_id}/sign", ["POST"], "function"),
     "health": ("health", ["GET"], "anonymous"),
+    "refresh_keys_now": ("maintenance/refresh", ["POST"], "admin"),
+    "sweep_stale_keys_now": ("maintenance/sweep", ["POST"], "admin"),
 }
 
 
 def _http_triggers():
-    for function in function_app.app.get_functions():
+    for function in FUNCTIONS:
         trigger = function.get_trigger().get_dict_repr()
         if trigger["type"] == "httpTrigger":
             yield function.get_function_name(), trigger
@@ -30,3 +41,31 @@ def test_http_functions_declare_the_documented_routes_methods_and_auth_levels():
 
 def test_the_app_defaults_to_function_keys():
     assert function_app.app.auth_level is func.AuthLevel.FUNCTION
+
+
+def _timers() -> dict[str, dict]:
+    return {
+        function.get_function_name(): function.get_trigger().get_dict_repr()
+        for function in FUNCTIONS
+        if function.get_trigger().get_dict_repr()["type"] == "timerTrigger"
+    }
+
+
+def test_timers_run_on_the_documented_default_schedules():
+    timers = _timers()
+    assert {name: t["schedule"] for name, t in timers.items()} == {
+        "refresh_keys": "0 0 */6 * * *",
+        "sweep_stale_keys": "0 0 0 */2 * *",
+    }
+    assert all(t["runOnStartup"] is False and t["useMonitor"] is True for t in timers.values())
+
+
+@pytest.mark.parametrize("setting, function", [("REFRESH_KEYS_SCHEDULE", "refresh_keys"), ("SWEEP_KEYS_SCHEDULE", "sweep_stale_keys")])
+def test_timer_schedules_come_from_app_settings_at_import(setting, function):
+    script = (
+        "import json, function_app; print(json.dumps({f.get_function_name(): f.get_trigger().get_dict_repr().get('schedule') "
+        "for f in function_app.app.get_functions()}))"
+    )
+    env = {**os.environ, setting: "0 */5 * * * *"}
+    output = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+    assert json.loads(output)[function] == "0 */5 * * * *"

@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 import pytest
 
 from shared.errors import ConfigurationError
@@ -109,3 +111,23 @@ def test_challenge_resource_check_may_be_skipped_only_for_a_local_vault():
     assert local.verify_challenge_resource is False
     assert settings(KEY_VAULT_URI="https://127.0.0.1:8443", KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION="true").verify_challenge_resource is False
     assert "KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION" in error_of(KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION="true")
+
+
+def test_sweep_policy_defaults_to_fourteen_days_and_one_hundred_deletions():
+    policy = settings().sweep_policy
+    assert policy.stale_key_age == timedelta(days=14) and policy.max_deletions == 100
+
+
+@pytest.mark.parametrize("value, age", [("14d", timedelta(days=14)), ("36h", timedelta(hours=36)), ("1440m", timedelta(days=1)), ("90000s", timedelta(seconds=90000))])
+def test_stale_key_age_takes_a_unit(value, age):
+    assert settings(STALE_KEY_AGE=value).sweep_policy.stale_key_age == age
+
+
+@pytest.mark.parametrize("value", ["14", "two weeks", "-1d", "1.5d", "23h"])
+def test_stale_key_age_must_be_a_duration_of_at_least_a_day(value):
+    assert "STALE_KEY_AGE" in error_of(STALE_KEY_AGE=value)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "ten", "1.5"])
+def test_sweep_max_deletions_must_be_positive(value):
+    assert "SWEEP_MAX_DELETIONS" in error_of(SWEEP_MAX_DELETIONS=value)

@@ -1,0 +1,99 @@
+"""Key maintenance: refresh this server's keys and sweep abandoned ones, on timers and on demand.
+
+The schedules are read at import, with defaults, so the app indexes without the settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Callable
+
+import azure.functions as func
+
+from functions.http import handles_errors, json_response
+from shared.app_context import key_manager
+from shared.errors import InvalidArgument
+from shared.maintenance import RefreshReport, SweepReport
+
+log = logging.getLogger(__name__)
+bp = func.Blueprint()
+
+REFRESH_KEYS_SCHEDULE = os.environ.get("REFRESH_KEYS_SCHEDULE") or "0 0 */6 * * *"
+SWEEP_KEYS_SCHEDULE = os.environ.get("SWEEP_KEYS_SCHEDULE") or "0 0 0 */2 * *"
+
+
+class MaintenanceFailed(RuntimeError):
+    """Raised from a timer run that failed for some keys, so the Functions runtime records a failure."""
+
+
+def run_refresh() -> RefreshReport:
+    report, duration_ms = _timed(lambda: key_manager().refresh())
+    _log_summary("refresh", duration_ms, refreshed=len(report.refreshed), failed=len(report.failed))
+    return report
+
+
+def run_sweep(dry_run: bool) -> SweepReport:
+    report, duration_ms = _timed(lambda: key_manager().sweep(dry_run=dry_run))
+    _log_summary(
+        "sweep",
+        duration_ms,
+        dry_run=dry_run,
+        candidates=len(report.candidates),
+        deleted=len(report.deleted),
+        failed=len(report.failed),
+        cap_reached=report.cap_reached,
+    )
+    if report.cap_reached:
+        log.warning("Sweep reached its deletion cap; the remaining stale keys wait for the next run")
+    return report
+
+
+@bp.function_name("refresh_keys")
+@bp.timer_trigger(schedule=REFRESH_KEYS_SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=True)
+def refresh_keys(timer: func.TimerRequest) -> None:
+    report = run_refresh()
+    if report.failed:
+        raise MaintenanceFailed(f"refreshing {len(report.failed)} of {len(report.failed) + len(report.refreshed)} keys failed")
+
+
+@bp.function_name("sweep_stale_keys")
+@bp.timer_trigger(schedule=SWEEP_KEYS_SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=True)
+def sweep_stale_keys(timer: func.TimerRequest) -> None:
+    report = run_sweep(dry_run=False)
+    if report.failed:
+        raise MaintenanceFailed(f"deleting {len(report.failed)} stale keys failed; they are retried next run")
+
+
+@bp.function_name("refresh_keys_now")
+@bp.route(route="maintenance/refresh", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@handles_errors
+def refresh_keys_now(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(run_refresh().to_dict())
+
+
+@bp.function_name("sweep_stale_keys_now")
+@bp.route(route="maintenance/sweep", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@handles_errors
+def sweep_stale_keys_now(req: func.HttpRequest) -> func.HttpResponse:
+    dry_run = req.params.get("dry_run", "false").lower()
+    if dry_run not in ("true", "false"):
+        raise InvalidArgument("dry_run must be true or false")
+    return json_response(run_sweep(dry_run == "true").to_dict())
+
+
+def _timed(run: Callable):
+    started = time.monotonic()
+    result = run()
+    return result, round((time.monotonic() - started) * 1000)
+
+
+def _log_summary(operation: str, duration_ms: int, **counts) -> None:
+    fields = {"operation": operation, "duration_ms": duration_ms, **counts}
+    log.info(
+        "Key %s finished: %s",
+        operation,
+        " ".join(f"{name}={value}" for name, value in fields.items()),
+        extra={"custom_dimensions": fields},
+    )

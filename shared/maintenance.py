@@ -1,0 +1,67 @@
+"""The rules of key maintenance: which keys are stale, and what a refresh or sweep run reports.
+
+Every server refreshes its own keys (their Key Vault ``Updated`` time becomes now) and sweeps the keys
+that other servers of its trust domain stopped refreshing. These rules decide what a sweep may
+delete, so they are kept small and apart, with a test beside them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+from shared.key_vault import KeySummary
+from shared.naming import TAG_SERVER_ID, TAG_TRUST_DOMAIN
+
+DEFAULT_STALE_KEY_AGE = timedelta(days=14)
+DEFAULT_MAX_DELETIONS = 100
+
+
+@dataclass(frozen=True)
+class SweepPolicy:
+    stale_key_age: timedelta = DEFAULT_STALE_KEY_AGE
+    max_deletions: int = DEFAULT_MAX_DELETIONS
+
+
+def is_stale(key: KeySummary, trust_domain: str, server_id: str, now: datetime, stale_key_age: timedelta) -> bool:
+    """A key of another server of this trust domain, not refreshed for longer than ``stale_key_age``.
+
+    Keys without both tags, of other trust domains, of this server, or without an Updated time are
+    never stale: the sweep must not touch what it cannot prove abandoned.
+    """
+    tags = key.tags or {}
+    owner = tags.get(TAG_SERVER_ID)
+    return (
+        tags.get(TAG_TRUST_DOMAIN) == trust_domain
+        and bool(owner)
+        and owner != server_id
+        and key.updated_on is not None
+        and key.updated_on < now - stale_key_age
+    )
+
+
+@dataclass(frozen=True)
+class Failure:
+    key_name: str
+    error: str
+
+
+@dataclass
+class RefreshReport:
+    refreshed: list[str] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SweepReport:
+    dry_run: bool
+    candidates: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    cap_reached: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,122 @@
+"""The staleness rule and the refresh and sweep runs, with an injected clock and an in-process vault."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from shared.algorithms import KeyType
+from shared.errors import NotFound, Unavailable
+from shared.key_manager import KeyManager
+from shared.key_vault import KeySummary
+from shared.maintenance import SweepPolicy, is_stale
+from tests.unit.fakes import FakeVault, FixedIdentity
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+AGE = timedelta(days=14)
+ME, OTHER, TD = "me-0000", "other-1111", "example.org"
+
+
+def summary(tags, updated=NOW - AGE - timedelta(seconds=1)):
+    return KeySummary("k", tags, True, updated)
+
+
+@pytest.mark.parametrize(
+    "tags, stale",
+    [
+        ({"spire-server-td": TD, "spire-server-id": OTHER}, True),
+        ({"spire-server-td": TD, "spire-server-id": ME}, False),
+        ({"spire-server-td": "other.org", "spire-server-id": OTHER}, False),
+        ({"spire-server-td": TD}, False),
+        ({"spire-server-td": TD, "spire-server-id": ""}, False),
+        ({"spire-server-id": OTHER}, False),
+        ({}, False),
+    ],
+)
+def test_only_other_servers_keys_of_this_trust_domain_can_be_stale(tags, stale):
+    assert is_stale(summary(tags), TD, ME, NOW, AGE) is stale
+
+
+@pytest.mark.parametrize(
+    "updated, stale",
+    [
+        (NOW - AGE - timedelta(seconds=1), True),
+        (NOW - AGE, False),
+        (NOW - AGE + timedelta(seconds=1), False),
+        (NOW, False),
+        (None, False),
+    ],
+)
+def test_a_key_is_stale_only_when_older_than_the_age(updated, stale):
+    assert is_stale(summary({"spire-server-td": TD, "spire-server-id": OTHER}, updated), TD, ME, NOW, AGE) is stale
+
+
+def _manager(vault, server_id=ME, max_deletions=100, now=NOW + AGE + timedelta(days=1)):
+    return KeyManager(vault, FixedIdentity(server_id), TD, SweepPolicy(AGE, max_deletions), clock=lambda: now)
+
+
+def _add(vault, name, server_id, td=TD):
+    vault.add_version(name, KeyType.EC_P256, {"spire-server-td": td, "spire-server-id": server_id})
+
+
+@pytest.fixture
+def vault():
+    vault = FakeVault()
+    for i in range(3):
+        _add(vault, f"spire-key-{OTHER}-k{i}", OTHER)
+    _add(vault, f"spire-key-{ME}-mine", ME)
+    _add(vault, "other-td", OTHER, td="other.org")
+    vault.add_version("untagged", KeyType.EC_P256, {})
+    return vault
+
+
+def test_sweep_deletes_only_stale_keys_of_other_servers(vault):
+    report = _manager(vault).sweep()
+    stale = [f"spire-key-{OTHER}-k{i}" for i in range(3)]
+    assert report.candidates == stale and report.deleted == stale
+    assert not report.failed and not report.cap_reached
+    assert sorted(vault.keys) == sorted([f"spire-key-{ME}-mine".lower(), "other-td", "untagged"])
+
+
+def test_dry_run_lists_candidates_and_deletes_nothing(vault):
+    report = _manager(vault).sweep(dry_run=True)
+    assert len(report.candidates) == 3 and report.deleted == [] and report.dry_run
+    assert "delete_key" not in vault.names()
+
+
+def test_young_keys_are_kept(vault):
+    report = _manager(vault, now=NOW).sweep()
+    assert report.candidates == [] and "delete_key" not in vault.names()
+
+
+def test_the_cap_stops_a_run_and_the_next_run_goes_on(vault):
+    report = _manager(vault, max_deletions=2).sweep()
+    assert len(report.deleted) == 2 and report.cap_reached
+    assert vault.names().count("delete_key") == 2
+    report = _manager(vault, max_deletions=2).sweep()
+    assert len(report.deleted) == 1 and not report.cap_reached
+
+
+def test_a_key_already_gone_counts_as_deleted_and_other_failures_are_reported(vault):
+    vault.failing[f"spire-key-{OTHER}-k0"] = NotFound("gone")
+    vault.failing[f"spire-key-{OTHER}-k1"] = Unavailable("Key Vault did not answer")
+    report = _manager(vault).sweep()
+    assert report.deleted == [f"spire-key-{OTHER}-k0", f"spire-key-{OTHER}-k2"]
+    assert [(f.key_name, f.error) for f in report.failed] == [(f"spire-key-{OTHER}-k1", "Key Vault did not answer")]
+
+
+def test_refresh_updates_each_own_key_with_its_operations_unchanged(vault):
+    _add(vault, f"spire-key-{ME}-second", ME)
+    vault.calls.clear()
+    report = _manager(vault).refresh()
+    assert report.refreshed == [f"spire-key-{ME}-mine", f"spire-key-{ME}-second"] and not report.failed
+    updates = [call for call in vault.calls if call[0] == "update_key_operations"]
+    assert [(c[1], c[3]) for c in updates] == [(name, ("sign", "verify")) for name in report.refreshed]
+    assert vault.names().count("get_key") == 2  # two requests per key, plus the listing
+
+
+def test_one_failing_refresh_does_not_stop_the_others(vault):
+    _add(vault, f"spire-key-{ME}-second", ME)
+    vault.failing[f"spire-key-{ME}-mine"] = Unavailable("Key Vault failed to answer (HTTP 503)")
+    report = _manager(vault).refresh()
+    assert report.refreshed == [f"spire-key-{ME}-second"]
+    assert [f.key_name for f in report.failed] == [f"spire-key-{ME}-mine"]
