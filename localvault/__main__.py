@@ -1,0 +1,49 @@
+"""Command line: ``python -m localvault [--host H] [--port P] [--token-port T] [--cert-dir D]``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Optional
+
+from .certs import ensure_certificates
+from .server import LocalVault
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m localvault",
+        description="Local Azure Key Vault (keys API) over HTTPS, with a managed-identity token endpoint over HTTP.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8443, help="HTTPS vault port, 0 = any free (default: %(default)s)")
+    parser.add_argument("--token-port", type=int, default=8080,
+                        help="HTTP token port, 0 = any free (default: %(default)s)")
+    parser.add_argument("--cert-dir", type=Path, default=Path(".local/localvault"),
+                        help="where the CA and server certificate are kept (default: %(default)s)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        vault = LocalVault(args.host, args.port, args.token_port, ensure_certificates(args.cert_dir))
+    except OSError as error:  # port taken, address not local, cert dir not writable
+        print(f"localvault: cannot start: {error}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    vault.start()
+    print(f"localvault ready vault={vault.vault_url} token={vault.token_url}", flush=True)
+    while not stop.wait(0.5):  # a timed wait lets the signal handler run promptly
+        pass
+    vault.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

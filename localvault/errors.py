@@ -1,0 +1,36 @@
+"""Errors carrying Key Vault's HTTP status and error code, so any layer can raise them."""
+
+from __future__ import annotations
+
+
+class VaultError(Exception):
+    """An error answered as ``{"error": {"code": ..., "message": ...}}``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+def bad_parameter(message: str) -> VaultError:
+    return VaultError(400, "BadParameter", message)
+
+
+def forbidden(message: str) -> VaultError:
+    return VaultError(403, "Forbidden", message)
+
+
+def key_not_found(name: str) -> VaultError:
+    return VaultError(404, "KeyNotFound", f"A key with (name/id) {name} was not found in this key vault.")
+
+
+def method_not_allowed() -> VaultError:
+    return VaultError(405, "MethodNotAllowed", "The requested method is not allowed for this resource.")
+
+
+def conflict(message: str) -> VaultError:
+    return VaultError(409, "Conflict", message)

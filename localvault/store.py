@@ -1,0 +1,186 @@
+"""The in-memory key store: versions, soft delete, recovery and the time shift.
+
+One lock guards all state.  Stored versions are frozen dataclasses and are
+replaced, never mutated, so callers may read what the store returns after the
+lock is released.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+
+from .crypto import PrivateKey
+from .errors import conflict, key_not_found
+
+RECOVERABLE_DAYS = 90
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+@dataclass(frozen=True)
+class KeyVersion:
+    """One version of a key, with the key's display name (as first created)."""
+
+    name: str
+    version: str
+    kty: str
+    private_key: PrivateKey
+    key_ops: tuple[str, ...]
+    tags: Mapping[str, str]
+    enabled: bool
+    created: int
+    updated: int
+    exp: Optional[int] = None
+    nbf: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Deletion:
+    deleted_date: int
+    scheduled_purge_date: int
+
+
+@dataclass
+class _Entry:
+    name: str
+    versions: list[KeyVersion]  # in creation order; the last one is the latest
+    deletion: Optional[Deletion] = None
+
+
+class KeyStore:
+    """Keys by case-insensitive name, as Key Vault treats names."""
+
+    def __init__(self, clock: Callable[[], int] = _now) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+
+    def _active(self, name: str) -> _Entry:
+        entry = self._entries.get(name.lower())
+        if entry is None or entry.deletion is not None:
+            raise key_not_found(name)
+        return entry
+
+    def _deleted(self, name: str) -> _Entry:
+        entry = self._entries.get(name.lower())
+        if entry is None or entry.deletion is None:
+            raise key_not_found(name)
+        return entry
+
+    @staticmethod
+    def _find(entry: _Entry, name: str, version: str) -> tuple[int, KeyVersion]:
+        if not version:
+            return len(entry.versions) - 1, entry.versions[-1]
+        for index, candidate in enumerate(entry.versions):
+            if candidate.version == version:
+                return index, candidate
+        raise key_not_found(f"{name}/{version}")
+
+    def create(
+        self,
+        name: str,
+        *,
+        kty: str,
+        private_key: PrivateKey,
+        key_ops: tuple[str, ...],
+        tags: Mapping[str, str],
+        enabled: bool = True,
+        exp: Optional[int] = None,
+        nbf: Optional[int] = None,
+    ) -> KeyVersion:
+        """Add a key, or a new version of an existing one (a deleted name cannot be reused)."""
+        with self._lock:
+            entry = self._entries.get(name.lower())
+            if entry is not None and entry.deletion is not None:
+                raise conflict(
+                    f"Key {name} is currently in a deleted but recoverable state, and its name cannot be reused; "
+                    "in this state, the key can only be recovered or purged."
+                )
+            if entry is None:
+                entry = self._entries[name.lower()] = _Entry(name, [])
+            now = self._clock()
+            version = KeyVersion(
+                name=entry.name, version=uuid.uuid4().hex, kty=kty, private_key=private_key, key_ops=key_ops,
+                tags=tags, enabled=enabled, created=now, updated=now, exp=exp, nbf=nbf,
+            )
+            entry.versions.append(version)
+            return version
+
+    def get(self, name: str, version: str = "") -> KeyVersion:
+        """A version of a key that is not deleted; an empty version means the latest."""
+        with self._lock:
+            return self._find(self._active(name), name, version)[1]
+
+    def latest_versions(self) -> list[KeyVersion]:
+        with self._lock:
+            entries = [self._entries[key] for key in sorted(self._entries)]
+            return [entry.versions[-1] for entry in entries if entry.deletion is None]
+
+    def versions(self, name: str) -> list[KeyVersion]:
+        with self._lock:
+            return list(self._active(name).versions)
+
+    def update(self, name: str, version: str, changes: Mapping[str, Any]) -> KeyVersion:
+        """Replace the given fields of one version and stamp ``updated``."""
+        with self._lock:
+            entry = self._active(name)
+            index, current = self._find(entry, name, version)
+            entry.versions[index] = dataclasses.replace(current, **changes, updated=self._clock())
+            return entry.versions[index]
+
+    def delete(self, name: str) -> tuple[KeyVersion, Deletion]:
+        """Soft-delete every version of a key."""
+        with self._lock:
+            entry = self._active(name)
+            now = self._clock()
+            entry.deletion = Deletion(now, now + RECOVERABLE_DAYS * 86400)
+            return entry.versions[-1], entry.deletion
+
+    def get_deleted(self, name: str) -> tuple[KeyVersion, Deletion]:
+        with self._lock:
+            entry = self._deleted(name)
+            return entry.versions[-1], entry.deletion
+
+    def deleted(self) -> list[tuple[KeyVersion, Deletion]]:
+        with self._lock:
+            entries = [self._entries[key] for key in sorted(self._entries)]
+            return [(entry.versions[-1], entry.deletion) for entry in entries if entry.deletion is not None]
+
+    def purge(self, name: str) -> None:
+        with self._lock:
+            self._deleted(name)
+            del self._entries[name.lower()]
+
+    def recover(self, name: str) -> KeyVersion:
+        with self._lock:
+            entry = self._deleted(name)
+            entry.deletion = None
+            return entry.versions[-1]
+
+    def shift_time(self, seconds: int) -> None:
+        """Make every stored timestamp ``seconds`` older, as if that much time had passed.
+
+        Deleted keys whose scheduled purge date is now in the past are purged,
+        as Key Vault would have done by then.
+        """
+        with self._lock:
+            for entry in self._entries.values():
+                entry.versions = [
+                    dataclasses.replace(v, created=v.created - seconds, updated=v.updated - seconds)
+                    for v in entry.versions
+                ]
+                if entry.deletion is not None:
+                    entry.deletion = Deletion(
+                        entry.deletion.deleted_date - seconds, entry.deletion.scheduled_purge_date - seconds
+                    )
+            now = self._clock()
+            for key, entry in list(self._entries.items()):
+                if entry.deletion is not None and entry.deletion.scheduled_purge_date <= now:
+                    del self._entries[key]
