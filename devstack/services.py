@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -34,11 +35,16 @@ class Service:
     url: str
     details: dict[str, str] = field(default_factory=dict)
 
-    def stop(self) -> None:
+    def stop(self, grace_seconds: float = 15) -> None:
+        """Ask the process to stop, and kill it after ``grace_seconds``.
+
+        SIGINT, not SIGTERM: Azurite ignores SIGTERM while clients hold keep-alive connections, and
+        killing it loses what it has not yet written to disk (a throwaway test store may pass 0).
+        """
         if self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(signal.SIGINT)
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=grace_seconds)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
