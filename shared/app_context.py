@@ -16,19 +16,21 @@ from azure.keyvault.keys import KeyClient
 from azure.storage.blob import BlobServiceClient
 
 from shared.key_manager import KeyManager
-from shared.key_vault import KeyVaultKeys
+from shared.key_vault import BudgetedRetryPolicy, KeyVaultKeys
 from shared.server_identity import BlobServerIdentity, FixedServerIdentity, ServerIdentity
 from shared.settings import BlobLocation, ClientSecret, ManagedIdentity, Settings, load_settings
 
 # Explicit network timeouts (seconds) so that a stalled dependency fails a request, never hangs it.
 CONNECTION_TIMEOUT = 5
-READ_TIMEOUT = 15
-# Total time the SDK's retry policy may spend on one call, retries and Retry-After waits included.
-RETRY_TOTAL_SECONDS = 20
+READ_TIMEOUT = 10
 
 # Blob storage is read once per instance, at its first request: retry briefly (0.5 s, then 2.5 s)
 # rather than with the storage SDK's default 15 s back-off, so a cold start fails fast and reports.
-BLOB_RETRY = {"retry_total": 2, "initial_backoff": 0.5, "increment_base": 2}
+BLOB_RETRY = {"retry_total": 2, "initial_backoff": 0.5, "increment_base": 2, "random_jitter_range": 0.5}
+
+# The Key Vault client's retry policy already repeats a token request that cannot connect, so the
+# credential retries once itself; its default of three more would multiply the time a request waits.
+CREDENTIAL_RETRY = {"retry_total": 1}
 
 _lock = threading.Lock()
 _key_manager: KeyManager | None = None
@@ -46,13 +48,15 @@ def key_manager() -> KeyManager:
 
 def build_key_manager(settings: Settings, **client_options: Any) -> KeyManager:
     """Wire a key manager; ``client_options`` reach every Azure client (tests pass a transport)."""
-    credential = build_credential(settings, **client_options)
+    credential = build_credential(settings, **_client_options(None, {**CREDENTIAL_RETRY, **client_options}))
+    options = _client_options(settings.key_vault_ca_bundle, client_options)
     key_client = KeyClient(
         settings.key_vault_uri,
         credential,
         verify_challenge_resource=settings.verify_challenge_resource,
-        timeout=RETRY_TOTAL_SECONDS,
-        **_client_options(settings.key_vault_ca_bundle, client_options),
+        # Total time the retries of one call may take, Retry-After waits included.
+        retry_policy=BudgetedRetryPolicy(timeout=settings.key_vault_retry_seconds, retry_total=options.pop("retry_total")),
+        **options,
     )
     return KeyManager(
         KeyVaultKeys(key_client),

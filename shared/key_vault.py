@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +22,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline.policies import RetryPolicy
 from azure.core.rest import HttpRequest
 from azure.keyvault.keys import JsonWebKey, KeyClient, KeyVaultKey
 from cryptography.hazmat.primitives import serialization
@@ -48,6 +50,32 @@ _CREATE_PARAMETERS: dict[KeyType, dict[str, Any]] = {
 _CURVES = {"P-256": (ec.SECP256R1(), KeyType.EC_P256), "P-384": (ec.SECP384R1(), KeyType.EC_P384)}
 _RSA_SIZES = {2048: KeyType.RSA_2048, 4096: KeyType.RSA_4096}
 _DEFAULT_RETRY_AFTER_SECONDS = 1
+
+
+class BudgetedRetryPolicy(RetryPolicy):
+    """The SDK's retry policy, which never waits out a Retry-After that ends past the call's budget.
+
+    The stock policy sleeps for any Retry-After and only then notices that its total ``timeout`` is
+    spent. Here such a response goes straight back to the caller, who gets a 429 (or 503) with the
+    service's Retry-After instead of a request held open for nothing.
+
+    Every Key Vault call the app makes may be repeated safely (a repeated sign is another valid
+    signature, a repeated create another version), so POST and PATCH are retried after a lost
+    connection too, not only on a 5xx as the SDK's default allows.
+    """
+
+    RETRY_ON_METHODS = frozenset({"GET", "POST", "PATCH", "DELETE"})
+
+    def send(self, request):
+        request.context.setdefault("retry_deadline", time.monotonic() + self.timeout)
+        request.context.options.setdefault("retry_on_methods", self.RETRY_ON_METHODS)
+        return super().send(request)
+
+    def is_retry(self, settings, response) -> bool:
+        retry_after = self.get_retry_after(response)
+        if retry_after and time.monotonic() + retry_after > response.context["retry_deadline"]:
+            return False
+        return super().is_retry(settings, response)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,9 @@ _DURATION = re.compile(r"(\d+)([dhms])")
 _DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 # Servers refresh their keys every few hours; an age near that would sweep keys still in use.
 MIN_STALE_KEY_AGE = timedelta(days=1)
+DEFAULT_KEY_VAULT_RETRY_SECONDS = 20
+# Retries must end well inside the Functions host's timeout (5 minutes on the Consumption plan).
+MAX_KEY_VAULT_RETRY_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class Settings:
     key_vault_ca_bundle: str | None = None
     verify_challenge_resource: bool = True
     sweep_policy: SweepPolicy = SweepPolicy()
+    key_vault_retry_seconds: int = DEFAULT_KEY_VAULT_RETRY_SECONDS
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -94,7 +98,17 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         key_vault_ca_bundle=env.get("KEY_VAULT_CA_BUNDLE") or None,
         verify_challenge_resource=not skip_challenge_check,
         sweep_policy=SweepPolicy(_stale_key_age(env), _max_deletions(env)),
+        key_vault_retry_seconds=_key_vault_retry_seconds(env),
     )
+
+
+def _key_vault_retry_seconds(env: Mapping[str, str]) -> int:
+    value = env.get("KEY_VAULT_RETRY_SECONDS", "")
+    if not value:
+        return DEFAULT_KEY_VAULT_RETRY_SECONDS
+    if not value.isdigit() or not 1 <= int(value) <= MAX_KEY_VAULT_RETRY_SECONDS:
+        raise ConfigurationError(f"KEY_VAULT_RETRY_SECONDS must be a whole number of seconds from 1 to {MAX_KEY_VAULT_RETRY_SECONDS}")
+    return int(value)
 
 
 def _stale_key_age(env: Mapping[str, str]) -> timedelta:

@@ -32,7 +32,7 @@ TRUST_DOMAIN = "example.org"
 def azurite(tmp_path_factory) -> Service:
     service = start_azurite(0, tmp_path_factory.mktemp("azurite"))
     yield service
-    service.stop()
+    service.stop(grace_seconds=0)  # its store is thrown away
 
 
 @pytest.fixture(scope="session")
@@ -58,10 +58,14 @@ class CountingTransport(RequestsTransport):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.sent: list[tuple[str, str, str]] = []
+        self.access_tokens: set[str] = set()  # to prove that none of them leaks
 
     def send(self, request, **kwargs):
         url = urlsplit(request.url)
         self.sent.append((request.method, url.netloc, url.path))
+        authorization = request.headers.get("Authorization", "")
+        if authorization.startswith("Bearer "):
+            self.access_tokens.add(authorization.removeprefix("Bearer "))
         return super().send(request, **kwargs)
 
     def requests_to(self, base_url: str) -> list[tuple[str, str]]:
@@ -76,12 +80,14 @@ class App:
     transport: CountingTransport
     vault_url: str
     manager: KeyManager
+    last_response: func.HttpResponse | None = None
 
     def call(self, handler, body=None, method="POST", raw: bytes | None = None, params=None, **route_params) -> tuple[int, dict]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
         app_context._key_manager = self.manager  # this instance's key manager serves the call
         request = func.HttpRequest(method, "http://localhost/api", body=data, params=params or {}, route_params=route_params)
         response = handler(request)
+        self.last_response = response
         return response.status_code, json.loads(response.get_body() or b"null")
 
     def generate(self, key_id: str, key_type: str) -> tuple[int, dict]:
@@ -110,11 +116,13 @@ class App:
         return self.transport.requests_to(self.vault_url)
 
 
-def make_app(env: dict[str, str], monkeypatch) -> App:
+def make_app(env: dict[str, str], monkeypatch, read_timeout: float = app_context.READ_TIMEOUT) -> App:
     """Point the process's app at ``env`` and wire it with a counting transport."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    transport = CountingTransport(connection_verify=env["KEY_VAULT_CA_BUNDLE"], connection_timeout=5, read_timeout=15)
+    transport = CountingTransport(
+        connection_verify=env["KEY_VAULT_CA_BUNDLE"], connection_timeout=app_context.CONNECTION_TIMEOUT, read_timeout=read_timeout
+    )
     manager = app_context.build_key_manager(load_settings(os.environ), transport=transport)
     monkeypatch.setattr(app_context, "_key_manager", manager)
     return App(transport, env["KEY_VAULT_URI"], manager)

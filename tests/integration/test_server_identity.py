@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import threading
 import uuid
-from urllib.parse import urlsplit
 
 from azure.storage.blob import BlobServiceClient
 
-from devstack.services import start_azurite
 from shared import app_context
 from shared.settings import load_settings
 from tests.integration.conftest import make_app
@@ -61,28 +59,6 @@ def test_unparsable_content_is_503_and_left_untouched(app_env, monkeypatch):
     assert app.health()[1]["dependency"] == "blob_storage"
     assert _blob(app_env).download_blob().readall() == b"not a uuid"
     assert app.vault_requests() == []
-
-
-def test_a_blob_outage_is_503_and_the_server_id_survives_it(app_env, monkeypatch, tmp_path):
-    storage = start_azurite(0, tmp_path / "azurite")
-    try:
-        env = {**app_env, "AzureWebJobsStorage": storage.details["connection_string"]}
-        _, generated = make_app(env, monkeypatch).generate("survivor", "ec-p256")
-        server_id = _blob(env).download_blob().readall().decode()
-        port = urlsplit(storage.url).port
-        storage.stop()
-
-        cold = make_app(env, monkeypatch)
-        status, body = cold.get("survivor")
-        assert status == 503 and body["error"]["code"] == "Unavailable"
-        assert cold.health()[1]["dependency"] == "blob_storage"
-
-        storage = start_azurite(port, tmp_path / "azurite")
-        assert cold.get("survivor") == (200, generated)
-        assert cold.manager.naming().server_id == server_id
-        assert _blob(env).download_blob().readall().decode() == server_id
-    finally:
-        storage.stop()
 
 
 def test_key_identifier_value_is_the_server_id_and_no_blob_is_used(app_env, monkeypatch):

@@ -131,3 +131,10 @@ def test_stale_key_age_must_be_a_duration_of_at_least_a_day(value):
 @pytest.mark.parametrize("value", ["0", "-5", "ten", "1.5"])
 def test_sweep_max_deletions_must_be_positive(value):
     assert "SWEEP_MAX_DELETIONS" in error_of(SWEEP_MAX_DELETIONS=value)
+
+
+def test_key_vault_retry_time_defaults_to_twenty_seconds_and_is_bounded():
+    assert settings().key_vault_retry_seconds == 20
+    assert settings(KEY_VAULT_RETRY_SECONDS="5").key_vault_retry_seconds == 5
+    for value in ("0", "121", "ten", "-1"):
+        assert "KEY_VAULT_RETRY_SECONDS" in error_of(KEY_VAULT_RETRY_SECONDS=value)

@@ -1,0 +1,68 @@
+"""Secrets never leave: failure paths are driven and neither logs nor responses may carry a secret."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import azure.functions as func
+
+from devstack.services import AZURITE_KEY
+from functions import keys
+from shared import app_context
+from tests.integration.conftest import make_app
+
+APP_SECRET = "app-secret-value-Zq8~t5"
+CLOSED = "127.0.0.1:9"
+
+
+def _calls(app) -> list[tuple[int, dict]]:
+    return [app.generate("a", "ec-p256"), app.get("a"), app.list(), app.refresh(), app.sweep(), app.health()]
+
+
+def _failing_calls(app) -> list[tuple[int, dict]]:
+    """One key operation and the health check: each waits out the SDK's retries."""
+    return [app.generate("a", "ec-p256"), app.health()]
+
+
+def _assert_clean(secrets: list[str], texts: list[str]) -> None:
+    assert all(secrets)
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text
+
+
+def test_invalid_credential_settings_never_echo_the_secret(app_env, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    for name, value in {**app_env, "APP_SECRET": APP_SECRET, "APP_ID": "app"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(app_context, "_key_manager", None)
+    response = keys.get_public_keys(func.HttpRequest("GET", "http://localhost/api/keys", body=b""))
+    body = response.get_body().decode()
+    assert response.status_code == 503 and "TENANT_ID" in body
+    _assert_clean([APP_SECRET, AZURITE_KEY], [body, caplog.text])
+
+
+def test_failing_dependencies_answer_503_without_secrets(app_env, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    azurite_endpoint = app_env["AzureWebJobsStorage"].split("BlobEndpoint=http://")[1].split("/")[0]
+    failing = (
+        {"AzureWebJobsStorage": app_env["AzureWebJobsStorage"].replace(azurite_endpoint, CLOSED)},
+        {"KEY_VAULT_URI": f"https://{CLOSED}", "KEY_IDENTIFIER_VALUE": "secrets-test"},
+        {"IDENTITY_ENDPOINT": f"http://{CLOSED}/metadata/identity/oauth2/token", "KEY_IDENTIFIER_VALUE": "secrets-test"},
+    )
+    texts = []
+    for overrides in failing:
+        app = make_app({**app_env, **overrides}, monkeypatch)
+        results = _failing_calls(app)
+        assert all(status == 503 for status, _ in results), results
+        texts.extend(json.dumps(body) for _, body in results)
+    _assert_clean([AZURITE_KEY], texts + [caplog.text])
+
+
+def test_working_paths_log_no_secrets_either(app, caplog):
+    caplog.set_level(logging.DEBUG)
+    results = _calls(app)
+    assert [status for status, _ in results] == [200] * 6
+    assert app.transport.access_tokens
+    _assert_clean([AZURITE_KEY, *app.transport.access_tokens], [json.dumps(body) for _, body in results] + [caplog.text])
