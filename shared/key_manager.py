@@ -13,7 +13,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Iterator, Protocol
+from datetime import timedelta
+from typing import Callable, Generic, Iterator, Protocol, TypeVar
 
 from shared.algorithms import KeyType, SignerOptions, signing_algorithm
 from shared.errors import FailedPrecondition, InvalidArgument, KeyManagerError, NotFound
@@ -24,6 +25,10 @@ from shared.public_keys import PublicKey, fingerprint, signature_for_spire
 from shared.server_identity import ServerIdentity
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K")
+V = TypeVar("V")
+UPDATED_SETTLE_TIME = timedelta(seconds=5)
 
 
 class Vault(Protocol):
@@ -57,24 +62,38 @@ class _KnownVersion:
     key_type: KeyType
 
 
-class _VersionCache:
-    """(key name, fingerprint) -> version: immutable facts, bounded so memory cannot grow forever."""
+class _BoundedCache(Generic[K, V]):
+    """A thread-safe LRU map, bounded so that memory cannot grow with the keys ever seen."""
 
     def __init__(self, capacity: int = 4096) -> None:
         self._capacity = capacity
-        self._entries: OrderedDict[tuple[str, str], _KnownVersion] = OrderedDict()
+        self._entries: OrderedDict[K, V] = OrderedDict()
         self._lock = threading.Lock()
 
-    def remember(self, name: str, key_fingerprint: str, known: _KnownVersion) -> None:
+    def put(self, key: K, value: V) -> None:
         with self._lock:
-            self._entries[(name.lower(), key_fingerprint)] = known
-            self._entries.move_to_end((name.lower(), key_fingerprint))
+            self._entries[key] = value
+            self._entries.move_to_end(key)
             while len(self._entries) > self._capacity:
                 self._entries.popitem(last=False)
 
-    def find(self, name: str, key_fingerprint: str) -> _KnownVersion | None:
+    def get(self, key: K) -> V | None:
         with self._lock:
-            return self._entries.get((name.lower(), key_fingerprint))
+            return self._entries.get(key)
+
+
+@dataclass(frozen=True)
+class _ListedKey:
+    """The current version read for a key whose listing showed ``updated_on``; read at ``read_at``."""
+
+    updated_on: datetime
+    read_at: datetime
+    current: KeyVersion
+
+    def still_current(self, listed_updated_on: datetime | None) -> bool:
+        # Key Vault's Updated has one-second granularity: a change made in the second of the read
+        # (or within a clock skew of it) could keep the same Updated, so such entries are read again.
+        return listed_updated_on == self.updated_on and self.updated_on < self.read_at - UPDATED_SETTLE_TIME
 
 
 def _utc_now() -> datetime:
@@ -95,7 +114,10 @@ class KeyManager:
         self._trust_domain = trust_domain
         self._sweep_policy = sweep_policy
         self._clock = clock
-        self._versions = _VersionCache()
+        # Immutable facts only: (key name, fingerprint) -> version, and per key name the version
+        # read for a listed Updated time (a rotation or refresh moves Updated, forcing a new read).
+        self._versions: _BoundedCache[tuple[str, str], _KnownVersion] = _BoundedCache()
+        self._listed: _BoundedCache[str, _ListedKey] = _BoundedCache()
 
     def naming(self) -> KeyNaming:
         """This server's naming scheme; resolves the server id on first use."""
@@ -121,7 +143,7 @@ class KeyManager:
             if key_id is None or not summary.enabled or not naming.owns(summary.tags):
                 continue
             try:
-                current = self._vault.get_key(summary.name)
+                current = self._listed_current_version(summary)
             except NotFound:
                 continue  # deleted since the listing
             if current.key_type is None or not current.enabled:
@@ -129,6 +151,16 @@ class KeyManager:
                 continue
             keys.append(self._public_key(key_id, current))
         return sorted(keys, key=lambda key: key.id)
+
+    def _listed_current_version(self, summary: KeySummary) -> KeyVersion:
+        cached = self._listed.get(summary.name.lower())
+        if cached is not None and cached.still_current(summary.updated_on):
+            return cached.current
+        read_at = self._clock()
+        current = self._vault.get_key(summary.name)
+        if summary.updated_on is not None:
+            self._listed.put(summary.name.lower(), _ListedKey(summary.updated_on, read_at, current))
+        return current
 
     def sign_data(self, request: SignRequest) -> Signature:
         name = self.naming().key_name(request.key_id)
@@ -217,7 +249,7 @@ class KeyManager:
         return current
 
     def _version_with_fingerprint(self, key_id: str, name: str, key_fingerprint: str) -> _KnownVersion:
-        known = self._versions.find(name, key_fingerprint)
+        known = self._versions.get((name.lower(), key_fingerprint))
         if known is not None:
             return known
         # Cold: learn every version of the key once; versions never change, so this is paid once.
@@ -228,7 +260,7 @@ class KeyManager:
                     self._remember(name, candidate)
         except NotFound:
             raise NotFound(f'key "{key_id}" not found') from None
-        known = self._versions.find(name, key_fingerprint)
+        known = self._versions.get((name.lower(), key_fingerprint))
         if known is None:
             raise FailedPrecondition(f'key "{key_id}" has no version with fingerprint {key_fingerprint}')
         return known
@@ -236,7 +268,7 @@ class KeyManager:
     def _remember(self, name: str, version: KeyVersion) -> _KnownVersion:
         assert version.key_type is not None
         known = _KnownVersion(version.version, version.key_type)
-        self._versions.remember(name, fingerprint(version.pkix_data), known)
+        self._versions.put((name.lower(), fingerprint(version.pkix_data)), known)
         return known
 
     def _public_key(self, key_id: str, version: KeyVersion) -> PublicKey:

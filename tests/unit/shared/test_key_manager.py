@@ -1,4 +1,5 @@
 import hashlib
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -160,3 +161,36 @@ def test_sign_unknown_key_is_not_found(manager):
         sign(manager, key_id="nope")
     with pytest.raises(NotFound, match='key "nope" not found'):
         sign(manager, key_id="nope", fp="0" * 64)
+
+
+def _later_clock(seconds: float):
+    return lambda: datetime.now(timezone.utc) + timedelta(seconds=seconds)
+
+
+def test_warm_listing_with_nothing_changed_costs_only_the_listing(vault):
+    manager = KeyManager(vault, FixedIdentity(SERVER_ID), TD, clock=_later_clock(60))
+    manager.generate_key("a", KeyType.EC_P256)
+    manager.generate_key("b", KeyType.EC_P256)
+    first = manager.get_public_keys()
+    vault.calls.clear()
+    assert manager.get_public_keys() == first
+    assert vault.names() == ["list_keys"]
+
+
+def test_a_key_whose_updated_time_moved_is_read_again(vault):
+    manager = KeyManager(vault, FixedIdentity(SERVER_ID), TD, clock=_later_clock(60))
+    manager.generate_key("a", KeyType.EC_P256)
+    manager.get_public_keys()
+    rotated = manager.generate_key("a", KeyType.EC_P384)
+    vault.calls.clear()
+    assert manager.get_public_keys() == [rotated]
+    assert vault.names() == ["list_keys", "get_key"]
+
+
+def test_keys_read_within_the_settle_time_of_their_update_are_read_again(vault):
+    manager = KeyManager(vault, FixedIdentity(SERVER_ID), TD, clock=_later_clock(1))
+    manager.generate_key("a", KeyType.EC_P256)
+    manager.get_public_keys()
+    vault.calls.clear()
+    manager.get_public_keys()
+    assert vault.names() == ["list_keys", "get_key"]
