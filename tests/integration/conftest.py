@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.identity import ManagedIdentityCredential
 from azure.keyvault.keys import KeyClient
 
-from devstack.services import Service, app_settings, start_azurite, start_localvault
+from devstack.services import Service, app_settings, start_azurite, start_devhost, start_localvault
 from functions import health, keys, maintenance
 from shared import app_context
 from shared.key_manager import KeyManager
@@ -144,3 +145,26 @@ def vault_admin(vault, monkeypatch) -> KeyClient:
 
 def ca_bundle(vault: Service) -> Path:
     return Path(vault.details["ca_bundle"])
+
+
+@pytest.fixture
+def instances(app_env):
+    """Two devhost processes started at the same moment on a fresh metadata container."""
+    env = {**os.environ, **app_env}
+    started: list = [None, None]
+
+    def start(index: int) -> None:
+        started[index] = start_devhost(0, env, no_timers=True)
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert all(started), "a devhost instance did not start"
+        yield [service.url + "/api" for service in started]
+    finally:
+        for service in started:
+            if service is not None:
+                service.stop()

@@ -3,38 +3,12 @@
 from __future__ import annotations
 
 import base64
-import os
 import threading
 
-import pytest
 import requests
 from azure.storage.blob import BlobServiceClient
 
-from devstack.services import start_devhost
 from tests.integration.verify import digest, verify
-
-
-@pytest.fixture
-def instances(app_env):
-    """Two devhost processes started at the same moment on a fresh metadata container."""
-    env = {**os.environ, **app_env}
-    started: list = [None, None]
-
-    def start(index: int) -> None:
-        started[index] = start_devhost(0, env, no_timers=True)
-
-    threads = [threading.Thread(target=start, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    try:
-        assert all(started), "a devhost instance did not start"
-        yield [service.url + "/api" for service in started]
-    finally:
-        for service in started:
-            if service is not None:
-                service.stop()
 
 
 def _first_requests_at_once(urls: list[str]) -> list[requests.Response]:
