@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import requests
 
 from tests.integration.conftest import make_app
 from tests.integration.verify import digest
@@ -56,3 +57,22 @@ def test_a_rotation_through_another_instance_is_seen_at_once(app_env, monkeypatc
     assert after == rotated != before
     status, body = second.sign("shared", digest("SHA384"), hash_algorithm="SHA384")
     assert status == 200 and body["key_fingerprint"] == rotated["public_key"]["fingerprint"]
+
+
+def test_warm_listing_costs_only_pages_and_still_sees_a_rotation_through_another_instance(app_env, vault, monkeypatch):
+    first = make_app(app_env, monkeypatch)
+    for key_id in ("a", "b", "c"):
+        first.generate(key_id, "ec-p256")
+    # Age the keys so their Updated times are settled and the listing cache may trust them.
+    requests.put(f"{vault.url}/management/vault/time/all", params={"seconds": 60}, verify=vault.details["ca_bundle"], timeout=10).raise_for_status()
+    second = make_app(app_env, monkeypatch)
+    _, before = second.list()
+    second.transport.sent.clear()
+    assert second.list() == (200, before)
+    assert {request for request in second.vault_requests()} == {("GET", "/keys")}
+
+    _, rotated = first.generate("b", "rsa-2048")
+    second.transport.sent.clear()
+    _, after = second.list()
+    assert [key for key in after["public_keys"] if key["id"] == "b"] == [rotated["public_key"]]
+    assert len([r for r in second.vault_requests() if r != ("GET", "/keys")]) == 1
