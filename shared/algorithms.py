@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TypeVar
 
 from shared.errors import InvalidArgument
 
@@ -22,11 +23,7 @@ class KeyType(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: str) -> "KeyType":
-        try:
-            return cls(value)
-        except ValueError:
-            names = ", ".join(t.value for t in cls)
-            raise InvalidArgument(f'unsupported key type "{value}": expected one of {names}') from None
+        return _parse(cls, value, "key type")
 
 
 class HashAlgorithm(str, enum.Enum):
@@ -40,11 +37,19 @@ class HashAlgorithm(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: str) -> "HashAlgorithm":
-        try:
-            return cls(value)
-        except ValueError:
-            names = ", ".join(h.value for h in cls)
-            raise InvalidArgument(f'unsupported hash algorithm "{value}": expected one of {names}') from None
+        return _parse(cls, value, "hash algorithm")
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def _parse(members: type[E], value: str, what: str) -> E:
+    """The member named by a request's value, or an InvalidArgument listing the accepted values."""
+    try:
+        return members(value)
+    except ValueError:
+        names = ", ".join(member.value for member in members)
+        raise InvalidArgument(f'unsupported {what} "{value}": expected one of {names}') from None
 
 
 @dataclass(frozen=True)
