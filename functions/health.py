@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from functions.http import json_response
+from functions.http import handles_errors, json_response
 from shared.app_context import key_manager
 from shared.errors import KeyManagerError
 
@@ -13,6 +13,7 @@ bp = func.Blueprint()
 
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
 def health(req: func.HttpRequest) -> func.HttpResponse:
     checks = (
         ("settings", lambda: key_manager()),

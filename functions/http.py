@@ -79,6 +79,8 @@ def json_body(req: func.HttpRequest) -> dict[str, Any]:
         raise InvalidArgument("request body is not UTF-8") from None
     except ValueError:
         raise InvalidArgument("request body is not valid JSON") from None
+    except RecursionError:  # json's parser recurses per nesting level; 64 KiB of "[" is far too deep
+        raise InvalidArgument("request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidArgument("request body must be a JSON object")
     return body

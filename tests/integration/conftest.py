@@ -26,9 +26,6 @@ from shared import app_context
 from shared.key_manager import KeyManager
 from shared.settings import load_settings
 
-TRUST_DOMAIN = "example.org"
-
-
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory) -> Service:
     service = start_azurite(0, tmp_path_factory.mktemp("azurite"))
@@ -45,10 +42,14 @@ def vault(tmp_path_factory) -> Service:
 
 @pytest.fixture
 def app_env(azurite, vault) -> dict[str, str]:
-    """Settings of a fresh server: its own metadata container, hence its own server id."""
+    """Settings of a fresh server: its own metadata container (hence server id) and trust domain.
+
+    A trust domain of its own keeps each test's sweeps away from other tests' keys, which the
+    vault's time shifts age too.
+    """
     return {
         **app_settings(azurite, vault),
-        "TRUST_DOMAIN": TRUST_DOMAIN,
+        "TRUST_DOMAIN": f"td-{uuid.uuid4().hex[:12]}.example.org",
         "KEY_METADATA_BLOB": f"t{uuid.uuid4().hex[:20]}/key-metadata",
     }
 

@@ -20,9 +20,8 @@ FIFTEEN_DAYS = 15 * 24 * 3600
 
 
 @pytest.fixture
-def trust_domain() -> str:
-    """Each test sweeps its own trust domain: time shifts age every key in the shared vault."""
-    return f"td-{uuid.uuid4().hex[:12]}.example.org"
+def trust_domain(app_env) -> str:
+    return app_env["TRUST_DOMAIN"]  # each test's own: time shifts age every key in the shared vault
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ EXPECTED = {
     "health": ("health", ["GET"], "anonymous"),
     "refresh_keys_now": ("maintenance/refresh", ["POST"], "admin"),
     "sweep_stale_keys_now": ("maintenance/sweep", ["POST"], "admin"),
+    "openapi": ("openapi.json", ["GET"], "anonymous"),
 }
 
 

@@ -1,0 +1,294 @@
+"""openapi.json: a valid OpenAPI document that describes exactly the HTTP functions the app declares."""
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+from jsonschema.exceptions import ValidationError
+from openapi_schema_validator import OAS30Validator, oas30_format_checker
+from openapi_spec_validator import validate as validate_spec
+
+from functions import openapi as openapi_function
+from functions.http import STATUS_BY_ERROR
+from functions.keys import parse_sign_request
+from shared import errors
+from shared.algorithms import HashAlgorithm, KeyType
+from shared.errors import InvalidArgument
+from shared.maintenance import Failure, RefreshReport, SweepReport
+from shared.naming import KEY_NAME_PREFIX, KEY_VAULT_NAME_MAX, validate_key_id
+from tests.unit.test_function_app import FUNCTIONS  # get_functions() may run once per process
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCUMENT = json.loads((ROOT / "openapi.json").read_text())
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def _http_functions() -> dict[str, dict]:
+    return {
+        f.get_function_name(): f.get_trigger().get_dict_repr()
+        for f in FUNCTIONS
+        if f.get_trigger().get_dict_repr()["type"] == "httpTrigger"
+    }
+
+
+HTTP_FUNCTIONS = _http_functions()
+
+
+def _methods(trigger: dict) -> set[str]:
+    return {str(getattr(m, "value", m)).lower() for m in trigger["methods"]}
+
+
+def _operations() -> dict[tuple[str, str], dict]:
+    return {
+        (path, method): operation
+        for path, item in DOCUMENT["paths"].items()
+        for method, operation in item.items()
+        if method in HTTP_METHODS
+    }
+
+
+def _operation(function_name: str) -> dict:
+    (operation,) = [op for op in _operations().values() if op["operationId"] == function_name]
+    return operation
+
+
+def _deref(node: dict) -> dict:
+    """Follow local $refs until an object without one."""
+    while "$ref" in node:
+        target = DOCUMENT
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def _validator(schema_name: str) -> OAS30Validator:
+    schema = {"components": DOCUMENT["components"], "$ref": f"#/components/schemas/{schema_name}"}
+    return OAS30Validator(schema, format_checker=oas30_format_checker)
+
+
+def test_the_document_is_a_valid_openapi_3_document():
+    validate_spec(DOCUMENT)
+    assert DOCUMENT["openapi"].startswith("3.0.")
+
+
+def test_the_server_is_the_route_prefix():
+    host = json.loads((ROOT / "host.json").read_text())
+    assert DOCUMENT["servers"] == [{"url": "/" + host["extensions"]["http"]["routePrefix"]}]
+
+
+def test_every_http_function_is_an_operation_with_its_name_as_operation_id():
+    for name, trigger in HTTP_FUNCTIONS.items():
+        path = "/" + trigger["route"].strip("/")
+        assert path in DOCUMENT["paths"], f"{name}: {path} is not documented"
+        for method in _methods(trigger):
+            operation = DOCUMENT["paths"][path].get(method)
+            assert operation is not None, f"{name}: {method.upper()} {path} is not documented"
+            assert operation["operationId"] == name
+
+
+def test_the_document_has_no_operation_the_app_does_not_serve():
+    served = {("/" + t["route"].strip("/"), m) for t in HTTP_FUNCTIONS.values() for m in _methods(t)}
+    assert set(_operations()) == served
+    operation_ids = [op["operationId"] for op in _operations().values()]
+    assert sorted(operation_ids) == sorted(HTTP_FUNCTIONS)
+
+
+def test_path_parameters_are_the_routes_parameters():
+    for name, trigger in HTTP_FUNCTIONS.items():
+        route_params = set(re.findall(r"\{(\w+)\}", trigger["route"]))
+        documented = {_deref(p)["name"] for p in _operation(name).get("parameters", []) if _deref(p)["in"] == "path"}
+        assert documented == route_params, name
+
+
+def _scheme(name: str) -> dict:
+    return DOCUMENT["components"]["securitySchemes"][name]
+
+
+def test_security_follows_each_functions_auth_level():
+    for name, trigger in HTTP_FUNCTIONS.items():
+        level = trigger["authLevel"].value
+        security = _operation(name)["security"]
+        if level == "anonymous":
+            assert security == [], name
+            continue
+        # Either way of passing a key: the x-functions-key header or the code query parameter.
+        schemes = [_scheme(scheme) for requirement in security for scheme in requirement]
+        assert all(len(requirement) == 1 for requirement in security), name
+        assert {(s["type"], s["in"], s["name"]) for s in schemes} == {
+            ("apiKey", "header", "x-functions-key"),
+            ("apiKey", "query", "code"),
+        }, name
+        expected = "master key" if level == "admin" else "function key"
+        assert all(expected in s["description"] for s in schemes), name
+
+
+def test_the_default_security_is_the_apps_default_auth_level():
+    schemes = {_scheme(scheme)["description"] for requirement in DOCUMENT["security"] for scheme in requirement}
+    assert schemes and all("function key" in description for description in schemes)
+
+
+def test_the_enums_are_the_codes():
+    schemas = DOCUMENT["components"]["schemas"]
+    assert schemas["KeyType"]["enum"] == [t.value for t in KeyType]
+    assert schemas["HashAlgorithm"]["enum"] == [h.value for h in HashAlgorithm]
+    assert set(schemas["ErrorDetail"]["properties"]["code"]["enum"]) == {cls.code for cls in STATUS_BY_ERROR}
+
+
+def _error_code(response: dict) -> str:
+    schema = response["content"]["application/json"]["schema"]
+    assert schema["allOf"][0] == {"$ref": "#/components/schemas/Error"}
+    (code,) = schema["allOf"][1]["properties"]["error"]["properties"]["code"]["enum"]
+    return code
+
+
+def test_error_responses_are_the_error_schema_with_the_code_of_their_status():
+    codes_by_status: dict[int, set[str]] = {}
+    for cls, status in STATUS_BY_ERROR.items():
+        codes_by_status.setdefault(status, set()).add(cls.code)
+    assert codes_by_status[413] == {errors.InvalidArgument.code}  # PayloadTooLarge is an InvalidArgument
+    seen = set()
+    for (path, method), operation in _operations().items():
+        for status, response in operation["responses"].items():
+            response = _deref(response)
+            if int(status) < 400 or operation["operationId"] == "health" or int(status) == 401:
+                continue
+            seen.add(int(status))
+            assert _error_code(response) in codes_by_status[int(status)], f"{method} {path} {status}"
+            if status == "429":
+                assert response["headers"]["Retry-After"]["required"] is True
+    assert seen == set(STATUS_BY_ERROR.values())
+
+
+def test_unauthorized_responses_have_no_body_and_only_where_keys_are_needed():
+    for name in HTTP_FUNCTIONS:
+        operation = _operation(name)
+        responses = operation["responses"]
+        if operation["security"]:
+            assert "content" not in _deref(responses["401"])
+        else:
+            assert "401" not in responses
+
+
+def test_key_ids_are_what_a_key_vault_name_with_a_generated_server_id_holds():
+    key_id = DOCUMENT["components"]["schemas"]["KeyId"]
+    uuid_length = 36
+    assert key_id["maxLength"] == KEY_VAULT_NAME_MAX - len(f"{KEY_NAME_PREFIX}--") - uuid_length == 80
+    for candidate in ["a", "x509-CA-A", "A" * 80, "A" * 81, "", "a b", "a/b", "a_b", "ключ"]:
+        documented = bool(re.search(key_id["pattern"], candidate)) and 1 <= len(candidate) <= key_id["maxLength"]
+        try:
+            validate_key_id(candidate, key_id["maxLength"])
+            accepted = True
+        except InvalidArgument:
+            accepted = False
+        assert documented == accepted, candidate
+
+
+def _b64(size: int) -> str:
+    return base64.b64encode(bytes(range(size))).decode()
+
+
+SIGN_BODIES = [
+    {"data": _b64(32), "hash_algorithm": "SHA256"},
+    {"data": _b64(48), "hash_algorithm": "SHA384"},
+    {"data": _b64(64), "hash_algorithm": "SHA512", "key_fingerprint": "AB" * 32},
+    {"data": _b64(32), "pss_options": {"hash_algorithm": "SHA256"}},
+    {"data": _b64(48), "pss_options": {"hash_algorithm": "SHA384", "salt_length": -1}},
+    {"data": _b64(64), "pss_options": {"hash_algorithm": "SHA512", "salt_length": 64}, "key_fingerprint": "0f" * 32},
+    {"data": _b64(32), "hash_algorithm": "SHA256", "unknown": "ignored"},
+    # Rejected:
+    {"data": _b64(32)},
+    {"hash_algorithm": "SHA256"},
+    {"data": _b64(32), "hash_algorithm": "SHA384"},
+    {"data": _b64(31), "hash_algorithm": "SHA256"},
+    {"data": _b64(32)[:-1], "hash_algorithm": "SHA256"},
+    {"data": _b64(32).replace("A", "-"), "hash_algorithm": "SHA256"},
+    {"data": _b64(32), "hash_algorithm": "sha256"},
+    {"data": _b64(32), "hash_algorithm": "MD5"},
+    {"data": _b64(32), "hash_algorithm": "SHA256", "pss_options": {"hash_algorithm": "SHA256"}},
+    {"data": _b64(32), "pss_options": {"hash_algorithm": "SHA256", "salt_length": 20}},
+    {"data": _b64(32), "pss_options": {"hash_algorithm": "SHA256", "salt_length": 48}},
+    {"data": _b64(32), "pss_options": {"hash_algorithm": "SHA256", "salt_length": "32"}},
+    {"data": _b64(32), "pss_options": {"hash_algorithm": "SHA256", "salt_length": True}},
+    {"data": _b64(32), "pss_options": {}},
+    {"data": _b64(32), "pss_options": "SHA256"},
+    {"data": _b64(32), "hash_algorithm": "SHA256", "key_fingerprint": "ab" * 31},
+    {"data": _b64(32), "hash_algorithm": "SHA256", "key_fingerprint": "zz" * 32},
+    {"data": 32, "hash_algorithm": "SHA256"},
+]
+
+
+def _app_accepts_sign_body(body: dict) -> bool:
+    """Whether the app gets past validation: parse_sign_request, then the key manager's digest length check."""
+    try:
+        request = parse_sign_request("x509-CA-A", body)
+    except InvalidArgument:
+        return False
+    return len(request.data) == request.options.hash_algorithm.digest_size
+
+
+@pytest.mark.parametrize("body", SIGN_BODIES, ids=lambda body: json.dumps(body)[:60])
+def test_the_sign_request_schema_accepts_exactly_what_the_app_accepts(body):
+    documented = _validator("SignRequest").is_valid(body)
+    assert documented == _app_accepts_sign_body(body)
+
+
+@pytest.mark.parametrize(
+    "body, valid",
+    [
+        ({"key_id": "x509-CA-A", "key_type": "ec-p256"}, True),
+        ({"key_id": "a", "key_type": "rsa-4096", "other": 1}, True),
+        ({"key_id": "a", "key_type": "rsa-3072"}, False),
+        ({"key_id": "a"}, False),
+        ({"key_type": "ec-p384"}, False),
+        ({"key_id": "a b", "key_type": "ec-p384"}, False),
+        ({"key_id": 1, "key_type": "ec-p384"}, False),
+    ],
+)
+def test_the_generate_request_schema(body, valid):
+    assert _validator("GenerateKeyRequest").is_valid(body) == valid
+
+
+def test_the_examples_are_valid():
+    schemas = DOCUMENT["components"]["schemas"]
+    for name in ("GenerateKeyRequest", "SignRequest", "KeyId", "Fingerprint"):
+        _validator(name).validate(schemas[name]["example"])
+    assert _app_accepts_sign_body(schemas["SignRequest"]["example"])
+
+
+def test_the_responses_the_code_renders_match_their_schemas():
+    from functions.keys import _render
+    from shared.public_keys import PublicKey
+
+    key = PublicKey("x509-CA-A", KeyType.EC_P256, b"\x30\x59", "ab" * 32)
+    _validator("PublicKeyResponse").validate({"public_key": _render(key)})
+    _validator("SignResponse").validate({"signature": _b64(70), "key_fingerprint": "ab" * 32})
+    with pytest.raises(ValidationError):
+        _validator("PublicKeyResponse").validate({"public_key": {**_render(key), "extra": 1}})
+    failure = Failure("spire-key-a-b", "Key Vault did not answer")
+    _validator("RefreshReport").validate(RefreshReport(["spire-key-a-b"], [failure]).to_dict())
+    _validator("SweepReport").validate(SweepReport(True, ["spire-key-c-d"], [], [failure], True).to_dict())
+
+
+def test_the_function_serves_the_document_as_json():
+    response = openapi_function.openapi(func.HttpRequest("GET", "http://localhost/api/openapi.json", body=b""))
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    assert json.loads(response.get_body()) == DOCUMENT
+    assert openapi_function.document() is openapi_function.document()  # read once, then cached
+
+
+def test_health_answers_match_their_schemas(monkeypatch):
+    from functions.health import health
+    from shared import app_context
+
+    monkeypatch.setattr(app_context, "_key_manager", None)
+    monkeypatch.delenv("TRUST_DOMAIN", raising=False)
+    monkeypatch.setenv("KEY_VAULT_URI", "https://localhost:1")
+    response = health(func.HttpRequest("GET", "http://localhost/api/health", body=b""))
+    assert response.status_code == 503
+    _validator("HealthUnavailable").validate(json.loads(response.get_body()))
+    _validator("Health").validate({"status": "ok"})
