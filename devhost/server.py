@@ -187,6 +187,9 @@ class DevHost:
 
 class _Handler(BaseHTTPRequestHandler):
     server: "DevHostServer"
+    # Headers and body go out in separate writes; with Nagle's algorithm the client's delayed ACK
+    # then holds every response back by ~40 ms.
+    disable_nagle_algorithm = True
 
     def _dispatch(self) -> None:
         self.server.devhost.handle(self)
@@ -202,6 +205,7 @@ for _method in HTTP_METHODS:
 class DevHostServer(ThreadingHTTPServer):
     """One thread per request, so slow functions do not block others."""
     daemon_threads = True
+    request_queue_size = 64  # the default of 5 resets connections when many clients connect at once
 
     def __init__(self, address: tuple[str, int], devhost: DevHost) -> None:
         super().__init__(address, _Handler)
