@@ -114,6 +114,7 @@ class KeyManager:
         self._trust_domain = trust_domain
         self._sweep_policy = sweep_policy
         self._clock = clock
+        self._naming: KeyNaming | None = None
         # Immutable facts only: (key name, fingerprint) -> version, and per key name the version
         # read for a listed Updated time (a rotation or refresh moves Updated, forcing a new read).
         self._versions: _BoundedCache[tuple[str, str], _KnownVersion] = _BoundedCache()
@@ -121,7 +122,9 @@ class KeyManager:
 
     def naming(self) -> KeyNaming:
         """This server's naming scheme; resolves the server id on first use."""
-        return KeyNaming(self._trust_domain, self._identity.server_id())
+        if self._naming is None:
+            self._naming = KeyNaming(self._trust_domain, self._identity.server_id())
+        return self._naming
 
     def generate_key(self, key_id: str, key_type: KeyType) -> PublicKey:
         """Create the key, or rotate it: a new version, possibly of another type, becomes current."""

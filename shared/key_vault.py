@@ -8,6 +8,7 @@ so one client, one token cache and one retry policy serve every call.
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import time
 from contextlib import contextmanager
@@ -72,10 +73,10 @@ class BudgetedRetryPolicy(RetryPolicy):
         return super().send(request)
 
     def is_retry(self, settings, response) -> bool:
+        if not super().is_retry(settings, response):
+            return False  # the common case, a success, stays cheap
         retry_after = self.get_retry_after(response)
-        if retry_after and time.monotonic() + retry_after > response.context["retry_deadline"]:
-            return False
-        return super().is_retry(settings, response)
+        return not (retry_after and time.monotonic() + retry_after > response.context["retry_deadline"])
 
 
 @dataclass(frozen=True)
@@ -163,12 +164,18 @@ class KeyVaultKeys:
 
 def public_key_from_jwk(jwk: JsonWebKey) -> tuple[KeyType | None, bytes]:
     """The SPIRE key type (None if it is none of them) and DER SubjectPublicKeyInfo of a JSON web key."""
-    if jwk.kty in ("RSA", "RSA-HSM"):
-        public = rsa.RSAPublicNumbers(_int(jwk.e), _int(jwk.n)).public_key()
+    return _public_key(jwk.kty, jwk.crv, jwk.n, jwk.e, jwk.x, jwk.y)
+
+
+@functools.lru_cache(maxsize=4096)
+def _public_key(kty: str | None, crv: str | None, n: bytes | None, e: bytes | None, x: bytes | None, y: bytes | None) -> tuple[KeyType | None, bytes]:
+    # Cached: a key version's public key never changes, and decoding it is most of a read's own cost.
+    if kty in ("RSA", "RSA-HSM"):
+        public = rsa.RSAPublicNumbers(_int(e), _int(n)).public_key()
         key_type = _RSA_SIZES.get(public.key_size)
-    elif jwk.kty in ("EC", "EC-HSM") and jwk.crv in _CURVES:
-        curve, key_type = _CURVES[jwk.crv]
-        public = ec.EllipticCurvePublicNumbers(_int(jwk.x), _int(jwk.y), curve).public_key()
+    elif kty in ("EC", "EC-HSM") and crv in _CURVES:
+        curve, key_type = _CURVES[crv]
+        public = ec.EllipticCurvePublicNumbers(_int(x), _int(y), curve).public_key()
     else:
         return None, b""
     der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

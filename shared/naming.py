@@ -6,6 +6,7 @@ trust domain and the server id, so that every server of a trust domain can share
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ class KeyNaming:
     trust_domain: str
     server_id: str
 
-    @property
+    @functools.cached_property
     def _prefix(self) -> str:
         return f"{KEY_NAME_PREFIX}-{self.server_id}-"
 
