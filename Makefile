@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test unit clean
+.PHONY: install run test unit bench clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -32,6 +32,10 @@ test: install
 # The unit tests alone: no stand-ins, no network.
 unit: install
 	$(PY) -m pytest tests/unit
+
+# Request budgets, overhead, cold start, concurrency and memory; writes bench-results.json.
+bench: install
+	$(PY) -m benchmarks
 
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache

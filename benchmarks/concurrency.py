@@ -1,0 +1,112 @@
+"""Concurrency: 16 sign_data requests at once through devhost, Key Vault answering after 50 ms.
+
+``python -m benchmarks.concurrency`` is the server: devhost's own server code serving the
+app, whose key manager is wired (build_key_manager) on a fake transport that sleeps 50 ms a request.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+from benchmarks import fakes
+from benchmarks.common import ROOT, Figure
+
+VAULT_DELAY = 0.05
+CONCURRENT = 16
+ROUNDS = 7
+BUDGET = 2.5
+
+
+def serve() -> None:
+    from devhost.functions import discover, load_app
+    from devhost.server import DevHost, DevHostServer
+    from devhost.settings import read_route_prefix
+    from shared import app_context
+
+    app_context._key_manager = fakes.build_fake_manager(fakes.FakeVault(delay=VAULT_DELAY))
+    server = DevHostServer(("127.0.0.1", 0), DevHost(discover(load_app(ROOT), str(ROOT)), read_route_prefix(ROOT)))
+    print(f"bench devhost ready http://127.0.0.1:{server.server_address[1]}", flush=True)
+    server.serve_forever()
+
+
+def _connect(address: str) -> http.client.HTTPConnection:
+    connection = http.client.HTTPConnection(address, timeout=30)
+    connection.connect()
+    return connection
+
+
+def _call(connection: http.client.HTTPConnection, method: str, path: str, body: dict | None = None) -> dict:
+    """One request; devhost speaks HTTP/1.0, so the connection serves only it."""
+    connection.request(method, path, body=json.dumps(body) if body is not None else None)
+    response = connection.getresponse()
+    payload = json.loads(response.read() or b"{}")
+    connection.close()
+    if response.status != 200:
+        raise RuntimeError(f"{method} {path}: {response.status} {payload}")
+    return payload
+
+
+def _signs_at_once(address: str, body: dict, count: int) -> float:
+    """Seconds from a common start until ``count`` sign requests, each on its own connection, have ended."""
+    start = threading.Barrier(count + 1)
+    ended: list[float] = []
+    failed: list[BaseException] = []
+
+    def sign() -> None:
+        start.wait()
+        try:
+            _call(_connect(address), "POST", f"/api/keys/{fakes.KEY_ID}/sign", body)
+        except (OSError, RuntimeError) as error:
+            failed.append(error)
+        ended.append(time.perf_counter())
+
+    threads = [threading.Thread(target=sign) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {count} sign requests failed: {failed[0]!r}")
+    return max(ended) - started
+
+
+def _median_ms(values) -> float:
+    return round(statistics.median(values) * 1000, 1)
+
+
+def run() -> list[Figure]:
+    process = subprocess.Popen([sys.executable, "-m", "benchmarks.concurrency"], cwd=ROOT,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        if "ready" not in line:
+            raise RuntimeError(f"the bench devhost did not start: {line!r}")
+        address = urlsplit(line.split()[-1]).netloc
+        key = _call(_connect(address), "GET", f"/api/keys/{fakes.KEY_ID}")
+        body = fakes.sign_body(key["public_key"]["fingerprint"])
+        _signs_at_once(address, body, 1), _signs_at_once(address, body, CONCURRENT)  # warm both paths
+        rounds = [(_signs_at_once(address, body, CONCURRENT), _signs_at_once(address, body, 1)) for _ in range(ROUNDS)]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    ratio = statistics.median(many / one for many, one in rounds)
+    return [
+        Figure(f"concurrency: {CONCURRENT} signs at once / 1 sign", round(ratio, 2), "x", BUDGET,
+               f"devhost, Key Vault answering after {VAULT_DELAY * 1000:.0f} ms; median of {ROUNDS} rounds"),
+        Figure("concurrency: 1 sign", _median_ms(one for _, one in rounds), "ms"),
+        Figure(f"concurrency: {CONCURRENT} signs at once", _median_ms(many for many, _ in rounds), "ms",
+               notes="each on a connection of its own, opened at the start"),
+    ]
+
+
+if __name__ == "__main__":
+    serve()

@@ -1,0 +1,63 @@
+"""The benchmark's own helpers (nothing is timed here): budgets, the fake Key Vault, the table."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import azure.functions as func
+from azure.keyvault.keys import KeyClient
+from azure.keyvault.keys._shared import http_challenge_cache
+
+from benchmarks import fakes, overhead
+from benchmarks.__main__ import table
+from benchmarks.common import Figure, environ, median_ratio
+from functions import keys
+from shared import app_context
+
+
+def test_numeric_budgets_are_upper_bounds_and_text_budgets_must_match():
+    assert Figure("a", 1.3, budget=1.3).holds is True
+    assert Figure("a", 1.31, budget=1.3).holds is False
+    assert Figure("a", "none", budget="none").holds is True
+    assert Figure("a", "2 attempts", budget="none").holds is False
+    assert Figure("a", 5.0).holds is None  # printed, not judged
+
+
+def test_median_ratio_is_the_median_of_per_round_ratios():
+    assert median_ratio([(2.0, 1.0), (3.0, 1.0), (10.0, 1.0)]) == 3.0
+
+
+def test_environ_restores_the_environment(monkeypatch):
+    monkeypatch.delenv("BENCH_PROBE", raising=False)
+    with environ({"BENCH_PROBE": "1"}):
+        assert os.environ["BENCH_PROBE"] == "1"
+    assert "BENCH_PROBE" not in os.environ
+
+
+def test_the_fake_vault_serves_the_apps_handlers_one_request_per_warm_sign(monkeypatch):
+    monkeypatch.setattr(app_context, "_key_manager", None)  # restored after the test: handler_calls installs one
+    transport = fakes.FakeVault()
+    sign, get = overhead.handler_calls(transport)
+    before = transport.requests
+    sign()
+    get()
+    assert transport.requests - before == 2
+    response = keys.get_public_key(func.HttpRequest("GET", "http://localhost/api", body=b"", route_params={"key_id": fakes.KEY_ID}))
+    assert json.loads(response.get_body())["public_key"]["type"] == "ec-p256"
+    assert os.environ.get("IDENTITY_ENDPOINT") != fakes.IDENTITY_ENDPOINT  # the fake's settings did not leak
+
+
+def test_the_fake_vault_challenges_a_bare_client_first():
+    http_challenge_cache.clear()  # the SDK caches challenges per process; a new process starts empty
+    transport = fakes.FakeVault()
+    client = KeyClient(fakes.VAULT_URL, fakes.StaticCredential(), transport=transport)
+    assert client.get_key(fakes.KEY_NAME).key_type == "EC"
+    assert transport.requests == 2  # the unauthenticated challenge, then the request
+
+
+def test_the_table_shows_every_figure_with_its_verdict():
+    text = table([Figure("ok", 1, "requests", 1), Figure("bad", 2, "x", 1.5), Figure("info", 3, "ms")])
+    lines = text.splitlines()
+    assert len(lines) == 5
+    assert lines[2].split()[-1] == "yes" and lines[3].split()[-1] == "NO" and lines[4].split()[-1] == "-"
