@@ -13,7 +13,6 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from devstack.faultproxy import FaultProxy, make_server_certificate
-from devstack.services import AZURITE_ACCOUNT
 from tests.integration.conftest import make_app
 from tests.integration.verify import digest, verify
 
@@ -158,9 +157,7 @@ def test_blob_faults_at_cold_start_are_503_and_keep_the_server_id(app_env, azuri
         "stall": lambda: blob_proxy.stall(30, times=None),
     }
     inject[fault]()
-    cold = make_app(env, monkeypatch)
-    cold.manager  # built: the server id is read at the first request
-    _shorten_blob_timeouts(cold)
+    cold = make_app(env, monkeypatch, read_timeout=1)  # a stall waits out each attempt's read timeout
     status, body = cold.get("survivor")
     assert status == 503 and body["error"]["code"] == "Unavailable"
     assert cold.vault_requests() == []
@@ -173,11 +170,6 @@ def test_blob_faults_at_cold_start_are_503_and_keep_the_server_id(app_env, azuri
     assert stored.download_blob().readall().decode() == server_id
 
 
-def _shorten_blob_timeouts(app) -> None:
-    """A stall waits out the read timeout of each attempt; keep those short in tests."""
-    app.transport.connection_config.read_timeout = 1
-
-
 def test_blob_outage_is_503_and_recovers(app_env, azurite, blob_proxy, monkeypatch):
     proxied = app_env["AzureWebJobsStorage"].replace(azurite.url, blob_proxy.url)
     env = {**app_env, "AzureWebJobsStorage": proxied}
@@ -187,4 +179,3 @@ def test_blob_outage_is_503_and_recovers(app_env, azurite, blob_proxy, monkeypat
     assert cold.get("a")[0] == 503
     blob_proxy.start()
     assert cold.get("a")[0] == 200
-    assert AZURITE_ACCOUNT in proxied
