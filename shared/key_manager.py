@@ -218,17 +218,19 @@ class KeyManager:
                 break
             try:
                 self._vault.delete_key(key.name)
+                outcome = "deleted"
             except NotFound:
-                pass  # another server's sweep deleted it first: done all the same
+                outcome = "already deleted by another sweep"  # done all the same
             except KeyManagerError as error:
                 log.warning("Deleting stale key %s failed: %s", key.name, error.message)
                 report.failed.append(Failure(key.name, error.message))
                 continue
             log.info(
-                "Deleted stale key %s, last updated %s",
+                "Stale key %s %s, last updated %s",
                 key.name,
+                outcome,
                 key.updated_on.isoformat() if key.updated_on else "unknown",
-                extra={"custom_dimensions": {"key_name": key.name, "last_updated": str(key.updated_on)}},
+                extra={"custom_dimensions": {"key_name": key.name, "last_updated": str(key.updated_on), "outcome": outcome}},
             )
             report.deleted.append(key.name)
         return report
