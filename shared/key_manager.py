@@ -60,6 +60,7 @@ class Signature:
 class _KnownVersion:
     version: str
     key_type: KeyType
+    fingerprint: str
 
 
 class _BoundedCache(Generic[K, V]):
@@ -135,7 +136,7 @@ class KeyManager:
         return self._public_key(key_id, created)
 
     def get_public_key(self, key_id: str) -> PublicKey:
-        return self._public_key(key_id, self._current_version(key_id))
+        return self._public_key(key_id, self._current_version(key_id, self.naming().key_name(key_id)))
 
     def get_public_keys(self) -> list[PublicKey]:
         """The current public key of each enabled key of this server in this trust domain."""
@@ -169,15 +170,12 @@ class KeyManager:
         name = self.naming().key_name(request.key_id)
         _check_digest(request)
         if request.key_fingerprint is None:
-            current = self._current_version(request.key_id)
-            known = self._remember(name, current)
-            key_fingerprint = fingerprint(current.pkix_data)
+            known = self._remember(name, self._current_version(request.key_id, name))
         else:
-            key_fingerprint = request.key_fingerprint
-            known = self._version_with_fingerprint(request.key_id, name, key_fingerprint)
+            known = self._version_with_fingerprint(request.key_id, name, request.key_fingerprint)
         algorithm = signing_algorithm(known.key_type, request.options)
         raw = self._vault.sign(name, known.version, algorithm, request.data)
-        return Signature(signature_for_spire(known.key_type, raw), key_fingerprint)
+        return Signature(signature_for_spire(known.key_type, raw), known.fingerprint)
 
     def refresh(self) -> RefreshReport:
         """Touch every key of this server so that its Updated time says it is in use.
@@ -239,13 +237,12 @@ class KeyManager:
         """Raise if Key Vault does not answer this app's identity."""
         self._vault.probe()
 
-    def _current_version(self, key_id: str) -> KeyVersion:
-        naming = self.naming()
+    def _current_version(self, key_id: str, name: str) -> KeyVersion:
         try:
-            current = self._vault.get_key(naming.key_name(key_id))
+            current = self._vault.get_key(name)
         except NotFound:
             raise NotFound(f'key "{key_id}" not found') from None
-        if not naming.owns(current.tags):
+        if not self.naming().owns(current.tags):
             raise NotFound(f'key "{key_id}" not found')
         if not current.enabled:
             raise FailedPrecondition(f'key "{key_id}" is disabled in Key Vault')
@@ -272,15 +269,15 @@ class KeyManager:
 
     def _remember(self, name: str, version: KeyVersion) -> _KnownVersion:
         assert version.key_type is not None
-        known = _KnownVersion(version.version, version.key_type)
-        self._versions.put((name.lower(), fingerprint(version.pkix_data)), known)
+        known = _KnownVersion(version.version, version.key_type, fingerprint(version.pkix_data))
+        self._versions.put((name.lower(), known.fingerprint), known)
         return known
 
     def _public_key(self, key_id: str, version: KeyVersion) -> PublicKey:
         if version.key_type is None:
             raise FailedPrecondition(f'key "{key_id}" in Key Vault is not of a supported key type')
-        self._remember(version.name, version)
-        return PublicKey(key_id, version.key_type, version.pkix_data, fingerprint(version.pkix_data))
+        known = self._remember(version.name, version)
+        return PublicKey(key_id, version.key_type, version.pkix_data, known.fingerprint)
 
 
 def _check_digest(request: SignRequest) -> None:
