@@ -23,7 +23,7 @@ local.settings.json:
 
 # Azurite (10000), the local Key Vault (8443, token 8080) and the app on devhost (7071).
 run: install local.settings.json
-	$(PY) -m devstack
+	$(PY) -m devtools.stack
 
 # The whole suite; integration tests start their own stand-ins on free ports.
 test: install

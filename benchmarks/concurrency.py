@@ -25,9 +25,9 @@ BUDGET = 2.5
 
 
 def serve() -> None:
-    from devhost.functions import discover, load_app
-    from devhost.server import DevHost, DevHostServer
-    from devhost.settings import read_route_prefix
+    from devtools.host.functions import discover, load_app
+    from devtools.host.server import DevHost, DevHostServer
+    from devtools.host.settings import read_route_prefix
     from shared import app_context
 
     app_context._key_manager = fakes.build_fake_manager(fakes.FakeVault(delay=VAULT_DELAY))

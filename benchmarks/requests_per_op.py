@@ -19,7 +19,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.keyvault.keys._shared import http_challenge_cache
 
 from benchmarks.common import Figure, environ
-from devstack.services import Service, app_settings, start_azurite, start_localvault
+from devtools.stack.services import Service, app_settings, start_azurite, start_localvault
 from functions import keys, maintenance
 from shared import app_context
 from shared.algorithms import KeyType

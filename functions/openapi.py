@@ -1,4 +1,4 @@
-"""The API's OpenAPI document, served as it ships beside the app: openapi.json at its root."""
+"""The API's OpenAPI document, served as it ships beside the app: functions/openapi.json."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from functions.http import handles_errors
 
 bp = func.Blueprint()
 
-DOCUMENT_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
+DOCUMENT_PATH = Path(__file__).resolve().parent / "openapi.json"
 
 
 @functools.cache

@@ -20,7 +20,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.identity import ManagedIdentityCredential
 from azure.keyvault.keys import KeyClient
 
-from devstack.services import Service, app_settings, start_azurite, start_devhost, start_localvault
+from devtools.stack.services import Service, app_settings, start_azurite, start_devhost, start_localvault
 from functions import health, keys, maintenance
 from shared import app_context
 from shared.key_manager import KeyManager

@@ -12,7 +12,7 @@ import time
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from devstack.faultproxy import FaultProxy, make_server_certificate
+from devtools.stack.faultproxy import FaultProxy, make_server_certificate
 from tests.integration.conftest import make_app
 from tests.integration.verify import digest, verify
 

@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from schemathesis.specs.openapi.formats import unregister_string_format
 
-from devstack.services import start_devhost
+from devtools.stack.services import start_devhost
 
 CHECKS = [
     not_a_server_error,

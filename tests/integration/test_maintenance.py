@@ -12,7 +12,7 @@ import pytest
 import requests
 from azure.core.exceptions import ResourceNotFoundError
 
-from devstack.services import start_devhost
+from devtools.stack.services import start_devhost
 from tests.integration.conftest import make_app
 from tests.integration.verify import digest, verify
 

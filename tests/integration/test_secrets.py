@@ -7,7 +7,7 @@ import logging
 
 import azure.functions as func
 
-from devstack.services import AZURITE_KEY
+from devtools.stack.services import AZURITE_KEY
 from functions import keys
 from shared import app_context
 from tests.integration.conftest import make_app

@@ -22,7 +22,7 @@ from shared.naming import KEY_NAME_PREFIX, KEY_VAULT_NAME_MAX, validate_key_id
 from tests.unit.test_function_app import FUNCTIONS  # get_functions() may run once per process
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCUMENT = json.loads((ROOT / "openapi.json").read_text())
+DOCUMENT = json.loads((ROOT / "functions" / "openapi.json").read_text())
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 

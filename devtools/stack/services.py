@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 AZURITE = ROOT / "node_modules" / ".bin" / "azurite-blob"
 # Azurite's documented development account; the key is public and only opens the local emulator.
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -95,13 +95,13 @@ def start_azurite(port: int, location: Path) -> Service:
 
 
 def start_localvault(port: int, token_port: int, cert_dir: Path) -> Service:
-    argv = [sys.executable, "-m", "localvault", "--port", str(port), "--token-port", str(token_port), "--cert-dir", str(cert_dir)]
+    argv = [sys.executable, "-m", "devtools.vault", "--port", str(port), "--token-port", str(token_port), "--cert-dir", str(cert_dir)]
     process, match = start("localvault", argv, re.compile(r"localvault ready vault=(\S+) token=(\S+)"))
     return Service("localvault", process, match.group(1), {"token_url": match.group(2), "ca_bundle": str(cert_dir / "ca.pem")})
 
 
 def start_devhost(port: int, env: dict[str, str], no_timers: bool = False) -> Service:
-    argv = [sys.executable, "-m", "devhost", "--port", str(port)] + (["--no-timers"] if no_timers else [])
+    argv = [sys.executable, "-m", "devtools.host", "--port", str(port)] + (["--no-timers"] if no_timers else [])
     process, match = start("devhost", argv, re.compile(r"devhost ready (http://\S+)"), env=env)
     return Service("devhost", process, match.group(1))
 

@@ -17,7 +17,7 @@ import requests
 from azure.identity import ManagedIdentityCredential
 from azure.keyvault.keys import KeyClient
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 READY = re.compile(r"localvault ready vault=(https://localhost:\d+) token=(http://127\.0\.0\.1:\d+/\S+)")
 READY_TIMEOUT = 20
 
@@ -38,10 +38,10 @@ class Running:
 
 
 def start_localvault(cert_dir: Path, stderr_path: Path) -> Running:
-    """Start ``python -m localvault`` on free ports; fail (never skip) if it is not ready in time."""
+    """Start ``python -m devtools.vault`` on free ports; fail (never skip) if it is not ready in time."""
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "localvault", "--port", "0", "--token-port", "0", "--cert-dir", str(cert_dir)],
+            [sys.executable, "-m", "devtools.vault", "--port", "0", "--token-port", "0", "--cert-dir", str(cert_dir)],
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
             stderr=stderr,

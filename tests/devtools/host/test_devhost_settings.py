@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from devhost.settings import SettingsError, load_local_settings, read_route_prefix, resolve_references
+from devtools.host.settings import SettingsError, load_local_settings, read_route_prefix, resolve_references
 
 
 def write(path, data, encoding="utf-8"):

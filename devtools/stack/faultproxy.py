@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import BinaryIO, Optional, Union
 from urllib.parse import urlsplit
 
-from localvault.certs import ensure_certificates
+from devtools.vault.certs import ensure_certificates
 
 # Headers that describe one hop, never forwarded (RFC 9110 section 7.6.1); we always send Content-Length.
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "expect"}

@@ -13,8 +13,8 @@ import pytest
 import requests
 from azure.storage.blob import BlobServiceClient
 
-from devstack.faultproxy import FaultProxy, make_server_certificate
-from devstack.services import AZURITE_ACCOUNT, AZURITE_KEY, Service, start_azurite, start_localvault
+from devtools.stack.faultproxy import FaultProxy, make_server_certificate
+from devtools.stack.services import AZURITE_ACCOUNT, AZURITE_KEY, Service, start_azurite, start_localvault
 
 THROTTLED = b'{"error": {"code": "Throttled", "message": "Slow down."}}'
 

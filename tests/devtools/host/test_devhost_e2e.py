@@ -1,4 +1,4 @@
-"""End to end: run ``python -m devhost`` on a small sample app and talk HTTP to it."""
+"""End to end: run ``python -m devtools.host`` on a small sample app and talk HTTP to it."""
 from __future__ import annotations
 
 import json
@@ -17,7 +17,7 @@ from typing import Callable
 import pytest
 import requests
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 BLUEPRINT = '''
 import asyncio, json, os, time
@@ -112,7 +112,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
 
 
 class Devhost:
-    """A ``python -m devhost`` subprocess; stdout is read line by line, stderr goes to a file."""
+    """A ``python -m devtools.host`` subprocess; stdout is read line by line, stderr goes to a file."""
 
     def __init__(self, app_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.stderr_path = app_dir / f"devhost-{time.monotonic_ns()}.err"
@@ -120,7 +120,7 @@ class Devhost:
                     "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
         with open(self.stderr_path, "w") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "devhost", "--app-dir", str(app_dir), "--port", "0", *args],
+                [sys.executable, "-m", "devtools.host", "--app-dir", str(app_dir), "--port", "0", *args],
                 cwd=REPO_ROOT, env=full_env, stdout=subprocess.PIPE, stderr=err, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.stdout: list[str] = []

@@ -1,6 +1,6 @@
 import pytest
 
-from devhost.routes import MethodNotAllowed, RouteNotFound, Router, RouteTemplate, split_path
+from devtools.host.routes import MethodNotAllowed, RouteNotFound, Router, RouteTemplate, split_path
 
 
 def match(template: str, path: str):

@@ -1,4 +1,4 @@
-"""Command line: ``python -m localvault [--host H] [--port P] [--token-port T] [--cert-dir D]``."""
+"""Command line: ``python -m devtools.vault [--host H] [--port P] [--token-port T] [--cert-dir D]``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .server import LocalVault
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m localvault",
+        prog="python -m devtools.vault",
         description="Local Azure Key Vault (keys API) over HTTPS, with a managed-identity token endpoint over HTTP.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")

@@ -1,4 +1,4 @@
-"""``python -m devhost``: serve the app in --app-dir the way ``func start`` would."""
+"""``python -m devtools.host``: serve the app in --app-dir the way ``func start`` would."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +15,7 @@ from .settings import SettingsError, load_local_settings, read_route_prefix
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.host", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7071, help="0 picks a free port")
     parser.add_argument("--app-dir", default=".", help="folder holding function_app.py and host.json")

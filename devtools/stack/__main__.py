@@ -1,4 +1,4 @@
-"""`python -m devstack`: Azurite (blob 10000), the local Key Vault (8443, token 8080) and devhost (7071).
+"""`python -m devtools.stack`: Azurite (blob 10000), the local Key Vault (8443, token 8080) and devhost (7071).
 
 Stops everything on Ctrl-C or SIGTERM. The app's settings come from local.settings.json, as with
 `func start`; its sample points at these default ports.
@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 
-from devstack.services import ROOT, StackError, start_azurite, start_devhost, start_localvault
+from devtools.stack.services import ROOT, StackError, start_azurite, start_devhost, start_localvault
 
 
 def main() -> int:
