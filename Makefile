@@ -1,14 +1,20 @@
 # One command to run the app locally, one to test it; both install what they need first.
-PYTHON ?= python3
+# The app targets Python 3.13 (what Azure Functions runs it on); PYTHON may name an interpreter.
+PYTHON ?= $(shell for candidate in python3.13 $$(pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13; do \
+	"$$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null && { echo "$$candidate"; break; }; done)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test unit bench clean
+.PHONY: install python run test unit bench clean
 
-install: $(VENV)/.installed node_modules/.installed
+install: $(VENV)/.installed-3.13 node_modules/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
+python:
+	@test -n "$(PYTHON)" || { echo "Python 3.13 is needed: put python3.13 on PATH (or install it with pyenv), or run make PYTHON=/path/to/python3.13" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' || { echo "$(PYTHON) is not Python 3.13" >&2; exit 1; }
+
+$(VENV)/.installed-3.13: requirements.txt requirements-dev.txt | python
+	$(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
