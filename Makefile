@@ -5,7 +5,7 @@ PYTHON ?= $(shell for candidate in python3.13 $$(pyenv root 2>/dev/null)/version
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install python run test unit bench clean
+.PHONY: install python run test unit go-unit plugin e2e bench clean
 
 install: $(VENV)/.installed-3.13 node_modules/.installed
 
@@ -32,12 +32,22 @@ run: install local.settings.json
 	$(PY) -m devtools.stack
 
 # The whole suite; integration tests start their own stand-ins on free ports.
-test: install
+test: install go-unit
 	$(PY) -m pytest
 
 # The unit tests alone: no stand-ins, no network.
-unit: install
+unit: install go-unit
 	$(PY) -m pytest tests/unit
+
+# The SPIRE plugin's unit tests (against an in-process HTTP server).
+go-unit:
+	cd spire-plugin && go vet ./... && go test ./...
+
+# The SPIRE KeyManager plugin: one static binary.
+PLUGIN := spire-plugin/bin/azure-kv-keymanager
+plugin:
+	cd spire-plugin && CGO_ENABLED=0 go build -trimpath -o bin/azure-kv-keymanager .
+	sha256sum $(PLUGIN)
 
 # Request budgets, overhead, cold start, concurrency and memory; writes bench-results.json.
 bench: install
