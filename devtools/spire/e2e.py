@@ -234,7 +234,7 @@ def rotation_activates_slot_b(run: Run) -> None:
     verify_jwt_svid(server)
 
 
-def app_stopped_at_startup(run: Run) -> None:
+def app_stopped_at_startup(run: Run) -> str:
     server = run.servers["e2e-alpha"]
     server.stop()
     devhost_port = int(run.devhost.url.rsplit(":", 1)[1])
@@ -244,7 +244,8 @@ def app_stopped_at_startup(run: Run) -> None:
     code = server.wait_exit(STARTUP_FAILURE_TIMEOUT_SECONDS)
     log = server.log_tail(200)
     check(code != 0, "spire-server kept running without the app")
-    check("did not answer" in log and "gave up after" in log, f"no clear error in the server's log:\n{log}")
+    errors = [line for line in log.splitlines() if "did not answer" in line and "gave up after" in line]
+    check(bool(errors), f"no clear error in the server's log:\n{log}")
     run.start_devhost(devhost_port)
     run.proxy.start()
     calls_before = run.generate_key_calls()
@@ -252,6 +253,7 @@ def app_stopped_at_startup(run: Run) -> None:
     server.wait_healthy()
     check(snapshot(server) == run.bundles["e2e-alpha"], "the bundle changed after the app came back")
     check(run.generate_key_calls() == calls_before, "the start after the outage made GenerateKey calls")
+    return f"the server's error: {errors[-1]}"
 
 
 def function_key_in_no_log(run: Run) -> None:
@@ -259,7 +261,8 @@ def function_key_in_no_log(run: Run) -> None:
         check(FUNCTION_KEY not in server.log_path.read_text(errors="replace"), f"{name}'s log shows the function key")
 
 
-STEPS: list[tuple[str, Callable[[Run], None]]] = [
+# A step raises on failure; it may return a note to print with its PASS.
+STEPS: list[tuple[str, Callable[[Run], str | None]]] = [
     ("server becomes healthy", server_becomes_healthy),
     ("bundle X.509 authority is the app's CA key", bundle_authority_is_the_apps_ca_key),
     ("X.509-SVID from x509 mint verifies against the bundle", x509_svid_verifies),
@@ -280,13 +283,13 @@ def run_steps(run: Run) -> bool:
             continue
         started = time.monotonic()
         try:
-            step(run)
+            note = step(run)
         except Exception as error:  # noqa: BLE001 - any error fails the step and is shown
             failed = True
             detail = str(error) if isinstance(error, StepFailed) else traceback.format_exc()
             print(f"FAIL     {name} ({time.monotonic() - started:.1f} s)\n{detail}", flush=True)
         else:
-            print(f"PASS     {name} ({time.monotonic() - started:.1f} s)", flush=True)
+            print(f"PASS     {name} ({time.monotonic() - started:.1f} s)" + (f"\n         {note}" if note else ""), flush=True)
     return not failed
 
 
