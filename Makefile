@@ -59,7 +59,7 @@ spire-server:
 
 # A real spire-server with the plugin against the local stack; prints each step's result.
 e2e: install plugin spire-server
-	SPIRE_SERVER="$(SPIRE_SERVER)" $(PY) -m devtools.spire.e2e --plugin $(PLUGIN)
+	SPIRE_SERVER="$(SPIRE_SERVER)" $(PY) -m devtools.spire.e2e
 
 # Request budgets, overhead, cold start, concurrency and memory; writes bench-results.json.
 bench: install

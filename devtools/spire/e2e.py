@@ -8,11 +8,9 @@ as not run. Everything listens on 127.0.0.1 and stops at the end.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,9 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from devtools.spire.server import PluginKeyManager, SpireServer, bundle_authority_keys, spire_server_binary, spki
+from devtools.spire.server import LocalApp, PluginKeyManager, SpireServer, binaries, bundle_authority_keys, local_app, spki
 from devtools.stack.faultproxy import FaultProxy
-from devtools.stack.services import Service, app_settings, start_azurite, start_devhost, start_localvault
 
 TRUST_DOMAIN = "e2e.example.org"
 WORKLOAD = f"spiffe://{TRUST_DOMAIN}/e2e/workload"
@@ -60,10 +57,7 @@ class Run:
     work: Path
     spire_server: Path
     plugin: Path
-    azurite: Service
-    vault: Service
-    app_env: dict[str, str]
-    devhost: Service
+    app: LocalApp
     proxy: FaultProxy
     servers: dict[str, SpireServer] = field(default_factory=dict)
     bundles: dict[str, tuple[str, dict]] = field(default_factory=dict)
@@ -79,7 +73,7 @@ class Run:
     def app_keys(self, server_name: str) -> dict[str, bytes]:
         """The app's keys of a server, asked directly (not through the proxy): key id -> SPKI DER."""
         request = urllib.request.Request(
-            self.devhost.url + "/api/keys", headers={"X-SPIRE-Server-Name": server_name, "X-SPIRE-Trust-Domain": TRUST_DOMAIN}
+            self.app.devhost.url + "/api/keys", headers={"X-SPIRE-Server-Name": server_name, "X-SPIRE-Trust-Domain": TRUST_DOMAIN}
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             keys = json.load(response)["public_keys"]
@@ -87,9 +81,6 @@ class Run:
 
     def generate_key_calls(self) -> int:
         return sum(1 for method, target in self.proxy.requests if method == "POST" and target.split("?")[0] == "/api/keys")
-
-    def start_devhost(self, port: int = 0) -> None:
-        self.devhost = start_devhost(port, {**os.environ, **self.app_env}, no_timers=True)
 
 
 # ---- checks shared by several steps ------------------------------------------------------------
@@ -237,8 +228,8 @@ def rotation_activates_slot_b(run: Run) -> None:
 def app_stopped_at_startup(run: Run) -> str:
     server = run.servers["e2e-alpha"]
     server.stop()
-    devhost_port = int(run.devhost.url.rsplit(":", 1)[1])
-    run.devhost.stop()
+    devhost_port = int(run.app.devhost.url.rsplit(":", 1)[1])
+    run.app.devhost.stop()
     run.proxy.stop()  # the app's address now refuses connections
     server.start()
     code = server.wait_exit(STARTUP_FAILURE_TIMEOUT_SECONDS)
@@ -246,7 +237,7 @@ def app_stopped_at_startup(run: Run) -> str:
     check(code != 0, "spire-server kept running without the app")
     errors = [line for line in log.splitlines() if "did not answer" in line and "gave up after" in line]
     check(bool(errors), f"no clear error in the server's log:\n{log}")
-    run.start_devhost(devhost_port)
+    run.app.restart_devhost(devhost_port)
     run.proxy.start()
     calls_before = run.generate_key_calls()
     server.start()
@@ -298,28 +289,19 @@ def _b64url(text: str) -> bytes:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="e2e", description=__doc__)
-    parser.add_argument("--plugin", type=Path, required=True, help="the plugin binary (make plugin)")
-    args = parser.parse_args()
-    os.environ.setdefault("DEVSTACK_ECHO", "0")
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="spire-e2e-") as work, contextlib.ExitStack() as stack:
-        work_dir = Path(work)
-        azurite = start_azurite(0, work_dir / "azurite")
-        stack.callback(azurite.stop, 0)
-        vault = start_localvault(0, 0, work_dir / "localvault")
-        stack.callback(vault.stop)
-        app_env = {**app_settings(azurite, vault), "TRUST_DOMAIN": TRUST_DOMAIN, "KEY_METADATA_BLOB": "e2e/key-metadata"}
-        devhost = start_devhost(0, {**os.environ, **app_env}, no_timers=True)
-        proxy = FaultProxy(devhost.url).start()
-        run = Run(work_dir, spire_server_binary(), args.plugin.resolve(), azurite, vault, app_env, devhost, proxy)
-        stack.callback(lambda: run.devhost.stop())
-        stack.callback(proxy.stop)
-        stack.callback(lambda: [server.stop() for server in run.servers.values()])
-        passed = run_steps(run)
-        if not passed:
-            for name, server in run.servers.items():
-                print(f"--- {name} log (last lines) ---\n{server.log_tail()}", flush=True)
+    spire_server, plugin = binaries()
+    with tempfile.TemporaryDirectory(prefix="spire-e2e-") as work, local_app(Path(work), TRUST_DOMAIN) as app:
+        run = Run(Path(work), spire_server, plugin, app, FaultProxy(app.devhost.url).start())
+        try:
+            passed = run_steps(run)
+            if not passed:
+                for name, server in run.servers.items():
+                    print(f"--- {name} log (last lines) ---\n{server.log_tail()}", flush=True)
+        finally:
+            for server in run.servers.values():
+                server.stop()
+            run.proxy.stop()
     print(f"e2e {'passed' if passed else 'FAILED'} in {time.monotonic() - started:.0f} s", flush=True)
     return 0 if passed else 1
 

@@ -6,6 +6,7 @@ Used by the end-to-end run (`make e2e`) and the mint benchmark. Each server has 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,11 +15,15 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from devtools.stack.services import ROOT, Service, app_settings, start_azurite, start_devhost, start_localvault
+
 COMMAND_TIMEOUT_SECONDS = 60
+PLUGIN_BINARY = ROOT / "spire-plugin" / "bin" / "azure-kv-keymanager"  # make plugin
 
 
 class SpireError(RuntimeError):
@@ -173,6 +178,34 @@ plugins {{
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+@dataclass
+class LocalApp:
+    """The app on devhost over Azurite and localvault, set for one trust domain."""
+
+    azurite: Service
+    vault: Service
+    env: dict[str, str]
+    devhost: Service
+
+    def restart_devhost(self, port: int) -> None:
+        self.devhost = start_devhost(port, {**os.environ, **self.env}, no_timers=True)
+
+
+@contextlib.contextmanager
+def local_app(work: Path, trust_domain: str) -> Iterator[LocalApp]:
+    """Start the local stack in ``work`` for ``trust_domain``; stop it on exit."""
+    os.environ.setdefault("DEVSTACK_ECHO", "0")
+    with contextlib.ExitStack() as stack:
+        azurite = start_azurite(0, work / "azurite")
+        stack.callback(azurite.stop, 0)
+        vault = start_localvault(0, 0, work / "localvault")
+        stack.callback(vault.stop)
+        env = {**app_settings(azurite, vault), "TRUST_DOMAIN": trust_domain, "KEY_METADATA_BLOB": "spire/key-metadata"}
+        app = LocalApp(azurite, vault, env, start_devhost(0, {**os.environ, **env}, no_timers=True))
+        stack.callback(lambda: app.devhost.stop())
+        yield app
+
+
 def bundle_authority_keys(bundle_pem: str) -> set[bytes]:
     """The DER SubjectPublicKeyInfo of each X.509 authority in a PEM bundle."""
     return {spki(certificate) for certificate in x509.load_pem_x509_certificates(bundle_pem.encode())}
@@ -182,12 +215,14 @@ def spki(certificate: x509.Certificate) -> bytes:
     return certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
-def spire_server_binary() -> Path:
-    """The spire-server `make spire-server` built (SPIRE_SERVER names it)."""
-    path = Path(os.environ.get("SPIRE_SERVER", ""))
-    if not path.is_file():
+def binaries() -> tuple[Path, Path]:
+    """spire-server (SPIRE_SERVER names what `make spire-server` built) and the plugin (`make plugin`)."""
+    server = Path(os.environ.get("SPIRE_SERVER", ""))
+    if not server.is_file():
         raise SpireError("SPIRE_SERVER does not name a spire-server binary: run this through make (make e2e, make bench)")
-    return path
+    if not PLUGIN_BINARY.is_file():
+        raise SpireError(f"no plugin at {PLUGIN_BINARY.relative_to(ROOT)}: run make plugin")
+    return server, PLUGIN_BINARY
 
 
 def _sha256(path: Path) -> str:
