@@ -61,9 +61,9 @@ spire-server:
 e2e: install plugin spire-server
 	SPIRE_SERVER="$(SPIRE_SERVER)" $(PY) -m devtools.spire.e2e
 
-# Request budgets, overhead, cold start, concurrency and memory; writes bench-results.json.
-bench: install
-	$(PY) -m benchmarks
+# Request budgets, overhead, cold start, concurrency, memory and spire-server mint latency; writes bench-results.json.
+bench: install plugin spire-server
+	SPIRE_SERVER="$(SPIRE_SERVER)" $(PY) -m benchmarks
 
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache
