@@ -520,3 +520,22 @@ func stripProto(key *keymanagerv1.PublicKey) *keymanagerv1.PublicKey {
 func base64Encode(data []byte) string { return base64.StdEncoding.EncodeToString(data) }
 
 func base64Decode(text string) ([]byte, error) { return base64.StdEncoding.DecodeString(text) }
+
+func TestAnIncompleteAnswerIsInternalNotASuccess(t *testing.T) {
+	for name, body := range map[string]string{
+		"no public key":     `{}`,
+		"another key's id":  `{"public_key": {"id": "other", "type": "ec-p256", "pkix_data": "AAAA", "fingerprint": "ab"}}`,
+		"unknown key type":  `{"public_key": {"id": "x509-CA-A", "type": "ed25519", "pkix_data": "AAAA", "fingerprint": "ab"}}`,
+		"no fingerprint":    `{"public_key": {"id": "x509-CA-A", "type": "ec-p256", "pkix_data": "AAAA"}}`,
+		"not JSON":          `<html></html>`,
+		"pkix_data not b64": `{"public_key": {"id": "x509-CA-A", "type": "ec-p256", "pkix_data": "%%", "fingerprint": "ab"}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := serveApp(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				_, _ = io.WriteString(w, body)
+			}), "")
+			_, err := s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "x509-CA-A"})
+			assert.Equal(t, codes.Internal, status.Code(err), "%v", err)
+		})
+	}
+}
