@@ -187,10 +187,12 @@ def restart_keeps_keys_and_bundle(run: Run) -> None:
 
 
 def two_servers_keep_their_own_keys(run: Run) -> None:
+    alpha_keys = run.app_keys("e2e-alpha")
     beta = run.server("e2e-beta")
     beta.start()
     beta.wait_healthy()
-    alpha_keys, beta_keys = run.app_keys("e2e-alpha"), run.app_keys("e2e-beta")
+    beta_keys = run.app_keys("e2e-beta")
+    check(run.app_keys("e2e-alpha") == alpha_keys, "starting e2e-beta changed e2e-alpha's keys")
     check(set(alpha_keys.values()).isdisjoint(beta_keys.values()), "the two servers share keys")
     check(bundle_authority_keys(beta.bundle_pem()) == keys_with_prefix(beta_keys, "x509-CA-"), "e2e-beta's bundle is not its own CA key")
     run.bundles["e2e-beta"] = snapshot(beta)
