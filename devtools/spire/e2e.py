@@ -62,11 +62,11 @@ class Run:
     servers: dict[str, SpireServer] = field(default_factory=dict)
     bundles: dict[str, tuple[str, dict]] = field(default_factory=dict)
 
-    def server(self, name: str, ca_ttl: str = "24h", svid_ttl: str = "1h") -> SpireServer:
+    def server(self, name: str, ca_ttl: str = "24h", svid_ttl: str = "1h", trust_domain: str = TRUST_DOMAIN) -> SpireServer:
         if name not in self.servers:
             key_manager = PluginKeyManager(self.plugin, self.proxy.url, name, FUNCTION_KEY_ENV)
             self.servers[name] = SpireServer(
-                self.spire_server, self.work / name, TRUST_DOMAIN, key_manager, ca_ttl, svid_ttl, env={FUNCTION_KEY_ENV: FUNCTION_KEY}
+                self.spire_server, self.work / name, trust_domain, key_manager, ca_ttl, svid_ttl, env={FUNCTION_KEY_ENV: FUNCTION_KEY}
             )
         return self.servers[name]
 
@@ -249,6 +249,18 @@ def app_stopped_at_startup(run: Run) -> str:
     return f"the server's error: {errors[-1]}"
 
 
+def another_trust_domain_is_refused(run: Run) -> str:
+    server = run.server("e2e-other-domain", trust_domain="other.example.org")
+    calls_before = run.generate_key_calls()
+    server.start()
+    code = server.wait_exit(STARTUP_FAILURE_TIMEOUT_SECONDS)
+    errors = [line for line in server.log_tail(200).splitlines() if "InvalidArgument" in line and "trust domain" in line]
+    check(code != 0 and bool(errors), f"the server was not refused clearly:\n{server.log_tail()}")
+    check(run.generate_key_calls() == calls_before, "the server asked the app to generate a key")
+    check(not run.app_keys("e2e-other-domain"), "the app made keys for the refused server")
+    return f"the server's error: {errors[-1]}"
+
+
 def function_key_in_no_log(run: Run) -> None:
     for name, server in run.servers.items():
         check(FUNCTION_KEY not in server.log_path.read_text(errors="replace"), f"{name}'s log shows the function key")
@@ -264,6 +276,7 @@ STEPS: list[tuple[str, Callable[[Run], str | None]]] = [
     ("two servers with different names keep their own keys across restarts", two_servers_keep_their_own_keys),
     ("short ca_ttl rotation prepares and activates slot B; SVIDs minted after it verify", rotation_activates_slot_b),
     ("app stopped at startup: clear error after the retries, a later start works", app_stopped_at_startup),
+    ("a server of another trust domain is refused with a clear error", another_trust_domain_is_refused),
     ("the function key is in no server log", function_key_in_no_log),
 ]
 
