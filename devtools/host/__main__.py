@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from .functions import AppError, discover, load_app
+from .functions import AppError, load_app
 from .server import READ_TIMEOUT_SECONDS, DevHost, DevHostServer
 from .settings import SettingsError, load_local_settings, read_route_prefix
 
@@ -32,7 +32,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         # Settings first: function_app.py may read them at import time.
         applied = load_local_settings(app_dir / args.settings)  # an absolute --settings wins the join
         logging.getLogger("devhost").info("applied %d setting(s) from %s", len(applied), args.settings)
-        devhost = DevHost(discover(load_app(app_dir), str(app_dir)), read_route_prefix(app_dir))
+        devhost = DevHost(load_app(app_dir), read_route_prefix(app_dir))
     except (SettingsError, AppError) as exc:
         print(f"devhost: {exc}", file=sys.stderr)
         return 1

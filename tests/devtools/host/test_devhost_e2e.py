@@ -71,6 +71,12 @@ def boom(req: func.HttpRequest) -> func.HttpResponse:
     raise RuntimeError("kaboom from sample")
 
 
+@bp.route(route="lazy-import")
+def lazy_import(req: func.HttpRequest) -> func.HttpResponse:
+    import requests  # installed here, but requirements.txt does not deploy it
+    return func.HttpResponse(requests.__name__)
+
+
 @bp.route(route="settings")
 def settings(req: func.HttpRequest) -> func.HttpResponse:
     return as_json({name: os.environ.get(name) for name in ("FROM_FILE", "BOTH")})
@@ -95,6 +101,7 @@ def write_app(app_dir: Path, route_prefix: str = "api") -> Path:
     app_dir.mkdir(parents=True, exist_ok=True)
     (app_dir / "sample_bp.py").write_text(textwrap.dedent(BLUEPRINT))
     (app_dir / "function_app.py").write_text(textwrap.dedent(FUNCTION_APP))
+    (app_dir / "requirements.txt").write_text("azure-functions\n")
     (app_dir / "host.json").write_text(json.dumps(
         {"version": "2.0", "extensions": {"http": {"routePrefix": route_prefix}}}))
     (app_dir / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": {
@@ -334,3 +341,96 @@ def test_invalid_schedule_fails_at_start(app_dir: Path):
     devhost = Devhost(app_dir, env={"TICK_SCHEDULE": "61 * * * * *"})
     assert devhost.proc.wait(timeout=15) == 1
     assert "'tick'" in devhost.stderr() and "schedule" in devhost.stderr()
+
+
+def test_imports_outside_requirements_fail_when_run_too(host: Devhost):
+    assert requests.get(f"{host.base}/api/lazy-import").status_code == 500
+    assert wait_for(lambda: "ModuleNotFoundError: No module named 'requests'" in host.stderr())
+
+
+def refused(app_dir: Path) -> str:
+    """devhost's complaint about the app in ``app_dir``; it must not start."""
+    devhost = Devhost(app_dir)
+    assert devhost.proc.wait(timeout=30) == 1
+    return devhost.stderr()
+
+
+def write_function_app(tmp_path: Path, source: str, requirements: str = "azure-functions\n") -> Path:
+    (tmp_path / "function_app.py").write_text(textwrap.dedent(source))
+    (tmp_path / "requirements.txt").write_text(requirements)
+    return tmp_path
+
+
+def test_a_parameter_not_named_as_its_binding_is_refused(tmp_path: Path):
+    app_dir = write_function_app(tmp_path, """
+        import azure.functions as func
+        app = func.FunctionApp()
+
+        @app.route(route="x")
+        def handler(request: func.HttpRequest) -> func.HttpResponse:
+            return func.HttpResponse("x")
+    """)
+    assert ("cannot load the handler function: the following parameters are declared in Python but not in "
+            "the function definition") in refused(app_dir)
+
+
+def test_two_function_apps_are_refused(tmp_path: Path):
+    app_dir = write_function_app(tmp_path, """
+        import azure.functions as func
+        app = func.FunctionApp()
+        second = func.FunctionApp()
+    """)
+    assert "More than one FunctionApp or other top level function app instances are defined." in refused(app_dir)
+
+
+@pytest.mark.parametrize("definition", [
+    "def tick(timer: func.TimerRequest):\n    if timer.past_due:\n        return 'late'",
+    "def tick(timer: func.TimerRequest) -> str:\n    ...",
+])
+def test_a_timer_function_returning_a_value_is_refused(tmp_path: Path, definition: str):
+    app_dir = write_function_app(tmp_path, f"""
+import azure.functions as func
+app = func.FunctionApp()
+
+@app.timer_trigger(schedule="0 0 * * * *", arg_name="timer")
+{definition}
+""")
+    assert "function 'tick' without a $return binding returned a non-None value" in refused(app_dir)
+
+
+def test_a_timer_function_returning_nothing_starts(tmp_path: Path):
+    app_dir = write_function_app(tmp_path, """
+import azure.functions as func
+app = func.FunctionApp()
+
+@app.timer_trigger(schedule="0 0 * * * *", arg_name="timer")
+def tick(timer: func.TimerRequest) -> None:
+    def helper():
+        return "nested functions may return values"
+    return None
+""")
+    devhost = Devhost(app_dir, "--no-timers")
+    devhost.wait_ready()
+    assert devhost.stop() == 0
+
+
+APP_IMPORTING_REQUESTS = """
+    import azure.functions as func
+    import requests
+    app = func.FunctionApp()
+"""
+
+
+def test_an_import_only_requirements_dev_provides_is_refused(tmp_path: Path):
+    app_dir = write_function_app(tmp_path, APP_IMPORTING_REQUESTS)
+    (app_dir / "requirements-dev.txt").write_text("-r requirements.txt\nrequests\n")
+    complaint = refused(app_dir)
+    assert "ModuleNotFoundError: No module named 'requests'" in complaint
+    assert "Cannot find module. Please check the requirements.txt file for the missing module." in complaint
+
+
+def test_an_import_requirements_provides_starts(tmp_path: Path):
+    app_dir = write_function_app(tmp_path, APP_IMPORTING_REQUESTS, "azure-functions>=2\nrequests  # HTTP\n")
+    devhost = Devhost(app_dir, "--no-timers")
+    devhost.wait_ready()
+    assert devhost.stop() == 0
