@@ -108,17 +108,6 @@ def test_other_trust_domains_and_untagged_keys_are_kept(server, vault, vault_adm
     assert all(key_exists(vault_admin, name) for name in (foreign_name, untagged, half_tagged))
 
 
-def test_dry_run_reports_candidates_and_deletes_nothing(server, vault, vault_admin):
-    other = server("other-server")
-    other.generate("a", "ec-p256")
-    name = other.manager.naming().key_name("a")
-    shift_time(vault, FIFTEEN_DAYS)
-    status, report = server("this-server").sweep(dry_run=True)
-    assert status == 200 and report["dry_run"] is True
-    assert report["candidates"] == [name] and report["deleted"] == []
-    assert key_exists(vault_admin, name)
-
-
 def test_the_cap_stops_a_run_at_its_count(server, vault):
     other = server("other-server")
     for key_id in ("a", "b", "c"):
