@@ -123,8 +123,8 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     deselected = config.stash.get(deselected_key, 0)
     if deselected:
         terminalreporter.write_line(
-            f"Key Vault: {deselected} tests that shift the vault's time were deselected:"
-            " TEST_KEY_VAULT_TIME_SHIFT=false says this vault has no time-shift API"
+            f"Tests that shift the vault's time, deselected: {deselected}"
+            " (TEST_KEY_VAULT_TIME_SHIFT=false says this vault has no time-shift API)"
         )
 
 
