@@ -12,6 +12,8 @@ import pytest
 from devtools.stack.services import ROOT
 
 ROTATION = "tests/integration/test_key_operations.py::test_rotation_adds_a_version_and_changes_the_fingerprint"
+# Through two devhost instances, which make the key x509-CA-A.
+INSTANCES = "tests/integration/test_app_instances.py::test_instances_starting_together_share_one_server_id_and_see_each_others_rotations"
 TIME_SHIFTING = "tests/integration/test_maintenance.py::test_own_keys_are_never_swept_even_when_stale"
 
 
@@ -34,13 +36,14 @@ def external_settings(vault) -> dict[str, str]:
 
 def test_the_suite_uses_the_named_vault_and_deselects_time_shifts_it_lacks(vault, vault_admin):
     before = {key.name for key in vault_admin.list_properties_of_keys()}
-    code, output = run_pytest([ROTATION, TIME_SHIFTING], {**external_settings(vault), "TEST_KEY_VAULT_TIME_SHIFT": "false"})
+    code, output = run_pytest([ROTATION, INSTANCES, TIME_SHIFTING], {**external_settings(vault), "TEST_KEY_VAULT_TIME_SHIFT": "false"})
     assert code == 0, output[-4000:]
-    assert re.search(r"\b1 passed, 1 deselected\b", output)
+    assert re.search(r"\b2 passed, 1 deselected\b", output)
     assert "Tests that shift the vault's time, deselected: 1 (TEST_KEY_VAULT_TIME_SHIFT=false" in output
     assert "localvault ready" not in output  # the child started no vault of its own...
     created = {key.name for key in vault_admin.list_properties_of_keys()} - before
-    assert [name for name in created if name.endswith("-rotating")], created  # ...and made its key in this one
+    made_here = {key_id for key_id in ("rotating", "x509-CA-A") for name in created if name.endswith(f"-{key_id}")}
+    assert made_here == {"rotating", "x509-CA-A"}, created  # ...and made its keys in this one, in-process and through devhost
 
 
 @pytest.mark.parametrize(
@@ -49,6 +52,7 @@ def test_the_suite_uses_the_named_vault_and_deselects_time_shifts_it_lacks(vault
         ({"TEST_KEY_VAULT_TIME_SHIFT": "false"}, pytest.ExitCode.USAGE_ERROR, "set TEST_KEY_VAULT_URI too"),
         ({"TEST_KEY_VAULT_URI": "https://127.0.0.1:9"}, pytest.ExitCode.TESTS_FAILED, "the Key Vault at TEST_KEY_VAULT_URI does not answer"),
     ],
+    ids=["settings-without-a-uri", "a-vault-that-does-not-answer"],
 )
 def test_an_unusable_external_vault_fails_the_run_and_never_falls_back(settings, exit_code, reason):
     code, output = run_pytest([ROTATION], settings)
