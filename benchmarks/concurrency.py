@@ -25,13 +25,13 @@ BUDGET = 2.5
 
 
 def serve() -> None:
-    from devtools.host.functions import discover, load_app
+    from devtools.host.functions import load_app
     from devtools.host.server import DevHost, DevHostServer
     from devtools.host.settings import read_route_prefix
     from shared import app_context
 
     app_context._key_manager = fakes.build_fake_manager(fakes.FakeVault(delay=VAULT_DELAY))
-    server = DevHostServer(("127.0.0.1", 0), DevHost(discover(load_app(ROOT), str(ROOT)), read_route_prefix(ROOT)))
+    server = DevHostServer(("127.0.0.1", 0), DevHost(load_app(ROOT), read_route_prefix(ROOT)))
     print(f"bench devhost ready http://127.0.0.1:{server.server_address[1]}", flush=True)
     server.serve_forever()
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Callable
+from typing import Callable, Collection
+from urllib.parse import unquote_plus, urlsplit
 
 import azure.functions as func
 
@@ -22,6 +23,8 @@ bp = func.Blueprint()
 
 REFRESH_KEYS_SCHEDULE = os.environ.get("REFRESH_KEYS_SCHEDULE") or "0 0 */6 * * *"
 SWEEP_KEYS_SCHEDULE = os.environ.get("SWEEP_KEYS_SCHEDULE") or "0 0 0 */2 * *"
+# The host checks an admin key sent as ?code=...; the parameter stays in the URL the function sees.
+FUNCTION_KEY_PARAMETER = "code"
 
 
 class MaintenanceFailed(RuntimeError):
@@ -70,6 +73,7 @@ def sweep_stale_keys(timer: func.TimerRequest) -> None:
 @bp.route(route="maintenance/refresh", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
 @handles_errors
 def refresh_keys_now(req: func.HttpRequest) -> func.HttpResponse:
+    query_parameters(req, accepted=())
     return json_response(run_refresh().to_dict())
 
 
@@ -77,10 +81,36 @@ def refresh_keys_now(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="maintenance/sweep", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
 @handles_errors
 def sweep_stale_keys_now(req: func.HttpRequest) -> func.HttpResponse:
-    dry_run = req.params.get("dry_run", "false").lower()
+    dry_run = query_parameters(req, accepted=("dry_run",)).get("dry_run", "false")
     if dry_run not in ("true", "false"):
         raise InvalidArgument("dry_run must be true or false")
     return json_response(run_sweep(dry_run == "true").to_dict())
+
+
+def query_parameters(req: func.HttpRequest, accepted: Collection[str]) -> dict[str, str]:
+    """The query parameters as the caller sent them, each named in ``accepted``, once, with a value.
+
+    Read from the URL itself: the Functions host drops empty values from ``req.params`` and joins
+    repeated ones, so ``?dry_run=`` would reach the function as no dry_run at all, a real sweep.
+    Anything unknown, repeated, empty or without "=" is InvalidArgument, before anything runs.
+    The function key parameter is accepted and left out of the result.
+    """
+    known = (*accepted, FUNCTION_KEY_PARAMETER)
+    found: dict[str, str] = {}
+    query = urlsplit(req.url).query
+    for field in query.split("&") if query else ():
+        raw_name, has_value, raw_value = field.partition("=")
+        name, value = unquote_plus(raw_name), unquote_plus(raw_value)
+        if name not in known:  # never echoed: the caller's text may be anything, a key included
+            accepts = f"only {', '.join(accepted)}" if accepted else "no query parameters"
+            raise InvalidArgument(f"unknown query parameter: this endpoint accepts {accepts}, besides the function key")
+        if name in found:
+            raise InvalidArgument(f"query parameter {name} is given more than once")
+        if not has_value or not value:
+            raise InvalidArgument(f"query parameter {name} has no value")
+        found[name] = value
+    found.pop(FUNCTION_KEY_PARAMETER, None)
+    return found
 
 
 def _timed(run: Callable):

@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from .functions import AppError, discover, load_app
-from .server import DevHost, DevHostServer
+from .functions import AppError, load_app
+from .server import READ_TIMEOUT_SECONDS, DevHost, DevHostServer
 from .settings import SettingsError, load_local_settings, read_route_prefix
 
 
@@ -21,6 +21,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--app-dir", default=".", help="folder holding function_app.py and host.json")
     parser.add_argument("--settings", default="local.settings.json", help="relative to --app-dir")
     parser.add_argument("--no-timers", action="store_true", help="do not run timers on schedule")
+    parser.add_argument("--read-timeout", type=float, default=READ_TIMEOUT_SECONDS, metavar="SECONDS",
+                        help="close a connection whose client sends nothing for this long")
     args = parser.parse_args(argv)
     # stderr carries our log lines and whatever the functions log, as func start shows them.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="[%(asctime)s] %(message)s")
@@ -30,12 +32,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         # Settings first: function_app.py may read them at import time.
         applied = load_local_settings(app_dir / args.settings)  # an absolute --settings wins the join
         logging.getLogger("devhost").info("applied %d setting(s) from %s", len(applied), args.settings)
-        devhost = DevHost(discover(load_app(app_dir), str(app_dir)), read_route_prefix(app_dir))
+        devhost = DevHost(load_app(app_dir), read_route_prefix(app_dir))
     except (SettingsError, AppError) as exc:
         print(f"devhost: {exc}", file=sys.stderr)
         return 1
 
-    server = DevHostServer((args.host, args.port), devhost)
+    server = DevHostServer((args.host, args.port), devhost, args.read_timeout)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -1,22 +1,34 @@
 """Finding the app's functions and calling them the way the Python worker does."""
 from __future__ import annotations
 
+import ast
 import asyncio
-import importlib
 import inspect
 import sys
+import textwrap
 import threading
+import typing
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from types import SimpleNamespace
+from typing import Any, Callable, Iterator, Optional
 
 import azure.functions as func
 from azure.functions.timer import TimerRequest  # the concrete class (func.TimerRequest is abstract)
+from azure_functions_runtime.bindings.meta import load_binding_registry
+from azure_functions_runtime.functions import Registry
+from azure_functions_runtime.loader import index_function_app
+
+from .requirements import DeployedPackagesOnly
+
+# The values of the worker's protobuf enums that its indexing code compares bindings with
+# (BindingInfo.Direction and BindingInfo.DataType in FunctionRpc.proto).
+_WORKER_PROTOS = SimpleNamespace(BindingInfo=SimpleNamespace(inout=2, out=1, undefined=0))
 
 
 class AppError(Exception):
-    """The app cannot be loaded or served (no FunctionApp, bad route, bad schedule...)."""
+    """The app cannot be loaded or served (the worker refuses it, bad route, bad schedule...)."""
 
 
 @dataclass
@@ -25,6 +37,8 @@ class FunctionInfo:
     func: Callable[..., Any]
     trigger: dict[str, Any]  # the trigger binding's get_dict_repr()
     directory: str = ""
+    has_return: bool = True  # a $return binding (HTTP functions have one)
+    requires_context: bool = False
 
     @property
     def trigger_type(self) -> str:
@@ -59,23 +73,58 @@ class Context:
     retry_context: Any = None
 
 
-def load_app(app_dir: Path, module: str = "function_app") -> func.FunctionApp:
-    """Import ``module`` from ``app_dir`` and return its FunctionApp instance."""
-    if not (app_dir / f"{module}.py").is_file():
-        raise AppError(f"no {module}.py in {app_dir}")
+def load_app(app_dir: Path, script: str = "function_app.py") -> list[FunctionInfo]:
+    """Index the app in ``app_dir`` with the Python worker's own code: what it refuses, devhost refuses.
+
+    Imports are limited to what ``requirements.txt`` deploys, for the whole life of the process.
+    """
+    if not (app_dir / script).is_file():
+        raise AppError(f"no {script} in {app_dir}")
     sys.path.insert(0, str(app_dir))
-    mod = importlib.import_module(module)
-    apps = [v for v in vars(mod).values() if isinstance(v, func.FunctionApp)]
-    if not apps:
-        raise AppError(f"{mod.__file__} defines no azure.functions.FunctionApp instance")
-    app = getattr(mod, "app", None)
-    return app if isinstance(app, func.FunctionApp) else apps[0]
+    DeployedPackagesOnly(app_dir / "requirements.txt").install()
+    registry = Registry()
+    try:
+        load_binding_registry()  # as the worker does on init, before indexing
+        indexed = index_function_app(str(app_dir / script))
+        functions = [_function_info(f, registry.add_indexed_function(f, protos=_WORKER_PROTOS), str(app_dir))
+                     for f in indexed]
+    except Exception as exc:  # the worker fails its start with whatever indexing raised
+        raise AppError(f"the Python worker would refuse this app: {type(exc).__name__}: {exc}") from None
+    for fn in functions:
+        if not fn.has_return and _returns_a_value(fn.func):
+            raise AppError(f"the Python worker would fail every run of {fn.name!r}: {_no_return_binding(fn)}")
+    return functions
 
 
-def discover(app: func.FunctionApp, directory: str = "") -> list[FunctionInfo]:
-    return [FunctionInfo(f.get_function_name(), f.get_user_function(),
-                         f.get_trigger().get_dict_repr(), directory)
-            for f in app.get_functions()]
+def _function_info(indexed: Any, worker_info: Any, directory: str) -> FunctionInfo:
+    return FunctionInfo(indexed.get_function_name(), indexed.get_user_function(),
+                        indexed.get_trigger().get_dict_repr(), directory,
+                        worker_info.has_return, worker_info.requires_context)
+
+
+def _no_return_binding(fn: FunctionInfo) -> str:
+    return f"function {fn.name!r} without a $return binding returned a non-None value"  # the worker's words
+
+
+def _returns_a_value(function: Callable[..., Any]) -> bool:
+    """Whether ``function`` is annotated to return something, or has a ``return <value>`` statement."""
+    if typing.get_type_hints(function).get("return", type(None)) is not type(None):
+        return True
+    try:
+        definition = ast.parse(textwrap.dedent(inspect.getsource(function))).body[0]
+    except (OSError, TypeError):
+        return False  # no source to read: the run itself tells (see invoke)
+    return any(node.value is not None and not (isinstance(node.value, ast.Constant) and node.value.value is None)
+               for node in _own_returns(definition))
+
+
+def _own_returns(node: ast.AST) -> Iterator[ast.Return]:
+    """The return statements of a function, not of the functions or classes defined inside it."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.Return):
+            yield child
+        elif not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            yield from _own_returns(child)
 
 
 def trigger_input(fn: FunctionInfo, payload: Any) -> Any:
@@ -91,9 +140,11 @@ def trigger_input(fn: FunctionInfo, payload: Any) -> Any:
 def invoke(fn: FunctionInfo, trigger_value: Any) -> Any:
     """Call the user function; coroutine functions run on their own event loop."""
     kwargs: dict[str, Any] = {fn.arg_name: trigger_value}
-    if "context" in inspect.signature(fn.func).parameters and fn.arg_name != "context":
+    if fn.requires_context:
         kwargs["context"] = Context(fn.name, fn.directory)
     result = fn.func(**kwargs)
     if inspect.iscoroutine(result):
         result = asyncio.run(result)
+    if result is not None and not fn.has_return:
+        raise RuntimeError(_no_return_binding(fn))
     return result

@@ -95,13 +95,7 @@ class RouteTemplate:
 
 
 class RouteNotFound(LookupError):
-    pass
-
-
-class MethodNotAllowed(LookupError):
-    def __init__(self, allowed: Iterable[str]) -> None:
-        self.allowed = sorted(set(allowed))
-        super().__init__(f"allowed: {', '.join(self.allowed)}")
+    """No function takes this method on this path: the host answers 404, even when another method would do."""
 
 
 @dataclass
@@ -129,14 +123,8 @@ class Router(Generic[T]):
         if [unquote(p).casefold() for p in parts[:len(prefix)]] != prefix:
             raise RouteNotFound(path)
         parts = parts[len(prefix):]
-        other_methods: set[str] = set()
         for template, methods, target in self._routes:
             params = template.match(parts)
-            if params is None:
-                continue
-            if methods is None or method.upper() in methods:
+            if params is not None and (methods is None or method.upper() in methods):
                 return RouteMatch(target, params)
-            other_methods |= methods
-        if other_methods:
-            raise MethodNotAllowed(other_methods)
         raise RouteNotFound(path)

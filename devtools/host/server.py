@@ -8,18 +8,22 @@ import time
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import azure.functions as func
+from azure.functions.http import HttpResponseConverter
 
 from .functions import AppError, FunctionInfo, TimerRequest, invoke, trigger_input
 from .ncrontab import Schedule
-from .routes import MethodNotAllowed, RouteNotFound, Router, split_path
+from .routes import RouteNotFound, Router, split_path
 from .settings import SettingsError, resolve_references
+from .wire import BadRequestBody, ClientLeft, host_query_params, read_body
 
 log = logging.getLogger("devhost")
 
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")
+# Kestrel's RequestHeadersTimeout: a client that sends nothing for this long loses its connection.
+READ_TIMEOUT_SECONDS = 30.0
 Headers = Iterable[tuple[str, str]]
 
 
@@ -70,7 +74,16 @@ class DevHost:
         started = time.perf_counter()
         method = req.command.upper()
         url = urlsplit(req.path)
-        body = req.rfile.read(int(req.headers.get("Content-Length") or 0))
+        try:
+            body = read_body(req.headers, req.rfile)
+        except BadRequestBody as exc:
+            req.close_connection = True
+            log.info("- %s %s -> %d: %s", method, url.path, self._send(req, exc.status), exc)
+            return
+        except (ClientLeft, TimeoutError, ConnectionError):
+            req.close_connection = True
+            log.info("- %s %s: the client left before sending its body; nothing ran", method, url.path)
+            return
         parts = [unquote(p) for p in split_path(url.path)]
         if len(parts) == 3 and [p.casefold() for p in parts[:2]] == ["admin", "functions"]:
             name, status = "admin", self._admin(req, method, parts[2], body)
@@ -84,18 +97,15 @@ class DevHost:
               body: bytes) -> tuple[str, int]:
         try:
             match = self.router.resolve(method, path)
-        except MethodNotAllowed as exc:
-            return "-", self._error(req, 405, "MethodNotAllowed", f"{method} is not allowed for {path}",
-                                    [("Allow", ", ".join(exc.allowed))])
         except RouteNotFound:
-            return "-", self._error(req, 404, "NotFound", f"no function matches {path}")
+            return "-", self._send(req, 404)  # the host's answer, for a method no function takes too
         fn = match.target
         host = req.headers.get("Host") or "%s:%s" % req.server.server_address[:2]
         request = func.HttpRequest(
             method=method,
             url=f"http://{host}{path}" + (f"?{query}" if query else ""),
             headers={k: ", ".join(req.headers.get_all(k) or []) for k in set(req.headers.keys())},
-            params=dict(parse_qsl(query, keep_blank_values=True)),  # last value wins
+            params=host_query_params(query),
             route_params=match.params,
             body=body)
         try:
@@ -107,10 +117,12 @@ class DevHost:
 
     def _write_result(self, req: BaseHTTPRequestHandler, fn: FunctionInfo, result: Any) -> int:
         if isinstance(result, func.HttpResponse):
-            headers = list(result.headers.items())
-            if result.mimetype and not any(k.lower() == "content-type" for k, _ in headers):
-                headers.append(("Content-Type", f"{result.mimetype}; charset={result.charset}"))
-            return self._send(req, result.status_code, headers, result.get_body() or b"")
+            # The worker's own encoding: it sets Content-Type, with a charset for text/* only.
+            encoded = HttpResponseConverter.encode(result, expected_type=None).value
+            headers = [(name, datum.value) for name, datum in encoded["headers"].items()]
+            headers += [("Set-Cookie", morsel.OutputString())
+                        for cookie in encoded["cookies"] or [] for morsel in cookie.values()]
+            return self._send(req, result.status_code, headers, encoded["body"].value)
         if result is None:
             return self._send(req, 204)
         if isinstance(result, (str, bytes)):
@@ -191,6 +203,10 @@ class _Handler(BaseHTTPRequestHandler):
     # then holds every response back by ~40 ms.
     disable_nagle_algorithm = True
 
+    def setup(self) -> None:
+        self.timeout = self.server.read_timeout  # every read on the socket; idle clients are let go
+        super().setup()
+
     def _dispatch(self) -> None:
         self.server.devhost.handle(self)
 
@@ -205,8 +221,10 @@ for _method in HTTP_METHODS:
 class DevHostServer(ThreadingHTTPServer):
     """One thread per request, so slow functions do not block others."""
     daemon_threads = True
-    request_queue_size = 64  # the default of 5 resets connections when many clients connect at once
+    request_queue_size = 1024  # the default of 5 resets connections when many clients connect at once
 
-    def __init__(self, address: tuple[str, int], devhost: DevHost) -> None:
+    def __init__(self, address: tuple[str, int], devhost: DevHost,
+                 read_timeout: float = READ_TIMEOUT_SECONDS) -> None:
         super().__init__(address, _Handler)
         self.devhost = devhost
+        self.read_timeout = read_timeout

@@ -1,7 +1,8 @@
 """`python -m devtools.stack`: Azurite (blob 10000), the local Key Vault (8443, token 8080) and devhost (7071).
 
-Stops everything on Ctrl-C or SIGTERM. The app's settings come from local.settings.json, as with
-`func start`; its sample points at these default ports.
+Stops everything on Ctrl-C or SIGTERM. The app reaches the stand-ins this started, on whatever ports
+were chosen: their addresses are passed to devhost as environment, which wins over
+local.settings.json (as with `func start`); the other settings come from local.settings.json.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import signal
 import sys
 import threading
 
-from devtools.stack.services import ROOT, StackError, start_azurite, start_devhost, start_localvault
+from devtools.stack.services import ROOT, StackError, app_settings, start_azurite, start_devhost, start_localvault
 
 
 def main() -> int:
@@ -32,8 +33,9 @@ def main() -> int:
         services.append(azurite)
         vault = start_localvault(args.vault_port, args.token_port, ROOT / ".local" / "localvault")
         services.append(vault)
-        services.append(start_devhost(args.port, dict(os.environ)))
-        print(f"Stack ready: the API is at http://127.0.0.1:{args.port}/api (Ctrl-C stops everything)", flush=True)
+        devhost = start_devhost(args.port, {**os.environ, **app_settings(azurite, vault)})
+        services.append(devhost)
+        print(f"Stack ready: the API is at {devhost.url}/api (Ctrl-C stops everything)", flush=True)
         while not stop.is_set() and all(s.process.poll() is None for s in services):
             stop.wait(0.5)
         return 0 if stop.is_set() else 1

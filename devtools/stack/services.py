@@ -14,7 +14,9 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 AZURITE = ROOT / "node_modules" / ".bin" / "azurite-blob"
@@ -31,7 +33,7 @@ class StackError(RuntimeError):
 @dataclass
 class Service:
     name: str
-    process: subprocess.Popen
+    process: subprocess.Popen | None  # None for a service started elsewhere, which stop() leaves running
     url: str
     details: dict[str, str] = field(default_factory=dict)
 
@@ -41,7 +43,7 @@ class Service:
         SIGINT, not SIGTERM: Azurite ignores SIGTERM while clients hold keep-alive connections, and
         killing it loses what it has not yet written to disk (a throwaway test store may pass 0).
         """
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(timeout=grace_seconds)
@@ -107,13 +109,28 @@ def start_devhost(port: int, env: dict[str, str], no_timers: bool = False) -> Se
 
 
 def app_settings(azurite: Service, vault: Service) -> dict[str, str]:
-    """App settings that point the app at the local stand-ins, through its managed-identity path."""
+    """App settings that point the app at the stand-ins.
+
+    The app signs in through the vault's token endpoint as its managed identity, or through Azure's
+    default credential chain when the vault has no such endpoint (a real vault). Every Key Vault
+    setting is given, empty when unused, so that none comes from local.settings.json instead.
+    """
+    token_url = vault.details.get("token_url", "")
     return {
         "AzureWebJobsStorage": azurite.details["connection_string"],
         "KEY_VAULT_URI": vault.url,
         "KEY_VAULT_CA_BUNDLE": vault.details["ca_bundle"],
-        "KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION": "true",
-        "USE_MSI": "true",
-        "IDENTITY_ENDPOINT": vault.details["token_url"],
-        "IDENTITY_HEADER": "local-development",
+        "KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION": str(is_on_this_machine(vault.url)).lower(),
+        "USE_MSI": str(bool(token_url)).lower(),
+        "IDENTITY_ENDPOINT": token_url,
+        "IDENTITY_HEADER": "local-development" if token_url else "",
     }
+
+
+def is_on_this_machine(url: str) -> bool:
+    """Whether a vault runs here: its challenge names a resource that never matches a local host name."""
+    host = urlsplit(url).hostname or ""
+    try:
+        return host == "localhost" or ip_address(host).is_loopback
+    except ValueError:
+        return False

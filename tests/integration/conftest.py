@@ -1,6 +1,8 @@
-"""Integration fixtures: real Azurite and the local Key Vault, started once per session on free ports.
+"""Integration fixtures: real Azurite and a Key Vault, started once per session on free ports.
 
-A stand-in that does not start raises, so its tests fail; none of them skip.
+The Key Vault is localvault, started here, unless TEST_KEY_VAULT_URI names one that runs already
+(Lowkey Vault, another localvault, a real vault): see ExternalVault. A stand-in that does not start
+raises, so its tests fail; none of them skip.
 """
 
 from __future__ import annotations
@@ -12,19 +14,119 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
 import pytest
+import requests
 from azure.core.pipeline.transport import RequestsTransport
-from azure.identity import ManagedIdentityCredential
+from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 from azure.keyvault.keys import KeyClient
 
-from devtools.stack.services import Service, app_settings, start_azurite, start_devhost, start_localvault
+from devtools.stack.services import (
+    Service,
+    StackError,
+    app_settings,
+    is_on_this_machine,
+    start_azurite,
+    start_devhost,
+    start_localvault,
+)
 from functions import health, keys, maintenance
 from shared import app_context
 from shared.key_manager import KeyManager
 from shared.settings import load_settings
+
+EXTERNAL_VAULT_SETTINGS = ("TEST_KEY_VAULT_URI", "TEST_KEY_VAULT_TOKEN_ENDPOINT", "TEST_KEY_VAULT_CA_BUNDLE", "TEST_KEY_VAULT_TIME_SHIFT")
+TIME_SHIFT_FIXTURE = "shift_vault_time"
+
+
+@dataclass(frozen=True)
+class ExternalVault:
+    """A Key Vault that the suite uses but does not start, named by the TEST_KEY_VAULT_* variables.
+
+    The app and the tests sign in through its managed-identity style token endpoint when one is
+    named (localvault, Lowkey Vault), else through Azure's default credential chain (AZURE_CLIENT_ID
+    and the like, or ``az login``). Tests that shift the vault's time are deselected when the vault
+    says it has no time-shift API (TEST_KEY_VAULT_TIME_SHIFT=false, as for a real vault).
+    """
+
+    url: str
+    token_endpoint: str | None
+    ca_bundle: str | None
+    time_shift: bool
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str]) -> ExternalVault | None:
+        """The vault the environment names, None for the embedded localvault; UsageError for bad settings."""
+        given = {name: environ[name].strip() for name in EXTERNAL_VAULT_SETTINGS if environ.get(name, "").strip()}
+        if "TEST_KEY_VAULT_URI" not in given:
+            if given:
+                raise pytest.UsageError(f"{', '.join(given)} describe an external vault: set TEST_KEY_VAULT_URI too, or unset them")
+            return None
+        url = given["TEST_KEY_VAULT_URI"].rstrip("/")
+        if urlsplit(url).scheme != "https" or not urlsplit(url).hostname:
+            raise pytest.UsageError("TEST_KEY_VAULT_URI must be a Key Vault's https URI")
+        ca_bundle = given.get("TEST_KEY_VAULT_CA_BUNDLE")
+        if ca_bundle is not None and not Path(ca_bundle).is_file():
+            raise pytest.UsageError(f"TEST_KEY_VAULT_CA_BUNDLE is not a file: {ca_bundle}")
+        time_shift = given.get("TEST_KEY_VAULT_TIME_SHIFT", "true").lower()
+        if time_shift not in ("true", "false"):
+            raise pytest.UsageError("TEST_KEY_VAULT_TIME_SHIFT must be true or false")
+        return cls(url, given.get("TEST_KEY_VAULT_TOKEN_ENDPOINT"), ca_bundle and str(Path(ca_bundle).resolve()), time_shift == "true")
+
+    def service(self) -> Service:
+        """The vault as a stand-in the fixtures did not start, once it answers over TLS."""
+        ca_bundle = self.ca_bundle or requests.certs.where()  # what the SDK trusts when given none
+        try:
+            requests.get(f"{self.url}/keys", params={"api-version": "7.5"}, verify=ca_bundle, timeout=10)
+        except requests.RequestException as error:
+            raise StackError(f"the Key Vault at TEST_KEY_VAULT_URI does not answer: {type(error).__name__}") from error
+        details = {"ca_bundle": ca_bundle} | ({"token_url": self.token_endpoint} if self.token_endpoint else {})
+        return Service("external Key Vault", None, self.url, details)
+
+
+external_vault_key = pytest.StashKey[ExternalVault | None]()
+deselected_key = pytest.StashKey[int]()
+
+
+def external_vault(config: pytest.Config) -> ExternalVault | None:
+    """The session's external vault, read from the environment on first use."""
+    if external_vault_key not in config.stash:
+        config.stash[external_vault_key] = ExternalVault.from_environment(dict(os.environ))
+    return config.stash[external_vault_key]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"time_shift: shifts the vault's time (any test that uses the {TIME_SHIFT_FIXTURE} fixture)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if TIME_SHIFT_FIXTURE in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.time_shift)
+    external = external_vault(config)  # before any test runs, so that bad settings stop the session
+    if external is None or external.time_shift:
+        return
+    deselected = [item for item in items if item.get_closest_marker("time_shift")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("time_shift")]
+        config.stash[deselected_key] = len(deselected)
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    external = config.stash.get(external_vault_key, None)
+    if external is None:
+        return
+    terminalreporter.write_line(f"Key Vault of the integration tests: {external.url} (TEST_KEY_VAULT_URI), not started by them")
+    deselected = config.stash.get(deselected_key, 0)
+    if deselected:
+        terminalreporter.write_line(
+            f"Tests that shift the vault's time, deselected: {deselected}"
+            " (TEST_KEY_VAULT_TIME_SHIFT=false says this vault has no time-shift API)"
+        )
+
 
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory) -> Service:
@@ -34,10 +136,28 @@ def azurite(tmp_path_factory) -> Service:
 
 
 @pytest.fixture(scope="session")
-def vault(tmp_path_factory) -> Service:
-    service = start_localvault(0, 0, tmp_path_factory.mktemp("localvault"))
+def vault(request, tmp_path_factory) -> Service:
+    external = external_vault(request.config)
+    service = external.service() if external else start_localvault(0, 0, tmp_path_factory.mktemp("localvault"))
     yield service
-    service.stop()
+    service.stop()  # leaves an external vault running
+
+
+@pytest.fixture
+def shift_vault_time(vault):
+    """Age every key in the vault by ``seconds``, through the time-shift API of localvault and Lowkey Vault."""
+
+    def shift(seconds: int) -> None:
+        response = requests.put(
+            f"{vault.url}/management/vault/time/all",
+            params={"seconds": seconds},
+            headers={"Content-Type": "application/json"},  # Lowkey Vault refuses the call without it (415)
+            verify=vault.details["ca_bundle"],
+            timeout=10,
+        )
+        response.raise_for_status()
+
+    return shift
 
 
 @pytest.fixture
@@ -87,7 +207,9 @@ class App:
     def call(self, handler, body=None, method="POST", raw: bytes | None = None, params=None, **route_params) -> tuple[int, dict]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
         app_context._key_manager = self.manager  # this instance's key manager serves the call
-        request = func.HttpRequest(method, "http://localhost/api", body=data, params=params or {}, route_params=route_params)
+        # As the host hands it over: the query in the URL (which the app reads) and in params.
+        url = "http://localhost/api" + (f"?{urlencode(params)}" if params else "")
+        request = func.HttpRequest(method, url, body=data, params=params or {}, route_params=route_params)
         response = handler(request)
         self.last_response = response
         return response.status_code, json.loads(response.get_body() or b"null")
@@ -138,14 +260,15 @@ def app(app_env, monkeypatch) -> App:
 @pytest.fixture
 def vault_admin(vault, monkeypatch) -> KeyClient:
     """A direct Key Vault client, to set up what the app must cope with (disabled keys, deletions)."""
-    monkeypatch.setenv("IDENTITY_ENDPOINT", vault.details["token_url"])
-    monkeypatch.setenv("IDENTITY_HEADER", "tests")
-    credential = ManagedIdentityCredential()
-    return KeyClient(vault.url, credential, verify_challenge_resource=False, connection_verify=vault.details["ca_bundle"])
-
-
-def ca_bundle(vault: Service) -> Path:
-    return Path(vault.details["ca_bundle"])
+    if "token_url" in vault.details:
+        monkeypatch.setenv("IDENTITY_ENDPOINT", vault.details["token_url"])
+        monkeypatch.setenv("IDENTITY_HEADER", "tests")
+        credential = ManagedIdentityCredential()
+    else:
+        credential = DefaultAzureCredential()
+    return KeyClient(
+        vault.url, credential, verify_challenge_resource=not is_on_this_machine(vault.url), connection_verify=vault.details["ca_bundle"]
+    )
 
 
 @pytest.fixture

@@ -49,7 +49,12 @@ def test_failing_dependencies_answer_503_without_secrets(app_env, monkeypatch, c
     failing = (
         {"AzureWebJobsStorage": app_env["AzureWebJobsStorage"].replace(azurite_endpoint, CLOSED)},
         {"KEY_VAULT_URI": f"https://{CLOSED}", "KEY_IDENTIFIER_VALUE": "secrets-test"},
-        {"IDENTITY_ENDPOINT": f"http://{CLOSED}/metadata/identity/oauth2/token", "KEY_IDENTIFIER_VALUE": "secrets-test"},
+        {
+            "USE_MSI": "true",  # also when the vault is reached through Azure's default credential chain
+            "IDENTITY_ENDPOINT": f"http://{CLOSED}/metadata/identity/oauth2/token",
+            "IDENTITY_HEADER": "secrets-test",
+            "KEY_IDENTIFIER_VALUE": "secrets-test",
+        },
     )
     texts = []
     for overrides in failing:

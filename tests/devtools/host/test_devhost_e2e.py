@@ -5,6 +5,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -70,6 +71,12 @@ def boom(req: func.HttpRequest) -> func.HttpResponse:
     raise RuntimeError("kaboom from sample")
 
 
+@bp.route(route="lazy-import")
+def lazy_import(req: func.HttpRequest) -> func.HttpResponse:
+    import requests  # installed here, but requirements.txt does not deploy it
+    return func.HttpResponse(requests.__name__)
+
+
 @bp.route(route="settings")
 def settings(req: func.HttpRequest) -> func.HttpResponse:
     return as_json({name: os.environ.get(name) for name in ("FROM_FILE", "BOTH")})
@@ -94,6 +101,7 @@ def write_app(app_dir: Path, route_prefix: str = "api") -> Path:
     app_dir.mkdir(parents=True, exist_ok=True)
     (app_dir / "sample_bp.py").write_text(textwrap.dedent(BLUEPRINT))
     (app_dir / "function_app.py").write_text(textwrap.dedent(FUNCTION_APP))
+    (app_dir / "requirements.txt").write_text("azure-functions\n")
     (app_dir / "host.json").write_text(json.dumps(
         {"version": "2.0", "extensions": {"http": {"routePrefix": route_prefix}}}))
     (app_dir / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": {
@@ -167,7 +175,7 @@ def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def host(app_dir: Path):
-    devhost = Devhost(app_dir, "--no-timers", env={"BOTH": "env"})
+    devhost = Devhost(app_dir, "--no-timers", "--read-timeout", "1", env={"BOTH": "env"})
     devhost.wait_ready()
     yield devhost
     assert devhost.stop() == 0
@@ -181,13 +189,14 @@ def test_ready_line_and_function_list(host: Devhost):
 
 
 def test_route_params_query_and_keys(host: Devhost):
-    r = requests.get(f"{host.base}/api/keys/a%20b?code=secret-code&x=1&x=2",
+    r = requests.get(f"{host.base}/api/keys/a%20b?code=secret-code&x=1&x=2&empty=&X=3",
                      headers={"x-functions-key": "secret-header"})
-    assert r.status_code == 200 and r.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"  # no charset added
     body = r.json()
     assert body["function"] == "get_key" and body["key_id"] == "a b"
-    assert body["params"] == {"code": "secret-code", "x": "2"}  # last value wins
-    assert body["url"] == f"{host.base}/api/keys/a%20b?code=secret-code&x=1&x=2"
+    # As the host passes them: repeated names joined, whatever their case; empty values dropped.
+    assert body["params"] == {"code": "secret-code", "x": "1,2,3"}
+    assert body["url"] == f"{host.base}/api/keys/a%20b?code=secret-code&x=1&x=2&empty=&X=3"
     assert body["key_header"] == "secret-header"  # keys are not checked, just passed on
     assert requests.get(f"{host.base}/API/Keys/abc").json()["key_id"] == "abc"
     # one log line per invocation, without the query string (it may hold keys)
@@ -213,12 +222,75 @@ def test_async_function_and_int_constraint(host: Devhost):
     assert requests.get(f"{host.base}/api/wait/ten").status_code == 404
 
 
-def test_not_found_and_method_not_allowed(host: Devhost):
-    r = requests.get(f"{host.base}/api/nothing/here")
-    assert r.status_code == 404 and r.json()["error"]["code"] == "NotFound"
-    assert requests.get(f"{host.base}/keys/abc").status_code == 404  # missing the api prefix
-    r = requests.put(f"{host.base}/api/keys/abc")
-    assert r.status_code == 405 and r.headers["Allow"] == "DELETE, GET"
+def test_unknown_routes_and_undeclared_methods_are_empty_404s(host: Devhost):
+    for response in (requests.get(f"{host.base}/api/nothing/here"),
+                     requests.get(f"{host.base}/keys/abc"),  # missing the api prefix
+                     requests.put(f"{host.base}/api/keys/abc")):  # GET and DELETE are declared there
+        assert (response.status_code, response.content) == (404, b"")
+        assert "Allow" not in response.headers
+
+
+def test_text_responses_keep_their_charset(host: Devhost):
+    r = requests.get(f"{host.base}/api/wait/1")
+    assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+def raw_exchange(base: str, request: bytes, close_early: bool = False) -> bytes:
+    """Send ``request`` bytes as they are; the answer, or b"" when devhost closes without one."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(request)
+        if close_early:
+            return b""
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+        return answer
+
+
+def test_chunked_request_bodies_are_read(host: Devhost):
+    chunked = b'{"digest": "a'  b'b"}'
+    request = (b"POST /api/keys/k1/sign HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+               b"Content-Type: application/json\r\n\r\n" + b"%x\r\n%s\r\n" % (len(chunked), chunked)
+               + b"0\r\n\r\n")
+    head, _, body = raw_exchange(host.base, request).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 201 ")
+    assert json.loads(body) == {"key_id": "k1", "echo": {"digest": "ab"}}
+
+
+@pytest.mark.parametrize("length", [b"-1", b"abc", b"99999999999999999999999"])
+def test_unusable_content_length_is_400_at_once_and_nothing_runs(host: Devhost, length: bytes):
+    request = b"POST /api/keys/bad-length/sign HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\n\r\n{}"
+    assert raw_exchange(host.base, request).startswith(b"HTTP/1.0 400 ")
+    assert wait_for(lambda: "- POST /api/keys/bad-length/sign -> 400" in host.stderr())
+    assert "sign POST /api/keys/bad-length/sign" not in host.stderr()
+
+
+def test_a_client_leaving_mid_body_runs_nothing(host: Devhost):
+    request = b"POST /api/keys/gone/sign HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{}"
+    raw_exchange(host.base, request, close_early=True)
+    assert wait_for(lambda: "- POST /api/keys/gone/sign: the client left" in host.stderr())
+    assert "sign POST /api/keys/gone/sign" not in host.stderr()
+
+
+def test_idle_connections_are_closed_after_the_read_timeout(host: Devhost):
+    host_name, port = host.base.removeprefix("http://").split(":")
+    with socket.create_connection((host_name, int(port)), timeout=30) as idle:
+        assert idle.recv(1) == b""  # devhost hangs up (--read-timeout 1); without it recv times out
+
+
+def test_a_normal_request_answers_while_300_clients_sit_idle(app_dir: Path):
+    devhost = Devhost(app_dir, "--no-timers")  # the default read timeout: the idle clients stay
+    try:
+        host_name, port = devhost.wait_ready().removeprefix("http://").split(":")
+        idle = [socket.create_connection((host_name, int(port)), timeout=30) for _ in range(300)]
+        try:
+            assert requests.get(f"{devhost.base}/api/keys/abc", timeout=30).json()["key_id"] == "abc"
+        finally:
+            for conn in idle:
+                conn.close()
+    finally:
+        assert devhost.stop() == 0
 
 
 def test_exception_gives_500_and_traceback(host: Devhost):
@@ -269,3 +341,96 @@ def test_invalid_schedule_fails_at_start(app_dir: Path):
     devhost = Devhost(app_dir, env={"TICK_SCHEDULE": "61 * * * * *"})
     assert devhost.proc.wait(timeout=15) == 1
     assert "'tick'" in devhost.stderr() and "schedule" in devhost.stderr()
+
+
+def test_imports_outside_requirements_fail_when_run_too(host: Devhost):
+    assert requests.get(f"{host.base}/api/lazy-import").status_code == 500
+    assert wait_for(lambda: "ModuleNotFoundError: No module named 'requests'" in host.stderr())
+
+
+def refused(app_dir: Path) -> str:
+    """devhost's complaint about the app in ``app_dir``; it must not start."""
+    devhost = Devhost(app_dir)
+    assert devhost.proc.wait(timeout=30) == 1
+    return devhost.stderr()
+
+
+def write_function_app(tmp_path: Path, source: str, requirements: str = "azure-functions\n") -> Path:
+    (tmp_path / "function_app.py").write_text(textwrap.dedent(source))
+    (tmp_path / "requirements.txt").write_text(requirements)
+    return tmp_path
+
+
+def test_a_parameter_not_named_as_its_binding_is_refused(tmp_path: Path):
+    app_dir = write_function_app(tmp_path, """
+        import azure.functions as func
+        app = func.FunctionApp()
+
+        @app.route(route="x")
+        def handler(request: func.HttpRequest) -> func.HttpResponse:
+            return func.HttpResponse("x")
+    """)
+    assert ("cannot load the handler function: the following parameters are declared in Python but not in "
+            "the function definition") in refused(app_dir)
+
+
+def test_two_function_apps_are_refused(tmp_path: Path):
+    app_dir = write_function_app(tmp_path, """
+        import azure.functions as func
+        app = func.FunctionApp()
+        second = func.FunctionApp()
+    """)
+    assert "More than one FunctionApp or other top level function app instances are defined." in refused(app_dir)
+
+
+@pytest.mark.parametrize("definition", [
+    "def tick(timer: func.TimerRequest):\n    if timer.past_due:\n        return 'late'",
+    "def tick(timer: func.TimerRequest) -> str:\n    ...",
+])
+def test_a_timer_function_returning_a_value_is_refused(tmp_path: Path, definition: str):
+    app_dir = write_function_app(tmp_path, f"""
+import azure.functions as func
+app = func.FunctionApp()
+
+@app.timer_trigger(schedule="0 0 * * * *", arg_name="timer")
+{definition}
+""")
+    assert "function 'tick' without a $return binding returned a non-None value" in refused(app_dir)
+
+
+def test_a_timer_function_returning_nothing_starts(tmp_path: Path):
+    app_dir = write_function_app(tmp_path, """
+import azure.functions as func
+app = func.FunctionApp()
+
+@app.timer_trigger(schedule="0 0 * * * *", arg_name="timer")
+def tick(timer: func.TimerRequest) -> None:
+    def helper():
+        return "nested functions may return values"
+    return None
+""")
+    devhost = Devhost(app_dir, "--no-timers")
+    devhost.wait_ready()
+    assert devhost.stop() == 0
+
+
+APP_IMPORTING_REQUESTS = """
+    import azure.functions as func
+    import requests
+    app = func.FunctionApp()
+"""
+
+
+def test_an_import_only_requirements_dev_provides_is_refused(tmp_path: Path):
+    app_dir = write_function_app(tmp_path, APP_IMPORTING_REQUESTS)
+    (app_dir / "requirements-dev.txt").write_text("-r requirements.txt\nrequests\n")
+    complaint = refused(app_dir)
+    assert "ModuleNotFoundError: No module named 'requests'" in complaint
+    assert "Cannot find module. Please check the requirements.txt file for the missing module." in complaint
+
+
+def test_an_import_requirements_provides_starts(tmp_path: Path):
+    app_dir = write_function_app(tmp_path, APP_IMPORTING_REQUESTS, "azure-functions>=2\nrequests  # HTTP\n")
+    devhost = Devhost(app_dir, "--no-timers")
+    devhost.wait_ready()
+    assert devhost.stop() == 0

@@ -1,0 +1,83 @@
+"""The maintenance endpoints' query strings over HTTP, through devhost on the local stack.
+
+devhost hands query parameters to the app as the Functions host does (empty values dropped, repeated
+ones joined), so these are the requests Azure would deliver: a malformed one must run nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+import pytest
+import requests
+
+from devtools.stack.services import start_devhost
+from tests.integration.conftest import make_app
+from tests.integration.test_maintenance import FIFTEEN_DAYS, key_exists, shift_time
+
+MALFORMED_SWEEPS = ["dry_run=", "dry_run", "dry_run=true&dry_run=false", "dryrun=true", "dry_run=TRUE", "dry_run=1",
+                    "dry_run=true&"]
+MALFORMED_REFRESHES = ["dry_run=true", "code=k&code=k", "force="]
+
+
+@pytest.fixture
+def api(app_env):
+    """This server: devhost serving the app on the stack, with a metadata blob (so a server id) of its own."""
+    host = start_devhost(0, {**os.environ, **app_env}, no_timers=True)
+    yield host.url + "/api"
+    host.stop()
+
+
+def created_key(vault_admin, create: Callable[[], object]) -> str:
+    """The name of the one key that ``create`` adds to the vault."""
+    before = {key.name for key in vault_admin.list_properties_of_keys()}
+    create()
+    (name,) = {key.name for key in vault_admin.list_properties_of_keys()} - before
+    return name
+
+
+@pytest.fixture
+def abandoned_key(app_env, monkeypatch, vault_admin) -> str:
+    """A key of another server of this trust domain; once the vault's clock moves on, sweeps delete it."""
+    other = make_app({**app_env, "KEY_METADATA_BLOB": f"t{uuid.uuid4().hex[:20]}/key-metadata"}, monkeypatch)
+    return created_key(vault_admin, lambda: other.generate("abandoned", "ec-p256"))
+
+
+def post(url: str) -> tuple[int, dict]:
+    response = requests.post(url, timeout=60)
+    return response.status_code, response.json()
+
+
+def test_malformed_queries_are_400_and_nothing_runs(api, abandoned_key, vault, vault_admin):
+    own_key = created_key(vault_admin, lambda: requests.post(
+        f"{api}/keys", json={"key_id": "mine", "key_type": "ec-p256"}, timeout=60).raise_for_status())
+    shift_time(vault, FIFTEEN_DAYS)
+    for query in MALFORMED_SWEEPS:
+        status, body = post(f"{api}/maintenance/sweep?{query}")
+        assert (status, body["error"]["code"]) == (400, "InvalidArgument"), query
+    for query in MALFORMED_REFRESHES:
+        status, body = post(f"{api}/maintenance/refresh?{query}")
+        assert (status, body["error"]["code"]) == (400, "InvalidArgument"), query
+    assert key_exists(vault_admin, abandoned_key)  # no sweep ran
+    not_refreshed = datetime.now(timezone.utc) - vault_admin.get_key(own_key).properties.updated_on
+    assert not_refreshed > timedelta(days=14)  # no refresh ran
+
+
+def test_a_dry_run_reports_what_the_real_run_then_deletes(api, abandoned_key, vault, vault_admin):
+    shift_time(vault, FIFTEEN_DAYS)
+    status, dry = post(f"{api}/maintenance/sweep?dry_run=true")
+    assert status == 200 and dry["dry_run"] is True
+    assert dry["candidates"] == [abandoned_key] and dry["deleted"] == [] and key_exists(vault_admin, abandoned_key)
+    status, real = post(f"{api}/maintenance/sweep?code=an-admin-key&dry_run=false")
+    assert status == 200 and real["dry_run"] is False
+    assert real["candidates"] == real["deleted"] == dry["candidates"]
+    assert not key_exists(vault_admin, abandoned_key)
+
+
+def test_refresh_and_sweep_without_a_query_run(api):
+    assert post(f"{api}/maintenance/refresh") == (200, {"refreshed": [], "failed": []})
+    status, report = post(f"{api}/maintenance/sweep")
+    assert status == 200 and report["dry_run"] is False
