@@ -14,7 +14,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from devtools.stack.services import start_devhost
 from shared.naming import KeyNaming
-from tests.integration.conftest import make_app
+from tests.integration.test_servers_sharing_a_vault import make_server_app
 from tests.integration.verify import digest, verify
 
 FIFTEEN_DAYS = 15 * 24 * 3600
@@ -31,8 +31,7 @@ def server(app_env, monkeypatch, trust_domain):
     suffix = uuid.uuid4().hex[:8]
 
     def start(server_id: str, trust_domain: str = trust_domain, **settings: str):
-        env = {**app_env, "TRUST_DOMAIN": trust_domain, "KEY_IDENTIFIER_VALUE": f"{server_id}-{suffix}", **settings}
-        return make_app(env, monkeypatch)
+        return make_server_app(app_env, monkeypatch, f"{server_id}-{suffix}", trust_domain, **settings)
 
     return start
 
@@ -184,6 +183,7 @@ def test_refresh_and_sweep_cost_two_requests_per_key_plus_listing_pages(server, 
 def test_devhost_runs_the_refresh_timer_on_demand(app_env, trust_domain, vault, vault_admin):
     server_id = f"timer-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, **app_env, "TRUST_DOMAIN": trust_domain, "KEY_IDENTIFIER_VALUE": server_id}
+    env.pop("KEY_METADATA_BLOB")  # a configured server id needs no metadata blob
     host = start_devhost(0, env, no_timers=True)
     try:
         api = host.url + "/api"
