@@ -62,6 +62,14 @@ class _VersionFacts:
     ours: bool  # its name and tags were this server's (``ownership``)
 
 
+@dataclass(frozen=True)
+class _SeenVersion:
+    """The version a key name had when this instance last saw which was current: a hint, never trusted."""
+
+    version: str
+    facts: _VersionFacts
+
+
 class _BoundedCache(Generic[K, V]):
     """A thread-safe LRU map, bounded so that memory cannot grow with the keys ever seen."""
 
@@ -117,7 +125,7 @@ class KeyManager:
         self._naming: KeyNaming | None = None
         # Keyed by lowercase key name (Key Vault names are case-insensitive).
         self._facts: _BoundedCache[tuple[str, str], _VersionFacts] = _BoundedCache()
-        self._last_seen_version: _BoundedCache[str, str] = _BoundedCache()
+        self._last_seen: _BoundedCache[str, _SeenVersion] = _BoundedCache()
         self._listed: _BoundedCache[str, _ListedKey] = _BoundedCache()
         # Key Vault signs with a key's current version when the path's version is empty; a vault
         # that answers 404 there (Lowkey Vault) is noticed once, and its keys are read, then signed.
@@ -180,15 +188,19 @@ class KeyManager:
         naming = self.naming()
         name = naming.key_name(request.key_id)
         _check_digest(request)
+        seen = self._last_seen.get(name.lower()) if self._signs_current_version else None
         signed, current_version_refused = None, False
-        if self._signs_current_version:
+        if seen is not None:
             try:
-                signed = self._sign_as_last_seen(request, name)
+                signed = self._sign_as_last_seen(request, name, seen.facts)
             except NotFound:
                 current_version_refused = True  # the key is gone, or the vault cannot sign by the empty version
         if signed is None:
             signed = self._read_then_sign(naming, request, name, current_version_refused)
-        facts = self._version_facts(naming, request.key_id, name, signed.version)
+        if seen is not None and signed.version == seen.version:
+            facts = seen.facts
+        else:
+            facts = self._version_facts(naming, request.key_id, name, signed.version)
         if facts.key_type is None:
             raise FailedPrecondition(f'key "{shortened(request.key_id)}" in Key Vault is not of a supported key type')
         if request.key_fingerprint is not None and request.key_fingerprint != facts.fingerprint:
@@ -286,7 +298,7 @@ class KeyManager:
             raise FailedPrecondition(f'key "{shortened(key_id)}" is disabled in Key Vault')
         if current.key_type is None:
             raise FailedPrecondition(f'key "{shortened(key_id)}" in Key Vault is not of a supported key type')
-        self._last_seen_version.put(name.lower(), current.version)
+        self._last_seen.put(name.lower(), _SeenVersion(current.version, self._remember(naming, current)))
         return current
 
     def _listed_current_version(self, summary: KeySummary) -> KeyVersion:
@@ -299,18 +311,16 @@ class KeyManager:
             self._listed.put(summary.name.lower(), _ListedKey(summary.updated_on, read_at, current))
         return current
 
-    def _sign_as_last_seen(self, request: SignRequest, name: str) -> SignedDigest | None:
+    def _sign_as_last_seen(self, request: SignRequest, name: str, seen: _VersionFacts) -> SignedDigest | None:
         """One request: the current version signs, with the algorithm of the version last seen current.
 
-        None when this instance has not seen the key, or Key Vault refuses the algorithm: the key was
-        rotated to a type it does not fit.
+        None when that version is no key of this server's, or Key Vault refuses the algorithm: the
+        key was rotated to a type it does not fit.
         """
-        version = self._last_seen_version.get(name.lower())
-        facts = self._facts.get((name.lower(), version)) if version is not None else None
-        if facts is None or facts.key_type is None or not facts.ours:
+        if seen.key_type is None or not seen.ours:
             return None
         try:
-            algorithm = signing_algorithm(facts.key_type, request.options)
+            algorithm = signing_algorithm(seen.key_type, request.options)
         except InvalidArgument:
             return None  # the key may have been rotated to a type that fits: read it
         try:
@@ -342,7 +352,7 @@ class KeyManager:
             facts = self._remember(naming, self._ask(key_id, self._vault.get_key, name, version))
         if not facts.ours:
             raise NotFound(_not_found(key_id))
-        self._last_seen_version.put(name.lower(), version)
+        self._last_seen.put(name.lower(), _SeenVersion(version, facts))
         return facts
 
     def _remember(self, naming: KeyNaming, version: KeyVersion) -> _VersionFacts:
@@ -357,7 +367,7 @@ class KeyManager:
         if version.key_type is None:
             raise FailedPrecondition(f'key "{shortened(key_id)}" in Key Vault is not of a supported key type')
         facts = self._remember(naming, version)
-        self._last_seen_version.put(version.name.lower(), version.version)
+        self._last_seen.put(version.name.lower(), _SeenVersion(version.version, facts))
         return PublicKey(key_id, version.key_type, version.pkix_data, facts.fingerprint)
 
     # --- writing ----------------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ import re
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator
-from urllib.parse import urlsplit
 
 from azure.core.exceptions import (
     AzureError,
@@ -166,10 +165,11 @@ def _version_in_kid(kid: object, name: str) -> str:
     """The version part of a key id URL ``https://<vault>/keys/<name>/<version>``."""
     if not isinstance(kid, str):
         raise ValueError("a key id is a URL")
-    segments = urlsplit(kid).path.strip("/").split("/")
-    if len(segments) != 3 or segments[0] != "keys" or segments[1].lower() != name.lower() or not segments[2]:
+    rest, _, version = kid.partition("?")[0].rpartition("/")
+    collection, _, kid_name = rest.rpartition("/")
+    if not collection.endswith("/keys") or kid_name.lower() != name.lower() or not version:
         raise ValueError("not a versioned key id of this key")
-    return segments[2]
+    return version
 
 
 def public_key_from_jwk(jwk: JsonWebKey) -> tuple[KeyType | None, bytes]:
