@@ -132,7 +132,7 @@ class KeyManager:
         self._signs_current_version = True
 
     def naming(self) -> KeyNaming:
-        """This server's naming scheme; resolves the server id on first use."""
+        """This server's naming scheme, for the server id its identity holds now."""
         server_id = self._identity.server_id()
         naming = self._naming
         if naming is None or naming.server_id != server_id:
@@ -201,6 +201,8 @@ class KeyManager:
             facts = seen.facts
         else:
             facts = self._version_facts(naming, request.key_id, name, signed.version)
+        if not facts.ours:
+            raise NotFound(_not_found(request.key_id))  # the signature is not given out
         if facts.key_type is None:
             raise FailedPrecondition(f'key "{shortened(request.key_id)}" in Key Vault is not of a supported key type')
         if request.key_fingerprint is not None and request.key_fingerprint != facts.fingerprint:
@@ -292,13 +294,14 @@ class KeyManager:
 
     def _current_version(self, naming: KeyNaming, key_id: str, name: str) -> KeyVersion:
         current = self._ask(key_id, self._vault.get_key, name)
-        if not self._remember(naming, current).ours:
+        facts = self._remember(naming, current)
+        if not facts.ours:
             raise NotFound(_not_found(key_id))
         if not current.enabled:
             raise FailedPrecondition(f'key "{shortened(key_id)}" is disabled in Key Vault')
         if current.key_type is None:
             raise FailedPrecondition(f'key "{shortened(key_id)}" in Key Vault is not of a supported key type')
-        self._last_seen.put(name.lower(), _SeenVersion(current.version, self._remember(naming, current)))
+        self._last_seen.put(name.lower(), _SeenVersion(current.version, facts))
         return current
 
     def _listed_current_version(self, summary: KeySummary) -> KeyVersion:
@@ -314,10 +317,9 @@ class KeyManager:
     def _sign_as_last_seen(self, request: SignRequest, name: str, seen: _VersionFacts) -> SignedDigest | None:
         """One request: the current version signs, with the algorithm of the version last seen current.
 
-        None when that version is no key of this server's, or Key Vault refuses the algorithm: the
-        key was rotated to a type it does not fit.
+        None when Key Vault refuses the algorithm: the key was rotated to a type it does not fit.
         """
-        if seen.key_type is None or not seen.ours:
+        if seen.key_type is None:
             return None
         try:
             algorithm = signing_algorithm(seen.key_type, request.options)
@@ -350,9 +352,8 @@ class KeyManager:
         facts = self._facts.get((name.lower(), version))
         if facts is None:
             facts = self._remember(naming, self._ask(key_id, self._vault.get_key, name, version))
-        if not facts.ours:
-            raise NotFound(_not_found(key_id))
-        self._last_seen.put(name.lower(), _SeenVersion(version, facts))
+        if facts.ours:
+            self._last_seen.put(name.lower(), _SeenVersion(version, facts))
         return facts
 
     def _remember(self, naming: KeyNaming, version: KeyVersion) -> _VersionFacts:
