@@ -153,7 +153,10 @@ class KeyVaultKeys:
                 raise ResourceNotFoundError(response=response)
             if response.status_code >= 400:
                 raise HttpResponseError(response=response)
-            return response.json()
+            try:
+                return response.json()
+            except ValueError:
+                raise Unavailable("Key Vault's answer could not be read") from None
 
     def probe(self) -> None:
         """One cheap authenticated request: proves the vault answers and lets this identity list keys."""
