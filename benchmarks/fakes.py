@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from benchmarks.common import environ
 from shared import app_context
 from shared.key_manager import KeyManager
+from shared.naming import KeyNaming
 from shared.settings import load_settings
 
 VAULT_URL = "https://bench.vault.azure.net/"
@@ -31,7 +32,7 @@ IDENTITY_ENDPOINT = "http://identity.bench.invalid/msi/token"
 TRUST_DOMAIN = "bench.example.org"
 SERVER_ID = "bench-server"
 KEY_ID = "bench-key"
-KEY_NAME = f"spire-key-{SERVER_ID}-{KEY_ID}"
+KEY_NAME = KeyNaming(TRUST_DOMAIN, SERVER_ID).key_name(KEY_ID)
 KEY_VERSION = "0123456789abcdef0123456789abcdef"
 CHALLENGE = 'Bearer authorization="https://login.microsoftonline.com/tenant", resource="https://vault.azure.net"'
 FAR_FUTURE = 4_000_000_000  # 2096: no token refresh while the bench runs

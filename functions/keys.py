@@ -19,15 +19,17 @@ from functions.http import (
 )
 from shared.algorithms import HashAlgorithm, KeyType, SignerOptions
 from shared.app_context import key_manager
-from shared.errors import InvalidArgument
+from shared.errors import InvalidArgument, shortened
 from shared.key_manager import SignRequest
 from shared.public_keys import PublicKey
 
 bp = func.Blueprint()
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
-# Go's rsa.PSSSaltLengthEqualsHash, which SPIRE passes through.
+# Go's rsa.PSSSaltLengthEqualsHash, and rsa.PSSSaltLengthAuto (also proto3's default when SPIRE sets
+# none): Key Vault's salt as long as the digest is what the first asks and a valid choice for the second.
 SALT_LENGTH_EQUALS_HASH = -1
+SALT_LENGTH_AUTO = 0
 
 
 @bp.function_name("generate_key")
@@ -88,11 +90,11 @@ def _signer_options(body: dict[str, Any]) -> SignerOptions:
     if salt_length is not None:
         if isinstance(salt_length, bool) or not isinstance(salt_length, int):
             raise InvalidArgument("pss_options.salt_length must be an integer")
-        if salt_length not in (SALT_LENGTH_EQUALS_HASH, hash_algorithm.digest_size):
+        if salt_length not in (SALT_LENGTH_AUTO, SALT_LENGTH_EQUALS_HASH, hash_algorithm.digest_size):
             raise InvalidArgument(
-                f"pss_options.salt_length {salt_length} is not supported: Key Vault signs with a salt as long "
-                f"as the digest ({hash_algorithm.digest_size} bytes for {hash_algorithm.value}); give -1 or "
-                f"{hash_algorithm.digest_size}, or leave it out"
+                f"pss_options.salt_length {shortened(str(salt_length))} is not supported: Key Vault signs with a salt "
+                f"as long as the digest ({hash_algorithm.digest_size} bytes for {hash_algorithm.value}); give 0, -1 "
+                f"or {hash_algorithm.digest_size}, or leave it out"
             )
     return SignerOptions(hash_algorithm, pss=True)
 

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from typing import TypeVar
 
-from shared.errors import InvalidArgument
+from shared.errors import InvalidArgument, shortened
 
 
 class KeyType(str, enum.Enum):
@@ -49,7 +49,7 @@ def _parse(members: type[E], value: str, what: str) -> E:
         return members(value)
     except ValueError:
         names = ", ".join(member.value for member in members)
-        raise InvalidArgument(f'unsupported {what} "{value}": expected one of {names}') from None
+        raise InvalidArgument(f'unsupported {what} "{shortened(value)}": expected one of {names}') from None
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,10 @@ class FailedPrecondition(KeyManagerError):
     code = "FailedPrecondition"
 
 
+class NameHeldByDeletedKey(FailedPrecondition):
+    """A soft-deleted key holds the name until it is recovered or purged."""
+
+
 class ResourceExhausted(KeyManagerError):
     """Key Vault throttled us; ``retry_after`` is the seconds it asked callers to wait."""
 
@@ -51,3 +55,11 @@ class ConfigurationError(Unavailable):
 
 class PayloadTooLarge(InvalidArgument):
     """The request body is larger than any valid request."""
+
+
+ECHO_LIMIT = 64
+
+
+def shortened(text: str, limit: int = ECHO_LIMIT) -> str:
+    """Caller input as an error message may echo it: at most ``limit`` characters."""
+    return text if len(text) <= limit else text[:limit] + "..."

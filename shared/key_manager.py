@@ -1,9 +1,16 @@
-"""SPIRE's KeyManager semantics on Key Vault: generate (and rotate), get, list and sign.
+"""SPIRE's KeyManager semantics on Key Vault: generate (and rotate), get, list, sign, refresh, sweep.
 
 Plain Python over two ports, the vault and the server identity, so the rules are testable without a
-network. The only cache holds what never goes stale: a key version's public key and fingerprint.
-Which version is current is always asked of Key Vault, so a rotation through another instance is
-seen by the next request.
+network. Which version of a key is current is always Key Vault's answer, so a rotation through
+another instance is seen by the next request: a signature is made by the key's current version
+(Key Vault's empty-version sign) and the answer names the version that made it.
+
+Three bounded caches, none of which can make a request act on stale state:
+- the facts of each key version seen (type, fingerprint, whether it is this server's), which never
+  change, so that a signature's version costs no request once seen;
+- the version each key name had when last seen current, only a hint of the algorithm to sign with
+  (Key Vault refuses an algorithm that does not fit the key, and then the key is read);
+- the current version read for a key whose listing showed a given Updated time.
 """
 
 from __future__ import annotations
@@ -12,34 +19,24 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from datetime import timedelta
-from typing import Callable, Generic, Iterator, Protocol, TypeVar
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Generic, Iterator, TypeVar
 
 from shared.algorithms import KeyType, SignerOptions, signing_algorithm
-from shared.errors import FailedPrecondition, InvalidArgument, KeyManagerError, NotFound
-from shared.key_vault import KeySummary, KeyVersion
+from shared.errors import FailedPrecondition, InvalidArgument, KeyManagerError, NameHeldByDeletedKey, NotFound, shortened
 from shared.maintenance import Failure, RefreshReport, SweepPolicy, SweepReport, is_stale
 from shared.naming import KeyNaming
+from shared.ownership import Owner, owner_of, owner_tags
 from shared.public_keys import PublicKey, fingerprint, signature_for_spire
 from shared.server_identity import ServerIdentity
+from shared.vault_port import LATEST, KeySummary, KeyVersion, SignedDigest, Vault
 
 log = logging.getLogger(__name__)
 
 K = TypeVar("K")
 V = TypeVar("V")
+R = TypeVar("R")
 UPDATED_SETTLE_TIME = timedelta(seconds=5)
-
-
-class Vault(Protocol):
-    def create_key(self, name: str, key_type: KeyType, tags: dict[str, str]) -> KeyVersion: ...
-    def get_key(self, name: str, version: str | None = None) -> KeyVersion: ...
-    def list_keys(self) -> Iterator[KeySummary]: ...
-    def list_versions(self, name: str) -> Iterator[str]: ...
-    def sign(self, name: str, version: str, algorithm: str, digest: bytes) -> bytes: ...
-    def update_key_operations(self, name: str, version: str, key_ops: tuple[str, ...]) -> None: ...
-    def delete_key(self, name: str) -> None: ...
-    def probe(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -57,10 +54,20 @@ class Signature:
 
 
 @dataclass(frozen=True)
-class _KnownVersion:
-    version: str
-    key_type: KeyType
+class _VersionFacts:
+    """What never changes about a key version, as this instance first read it."""
+
+    key_type: KeyType | None
     fingerprint: str
+    ours: bool  # its name and tags were this server's (``ownership``)
+
+
+@dataclass(frozen=True)
+class _SeenVersion:
+    """The version a key name had when this instance last saw which was current: a hint, never trusted."""
+
+    version: str
+    facts: _VersionFacts
 
 
 class _BoundedCache(Generic[K, V]):
@@ -116,66 +123,93 @@ class KeyManager:
         self._sweep_policy = sweep_policy
         self._clock = clock
         self._naming: KeyNaming | None = None
-        # Immutable facts only: (key name, fingerprint) -> version, and per key name the version
-        # read for a listed Updated time (a rotation or refresh moves Updated, forcing a new read).
-        self._versions: _BoundedCache[tuple[str, str], _KnownVersion] = _BoundedCache()
+        # Keyed by lowercase key name (Key Vault names are case-insensitive).
+        self._facts: _BoundedCache[tuple[str, str], _VersionFacts] = _BoundedCache()
+        self._last_seen: _BoundedCache[str, _SeenVersion] = _BoundedCache()
         self._listed: _BoundedCache[str, _ListedKey] = _BoundedCache()
+        # Key Vault signs with a key's current version when the path's version is empty; a vault
+        # that answers 404 there (Lowkey Vault) is noticed once, and its keys are read, then signed.
+        self._signs_current_version = True
 
     def naming(self) -> KeyNaming:
-        """This server's naming scheme; resolves the server id on first use."""
-        if self._naming is None:
-            self._naming = KeyNaming(self._trust_domain, self._identity.server_id())
-        return self._naming
+        """This server's naming scheme, for the server id its identity holds now."""
+        server_id = self._identity.server_id()
+        naming = self._naming
+        if naming is None or naming.server_id != server_id:
+            naming = self._naming = KeyNaming(self._trust_domain, server_id)
+        return naming
 
     def generate_key(self, key_id: str, key_type: KeyType) -> PublicKey:
-        """Create the key, or rotate it: a new version, possibly of another type, becomes current."""
+        """Create the key, or rotate it: a new version, possibly of another type, becomes current.
+
+        A name held by this server's soft-deleted key is recovered, then rotated; a name that holds
+        a key of another server is refused.
+        """
         naming = self.naming()
         name = naming.key_name(key_id)
-        created = self._vault.create_key(name, key_type, naming.tags)
+        tags = owner_tags(naming.trust_domain, naming.server_id)
+        try:
+            self._refuse_if_not_ours(naming, key_id, self._ask(key_id, self._vault.get_key, name))
+        except NotFound:
+            pass  # a new key id, or one whose key was deleted
+        try:
+            created = self._ask(key_id, self._vault.create_key, name, key_type, tags)
+        except NameHeldByDeletedKey:
+            self._recover(naming, key_id, name)
+            created = self._ask(key_id, self._vault.create_key, name, key_type, tags)
         log.info("Generated key %s version %s (%s)", name, created.version, key_type.value)
-        return self._public_key(key_id, created)
+        return self._public_key(naming, key_id, created)
 
     def get_public_key(self, key_id: str) -> PublicKey:
-        return self._public_key(key_id, self._current_version(key_id, self.naming().key_name(key_id)))
+        naming = self.naming()
+        return self._public_key(naming, key_id, self._current_version(naming, key_id, naming.key_name(key_id)))
 
     def get_public_keys(self) -> list[PublicKey]:
         """The current public key of each enabled key of this server in this trust domain."""
         naming = self.naming()
         keys = []
-        for summary in self._vault.list_keys():
-            key_id = naming.key_id(summary.name)
-            if key_id is None or not summary.enabled or not naming.owns(summary.tags):
+        for key_id, summary in self._own_keys(naming):
+            if not summary.enabled:
                 continue
             try:
                 current = self._listed_current_version(summary)
             except NotFound:
                 continue  # deleted since the listing
+            if not self._remember(naming, current).ours:
+                continue  # re-tagged since the listing
             if current.key_type is None or not current.enabled:
                 log.warning("Skipping key %s: its current version is disabled or not a SPIRE key type", summary.name)
                 continue
-            keys.append(self._public_key(key_id, current))
+            keys.append(self._public_key(naming, key_id, current))
         return sorted(keys, key=lambda key: key.id)
 
-    def _listed_current_version(self, summary: KeySummary) -> KeyVersion:
-        cached = self._listed.get(summary.name.lower())
-        if cached is not None and cached.still_current(summary.updated_on):
-            return cached.current
-        read_at = self._clock()
-        current = self._vault.get_key(summary.name)
-        if summary.updated_on is not None:
-            self._listed.put(summary.name.lower(), _ListedKey(summary.updated_on, read_at, current))
-        return current
-
     def sign_data(self, request: SignRequest) -> Signature:
-        name = self.naming().key_name(request.key_id)
+        """Sign with the key id's current version; ``key_fingerprint``, if given, must be that version's."""
+        naming = self.naming()
+        name = naming.key_name(request.key_id)
         _check_digest(request)
-        if request.key_fingerprint is None:
-            known = self._remember(name, self._current_version(request.key_id, name))
+        seen = self._last_seen.get(name.lower()) if self._signs_current_version else None
+        signed, current_version_refused = None, False
+        if seen is not None:
+            try:
+                signed = self._sign_as_last_seen(request, name, seen.facts)
+            except NotFound:
+                current_version_refused = True  # the key is gone, or the vault cannot sign by the empty version
+        if signed is None:
+            signed = self._read_then_sign(naming, request, name, current_version_refused)
+        if seen is not None and signed.version == seen.version:
+            facts = seen.facts
         else:
-            known = self._version_with_fingerprint(request.key_id, name, request.key_fingerprint)
-        algorithm = signing_algorithm(known.key_type, request.options)
-        raw = self._vault.sign(name, known.version, algorithm, request.data)
-        return Signature(signature_for_spire(known.key_type, raw), known.fingerprint)
+            facts = self._version_facts(naming, request.key_id, name, signed.version)
+        if not facts.ours:
+            raise NotFound(_not_found(request.key_id))  # the signature is not given out
+        if facts.key_type is None:
+            raise FailedPrecondition(f'key "{shortened(request.key_id)}" in Key Vault is not of a supported key type')
+        if request.key_fingerprint is not None and request.key_fingerprint != facts.fingerprint:
+            raise FailedPrecondition(
+                f'key "{shortened(request.key_id)}" has been rotated: its current key does not have the key_fingerprint given'
+            )
+        return Signature(signature_for_spire(facts.key_type, signed.signature), facts.fingerprint)
 
     def refresh(self) -> RefreshReport:
         """Touch every key of this server so that its Updated time says it is in use.
@@ -184,11 +218,11 @@ class KeyManager:
         """
         naming = self.naming()
         report = RefreshReport()
-        for summary in self._vault.list_keys():
-            if not naming.owns(summary.tags):
-                continue
+        for _, summary in self._own_keys(naming):
             try:
                 current = self._vault.get_key(summary.name)
+                if not self._owns(naming, current):
+                    continue  # re-tagged since the listing
                 self._vault.update_key_operations(summary.name, current.version, current.key_ops)
             except KeyManagerError as error:
                 log.warning("Refreshing key %s failed: %s", summary.name, error.message)
@@ -198,27 +232,26 @@ class KeyManager:
         return report
 
     def sweep(self, dry_run: bool = False) -> SweepReport:
-        """Delete the keys other servers of this trust domain abandoned, at most the policy's cap a run."""
-        server_id = self.naming().server_id
+        """Delete the keys other servers of this trust domain abandoned, at most the policy's cap a run.
+
+        Each candidate is read again just before it is deleted, and kept if its owner rotated or
+        refreshed it since the listing. A dry run reports the candidates and whether the cap would stop
+        a real run.
+        """
+        naming = self.naming()
         now = self._clock()
         policy = self._sweep_policy
-        stale = [
-            key
-            for key in self._vault.list_keys()
-            if is_stale(key, self._trust_domain, server_id, now, policy.stale_key_age)
-        ]
+        stale = [key for key in self._vault.list_keys() if self._is_stale(naming, key, now)]
         report = SweepReport(dry_run, candidates=[key.name for key in stale])
         if dry_run:
+            report.cap_reached = len(stale) > policy.max_deletions
             return report
         for attempt, key in enumerate(stale):
             if attempt == policy.max_deletions:
                 report.cap_reached = True
                 break
             try:
-                self._vault.delete_key(key.name)
-                outcome = "deleted"
-            except NotFound:
-                outcome = "already deleted by another sweep"  # done all the same
+                outcome = self._delete_if_still_stale(naming, key.name, now)
             except KeyManagerError as error:
                 log.warning("Deleting stale key %s failed: %s", key.name, error.message)
                 report.failed.append(Failure(key.name, error.message))
@@ -230,54 +263,157 @@ class KeyManager:
                 key.updated_on.isoformat() if key.updated_on else "unknown",
                 extra={"custom_dimensions": {"key_name": key.name, "last_updated": str(key.updated_on), "outcome": outcome}},
             )
-            report.deleted.append(key.name)
+            if outcome != _KEPT:
+                report.deleted.append(key.name)
         return report
 
     def check_key_vault(self) -> None:
         """Raise if Key Vault does not answer this app's identity."""
         self._vault.probe()
 
-    def _current_version(self, key_id: str, name: str) -> KeyVersion:
-        try:
-            current = self._vault.get_key(name)
-        except NotFound:
-            raise NotFound(f'key "{key_id}" not found') from None
-        if not self.naming().owns(current.tags):
-            raise NotFound(f'key "{key_id}" not found')
+    # --- ownership --------------------------------------------------------------------------------------------------
+
+    def _owns(self, naming: KeyNaming, key: KeySummary | KeyVersion) -> bool:
+        return owner_of(key.name, key.tags, naming.trust_domain, naming.server_id) is Owner.THIS_SERVER
+
+    def _own_keys(self, naming: KeyNaming) -> Iterator[tuple[str, KeySummary]]:
+        """This server's keys as the listing shows them, with their key ids: what listing and refresh cover."""
+        for summary in self._vault.list_keys():
+            key_id = naming.key_id(summary.name)
+            if key_id is not None and self._owns(naming, summary):
+                yield key_id, summary
+
+    def _refuse_if_not_ours(self, naming: KeyNaming, key_id: str, current: KeyVersion) -> None:
+        if not self._owns(naming, current):
+            raise _name_of_another_server(key_id)
+
+    def _is_stale(self, naming: KeyNaming, key: KeySummary | KeyVersion, now: datetime) -> bool:
+        return is_stale(key, naming.trust_domain, naming.server_id, now, self._sweep_policy.stale_key_age)
+
+    # --- reading and signing ----------------------------------------------------------------------------------------
+
+    def _current_version(self, naming: KeyNaming, key_id: str, name: str) -> KeyVersion:
+        current = self._ask(key_id, self._vault.get_key, name)
+        facts = self._remember(naming, current)
+        if not facts.ours:
+            raise NotFound(_not_found(key_id))
         if not current.enabled:
-            raise FailedPrecondition(f'key "{key_id}" is disabled in Key Vault')
+            raise FailedPrecondition(f'key "{shortened(key_id)}" is disabled in Key Vault')
         if current.key_type is None:
-            raise FailedPrecondition(f'key "{key_id}" in Key Vault is not of a supported key type')
+            raise FailedPrecondition(f'key "{shortened(key_id)}" in Key Vault is not of a supported key type')
+        self._last_seen.put(name.lower(), _SeenVersion(current.version, facts))
         return current
 
-    def _version_with_fingerprint(self, key_id: str, name: str, key_fingerprint: str) -> _KnownVersion:
-        known = self._versions.get((name.lower(), key_fingerprint))
-        if known is not None:
-            return known
-        # Cold: learn every version of the key once; versions never change, so this is paid once.
+    def _listed_current_version(self, summary: KeySummary) -> KeyVersion:
+        cached = self._listed.get(summary.name.lower())
+        if cached is not None and cached.still_current(summary.updated_on):
+            return cached.current
+        read_at = self._clock()
+        current = self._vault.get_key(summary.name)
+        if summary.updated_on is not None:
+            self._listed.put(summary.name.lower(), _ListedKey(summary.updated_on, read_at, current))
+        return current
+
+    def _sign_as_last_seen(self, request: SignRequest, name: str, seen: _VersionFacts) -> SignedDigest | None:
+        """One request: the current version signs, with the algorithm of the version last seen current.
+
+        None when Key Vault refuses the algorithm: the key was rotated to a type it does not fit.
+        """
+        if seen.key_type is None:
+            return None
         try:
-            for version in self._vault.list_versions(name):
-                candidate = self._vault.get_key(name, version)
-                if candidate.key_type is not None:
-                    self._remember(name, candidate)
-        except NotFound:
-            raise NotFound(f'key "{key_id}" not found') from None
-        known = self._versions.get((name.lower(), key_fingerprint))
-        if known is None:
-            raise FailedPrecondition(f'key "{key_id}" has no version with fingerprint {key_fingerprint}')
-        return known
+            algorithm = signing_algorithm(seen.key_type, request.options)
+        except InvalidArgument:
+            return None  # the key may have been rotated to a type that fits: read it
+        try:
+            return self._ask(request.key_id, self._vault.sign, name, LATEST, algorithm, request.data)
+        except InvalidArgument:
+            return None
 
-    def _remember(self, name: str, version: KeyVersion) -> _KnownVersion:
-        assert version.key_type is not None
-        known = _KnownVersion(version.version, version.key_type, fingerprint(version.pkix_data))
-        self._versions.put((name.lower(), known.fingerprint), known)
-        return known
+    def _read_then_sign(self, naming: KeyNaming, request: SignRequest, name: str, current_version_refused: bool) -> SignedDigest:
+        """Read the current version, then sign with it: the cold path, and the only one on a vault
+        that cannot sign by the empty version (noticed here: it refuses while the key exists)."""
+        current = self._current_version(naming, request.key_id, name)
+        assert current.key_type is not None  # _current_version refuses keys of other types
+        algorithm = signing_algorithm(current.key_type, request.options)
+        if self._signs_current_version and not current_version_refused:
+            try:
+                return self._ask(request.key_id, self._vault.sign, name, LATEST, algorithm, request.data)
+            except NotFound:
+                pass  # the key was there a moment ago
+        signed = self._ask(request.key_id, self._vault.sign, name, current.version, algorithm, request.data)
+        if self._signs_current_version:
+            self._signs_current_version = False
+            log.warning("Key Vault answers 404 to signing by the empty version: this instance reads each key before signing")
+        return signed
 
-    def _public_key(self, key_id: str, version: KeyVersion) -> PublicKey:
+    def _version_facts(self, naming: KeyNaming, key_id: str, name: str, version: str) -> _VersionFacts:
+        """The facts of the version that signed: from the cache, or one read the first time."""
+        facts = self._facts.get((name.lower(), version))
+        if facts is None:
+            facts = self._remember(naming, self._ask(key_id, self._vault.get_key, name, version))
+        if facts.ours:
+            self._last_seen.put(name.lower(), _SeenVersion(version, facts))
+        return facts
+
+    def _remember(self, naming: KeyNaming, version: KeyVersion) -> _VersionFacts:
+        facts = self._facts.get((version.name.lower(), version.version))
+        if facts is None:
+            key_fingerprint = fingerprint(version.pkix_data) if version.key_type is not None else ""
+            facts = _VersionFacts(version.key_type, key_fingerprint, self._owns(naming, version))
+            self._facts.put((version.name.lower(), version.version), facts)
+        return facts
+
+    def _public_key(self, naming: KeyNaming, key_id: str, version: KeyVersion) -> PublicKey:
         if version.key_type is None:
-            raise FailedPrecondition(f'key "{key_id}" in Key Vault is not of a supported key type')
-        known = self._remember(version.name, version)
-        return PublicKey(key_id, version.key_type, version.pkix_data, known.fingerprint)
+            raise FailedPrecondition(f'key "{shortened(key_id)}" in Key Vault is not of a supported key type')
+        facts = self._remember(naming, version)
+        self._last_seen.put(version.name.lower(), _SeenVersion(version.version, facts))
+        return PublicKey(key_id, version.key_type, version.pkix_data, facts.fingerprint)
+
+    # --- writing ----------------------------------------------------------------------------------------------------
+
+    def _recover(self, naming: KeyNaming, key_id: str, name: str) -> None:
+        """Recover this server's soft-deleted key so that it can be rotated; put another's back as it was."""
+        recovered = self._ask(key_id, self._vault.recover_deleted_key, name)
+        if not self._owns(naming, recovered):
+            self._vault.delete_key(name)
+            raise _name_of_another_server(key_id)
+        log.info("Recovered soft-deleted key %s to rotate it", name)
+
+    def _delete_if_still_stale(self, naming: KeyNaming, name: str, now: datetime) -> str:
+        """Read the key again and delete it only if it is still stale and still another server's."""
+        try:
+            if not self._is_stale(naming, self._vault.get_key(name), now):
+                return _KEPT
+            self._vault.delete_key(name)
+        except NotFound:
+            return _ALREADY_DELETED  # done all the same
+        return "deleted"
+
+    @staticmethod
+    def _ask(key_id: str, call: Callable[..., R], *args: object) -> R:
+        """A vault call about one key, whose errors name the caller's key id (never a Key Vault name)."""
+        try:
+            return call(*args)
+        except NotFound:
+            raise NotFound(_not_found(key_id)) from None
+        except FailedPrecondition as error:
+            raise type(error)(f'key "{shortened(key_id)}" cannot be used: {error.message}') from None
+
+
+_KEPT = "kept: its owner used it since the listing"
+_ALREADY_DELETED = "already deleted by another sweep"
+
+
+def _name_of_another_server(key_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f'key id "{shortened(key_id)}" cannot be generated: its Key Vault key name belongs to another server'
+    )
+
+
+def _not_found(key_id: str) -> str:
+    return f'key "{shortened(key_id)}" not found'
 
 
 def _check_digest(request: SignRequest) -> None:

@@ -1,8 +1,10 @@
 """Adapter over Azure Key Vault keys: the only module that speaks to Key Vault.
 
 It turns Key Vault's JSON web keys into DER public keys and Azure SDK errors into the key manager's
-errors. Signing goes through the KeyClient's own pipeline (``send_request``) on the versioned path,
-so one client, one token cache and one retry policy serve every call.
+errors. Signing goes through the KeyClient's own pipeline (``send_request``), so one client, one
+token cache and one retry policy serve every call. No error it raises names a key: the key manager
+names the caller's key id instead, and Key Vault's own messages (which do name keys) go to the log
+only.
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ from __future__ import annotations
 import base64
 import functools
 import logging
+import re
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Iterator
 
 from azure.core.exceptions import (
+    AzureError,
     ClientAuthenticationError,
     HttpResponseError,
     ResourceNotFoundError,
@@ -34,10 +36,12 @@ from shared.errors import (
     FailedPrecondition,
     InvalidArgument,
     KeyManagerError,
+    NameHeldByDeletedKey,
     NotFound,
     ResourceExhausted,
     Unavailable,
 )
+from shared.vault_port import LATEST, KeySummary, KeyVersion, SignedDigest
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,13 @@ _CREATE_PARAMETERS: dict[KeyType, dict[str, Any]] = {
 _CURVES = {"P-256": (ec.SECP256R1(), KeyType.EC_P256), "P-384": (ec.SECP384R1(), KeyType.EC_P384)}
 _RSA_SIZES = {2048: KeyType.RSA_2048, 4096: KeyType.RSA_4096}
 _DEFAULT_RETRY_AFTER_SECONDS = 1
+# Key Vault recovers a deleted key in the background; how long generate_key waits for it.
+RECOVERY_WAIT_SECONDS = 30
+# Key Vault's 403s about the key itself (its inner error codes, and its messages for vaults that
+# send none), as opposed to a refusal of the caller's identity (ForbiddenByPolicy, ForbiddenByRbac...).
+_KEY_DISABLED = ("KeyDisabled", re.compile(r"not allowed on a disabled key", re.IGNORECASE))
+_KEY_OPERATION_FORBIDDEN = ("KeyOperationForbidden", re.compile(r"is not permitted on this key", re.IGNORECASE))
+_DELETED_BUT_RECOVERABLE = ("ObjectIsDeletedButRecoverable", re.compile(r"deleted but recoverable", re.IGNORECASE))
 
 
 class BudgetedRetryPolicy(RetryPolicy):
@@ -79,87 +90,89 @@ class BudgetedRetryPolicy(RetryPolicy):
         return not (retry_after and time.monotonic() + retry_after > response.context["retry_deadline"])
 
 
-@dataclass(frozen=True)
-class KeyVersion:
-    """One version of a Key Vault key, with its public key in DER form."""
-
-    name: str
-    version: str
-    key_type: KeyType | None  # None when the key is no SPIRE key type (e.g. RSA-3072)
-    pkix_data: bytes
-    enabled: bool
-    tags: dict[str, str] = field(default_factory=dict)
-    key_ops: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class KeySummary:
-    """A key as the listing shows it: its name, its current version's tags, state and Updated time."""
-
-    name: str
-    tags: dict[str, str]
-    enabled: bool
-    updated_on: datetime | None
-
-
 class KeyVaultKeys:
-    """The Key Vault operations the key manager needs, on one vault."""
+    """The Key Vault operations the key manager needs (the ``Vault`` port), on one vault."""
 
     def __init__(self, client: KeyClient) -> None:
         self._client = client
 
     def create_key(self, name: str, key_type: KeyType, tags: dict[str, str]) -> KeyVersion:
         """Create the key, or add a new version to it (Key Vault's create on an existing name)."""
-        with _translated_errors(name):
+        with _translated_errors():
             key = self._client.create_key(
                 name, key_operations=KEY_OPERATIONS, tags=tags, **_CREATE_PARAMETERS[key_type]
             )
         return _key_version(key)
 
-    def get_key(self, name: str, version: str | None = None) -> KeyVersion:
-        """A version of the key, or its current version when ``version`` is None."""
-        with _translated_errors(name):
-            return _key_version(self._client.get_key(name, version))
+    def get_key(self, name: str, version: str = LATEST) -> KeyVersion:
+        """A version of the key, or its current version when ``version`` is ``LATEST``."""
+        with _translated_errors():
+            return _key_version(self._client.get_key(name, version or None))
 
     def list_keys(self) -> Iterator[KeySummary]:
-        with _translated_errors(None):
+        with _translated_errors():
             for item in self._client.list_properties_of_keys():
                 yield KeySummary(item.name, dict(item.tags or {}), bool(item.enabled), item.updated_on)
 
-    def list_versions(self, name: str) -> Iterator[str]:
-        with _translated_errors(name):
-            for item in self._client.list_properties_of_key_versions(name):
-                yield item.version
+    def sign(self, name: str, version: str, algorithm: str, digest: bytes) -> SignedDigest:
+        """Sign a digest with a version of a key, or (``LATEST``) with its current version.
 
-    def sign(self, name: str, version: str, algorithm: str, digest: bytes) -> bytes:
-        """Sign a digest with one version of a key; returns the signature as Key Vault encodes it."""
+        The answer's ``kid`` names the version that signed; Key Vault encodes the signature as JWS does.
+        """
         body = {"alg": algorithm, "value": _b64url_encode(digest)}
-        result = self._send(name, HttpRequest("POST", f"/keys/{name}/{version}/sign", json=body))
-        return _b64url_decode(result["value"])
+        result = self._send(HttpRequest("POST", f"/keys/{name}/{version}/sign", json=body))
+        try:
+            signed_by = _version_in_kid(result["kid"], name)
+            return SignedDigest(signed_by, _b64url_decode(result["value"]))
+        except (KeyError, TypeError, ValueError):
+            raise Unavailable("Key Vault's answer to a sign request could not be read") from None
 
     def update_key_operations(self, name: str, version: str, key_ops: tuple[str, ...]) -> None:
         """Write a version's key operations back unchanged: Key Vault then sets its Updated time to now."""
-        with _translated_errors(name):
+        with _translated_errors():
             self._client.update_key_properties(name, version, key_operations=list(key_ops))
 
     def delete_key(self, name: str) -> None:
         """Delete the whole key (Key Vault keeps it soft-deleted); one request, no polling."""
-        self._send(name, HttpRequest("DELETE", f"/keys/{name}"))
+        self._send(HttpRequest("DELETE", f"/keys/{name}"))
 
-    def _send(self, name: str, request: HttpRequest) -> dict[str, Any]:
+    def recover_deleted_key(self, name: str) -> KeyVersion:
+        """Undelete a soft-deleted key (the "recover" permission) and wait until it can be used again."""
+        with _translated_errors():
+            poller = self._client.begin_recover_deleted_key(name)
+            poller.wait(RECOVERY_WAIT_SECONDS)
+            if not poller.done():
+                raise Unavailable("Key Vault is still recovering the key: retry shortly")
+            return _key_version(poller.result())
+
+    def _send(self, request: HttpRequest) -> dict[str, Any]:
         """Send a request through the client's pipeline (auth, retries) and return its JSON body."""
-        with _translated_errors(name):
+        with _translated_errors():
             response = self._client.send_request(request)
             if response.status_code == 404:
                 raise ResourceNotFoundError(response=response)
             if response.status_code >= 400:
                 raise HttpResponseError(response=response)
-            return response.json()
+            try:
+                return response.json()
+            except ValueError:
+                raise Unavailable("Key Vault's answer could not be read") from None
 
     def probe(self) -> None:
         """One cheap authenticated request: proves the vault answers and lets this identity list keys."""
-        with _translated_errors(None):
+        with _translated_errors():
             next(iter(self._client.list_properties_of_keys().by_page()), None)
+
+
+def _version_in_kid(kid: object, name: str) -> str:
+    """The version part of a key id URL ``https://<vault>/keys/<name>/<version>``."""
+    if not isinstance(kid, str):
+        raise ValueError("a key id is a URL")
+    rest, _, version = kid.partition("?")[0].rpartition("/")
+    collection, _, kid_name = rest.rpartition("/")
+    if not collection.endswith("/keys") or kid_name.lower() != name.lower() or not version:
+        raise ValueError("not a versioned key id of this key")
+    return version
 
 
 def public_key_from_jwk(jwk: JsonWebKey) -> tuple[KeyType | None, bytes]:
@@ -186,61 +199,76 @@ def _key_version(key: KeyVaultKey) -> KeyVersion:
     key_type, der = public_key_from_jwk(key.key)
     props = key.properties
     return KeyVersion(
-        key.name, props.version, key_type, der, bool(props.enabled), dict(props.tags or {}), tuple(key.key_operations or ())
+        key.name,
+        props.version,
+        key_type,
+        der,
+        bool(props.enabled),
+        dict(props.tags or {}),
+        tuple(key.key_operations or ()),
+        props.updated_on,
     )
 
 
 @contextmanager
-def _translated_errors(key_name: str | None) -> Iterator[None]:
-    """Turn Azure SDK errors into key manager errors, with no secret in them."""
+def _translated_errors() -> Iterator[None]:
+    """Turn Azure SDK errors into key manager errors, with no secret and no key name in them."""
     try:
         yield
     except KeyManagerError:
         raise
     except Exception as exc:
-        translated = _translate(exc, key_name)
+        translated = _translate(exc)
         if translated is None:
             raise
         raise translated from exc
 
 
-def _translate(exc: BaseException, key_name: str | None) -> KeyManagerError | None:
-    subject = f"Key Vault key {key_name}" if key_name else "Key Vault"
+def _translate(exc: BaseException) -> KeyManagerError | None:
     if isinstance(exc, ClientAuthenticationError) and getattr(exc, "status_code", None) is None:
         log.warning("Key Vault credential failed: %s", type(exc).__name__)
         return Unavailable("could not get a token for Key Vault: check the app's identity settings")
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
         return Unavailable("Key Vault did not answer")
     if not isinstance(exc, HttpResponseError):
-        return None
+        return Unavailable("Key Vault's answer could not be read") if isinstance(exc, AzureError) else None
     status = exc.status_code or 0
-    message = _service_message(exc)
+    inner_code, message = _service_error(exc)
     if status == 404:
-        return NotFound(f"{subject} not found")
+        return NotFound("not found in Key Vault")
     if status == 429:
         return ResourceExhausted("Key Vault is throttling requests", _retry_after(exc))
+    log.warning("Key Vault answered HTTP %s (%s): %s", status, inner_code or "no inner error code", message)
+    if status == 409 and _says(_DELETED_BUT_RECOVERABLE, inner_code, message):
+        return NameHeldByDeletedKey("its name is held by a soft-deleted Key Vault key")
     if status == 409:
-        return FailedPrecondition(f"{subject} cannot be used: {message}")
-    if status == 403 and "disabled" in message.lower():
-        return FailedPrecondition(f"{subject} is disabled")
+        return FailedPrecondition("Key Vault refused to change it (HTTP 409, conflict)")
+    if status == 403 and _says(_KEY_DISABLED, inner_code, message):
+        return FailedPrecondition("it is disabled in Key Vault")
+    if status == 403 and _says(_KEY_OPERATION_FORBIDDEN, inner_code, message):
+        return FailedPrecondition("its key operations in Key Vault do not allow this operation")
     if status in (401, 403):
-        log.warning("Key Vault refused the app's identity: %s", message)
         return Unavailable("Key Vault refused the app's identity: check its key permissions")
     if status == 400:
-        return InvalidArgument(f"Key Vault refused the request: {message}")
+        return InvalidArgument("Key Vault refused the request as invalid")
     if status >= 500 or status == 408:
         return Unavailable(f"Key Vault failed to answer (HTTP {status})")
-    return None
+    return Unavailable(f"Key Vault answered with an unexpected HTTP status {status}")
 
 
-def _service_message(exc: HttpResponseError) -> str:
-    error = getattr(exc, "error", None)
-    if error is not None and getattr(error, "message", None):
-        return str(error.message)
+def _says(kind: tuple[str, re.Pattern[str]], inner_code: str | None, message: str) -> bool:
+    code, wording = kind
+    return inner_code == code or bool(wording.search(message))
+
+
+def _service_error(exc: HttpResponseError) -> tuple[str | None, str]:
+    """The inner error code and message of Key Vault's error JSON (for the log: messages name keys)."""
     try:
-        return str(exc.response.json()["error"]["message"])  # type: ignore[union-attr]
+        error = exc.response.json()["error"]  # type: ignore[union-attr]
+        inner = error.get("innererror") or error.get("innerError") or {}
+        return (inner.get("code") if isinstance(inner, dict) else None), str(error.get("message", ""))
     except Exception:  # the body is not Key Vault's error JSON
-        return exc.reason or "no details"
+        return None, exc.reason or "no details"
 
 
 def _retry_after(exc: HttpResponseError) -> int:

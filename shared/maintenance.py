@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from typing import Mapping, Protocol
 
-from shared.key_vault import KeySummary
-from shared.naming import TAG_SERVER_ID, TAG_TRUST_DOMAIN
+from shared.ownership import Owner, owner_of
 
 DEFAULT_STALE_KEY_AGE = timedelta(days=14)
 DEFAULT_MAX_DELETIONS = 100
@@ -23,18 +23,25 @@ class SweepPolicy:
     max_deletions: int = DEFAULT_MAX_DELETIONS
 
 
-def is_stale(key: KeySummary, trust_domain: str, server_id: str, now: datetime, stale_key_age: timedelta) -> bool:
+class DatedKey(Protocol):
+    """A key as a listing or a read shows it (``KeySummary`` and ``KeyVersion`` both are)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def tags(self) -> Mapping[str, str]: ...
+    @property
+    def updated_on(self) -> datetime | None: ...
+
+
+def is_stale(key: DatedKey, trust_domain: str, server_id: str, now: datetime, stale_key_age: timedelta) -> bool:
     """A key of another server of this trust domain, not refreshed for longer than ``stale_key_age``.
 
-    Keys without both tags, of other trust domains, of this server, or without an Updated time are
-    never stale: the sweep must not touch what it cannot prove abandoned.
+    Keys that are no server's of this trust domain (see ``ownership``), this server's own, or without
+    an Updated time are never stale: the sweep must not touch what it cannot prove abandoned.
     """
-    tags = key.tags or {}
-    owner = tags.get(TAG_SERVER_ID)
     return (
-        tags.get(TAG_TRUST_DOMAIN) == trust_domain
-        and bool(owner)
-        and owner != server_id
+        owner_of(key.name, key.tags, trust_domain, server_id) is Owner.PEER
         and key.updated_on is not None
         and key.updated_on < now - stale_key_age
     )

@@ -1,76 +1,70 @@
-"""The seed's naming and tagging scheme for Key Vault keys.
+"""Key Vault key names: one name per (trust domain, server id, key id), and no two alike.
 
-One Key Vault key per SPIRE key id, named ``spire-key-<server id>-<key id>`` and tagged with the
-trust domain and the server id, so that every server of a trust domain can share one vault.
+A key is named ``spire-key-<namespace>-<key id>``, where the namespace is 32 lowercase hex digits
+(128 bits of SHA-256) of the trust domain and server id. Its fixed length makes the name parse one
+way only, so no key id of one server can spell another server's name, whatever dashes either holds;
+and two trust domains with the same server id get different namespaces. Hex is lowercase because
+Key Vault compares names case-insensitively.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 
-from shared.errors import InvalidArgument
+from shared.errors import InvalidArgument, shortened
 
 KEY_NAME_PREFIX = "spire-key"
-TAG_TRUST_DOMAIN = "spire-server-td"
-TAG_SERVER_ID = "spire-server-id"
+NAMESPACE_LENGTH = 32
 # Key Vault object names: letters, digits and dashes, at most 127 characters.
 KEY_VAULT_NAME_MAX = 127
+MAX_KEY_ID_LENGTH = KEY_VAULT_NAME_MAX - len(f"{KEY_NAME_PREFIX}--") - NAMESPACE_LENGTH
 _KEY_ID_CHARS = re.compile(r"[A-Za-z0-9-]+")
+
+
+@functools.lru_cache(maxsize=1024)
+def key_name_prefix(trust_domain: str, server_id: str) -> str:
+    """``spire-key-<namespace>-``: the start of every key name of one server in one trust domain."""
+    # JSON encodes the pair unambiguously, whatever characters either part holds.
+    pair = json.dumps([trust_domain, server_id]).encode("utf-8")
+    return f"{KEY_NAME_PREFIX}-{hashlib.sha256(pair).hexdigest()[:NAMESPACE_LENGTH]}-"
 
 
 @dataclass(frozen=True)
 class KeyNaming:
-    """Names and tags of one server's keys in one trust domain."""
+    """The Key Vault names of one server's keys in one trust domain."""
 
     trust_domain: str
     server_id: str
 
     @functools.cached_property
     def _prefix(self) -> str:
-        return f"{KEY_NAME_PREFIX}-{self.server_id}-"
-
-    @property
-    def max_key_id_length(self) -> int:
-        return KEY_VAULT_NAME_MAX - len(self._prefix)
-
-    @property
-    def tags(self) -> dict[str, str]:
-        return {TAG_TRUST_DOMAIN: self.trust_domain, TAG_SERVER_ID: self.server_id}
+        return key_name_prefix(self.trust_domain, self.server_id)
 
     def key_name(self, key_id: str) -> str:
         """The Key Vault key name of a SPIRE key id; refuses ids that cannot be part of one."""
-        validate_key_id(key_id, self.max_key_id_length)
+        validate_key_id(key_id)
         return self._prefix + key_id
 
     def key_id(self, key_name: str) -> str | None:
-        """The SPIRE key id a Key Vault key name stands for, or None when it is not this server's."""
-        # Key Vault names are case-insensitive; the server id part is compared the same way.
-        if key_name.lower().startswith(self._prefix.lower()) and len(key_name) > len(self._prefix):
+        """The SPIRE key id a Key Vault key name stands for, or None when the name is not in this namespace."""
+        if key_name[: len(self._prefix)].lower() == self._prefix and len(key_name) > len(self._prefix):
             return key_name[len(self._prefix):]
         return None
 
-    def owns(self, tags: dict[str, str] | None) -> bool:
-        """Whether a key's tags say it belongs to this server in this trust domain."""
-        tags = tags or {}
-        return tags.get(TAG_TRUST_DOMAIN) == self.trust_domain and tags.get(TAG_SERVER_ID) == self.server_id
 
-
-def validate_key_id(key_id: str, max_length: int) -> None:
+def validate_key_id(key_id: str) -> None:
     if not key_id:
         raise InvalidArgument("key id is required")
     if not _KEY_ID_CHARS.fullmatch(key_id):
         raise InvalidArgument(
-            f'key id "{_shorten(key_id)}" is invalid: Key Vault key names allow only letters, digits and "-"'
+            f'key id "{shortened(key_id)}" is invalid: Key Vault key names allow only letters, digits and "-"'
         )
-    if len(key_id) > max_length:
+    if len(key_id) > MAX_KEY_ID_LENGTH:
         raise InvalidArgument(
-            f"key id is {len(key_id)} characters long: at most {max_length} fit in a Key Vault key name "
-            f'("{KEY_NAME_PREFIX}-<server id>-<key id>", {KEY_VAULT_NAME_MAX} characters at most)'
+            f"key id is {len(key_id)} characters long: at most {MAX_KEY_ID_LENGTH} fit in a Key Vault key name "
+            f'("{KEY_NAME_PREFIX}-<{NAMESPACE_LENGTH} hex digits>-<key id>", {KEY_VAULT_NAME_MAX} characters at most)'
         )
-
-
-def _shorten(text: str, limit: int = 64) -> str:
-    """Echo at most ``limit`` characters of caller input back in an error message."""
-    return text if len(text) <= limit else text[:limit] + "..."

@@ -271,14 +271,12 @@ class VaultApi:
         return 200, _deleted_bundle(req.base_url, *self.store.delete(name))
 
     def _usable(self, name: str, version: str, operation: str) -> KeyVersion:
-        """The version a crypto operation runs on, if the path is versioned and the key allows it."""
-        if not version:
-            raise method_not_allowed()
+        """The version a crypto operation runs on (an empty version: the current one), if the key allows it."""
         key = self.store.get(name, version)
         if not key.enabled:
-            raise forbidden(f"Operation {operation} is not allowed on a disabled key.")
+            raise forbidden(f"Operation {operation} is not allowed on a disabled key.", "KeyDisabled")
         if operation not in key.key_ops:
-            raise forbidden(f"Operation {operation} is not permitted on this key.")
+            raise forbidden(f"Operation {operation} is not permitted on this key.", "KeyOperationForbidden")
         return key
 
     def sign(self, req: Request, name: str, version: str) -> Result:

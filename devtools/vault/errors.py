@@ -6,22 +6,26 @@ from __future__ import annotations
 class VaultError(Exception):
     """An error answered as ``{"error": {"code": ..., "message": ...}}``."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, inner_code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.inner_code = inner_code  # Key Vault's "innererror" code, which tells apart errors of one status
 
     def body(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message}}
+        error: dict = {"code": self.code, "message": self.message}
+        if self.inner_code is not None:
+            error["innererror"] = {"code": self.inner_code}
+        return {"error": error}
 
 
 def bad_parameter(message: str) -> VaultError:
     return VaultError(400, "BadParameter", message)
 
 
-def forbidden(message: str) -> VaultError:
-    return VaultError(403, "Forbidden", message)
+def forbidden(message: str, inner_code: str) -> VaultError:
+    return VaultError(403, "Forbidden", message, inner_code)
 
 
 def key_not_found(name: str) -> VaultError:
@@ -32,5 +36,5 @@ def method_not_allowed() -> VaultError:
     return VaultError(405, "MethodNotAllowed", "The requested method is not allowed for this resource.")
 
 
-def conflict(message: str) -> VaultError:
-    return VaultError(409, "Conflict", message)
+def conflict(message: str, inner_code: str) -> VaultError:
+    return VaultError(409, "Conflict", message, inner_code)

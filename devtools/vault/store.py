@@ -101,7 +101,8 @@ class KeyStore:
             if entry is not None and entry.deletion is not None:
                 raise conflict(
                     f"Key {name} is currently in a deleted but recoverable state, and its name cannot be reused; "
-                    "in this state, the key can only be recovered or purged."
+                    "in this state, the key can only be recovered or purged.",
+                    "ObjectIsDeletedButRecoverable",
                 )
             if entry is None:
                 entry = self._entries[name.lower()] = _Entry(name, [])

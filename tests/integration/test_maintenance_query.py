@@ -16,7 +16,7 @@ import requests
 
 from devtools.stack.services import start_devhost
 from tests.integration.conftest import make_app
-from tests.integration.test_maintenance import FIFTEEN_DAYS, key_exists, shift_time
+from tests.integration.test_maintenance import FIFTEEN_DAYS, key_exists
 
 MALFORMED_SWEEPS = ["dry_run=", "dry_run", "dry_run=true&dry_run=false", "dryrun=true", "dry_run=TRUE", "dry_run=1",
                     "dry_run=true&"]
@@ -51,10 +51,10 @@ def post(url: str) -> tuple[int, dict]:
     return response.status_code, response.json()
 
 
-def test_malformed_queries_are_400_and_nothing_runs(api, abandoned_key, vault, vault_admin):
+def test_malformed_queries_are_400_and_nothing_runs(api, abandoned_key, shift_vault_time, vault_admin):
     own_key = created_key(vault_admin, lambda: requests.post(
         f"{api}/keys", json={"key_id": "mine", "key_type": "ec-p256"}, timeout=60).raise_for_status())
-    shift_time(vault, FIFTEEN_DAYS)
+    shift_vault_time(FIFTEEN_DAYS)
     for query in MALFORMED_SWEEPS:
         status, body = post(f"{api}/maintenance/sweep?{query}")
         assert (status, body["error"]["code"]) == (400, "InvalidArgument"), query
@@ -66,8 +66,8 @@ def test_malformed_queries_are_400_and_nothing_runs(api, abandoned_key, vault, v
     assert not_refreshed > timedelta(days=14)  # no refresh ran
 
 
-def test_a_dry_run_reports_what_the_real_run_then_deletes(api, abandoned_key, vault, vault_admin):
-    shift_time(vault, FIFTEEN_DAYS)
+def test_a_dry_run_reports_what_the_real_run_then_deletes(api, abandoned_key, shift_vault_time, vault_admin):
+    shift_vault_time(FIFTEEN_DAYS)
     status, dry = post(f"{api}/maintenance/sweep?dry_run=true")
     assert status == 200 and dry["dry_run"] is True
     assert dry["candidates"] == [abandoned_key] and dry["deleted"] == [] and key_exists(vault_admin, abandoned_key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from datetime import datetime, timezone
 
@@ -9,8 +10,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from shared.algorithms import KeyType
-from shared.errors import NotFound
-from shared.key_vault import KeySummary, KeyVersion
+from shared.errors import FailedPrecondition, InvalidArgument, NameHeldByDeletedKey, NotFound
+from shared.vault_port import LATEST, KeySummary, KeyVersion, SignedDigest
 
 _counter = itertools.count()
 
@@ -23,37 +24,60 @@ def public_der(key_type: KeyType) -> bytes:
     return private.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-class FakeVault:
-    """Keeps versions in memory and records every call, so tests can count Key Vault requests."""
+# The algorithms each key type signs with, as Key Vault refuses the others.
+_ALGORITHMS = {
+    KeyType.RSA_2048: {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"},
+    KeyType.RSA_4096: {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"},
+    KeyType.EC_P256: {"ES256"},
+    KeyType.EC_P384: {"ES384"},
+}
 
-    def __init__(self) -> None:
+
+class FakeVault:
+    """Keeps versions in memory and records every call, so tests can count Key Vault requests.
+
+    ``signs_current_version`` False makes it answer 404 to a sign by the empty version, as Lowkey
+    Vault does.
+    """
+
+    def __init__(self, signs_current_version: bool = True) -> None:
         self.keys: dict[str, list[KeyVersion]] = {}
+        self.deleted: dict[str, list[KeyVersion]] = {}
         self.updated: dict[str, datetime] = {}
         self.calls: list[tuple] = []
         self.failing: dict[str, Exception] = {}  # key name -> error its update or delete raises
+        self.signs_current_version = signs_current_version
 
-    def add_version(self, name: str, key_type: KeyType | None, tags: dict[str, str], enabled: bool = True) -> KeyVersion:
+    def add_version(
+        self, name: str, key_type: KeyType | None, tags: dict[str, str], enabled: bool = True, key_ops=("sign", "verify")
+    ) -> KeyVersion:
         der = public_der(key_type or KeyType.EC_P256)
-        version = KeyVersion(name, f"v{next(_counter)}", key_type, der, enabled, dict(tags), ("sign", "verify"))
+        now = datetime.now(timezone.utc)
+        version = KeyVersion(name, f"v{next(_counter)}", key_type, der, enabled, dict(tags), tuple(key_ops), now)
         self.keys.setdefault(name.lower(), []).append(version)
-        self.updated[name.lower()] = datetime.now(timezone.utc)
+        self.updated[name.lower()] = now
         return version
 
     def create_key(self, name, key_type, tags):
         self.calls.append(("create_key", name, key_type))
+        if name.lower() in self.deleted:
+            raise NameHeldByDeletedKey("its name is held by a soft-deleted Key Vault key")
         return self.add_version(name, key_type, tags)
 
-    def get_key(self, name, version=None):
+    def get_key(self, name, version=LATEST):
         self.calls.append(("get_key", name, version))
+        return self._version(name, version)
+
+    def _version(self, name, version):
         versions = self.keys.get(name.lower())
         if not versions:
-            raise NotFound(f"Key Vault key {name} not found")
-        if version is None:
-            return versions[-1]
+            raise NotFound("not found in Key Vault")
+        if version in (LATEST, versions[-1].version):  # the current version's Updated time is the key's
+            return dataclasses.replace(versions[-1], updated_on=self.updated[name.lower()])
         for candidate in versions:
             if candidate.version == version:
                 return candidate
-        raise NotFound(f"Key Vault key {name} not found")
+        raise NotFound("not found in Key Vault")
 
     def list_keys(self):
         self.calls.append(("list_keys",))
@@ -61,18 +85,20 @@ class FakeVault:
             current = versions[-1]
             yield KeySummary(current.name, current.tags, current.enabled, self.updated[current.name.lower()])
 
-    def list_versions(self, name):
-        self.calls.append(("list_versions", name))
-        if name.lower() not in self.keys:
-            raise NotFound(f"Key Vault key {name} not found")
-        yield from (v.version for v in self.keys[name.lower()])
-
     def sign(self, name, version, algorithm, digest):
         self.calls.append(("sign", name, version, algorithm))
-        key = self.get_key(name, version)
-        self.calls.pop()
+        if version == LATEST and not self.signs_current_version:
+            raise NotFound("not found in Key Vault")
+        key = self._version(name, version)
+        if not key.enabled:
+            raise FailedPrecondition("it is disabled in Key Vault")
+        if "sign" not in key.key_ops:
+            raise FailedPrecondition("its key operations in Key Vault do not allow this operation")
+        if algorithm not in _ALGORITHMS.get(key.key_type, {"RS256"}):
+            raise InvalidArgument("Key Vault refused the request as invalid")
         size = 32 if key.key_type is KeyType.EC_P256 else 48
-        return b"signature" if key.key_type.is_rsa else (1).to_bytes(size, "big") + (2).to_bytes(size, "big")
+        signature = b"signature" if key.key_type is None or key.key_type.is_rsa else (1).to_bytes(size, "big") + (2).to_bytes(size, "big")
+        return SignedDigest(key.version, signature)
 
     def update_key_operations(self, name, version, key_ops):
         self.calls.append(("update_key_operations", name, version, key_ops))
@@ -84,8 +110,18 @@ class FakeVault:
         self.calls.append(("delete_key", name))
         if name in self.failing:
             raise self.failing[name]
-        if self.keys.pop(name.lower(), None) is None:
-            raise NotFound(f"Key Vault key {name} not found")
+        versions = self.keys.pop(name.lower(), None)
+        if versions is None:
+            raise NotFound("not found in Key Vault")
+        self.deleted[name.lower()] = versions
+
+    def recover_deleted_key(self, name):
+        self.calls.append(("recover_deleted_key", name))
+        versions = self.deleted.pop(name.lower(), None)
+        if versions is None:
+            raise NotFound("not found in Key Vault")
+        self.keys[name.lower()] = versions
+        return versions[-1]
 
     def probe(self):
         self.calls.append(("probe",))

@@ -18,7 +18,7 @@ from shared import errors
 from shared.algorithms import HashAlgorithm, KeyType
 from shared.errors import InvalidArgument
 from shared.maintenance import Failure, RefreshReport, SweepReport
-from shared.naming import KEY_NAME_PREFIX, KEY_VAULT_NAME_MAX, validate_key_id
+from shared.naming import MAX_KEY_ID_LENGTH, validate_key_id
 from tests.unit.test_function_app import FUNCTIONS  # get_functions() may run once per process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,14 +173,13 @@ def test_unauthorized_responses_have_no_body_and_only_where_keys_are_needed():
             assert "401" not in responses
 
 
-def test_key_ids_are_what_a_key_vault_name_with_a_generated_server_id_holds():
+def test_key_ids_are_what_a_key_vault_name_holds():
     key_id = DOCUMENT["components"]["schemas"]["KeyId"]
-    uuid_length = 36
-    assert key_id["maxLength"] == KEY_VAULT_NAME_MAX - len(f"{KEY_NAME_PREFIX}--") - uuid_length == 80
-    for candidate in ["a", "x509-CA-A", "A" * 80, "A" * 81, "", "a b", "a/b", "a_b", "ключ"]:
+    assert key_id["maxLength"] == MAX_KEY_ID_LENGTH == 84
+    for candidate in ["a", "x509-CA-A", "A" * 84, "A" * 85, "", "a b", "a/b", "a_b", "ключ"]:
         documented = bool(re.search(key_id["pattern"], candidate)) and 1 <= len(candidate) <= key_id["maxLength"]
         try:
-            validate_key_id(candidate, key_id["maxLength"])
+            validate_key_id(candidate)
             accepted = True
         except InvalidArgument:
             accepted = False

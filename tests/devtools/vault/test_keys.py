@@ -112,6 +112,7 @@ def test_delete_blocks_the_name_until_purged(key_client: KeyClient, name: str) -
         key_client.create_ec_key(name, curve="P-256")
     assert conflict.value.status_code == 409
     assert "deleted but recoverable state" in conflict.value.message
+    assert conflict.value.response.json()["error"]["innererror"]["code"] == "ObjectIsDeletedButRecoverable"
     assert name in {k.name for k in key_client.list_deleted_keys()}
     assert name not in {k.name for k in key_client.list_properties_of_keys()}
     with pytest.raises(ResourceNotFoundError):

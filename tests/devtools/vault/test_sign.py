@@ -101,6 +101,37 @@ def test_sign_is_refused_for_disabled_keys_and_missing_key_ops(key_client: KeyCl
         key_client.get_cryptography_client(name, key_version=verify_only.properties.version).sign(ES256, digest)
     assert not_permitted.value.status_code == 403
     assert "not permitted" in not_permitted.value.message
+    # Key Vault's inner error codes tell these apart from a refusal of the caller's identity.
+    assert disabled.value.response.json()["error"]["innererror"]["code"] == "KeyDisabled"
+    assert not_permitted.value.response.json()["error"]["innererror"]["code"] == "KeyOperationForbidden"
+
+
+def test_an_empty_version_signs_and_verifies_with_the_current_version(
+    localvault: Running, auth: dict[str, str], key_client: KeyClient, name: str
+) -> None:
+    digest = hashlib.sha256(b"latest").digest()
+    current = f"{localvault.vault_url}/keys/{name}/"  # + "/sign": the path Key Vault reads as "the current version"
+
+    def sign() -> dict:
+        response = requests.post(f"{current}/sign", json={"alg": "ES256", "value": b64url(digest)}, headers=auth,
+                                 verify=localvault.ca, timeout=5)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def verify(signature: str) -> bool:
+        response = requests.post(f"{current}/verify", json={"alg": "ES256", "digest": b64url(digest), "value": signature},
+                                 headers=auth, verify=localvault.ca, timeout=5)
+        assert response.status_code == 200, response.text
+        return response.json()["value"]
+
+    first = key_client.create_ec_key(name, curve="P-256")
+    signed = sign()
+    assert signed["kid"] == first.id  # names the version that signed
+    verify_locally(first, "ES256", digest, base64.urlsafe_b64decode(signed["value"] + "=="))
+    second = key_client.create_ec_key(name, curve="P-256")
+    rotated = sign()
+    assert rotated["kid"] == second.id
+    assert verify(rotated["value"]) is True and verify(signed["value"]) is False  # the current version verifies
 
 
 def test_sign_rejects_bad_requests(
@@ -116,9 +147,7 @@ def test_sign_rejects_bad_requests(
     assert sign(key.id, "ES384", bytes(48)).status_code == 400  # algorithm does not fit the curve
     assert sign(key.id, "RS256", bytes(32)).status_code == 400  # algorithm does not fit the key type
     assert sign(key.id, "HS256", bytes(32)).status_code == 400  # unknown algorithm
-    unversioned = f"{localvault.vault_url}/keys/{name}"
-    assert sign(unversioned, "ES256", bytes(32)).status_code == 405
-    assert sign(unversioned + "/", "ES256", bytes(32)).status_code == 405
+    assert sign(f"{localvault.vault_url}/keys/{name}", "ES256", bytes(32)).status_code == 405  # no version segment
     padded_digest = base64.urlsafe_b64encode(bytes(32)).decode()  # padding is optional on input
     padded = requests.post(f"{key.id}/sign", json={"alg": "ES256", "value": padded_digest},
                            headers=auth, verify=localvault.ca, timeout=5)

@@ -51,7 +51,7 @@ def test_generate_returns_the_public_key_object():
         ({"key_id": "a", "key_type": "rsa-1024"}, "unsupported key type"),
         ({"key_id": 7, "key_type": "ec-p256"}, "key_id must be a string"),
         ({"key_id": "a b", "key_type": "ec-p256"}, "letters, digits"),
-        ({"key_id": "a" * 200, "key_type": "ec-p256"}, "at most 80"),
+        ({"key_id": "a" * 200, "key_type": "ec-p256"}, "at most 84"),
     ],
 )
 def test_generate_refuses_invalid_input_with_400(body, message):
@@ -104,7 +104,7 @@ def test_sign_returns_signature_and_fingerprint():
         ({"data": b64(bytes(32)), "hash_algorithm": "SHA256", "pss_options": {"hash_algorithm": "SHA256"}}, "either"),
         ({"data": b64(bytes(32)), "pss_options": {}}, "pss_options.hash_algorithm is required"),
         ({"data": b64(bytes(32)), "pss_options": "SHA256"}, "pss_options must be a JSON object"),
-        ({"data": b64(bytes(32)), "pss_options": {"hash_algorithm": "SHA256", "salt_length": 0}}, "salt_length 0 is not supported"),
+        ({"data": b64(bytes(32)), "pss_options": {"hash_algorithm": "SHA256", "salt_length": 1}}, "salt_length 1 is not supported"),
         ({"data": b64(bytes(32)), "pss_options": {"hash_algorithm": "SHA256", "salt_length": 20}}, "salt_length 20"),
         ({"data": b64(bytes(32)), "pss_options": {"hash_algorithm": "SHA256", "salt_length": "32"}}, "must be an integer"),
         ({"data": b64(bytes(32)), "hash_algorithm": "SHA256", "key_fingerprint": "xyz"}, "key_fingerprint"),
@@ -118,7 +118,7 @@ def test_sign_refuses_invalid_input_with_400(body, message):
     assert message in error["error"]["message"]
 
 
-@pytest.mark.parametrize("salt_length", [None, -1, 32])
+@pytest.mark.parametrize("salt_length", [None, 0, -1, 32])
 def test_pss_salt_lengths_that_key_vault_honours_are_accepted(salt_length, vault):
     call(keys.generate_key, {"key_id": "a", "key_type": "rsa-2048"})
     pss = {"hash_algorithm": "SHA256"} | ({} if salt_length is None else {"salt_length": salt_length})
@@ -131,6 +131,25 @@ def test_unsupported_combination_is_400_naming_key_type_and_hash():
     status, error = call(keys.sign_data, {"data": b64(bytes(32)), "hash_algorithm": "SHA256"}, key_id="a")
     assert status == 400
     assert error["error"]["message"] == "unsupported combination of key type: ec-p384 and hashing algorithm: SHA256"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"key_id": "a", "key_type": "x" * 10_000},
+        {"key_id": "a" * 10_000, "key_type": "ec-p256"},
+        {"key_id": "_" * 10_000, "key_type": "ec-p256"},
+    ],
+)
+def test_caller_input_is_echoed_shortened(body):
+    status, error = call(keys.generate_key, body)
+    assert status == 400 and len(error["error"]["message"]) < 300
+
+
+def test_a_huge_salt_length_is_echoed_shortened():
+    pss = {"hash_algorithm": "SHA256", "salt_length": 10**1000}
+    status, error = call(keys.sign_data, {"data": b64(bytes(32)), "pss_options": pss}, key_id="a")
+    assert status == 400 and len(error["error"]["message"]) < 300
 
 
 def test_unknown_fingerprint_is_409():

@@ -5,15 +5,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from shared.algorithms import HashAlgorithm, KeyType, SignerOptions
-from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+from shared.errors import FailedPrecondition, InvalidArgument, KeyManagerError, NotFound
 from shared.key_manager import KeyManager, SignRequest
+from shared.naming import KeyNaming
 from shared.public_keys import fingerprint
+from shared.vault_port import LATEST
 from tests.unit.fakes import FakeVault, FixedIdentity
 
 SERVER_ID = "0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"
 OTHER_SERVER = "11111111-2222-3333-4444-555555555555"
 TD = "example.org"
 TAGS = {"spire-server-td": TD, "spire-server-id": SERVER_ID}
+OTHER_TAGS = {"spire-server-td": TD, "spire-server-id": OTHER_SERVER}
 DIGEST_256 = hashlib.sha256(b"x").digest()
 
 
@@ -28,11 +31,19 @@ def manager(vault):
 
 
 def name(key_id: str) -> str:
-    return f"spire-key-{SERVER_ID}-{key_id}"
+    return KeyNaming(TD, SERVER_ID).key_name(key_id)
 
 
 def sign(manager, key_id="a", data=DIGEST_256, options=SignerOptions(HashAlgorithm.SHA256), fp=None):
     return manager.sign_data(SignRequest(key_id, data, options, fp))
+
+
+def cold(vault) -> KeyManager:
+    """Another instance of the same server: it has seen nothing yet."""
+    return KeyManager(vault, FixedIdentity(SERVER_ID), TD)
+
+
+# --- generate ---------------------------------------------------------------------------------------------------------
 
 
 def test_generate_creates_a_tagged_key_and_returns_its_public_key(manager, vault):
@@ -42,7 +53,7 @@ def test_generate_creates_a_tagged_key_and_returns_its_public_key(manager, vault
     assert public.id == "a" and public.type is KeyType.EC_P256
     assert public.pkix_data == created.pkix_data
     assert public.fingerprint == fingerprint(created.pkix_data)
-    assert vault.names() == ["create_key"]
+    assert vault.names() == ["get_key", "create_key"]  # whose the name is, then the key
 
 
 def test_rotation_adds_a_version_that_becomes_current(manager, vault):
@@ -53,6 +64,35 @@ def test_rotation_adds_a_version_that_becomes_current(manager, vault):
     assert manager.get_public_key("a") == second
 
 
+def test_a_name_held_by_another_servers_key_is_refused_and_left_alone(manager, vault):
+    vault.add_version(name("a"), KeyType.EC_P256, OTHER_TAGS)
+    with pytest.raises(FailedPrecondition, match="belongs to another server"):
+        manager.generate_key("a", KeyType.EC_P256)
+    assert "create_key" not in vault.names() and len(vault.keys[name("a").lower()]) == 1
+
+
+def test_a_key_id_whose_key_was_deleted_is_recovered_then_rotated(manager, vault):
+    old = manager.generate_key("a", KeyType.EC_P256)
+    vault.delete_key(name("a"))
+    vault.calls.clear()
+    new = manager.generate_key("a", KeyType.EC_P384)
+    assert vault.names() == ["get_key", "create_key", "recover_deleted_key", "create_key"]
+    assert [v.key_type for v in vault.keys[name("a").lower()]] == [KeyType.EC_P256, KeyType.EC_P384]
+    assert manager.get_public_key("a") == new != old
+
+
+def test_another_servers_deleted_key_is_not_recovered_for_good(manager, vault):
+    vault.add_version(name("a"), KeyType.EC_P256, OTHER_TAGS)
+    vault.delete_key(name("a"))
+    with pytest.raises(FailedPrecondition, match="belongs to another server"):
+        manager.generate_key("a", KeyType.EC_P256)
+    assert name("a").lower() in vault.deleted and name("a").lower() not in vault.keys
+    assert vault.names().count("create_key") == 1
+
+
+# --- read -------------------------------------------------------------------------------------------------------------
+
+
 def test_get_public_key_costs_one_request(manager, vault):
     manager.generate_key("a", KeyType.EC_P384)
     vault.calls.clear()
@@ -61,26 +101,21 @@ def test_get_public_key_costs_one_request(manager, vault):
 
 
 def test_unknown_key_is_not_found_with_spire_wording(manager):
-    with pytest.raises(NotFound, match='key "missing" not found'):
+    with pytest.raises(NotFound, match='^key "missing" not found$'):
         manager.get_public_key("missing")
 
 
-def test_key_with_our_name_but_another_trust_domain_is_not_found(manager, vault):
-    vault.add_version(name("a"), KeyType.EC_P256, {**TAGS, "spire-server-td": "other.org"})
-    with pytest.raises(NotFound):
-        manager.get_public_key("a")
-
-
-def test_disabled_key_is_a_failed_precondition(manager, vault):
+def test_disabled_key_is_a_failed_precondition_naming_the_key_id(manager, vault):
     vault.add_version(name("a"), KeyType.EC_P256, TAGS, enabled=False)
-    with pytest.raises(FailedPrecondition, match="disabled"):
+    with pytest.raises(FailedPrecondition, match='key "a" is disabled'):
         manager.get_public_key("a")
 
 
 def test_public_keys_lists_only_this_servers_enabled_keys_in_this_trust_domain(manager, vault):
     manager.generate_key("b", KeyType.EC_P256)
     manager.generate_key("a", KeyType.RSA_2048)
-    vault.add_version(f"spire-key-{OTHER_SERVER}-a", KeyType.EC_P256, {**TAGS, "spire-server-id": OTHER_SERVER})
+    vault.add_version(KeyNaming(TD, OTHER_SERVER).key_name("a"), KeyType.EC_P256, OTHER_TAGS)
+    vault.add_version(KeyNaming("other.org", SERVER_ID).key_name("a"), KeyType.EC_P256, {**TAGS, "spire-server-td": "other.org"})
     vault.add_version(name("other-td"), KeyType.EC_P256, {**TAGS, "spire-server-td": "other.org"})
     vault.add_version(name("untagged"), KeyType.EC_P256, {})
     vault.add_version(name("disabled"), KeyType.EC_P256, TAGS, enabled=False)
@@ -88,47 +123,148 @@ def test_public_keys_lists_only_this_servers_enabled_keys_in_this_trust_domain(m
     assert [key.id for key in manager.get_public_keys()] == ["a", "b"]
 
 
-def test_sign_without_fingerprint_reads_the_current_version_then_signs_it(manager, vault):
+# --- one ownership rule on every path ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [OTHER_TAGS, {**TAGS, "spire-server-td": "other.org"}, {}, {"spire-server-td": TD}],
+    ids=["another server", "another trust domain", "untagged", "half tagged"],
+)
+def test_a_key_under_this_servers_name_that_is_not_its_own_is_never_used(manager, vault, tags):
+    foreign = vault.add_version(name("a"), KeyType.EC_P256, tags)
+    with pytest.raises(NotFound, match='key "a" not found'):
+        manager.get_public_key("a")
+    with pytest.raises(NotFound, match='key "a" not found'):
+        sign(manager)
+    with pytest.raises(NotFound, match='key "a" not found'):
+        sign(manager, fp=fingerprint(foreign.pkix_data))
+    with pytest.raises(FailedPrecondition, match="belongs to another server"):
+        manager.generate_key("a", KeyType.EC_P256)
+    assert manager.get_public_keys() == []
+    assert manager.refresh().refreshed == []
+    assert not {"sign", "create_key", "update_key_operations"} & set(vault.names())
+    assert vault.keys[name("a").lower()] == [foreign]
+
+
+def test_listing_and_refresh_agree_on_which_keys_are_this_servers(manager, vault):
+    manager.generate_key("mine", KeyType.EC_P256)
+    vault.add_version("hand-made-with-our-tags", KeyType.EC_P256, TAGS)
+    vault.add_version(name("retagged"), KeyType.EC_P256, OTHER_TAGS)
+    listed = [name(key.id) for key in manager.get_public_keys()]
+    assert listed == [name("mine")] and manager.refresh().refreshed == listed
+
+
+def test_a_warm_sign_does_not_sign_with_a_key_retagged_to_another_server_at_a_new_version(manager, vault):
+    manager.generate_key("a", KeyType.EC_P256)
+    vault.add_version(name("a"), KeyType.EC_P256, OTHER_TAGS)  # someone wrote a version for another server
+    with pytest.raises(NotFound):
+        sign(manager)
+
+
+# --- sign -------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_fingerprint", [False, True])
+def test_a_warm_sign_costs_one_request_with_or_without_fingerprint(manager, vault, with_fingerprint):
     public = manager.generate_key("a", KeyType.RSA_2048)
     vault.calls.clear()
-    result = sign(manager)
-    assert vault.names() == ["get_key", "sign"]
-    assert vault.calls[1][3] == "RS256"
+    result = sign(manager, fp=public.fingerprint if with_fingerprint else None)
+    assert vault.calls == [("sign", name("a"), LATEST, "RS256")]
     assert result.key_fingerprint == public.fingerprint
 
 
-def test_warm_sign_with_fingerprint_costs_one_request(manager, vault):
-    public = manager.generate_key("a", KeyType.EC_P256)
+def test_a_cold_sign_of_a_key_with_200_versions_costs_two_requests(manager, vault):
+    for _ in range(199):
+        vault.add_version(name("a"), KeyType.EC_P256, TAGS)
+    current = manager.generate_key("a", KeyType.EC_P256)
+    instance = cold(vault)
     vault.calls.clear()
-    sign(manager, fp=public.fingerprint)
+    assert sign(instance, fp=current.fingerprint).key_fingerprint == current.fingerprint
+    assert vault.names() == ["get_key", "sign"]
+    vault.calls.clear()
+    sign(instance, fp=current.fingerprint)
     assert vault.names() == ["sign"]
 
 
-def test_sign_with_fingerprint_of_an_older_version_signs_with_that_version(manager, vault):
-    old = manager.generate_key("a", KeyType.EC_P256)
+@pytest.mark.parametrize(
+    "new_type, requests",
+    [
+        (KeyType.EC_P256, [("sign", "ES256"), ("get_key",)]),  # the new version's facts, read once
+        (KeyType.RSA_2048, [("sign", "ES256"), ("get_key",), ("sign", "RS256")]),  # ES256 refused: read, then sign
+    ],
+)
+def test_a_rotation_through_another_instance_signs_with_the_new_key_at_once(manager, vault, new_type, requests):
     manager.generate_key("a", KeyType.EC_P256)
-    old_version = vault.keys[name("a").lower()][0].version
-    result = sign(manager, fp=old.fingerprint)
-    assert vault.calls[-1][2] == old_version
-    assert result.key_fingerprint == old.fingerprint
-
-
-def test_cold_sign_with_fingerprint_learns_the_versions_once(vault):
-    KeyManager(vault, FixedIdentity(SERVER_ID), TD).generate_key("a", KeyType.EC_P256)
-    target = vault.keys[name("a").lower()][0]
-    cold = KeyManager(vault, FixedIdentity(SERVER_ID), TD)
+    rotated = cold(vault).generate_key("a", new_type)
     vault.calls.clear()
-    sign(cold, fp=fingerprint(target.pkix_data))
-    assert vault.names() == ["list_versions", "get_key", "sign"]
+    assert sign(manager).key_fingerprint == rotated.fingerprint
+    assert [call[0::3] for call in vault.calls] == requests
     vault.calls.clear()
-    sign(cold, fp=fingerprint(target.pkix_data))
+    sign(manager)
     assert vault.names() == ["sign"]
 
 
-def test_unknown_fingerprint_is_a_failed_precondition(manager):
+def test_an_overwritten_key_never_signs_again(manager, vault):
+    # SPIRE's KeyManager contract: after GenerateKey overwrites a key id, the old key must not sign.
+    old = manager.generate_key("id", KeyType.EC_P256)
+    manager.generate_key("id", KeyType.RSA_2048)
+    for instance in (manager, cold(vault)):
+        with pytest.raises(FailedPrecondition, match='key "id" has been rotated') as refused:
+            sign(instance, key_id="id", fp=old.fingerprint)
+        assert not hasattr(refused.value, "signature")
+
+
+def test_a_fingerprint_that_is_not_the_current_versions_gets_no_signature(manager):
     manager.generate_key("a", KeyType.EC_P256)
-    with pytest.raises(FailedPrecondition, match="fingerprint"):
+    with pytest.raises(FailedPrecondition, match="rotated"):
         sign(manager, fp="0" * 64)
+
+
+def test_a_vault_that_cannot_sign_by_the_empty_version_is_noticed_once():
+    vault = FakeVault(signs_current_version=False)
+    manager = KeyManager(vault, FixedIdentity(SERVER_ID), TD)
+    public = manager.generate_key("a", KeyType.EC_P256)
+    version = vault.keys[name("a").lower()][-1].version
+    vault.calls.clear()
+    assert sign(manager, fp=public.fingerprint).key_fingerprint == public.fingerprint
+    assert [call[0::2] for call in vault.calls] == [("sign", LATEST), ("get_key", LATEST), ("sign", version)]
+    for _ in range(2):
+        vault.calls.clear()
+        sign(manager)
+        assert [call[0::2] for call in vault.calls] == [("get_key", LATEST), ("sign", version)]
+
+
+def test_a_cold_instance_notices_a_vault_that_cannot_sign_by_the_empty_version():
+    vault = FakeVault(signs_current_version=False)
+    KeyManager(vault, FixedIdentity(SERVER_ID), TD).generate_key("a", KeyType.EC_P256)
+    version = vault.keys[name("a").lower()][-1].version
+    instance = cold(vault)
+    vault.calls.clear()
+    sign(instance)
+    sign(instance)
+    assert [call[0::2] for call in vault.calls] == [("get_key", LATEST), ("sign", LATEST), ("sign", version), ("get_key", LATEST), ("sign", version)]
+
+
+def test_a_missing_key_does_not_pass_for_a_vault_that_cannot_sign_by_the_empty_version(manager, vault):
+    manager.generate_key("a", KeyType.EC_P256)
+    vault.keys.pop(name("a").lower())
+    with pytest.raises(NotFound, match='key "a" not found'):
+        sign(manager)
+    manager.generate_key("b", KeyType.EC_P256)
+    vault.calls.clear()
+    sign(manager, key_id="b")
+    assert vault.calls == [("sign", name("b"), LATEST, "ES256")]
+
+
+def test_a_key_disabled_or_without_sign_is_a_failed_precondition_naming_the_key_id(manager, vault):
+    manager.generate_key("a", KeyType.EC_P256)
+    vault.add_version(name("a"), KeyType.EC_P256, TAGS, key_ops=("verify",))
+    with pytest.raises(FailedPrecondition, match='^key "a" cannot be used: its key operations'):
+        sign(manager)
+    vault.add_version(name("a"), KeyType.EC_P256, TAGS, enabled=False)
+    with pytest.raises(FailedPrecondition, match='^key "a" cannot be used: it is disabled'):
+        sign(manager)
 
 
 def test_ecdsa_signatures_come_back_der_encoded(manager):
@@ -161,6 +297,40 @@ def test_sign_unknown_key_is_not_found(manager):
         sign(manager, key_id="nope")
     with pytest.raises(NotFound, match='key "nope" not found'):
         sign(manager, key_id="nope", fp="0" * 64)
+
+
+def test_no_error_names_a_key_vault_key_or_the_server_id(manager, vault):
+    errors: list[KeyManagerError] = []
+    manager.generate_key("rotated", KeyType.EC_P256)
+    old = manager.generate_key("rotated", KeyType.EC_P256)
+    manager.generate_key("rotated", KeyType.EC_P256)
+    vault.add_version(name("disabled"), KeyType.EC_P256, TAGS, enabled=False)
+    vault.add_version(name("foreign"), KeyType.EC_P256, OTHER_TAGS)
+    manager.generate_key("deleted", KeyType.EC_P256)
+    vault.delete_key(name("deleted"))
+    vault.add_version(name("deleted-foreign"), KeyType.EC_P256, OTHER_TAGS)
+    vault.delete_key(name("deleted-foreign"))
+    attempts = [
+        lambda: manager.get_public_key("missing"),
+        lambda: manager.get_public_key("disabled"),
+        lambda: sign(manager, key_id="disabled"),
+        lambda: sign(manager, key_id="foreign"),
+        lambda: manager.generate_key("foreign", KeyType.EC_P256),
+        lambda: manager.generate_key("deleted-foreign", KeyType.EC_P256),
+        lambda: sign(manager, key_id="rotated", fp=old.fingerprint),
+        lambda: sign(manager, key_id="k" * 84),
+    ]
+    for attempt in attempts:
+        with pytest.raises(KeyManagerError) as raised:
+            attempt()
+        errors.append(raised.value)
+    namespace = name("x").removeprefix("spire-key-").removesuffix("-x")
+    for error in errors:
+        assert SERVER_ID not in error.message and namespace not in error.message, error.message
+        assert len(error.message) < 200
+
+
+# --- the listing cache ------------------------------------------------------------------------------------------------
 
 
 def _later_clock(seconds: float):

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
+from azure.core.exceptions import ClientAuthenticationError, DecodeError, HttpResponseError, ServiceRequestError
 from azure.core.rest import HttpRequest
 from azure.keyvault.keys import JsonWebKey
 from cryptography.hazmat.primitives import serialization
@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from shared import errors
 from shared.algorithms import KeyType
-from shared.key_vault import _translate, public_key_from_jwk
+from shared.key_vault import _translate, _version_in_kid, public_key_from_jwk
 
 
 def _der(public) -> bytes:
@@ -46,12 +46,13 @@ def test_keys_of_other_types_are_not_spire_types():
 class _Response:
     """Just enough of an HTTP response for HttpResponseError."""
 
-    def __init__(self, status: int, message: str = "", headers: dict | None = None) -> None:
+    def __init__(self, status: int, message: str = "", headers: dict | None = None, inner: str | None = None) -> None:
         self.status_code = status
         self.reason = "reason"
         self.headers = headers or {}
         self.request = HttpRequest("GET", "https://vault/keys/x")
-        self._body = json.dumps({"error": {"code": "Code", "message": message}}).encode()
+        error = {"code": "Code", "message": message, **({"innererror": {"code": inner}} if inner else {})}
+        self._body = json.dumps({"error": error}).encode()
 
     def text(self, encoding=None):
         return self._body.decode()
@@ -63,42 +64,80 @@ class _Response:
         return json.loads(self._body)
 
 
-def _http_error(status: int, message: str = "", headers: dict | None = None) -> HttpResponseError:
-    return HttpResponseError(response=_Response(status, message, headers))
+def _http_error(status: int, message: str = "", headers: dict | None = None, inner: str | None = None) -> HttpResponseError:
+    return HttpResponseError(response=_Response(status, message, headers, inner))
+
+
+KEY_NAME = "spire-key-0123456789abcdef0123456789abcdef-x509-CA-A"
 
 
 @pytest.mark.parametrize(
-    "status, message, expected",
+    "status, message, inner, expected",
     [
-        (404, "", errors.NotFound),
-        (409, "Key x is currently in a deleted but recoverable state", errors.FailedPrecondition),
-        (403, "Operation sign is not allowed on a disabled key.", errors.FailedPrecondition),
-        (403, "Caller is not authorized", errors.Unavailable),
-        (401, "", errors.Unavailable),
-        (400, "bad", errors.InvalidArgument),
-        (500, "", errors.Unavailable),
-        (503, "", errors.Unavailable),
+        (404, f"A key with (name/id) {KEY_NAME} was not found in this key vault.", None, errors.NotFound),
+        (409, f"Key {KEY_NAME} is currently in a deleted but recoverable state", "ObjectIsDeletedButRecoverable", errors.NameHeldByDeletedKey),
+        (409, f"Key {KEY_NAME} is currently in a deleted but recoverable state", None, errors.NameHeldByDeletedKey),
+        (409, "Conflict", None, errors.FailedPrecondition),
+        (403, "Operation sign is not allowed on a disabled key.", "KeyDisabled", errors.FailedPrecondition),
+        (403, "Operation sign is not allowed on a disabled key.", None, errors.FailedPrecondition),
+        (403, "Operation sign is not permitted on this key.", "KeyOperationForbidden", errors.FailedPrecondition),
+        (403, "Operation sign is not permitted on this key.", None, errors.FailedPrecondition),
+        (403, "The user, group or application 'appid=...' does not have keys sign permission", "ForbiddenByPolicy", errors.Unavailable),
+        (403, "Caller is not authorized to perform action on resource.", "ForbiddenByRbac", errors.Unavailable),
+        (403, "Client address is not authorized and caller is not a trusted service.", "ForbiddenByFirewall", errors.Unavailable),
+        (401, "", None, errors.Unavailable),
+        (400, f"Key {KEY_NAME}: bad", None, errors.InvalidArgument),
+        (500, "", None, errors.Unavailable),
+        (503, "", None, errors.Unavailable),
+        (408, "", None, errors.Unavailable),
     ],
 )
-def test_http_errors_translate_by_status(status, message, expected):
-    assert type(_translate(_http_error(status, message), "k")) is expected
+def test_http_errors_translate_by_status_and_never_echo_key_vaults_message(status, message, inner, expected):
+    translated = _translate(_http_error(status, message, inner=inner))
+    assert type(translated) is expected
+    assert KEY_NAME not in translated.message and "appid" not in translated.message
 
 
-def test_soft_deleted_name_conflict_says_why():
-    translated = _translate(_http_error(409, "Key k is currently in a deleted but recoverable state"), "k")
-    assert "deleted but recoverable" in translated.message
+@pytest.mark.parametrize("status", [301, 304, 405, 410, 412, 413, 418, 451])
+def test_statuses_without_a_meaning_here_are_unavailable_with_the_status(status):
+    translated = _translate(_http_error(status, "what"))
+    assert isinstance(translated, errors.Unavailable) and str(status) in translated.message
+
+
+def test_an_answer_that_cannot_be_read_is_unavailable():
+    assert isinstance(_translate(DecodeError("not JSON")), errors.Unavailable)
 
 
 def test_throttling_carries_retry_after():
-    translated = _translate(_http_error(429, "", {"Retry-After": "12"}), "k")
+    translated = _translate(_http_error(429, "", {"Retry-After": "12"}))
     assert isinstance(translated, errors.ResourceExhausted) and translated.retry_after == 12
 
 
 def test_connection_and_credential_failures_are_unavailable():
-    assert isinstance(_translate(ServiceRequestError("refused"), None), errors.Unavailable)
-    auth = _translate(ClientAuthenticationError("AADSTS7000215: invalid client secret abc"), None)
+    assert isinstance(_translate(ServiceRequestError("refused")), errors.Unavailable)
+    auth = _translate(ClientAuthenticationError("AADSTS7000215: invalid client secret abc"))
     assert isinstance(auth, errors.Unavailable) and "abc" not in auth.message
 
 
 def test_other_exceptions_are_left_alone():
-    assert _translate(RuntimeError("bug"), None) is None
+    assert _translate(RuntimeError("bug")) is None
+
+
+@pytest.mark.parametrize(
+    "kid, version",
+    [
+        (f"https://v.vault.azure.net/keys/{KEY_NAME}/0123abcd", "0123abcd"),
+        (f"https://localhost:8443/keys/{KEY_NAME.upper()}/0123abcd", "0123abcd"),
+    ],
+)
+def test_the_version_that_signed_is_read_from_the_kid(kid, version):
+    assert _version_in_kid(kid, KEY_NAME) == version
+
+
+@pytest.mark.parametrize(
+    "kid",
+    [f"https://v/keys/{KEY_NAME}", f"https://v/keys/{KEY_NAME}/", "https://v/keys/another-key/0123", f"https://v/secrets/{KEY_NAME}/0123", 42],
+)
+def test_a_kid_that_does_not_name_a_version_of_the_key_is_refused(kid):
+    with pytest.raises(ValueError):
+        _version_in_kid(kid, KEY_NAME)

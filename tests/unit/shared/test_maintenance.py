@@ -7,8 +7,9 @@ import pytest
 from shared.algorithms import KeyType
 from shared.errors import NotFound, Unavailable
 from shared.key_manager import KeyManager
-from shared.key_vault import KeySummary
 from shared.maintenance import SweepPolicy, is_stale
+from shared.naming import KeyNaming
+from shared.vault_port import KeySummary
 from tests.unit.fakes import FakeVault, FixedIdentity
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
@@ -16,15 +17,24 @@ AGE = timedelta(days=14)
 ME, OTHER, TD = "me-0000", "other-1111", "example.org"
 
 
+def mine(key_id: str) -> str:
+    return KeyNaming(TD, ME).key_name(key_id)
+
+
+def others(key_id: str) -> str:
+    return KeyNaming(TD, OTHER).key_name(key_id)
+
+
 def summary(tags, updated=NOW - AGE - timedelta(seconds=1)):
-    return KeySummary("k", tags, True, updated)
+    return KeySummary(others("k"), tags, True, updated)
 
 
 @pytest.mark.parametrize(
     "tags, stale",
     [
         ({"spire-server-td": TD, "spire-server-id": OTHER}, True),
-        ({"spire-server-td": TD, "spire-server-id": ME}, False),
+        ({"spire-server-td": TD, "spire-server-id": ME}, False),  # named in another namespace than its tags say
+        ({"spire-server-td": TD, "spire-server-id": "third-2222"}, False),
         ({"spire-server-td": "other.org", "spire-server-id": OTHER}, False),
         ({"spire-server-td": TD}, False),
         ({"spire-server-td": TD, "spire-server-id": ""}, False),
@@ -62,25 +72,67 @@ def _add(vault, name, server_id, td=TD):
 def vault():
     vault = FakeVault()
     for i in range(3):
-        _add(vault, f"spire-key-{OTHER}-k{i}", OTHER)
-    _add(vault, f"spire-key-{ME}-mine", ME)
-    _add(vault, "other-td", OTHER, td="other.org")
+        _add(vault, others(f"k{i}"), OTHER)
+    _add(vault, mine("mine"), ME)
+    _add(vault, KeyNaming("other.org", OTHER).key_name("a"), OTHER, td="other.org")
     vault.add_version("untagged", KeyType.EC_P256, {})
     return vault
 
 
 def test_sweep_deletes_only_stale_keys_of_other_servers(vault):
     report = _manager(vault).sweep()
-    stale = [f"spire-key-{OTHER}-k{i}" for i in range(3)]
+    stale = [others(f"k{i}") for i in range(3)]
     assert report.candidates == stale and report.deleted == stale
     assert not report.failed and not report.cap_reached
-    assert sorted(vault.keys) == sorted([f"spire-key-{ME}-mine".lower(), "other-td", "untagged"])
+    assert sorted(vault.keys) == sorted([mine("mine").lower(), KeyNaming("other.org", OTHER).key_name("a").lower(), "untagged"])
 
 
 def test_dry_run_lists_candidates_and_deletes_nothing(vault):
     report = _manager(vault).sweep(dry_run=True)
     assert len(report.candidates) == 3 and report.deleted == [] and report.dry_run
     assert "delete_key" not in vault.names()
+
+
+def test_a_dry_run_says_whether_the_cap_would_stop_a_real_run(vault):
+    assert _manager(vault, max_deletions=2).sweep(dry_run=True).cap_reached is True
+    assert _manager(vault, max_deletions=3).sweep(dry_run=True).cap_reached is False
+
+
+def _after_the_listing(vault, change) -> None:
+    """Make ``change`` happen once the sweep has listed the keys, before it deletes any."""
+    listed = vault.list_keys
+
+    def list_then_change():
+        yield from listed()
+        change()
+
+    vault.list_keys = list_then_change
+
+
+def test_a_candidate_refreshed_by_its_owner_after_the_listing_is_kept(vault):
+    def refresh():
+        vault.updated[others("k0").lower()] = NOW + AGE + timedelta(days=1)
+
+    _after_the_listing(vault, refresh)
+    report = _manager(vault).sweep()
+    assert len(report.candidates) == 3 and report.deleted == [others("k1"), others("k2")]
+    assert others("k0").lower() in vault.keys
+
+
+def test_a_candidate_rotated_by_its_owner_after_the_listing_is_kept(vault):
+    def rotate():
+        vault.add_version(others("k1"), KeyType.EC_P384, {"spire-server-td": TD, "spire-server-id": OTHER})
+        vault.updated[others("k1").lower()] = NOW + AGE + timedelta(days=1)
+
+    _after_the_listing(vault, rotate)
+    report = _manager(vault).sweep()
+    assert report.deleted == [others("k0"), others("k2")]
+    assert len(vault.keys[others("k1").lower()]) == 2
+
+
+def test_a_candidate_deleted_after_the_listing_counts_as_deleted(vault):
+    _after_the_listing(vault, lambda: vault.keys.pop(others("k2").lower()))
+    assert _manager(vault).sweep().deleted == [others(f"k{i}") for i in range(3)]
 
 
 def test_young_keys_are_kept(vault):
@@ -97,26 +149,26 @@ def test_the_cap_stops_a_run_and_the_next_run_goes_on(vault):
 
 
 def test_a_key_already_gone_counts_as_deleted_and_other_failures_are_reported(vault):
-    vault.failing[f"spire-key-{OTHER}-k0"] = NotFound("gone")
-    vault.failing[f"spire-key-{OTHER}-k1"] = Unavailable("Key Vault did not answer")
+    vault.failing[others("k0")] = NotFound("gone")
+    vault.failing[others("k1")] = Unavailable("Key Vault did not answer")
     report = _manager(vault).sweep()
-    assert report.deleted == [f"spire-key-{OTHER}-k0", f"spire-key-{OTHER}-k2"]
-    assert [(f.key_name, f.error) for f in report.failed] == [(f"spire-key-{OTHER}-k1", "Key Vault did not answer")]
+    assert report.deleted == [others("k0"), others("k2")]
+    assert [(f.key_name, f.error) for f in report.failed] == [(others("k1"), "Key Vault did not answer")]
 
 
 def test_refresh_updates_each_own_key_with_its_operations_unchanged(vault):
-    _add(vault, f"spire-key-{ME}-second", ME)
+    _add(vault, mine("second"), ME)
     vault.calls.clear()
     report = _manager(vault).refresh()
-    assert report.refreshed == [f"spire-key-{ME}-mine", f"spire-key-{ME}-second"] and not report.failed
+    assert report.refreshed == [mine("mine"), mine("second")] and not report.failed
     updates = [call for call in vault.calls if call[0] == "update_key_operations"]
     assert [(c[1], c[3]) for c in updates] == [(name, ("sign", "verify")) for name in report.refreshed]
     assert vault.names().count("get_key") == 2  # two requests per key, plus the listing
 
 
 def test_one_failing_refresh_does_not_stop_the_others(vault):
-    _add(vault, f"spire-key-{ME}-second", ME)
-    vault.failing[f"spire-key-{ME}-mine"] = Unavailable("Key Vault failed to answer (HTTP 503)")
+    _add(vault, mine("second"), ME)
+    vault.failing[mine("mine")] = Unavailable("Key Vault failed to answer (HTTP 503)")
     report = _manager(vault).refresh()
-    assert report.refreshed == [f"spire-key-{ME}-second"]
-    assert [f.key_name for f in report.failed] == [f"spire-key-{ME}-mine"]
+    assert report.refreshed == [mine("second")]
+    assert [f.key_name for f in report.failed] == [mine("mine")]
