@@ -17,7 +17,8 @@ CHECKOV = template.ROOT / ".tools" / "infra-checkers" / "bin" / "checkov"
 def scan() -> dict:
     assert CHECKOV.exists(), f"{CHECKOV.relative_to(template.ROOT)} is missing: run make install"
     completed = subprocess.run(
-        [str(CHECKOV), "--directory", str(template.INFRA), "--framework", "bicep", "--skip-download", "--output", "json"],
+        # --soft-fail: failed checks are asserted below, by name; a crash still exits non-zero.
+        [str(CHECKOV), "--directory", str(template.INFRA), "--framework", "bicep", "--skip-download", "--soft-fail", "--output", "json"],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
