@@ -4,7 +4,7 @@ param location string
 param tags object
 param resourceToken string
 
-@description('Resource id, client id and principal id of the app\'s user-assigned identity')
+// The app's user-assigned identity.
 param identityId string
 param identityClientId string
 param identityPrincipalId string
@@ -28,7 +28,7 @@ var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_35:the Flex Consumption app reaches its storage from no fixed address or network unless it is put in a virtual network; access is by Entra ID only (shared keys are off)
   // checkov:skip=CKV_AZURE_59:as above: without a virtual network and private endpoints the app reaches its storage over the public endpoint
-  // checkov:skip=CKV_AZURE_206:locally redundant: the host's state and the package are rewritten by the next start and deployment, and a lost server id blob makes SPIRE generate new keys
+  // checkov:skip=CKV_AZURE_206:locally redundant costs least and what it holds can be rebuilt: the package by a deployment, the host keys by the host (SPIRE servers then need the new ones), and a lost server id blob makes SPIRE generate new keys
   // checkov:skip=CKV_AZURE_43:the name is st followed by uniqueString (13 lowercase letters and digits), within the rules; checkov cannot evaluate the expression
   name: 'st${resourceToken}'
   location: location

@@ -6,6 +6,7 @@ what a deployment would otherwise show.
 
 from __future__ import annotations
 
+import json
 import re
 
 import yaml
@@ -165,3 +166,13 @@ def test_azure_yaml_deploys_this_folder_as_a_python_function_app():
 def test_the_package_leaves_the_template_out():
     ignored = (template.ROOT / ".funcignore").read_text().split()
     assert {"infra", "azure.yaml", ".azure"} <= set(ignored)
+
+
+def test_azd_maps_every_required_parameter_and_every_variable_the_readme_sets():
+    mapped = json.loads((template.INFRA / "main.parameters.json").read_text())["parameters"]
+    required = {name for name, parameter in template.parameters("main.bicep").items() if parameter["default"] is None}
+    assert required <= mapped.keys(), f"azd cannot fill {sorted(required - mapped.keys())}"
+    assert mapped.keys() <= template.parameters("main.bicep").keys()
+    variables = {re.fullmatch(r"\$\{(\w+)=?\}", entry["value"]).group(1) for entry in mapped.values()}
+    readme = (template.ROOT / "README.md").read_text()
+    assert set(re.findall(r"^azd env set (\w+)", readme, re.M)) <= variables
