@@ -30,7 +30,7 @@ def server(app_env, monkeypatch, trust_domain):
     suffix = uuid.uuid4().hex[:8]
 
     def start(server_id: str, trust_domain: str = trust_domain, **settings: str):
-        env = {**app_env, "TRUST_DOMAIN": trust_domain, "KEY_IDENTIFIER_VALUE": f"{server_id}-{suffix}", **settings}
+        env = {**app_env, "TRUST_DOMAIN": trust_domain, "KEY_METADATA_BLOB": "", "KEY_IDENTIFIER_VALUE": f"{server_id}-{suffix}", **settings}
         return make_app(env, monkeypatch)
 
     return start
@@ -178,7 +178,7 @@ def test_refresh_and_sweep_cost_two_requests_per_key_and_one_per_deletion_plus_l
 
 def test_devhost_runs_the_refresh_timer_on_demand(app_env, trust_domain, vault, vault_admin):
     server_id = f"timer-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, **app_env, "TRUST_DOMAIN": trust_domain, "KEY_IDENTIFIER_VALUE": server_id}
+    env = {**os.environ, **app_env, "TRUST_DOMAIN": trust_domain, "KEY_METADATA_BLOB": "", "KEY_IDENTIFIER_VALUE": server_id}
     host = start_devhost(0, env, no_timers=True)
     try:
         api = host.url + "/api"

@@ -48,8 +48,8 @@ def test_failing_dependencies_answer_503_without_secrets(app_env, monkeypatch, c
     azurite_endpoint = app_env["AzureWebJobsStorage"].split("BlobEndpoint=http://")[1].split("/")[0]
     failing = (
         {"AzureWebJobsStorage": app_env["AzureWebJobsStorage"].replace(azurite_endpoint, CLOSED)},
-        {"KEY_VAULT_URI": f"https://{CLOSED}", "KEY_IDENTIFIER_VALUE": "secrets-test"},
-        {"IDENTITY_ENDPOINT": f"http://{CLOSED}/metadata/identity/oauth2/token", "KEY_IDENTIFIER_VALUE": "secrets-test"},
+        {"KEY_VAULT_URI": f"https://{CLOSED}", "KEY_METADATA_BLOB": "", "KEY_IDENTIFIER_VALUE": "secrets-test"},
+        {"IDENTITY_ENDPOINT": f"http://{CLOSED}/metadata/identity/oauth2/token", "KEY_METADATA_BLOB": "", "KEY_IDENTIFIER_VALUE": "secrets-test"},
     )
     texts = []
     for overrides in failing:
