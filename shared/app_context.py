@@ -98,9 +98,17 @@ class SpireServers:
         return [identity.conflict for identity, _ in list(self._servers.values()) if identity.conflict is not None]
 
     def maintained(self) -> list[str | None]:
-        """The servers maintenance covers: the default server, and every named server used within STALE_KEY_AGE."""
+        """The servers maintenance covers: the default server, and every named server used within STALE_KEY_AGE.
+
+        Use is what the id blobs record, and what this instance saw itself (their blobs may be gone).
+        """
         cutoff = datetime.now(timezone.utc) - self._stale_key_age
-        return [None, *self._directory.names_used_since(cutoff)]
+        seen_here = {
+            name
+            for name, (identity, _) in list(self._servers.items())
+            if name is not None and identity.last_used is not None and identity.last_used >= cutoff
+        }
+        return [None, *sorted(seen_here.union(self._directory.names_used_since(cutoff)))]
 
     def for_maintenance(self, server_name: str | None) -> KeyManager:
         """The server's key manager once its blob is re-checked now; raises when the id is not confirmed."""

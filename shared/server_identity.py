@@ -82,6 +82,8 @@ class ServerIdentity(Protocol):
 class CheckedServerIdentity(ServerIdentity, Protocol):
     # Set while the stored id is not the one this instance uses: the server then serves nothing.
     conflict: Unavailable | None
+    # When the server last called this instance.
+    last_used: datetime | None
 
     def confirm(self) -> str: ...
     def record_use(self) -> None: ...
@@ -95,7 +97,6 @@ class FixedServerIdentity:
     def __init__(self, server_id: str, clock: Callable[[], datetime] = _utc_now) -> None:
         self._server_id = server_id
         self._clock = clock
-        # Without a blob, use is known only to this instance.
         self.last_used: datetime | None = None
 
     def server_id(self) -> str:
@@ -129,6 +130,7 @@ class BlobServerIdentity:
         self._checked_at = datetime.min.replace(tzinfo=timezone.utc)
         self._use_recorded_at = datetime.min.replace(tzinfo=timezone.utc)
         self.conflict: Unavailable | None = None
+        self.last_used: datetime | None = None
 
     @property
     def label(self) -> str:
@@ -161,7 +163,7 @@ class BlobServerIdentity:
 
     def record_use(self) -> None:
         """Note that the server called: the blob's ``last_used``, written at most once per ``USE_RECORD_INTERVAL``."""
-        now = self._clock()
+        now = self.last_used = self._clock()
         if now - self._use_recorded_at < USE_RECORD_INTERVAL or self._known is None or not self._lock.acquire(blocking=False):
             return
         try:
@@ -256,8 +258,8 @@ class BlobServerIdentity:
     def _adopt(self, stored: _Stored) -> None:
         self._etag = stored.etag
         self._checked_at = self._clock()
-        if stored.last_used is not None:
-            self._use_recorded_at = max(self._use_recorded_at, stored.last_used)
+        # The blob is the record of use: what it says decides when this instance writes it next.
+        self._use_recorded_at = stored.last_used or datetime.min.replace(tzinfo=timezone.utc)
 
     def _read(self, unless_etag: str | None = None) -> _Stored | None:
         """The stored id; None only when the blob (or its container) definitely does not exist.
@@ -376,16 +378,11 @@ class FixedServerDirectory:
     def __init__(self, key_identifier_value: str, clock: Callable[[], datetime] = _utc_now) -> None:
         self._value = key_identifier_value
         self._clock = clock
-        self._named: dict[str, FixedServerIdentity] = {}
-        self._lock = threading.Lock()
 
     def identity(self, server_name: str | None) -> FixedServerIdentity:
-        if server_name is None:
-            return FixedServerIdentity(self._value, self._clock)
-        with self._lock:
-            return self._named.setdefault(server_name, FixedServerIdentity(derived_server_id(self._value, server_name), self._clock))
+        server_id = self._value if server_name is None else derived_server_id(self._value, server_name)
+        return FixedServerIdentity(server_id, self._clock)
 
     def names_used_since(self, cutoff: datetime) -> list[str]:
-        """The named servers that called this instance since ``cutoff``: without a blob, nothing else knows."""
-        with self._lock:
-            return sorted(name for name, identity in self._named.items() if identity.last_used and identity.last_used >= cutoff)
+        """Nothing beyond what each instance saw itself: without a blob, use is recorded nowhere."""
+        return []

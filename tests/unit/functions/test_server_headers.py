@@ -105,10 +105,14 @@ def test_refresh_covers_the_default_server_and_the_named_servers_that_called(vau
     assert len(report.refreshed) == 3 and report.failed == []
 
 
-def test_named_servers_that_stopped_calling_are_left_to_the_sweep():
-    directory = FixedServerDirectory(VALUE)
-    directory.identity("a").record_use()
-    directory.identity("b")  # built, never used
+def test_maintenance_covers_the_named_servers_used_within_the_stale_key_age():
+    fake = FakeVault()
     now = datetime.now(timezone.utc)
-    assert directory.names_used_since(now - timedelta(days=14)) == ["a"]
-    assert directory.names_used_since(now + timedelta(seconds=1)) == []
+    moments = iter([now - timedelta(days=15), now])
+    servers = SpireServers(
+        TRUST_DOMAIN, FixedServerDirectory(VALUE, lambda: next(moments)), lambda identity: KeyManager(fake, identity, TRUST_DOMAIN), timedelta(days=14)
+    )
+    servers.serve("silent")  # last called 15 days ago
+    servers.serve("busy")
+    servers.check("checked-only")  # known, never called
+    assert servers.maintained() == [None, "busy"]
