@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
 
 import pytest
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient
 
+from shared import app_context
 from shared.errors import Unavailable
 from shared.server_identity import (
     LAST_USED,
@@ -21,6 +23,8 @@ from shared.server_identity import (
     BlobServerDirectory,
     BlobServerIdentity,
 )
+from shared.settings import load_settings
+from tests.integration.conftest import CountingTransport
 
 
 class Clock:
@@ -179,3 +183,17 @@ def test_named_servers_used_within_the_age_are_listed(storage):
     directory.identity(None).server_id()
     container.get_blob_client("dir/key-metadata.servers/old").set_blob_metadata({LAST_USED: (clock.now - timedelta(days=20)).isoformat()})
     assert directory.names_used_since(clock.now - timedelta(days=14)) == ["a", "b"]
+
+
+def test_serving_a_named_server_adds_no_blob_request_per_call(app_env, monkeypatch):
+    for name, value in app_env.items():
+        monkeypatch.setenv(name, value)
+    transport = CountingTransport(connection_verify=app_env["KEY_VAULT_CA_BUNDLE"])
+    servers = app_context.build_servers(load_settings(app_env), transport=transport)
+    servers.serve("spire-a").get_public_keys()  # first call: the id blob is read, then created
+    storage = urlsplit(app_env["AzureWebJobsStorage"].split("BlobEndpoint=")[1]).netloc
+    first = [request for request in transport.sent if request[1] == storage]
+    assert 1 <= len(first) <= 4
+    for _ in range(200):
+        servers.serve("spire-a").get_public_keys()
+    assert [request for request in transport.sent if request[1] == storage] == first
