@@ -183,7 +183,7 @@ class BlobServerIdentity:
 
     def _serving_id(self) -> str:
         if self.conflict is not None:
-            raise self.conflict
+            raise Unavailable(self.conflict.message)  # a new one each time: a raised error keeps its traceback
         assert self._known is not None
         return self._known
 
