@@ -17,8 +17,8 @@ from functions.http import (
     required_string,
     to_base64,
 )
-from shared.algorithms import HashAlgorithm, KeyType, SignerOptions
 from shared import app_context
+from shared.algorithms import HashAlgorithm, KeyType, SignerOptions
 from shared.errors import InvalidArgument
 from shared.key_manager import KeyManager, SignRequest
 from shared.public_keys import PublicKey
