@@ -32,6 +32,8 @@ MIN_STALE_KEY_AGE = timedelta(days=1)
 # Ten years: past that, a key's Updated time no longer says anything about its server.
 MAX_STALE_KEY_AGE = timedelta(days=3650)
 MAX_SWEEP_DELETIONS = 100_000
+# Blob names hold at most 1024 characters; named servers' blobs add ".servers/<server name>" to the path.
+MAX_METADATA_BLOB_PATH = 900
 DEFAULT_KEY_VAULT_RETRY_SECONDS = 20
 # Retries must end well inside the Functions host's timeout (5 minutes on the Consumption plan).
 MAX_KEY_VAULT_RETRY_SECONDS = 120
@@ -198,6 +200,8 @@ def _metadata_blob(env: Mapping[str, str]) -> BlobLocation:
         raise ConfigurationError(
             "KEY_METADATA_BLOB must be <container>/<blob path> with a valid container name (3-63 lowercase letters, digits, dashes)"
         )
+    if len(blob) > MAX_METADATA_BLOB_PATH:
+        raise ConfigurationError(f"KEY_METADATA_BLOB's blob path must be at most {MAX_METADATA_BLOB_PATH} characters")
     for connection in ("KEY_METADATA_STORAGE", "AzureWebJobsStorage"):
         if env.get(connection):
             _check_connection_string(connection, env[connection])

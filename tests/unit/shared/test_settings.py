@@ -49,7 +49,7 @@ def test_key_vault_uri_must_be_an_https_vault_uri(value):
     assert "KEY_VAULT_URI" in error_of(KEY_VAULT_URI=value)
 
 
-@pytest.mark.parametrize("value", ["noblob", "Spire/x", "spire/", "a/x", "bad--name/x"])
+@pytest.mark.parametrize("value", ["noblob", "Spire/x", "spire/", "a/x", "bad--name/x", "spire/" + "x" * 901])
 def test_metadata_blob_must_name_container_and_blob(value):
     assert "KEY_METADATA_BLOB" in error_of(KEY_METADATA_BLOB=value)
 
