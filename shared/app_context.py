@@ -43,6 +43,10 @@ BLOB_RETRY = {"retry_total": 2, "initial_backoff": 0.5, "increment_base": 2, "ra
 # credential retries once itself; its default of three more would multiply the time a request waits.
 CREDENTIAL_RETRY = {"retry_total": 1}
 
+# Named servers one instance keeps (an id and a key manager each), so that callers inventing names
+# cannot grow its memory without bound; SPIRE deployments run a handful of servers per trust domain.
+MAX_NAMED_SERVERS = 10_000
+
 # A Key Vault authentication challenge that does not fit the vault's URI raises ValueError in the SDK.
 _CHALLENGE_ERROR = "challenge"
 
@@ -122,6 +126,9 @@ class SpireServers:
             with self._lock:
                 server = self._servers.get(server_name)
                 if server is None:
+                    if len(self._servers) > MAX_NAMED_SERVERS:
+                        # Never forget a known id to make room: reloading it could adopt a replaced one.
+                        raise Unavailable(f"this instance already serves {MAX_NAMED_SERVERS} named SPIRE servers, its most")
                     identity = self._directory.identity(server_name)
                     server = self._servers[server_name] = (identity, self._build_manager(identity))
         return server

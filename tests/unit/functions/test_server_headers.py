@@ -116,3 +116,13 @@ def test_maintenance_covers_the_named_servers_used_within_the_stale_key_age():
     servers.serve("busy")
     servers.check("checked-only")  # known, never called
     assert servers.maintained() == [None, "busy"]
+
+
+def test_an_instance_serves_a_bounded_number_of_named_servers(vault, monkeypatch):
+    monkeypatch.setattr(app_context, "MAX_NAMED_SERVERS", 2)
+    for name in ("a", "b"):
+        assert call(keys.get_public_keys, method="GET", headers=named(name))[0] == 200
+    status, body = call(keys.get_public_keys, method="GET", headers=named("c"))
+    assert status == 503 and "2 named SPIRE servers" in body["error"]["message"]
+    assert call(keys.get_public_keys, method="GET", headers=named("a"))[0] == 200  # known ones go on
+    assert call(keys.get_public_keys, method="GET")[0] == 200
