@@ -206,6 +206,8 @@ class BlobServerIdentity:
         """Compare the blob with the known id; ``strict`` raises when the blob cannot be read."""
         try:
             stored = self._read(unless_etag=self._etag)
+            if stored is None:
+                stored = self._restore()
         except _Unchanged:
             self._checked_at = self._clock()
             return
@@ -218,8 +220,6 @@ class BlobServerIdentity:
                 raise
             log.warning("Re-checking the %s failed; serving on with the known server id", self.label)
             return
-        if stored is None:
-            stored = self._restore()
         if stored is not None:
             self._compare(stored)
 

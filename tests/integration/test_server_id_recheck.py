@@ -13,6 +13,7 @@ import pytest
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient
 
+from devtools.stack.faultproxy import FaultProxy
 from shared import app_context
 from shared.errors import Unavailable
 from shared.server_identity import (
@@ -63,7 +64,7 @@ def identity_on(container, clock: Clock, blob: str = "key-metadata") -> BlobServ
     return BlobServerIdentity(container, container.get_blob_client(blob), clock)
 
 
-def test_an_unchanged_blob_costs_one_conditional_read_every_interval(storage):
+def test_an_unchanged_blob_costs_one_conditional_read_every_interval(storage, caplog):
     container, transport = storage
     clock = Clock()
     identity = identity_on(container, clock)
@@ -77,6 +78,7 @@ def test_an_unchanged_blob_costs_one_conditional_read_every_interval(storage):
     ((method, _, headers),) = transport.sent
     assert method == "GET" and headers["If-None-Match"].strip('"')
     assert headers["x-ms-range"] == f"bytes=0-{MAX_BLOB_BYTES}"
+    assert not [record for record in caplog.records if record.levelname != "INFO"]  # a 304, not a failed read
 
 
 def test_a_deleted_blob_is_restored_with_the_known_id(storage):
@@ -197,3 +199,19 @@ def test_serving_a_named_server_adds_no_blob_request_per_call(app_env, monkeypat
     for _ in range(200):
         servers.serve("spire-a").get_public_keys()
     assert [request for request in transport.sent if request[1] == storage] == first
+
+
+def test_a_blob_outage_while_serving_keeps_the_known_id_and_stops_maintenance(app_env, azurite):
+    with FaultProxy(azurite.url) as proxy:
+        proxied = app_env["AzureWebJobsStorage"].replace(azurite.url, proxy.url)
+        container = BlobServiceClient.from_connection_string(proxied, retry_total=0).get_container_client(f"t{uuid.uuid4().hex[:20]}")
+        clock = Clock()
+        identity = identity_on(container, clock)
+        known = identity.server_id()
+        proxy.respond(503, times=None)
+        clock.advance(RECHECK_INTERVAL)
+        assert identity.server_id() == known  # the check failed; serving goes on with the known id
+        with pytest.raises(Unavailable, match="could not read"):
+            identity.confirm()  # maintenance does not run on an id it could not confirm
+        proxy.clear()
+        assert identity.confirm() == known
