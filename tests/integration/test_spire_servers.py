@@ -14,7 +14,7 @@ import requests
 from azure.storage.blob import BlobServiceClient
 
 from shared.server_identity import LAST_USED
-from tests.integration.test_maintenance import FIFTEEN_DAYS, shift_time
+from tests.integration.test_maintenance import FIFTEEN_DAYS
 from tests.integration.verify import digest, verify
 
 TIMEOUT = 30
@@ -95,7 +95,7 @@ def test_another_trust_domain_or_a_bad_server_name_is_refused_and_nothing_is_don
     assert same.status_code == 200 and same.json() == {"public_keys": []}
 
 
-def test_servers_in_use_survive_a_sweep_and_a_silent_one_is_swept(instances, app_env, vault):
+def test_servers_in_use_survive_a_sweep_and_a_silent_one_is_swept(instances, app_env, shift_vault_time):
     first, second = instances
     kept = {server: generate(first, "x509-CA-A", server) for server in ("spire-a", "spire-b")}
     silent = generate(second, "x509-CA-A", "spire-c")
@@ -103,7 +103,7 @@ def test_servers_in_use_survive_a_sweep_and_a_silent_one_is_swept(instances, app
     client, blob = blobs(app_env)
     long_ago = datetime.now(timezone.utc) - timedelta(days=20)
     client.get_blob_client(f"{blob}.servers/spire-c").set_blob_metadata({LAST_USED: long_ago.isoformat()})
-    shift_time(vault, FIFTEEN_DAYS)  # every key is 15 days old now
+    shift_vault_time(FIFTEEN_DAYS)  # every key is 15 days old now
 
     refreshed = call(first, "POST", "/maintenance/refresh")
     assert refreshed.status_code == 200 and refreshed.json()["failed"] == [], refreshed.text
