@@ -4,10 +4,12 @@ PYTHON ?= $(shell for candidate in python3.13 $$(pyenv root 2>/dev/null)/version
 	"$$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null && { echo "$$candidate"; break; }; done)
 VENV := .venv
 PY := $(VENV)/bin/python
+# checkov, which scans infra/ in the tests, with its own pinned dependencies.
+INFRA_VENV := .tools/infra-checkers
 
 .PHONY: install python run test unit go-unit plugin spire-server e2e bench clean
 
-install: $(VENV)/.installed-3.13 node_modules/.installed
+install: $(VENV)/.installed-3.13 $(INFRA_VENV)/.installed node_modules/.installed
 
 python:
 	@test -n "$(PYTHON)" || { echo "Python 3.13 is needed: put python3.13 on PATH (or install it with pyenv), or run make PYTHON=/path/to/python3.13" >&2; exit 1; }
@@ -17,6 +19,12 @@ $(VENV)/.installed-3.13: requirements.txt requirements-dev.txt | python
 	$(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(INFRA_VENV)/.installed: requirements-infra.txt | python
+	$(PYTHON) -m venv --clear $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(INFRA_VENV)/bin/python -m pip install --quiet -r requirements-infra.txt
 	touch $@
 
 # Azurite, pinned in package-lock.json.
@@ -66,4 +74,4 @@ bench: install plugin spire-server
 	SPIRE_SERVER="$(SPIRE_SERVER)" $(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) node_modules .local .pytest_cache
+	rm -rf $(VENV) $(INFRA_VENV) node_modules .local .pytest_cache

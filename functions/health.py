@@ -1,32 +1,88 @@
-"""Health: are the settings valid, and do Blob storage and Key Vault answer this app?"""
+"""Health: are the settings valid, and do Blob storage and Key Vault answer this app?
+
+Anyone may call it, and every server of the trust domain may share the vault it checks, so an
+instance checks its dependencies at most once per ``CHECK_INTERVAL`` and answers with that result in
+between. Settings and a stopped server (its id blob holds another id) are known without a request,
+so they are reported at once.
+"""
 
 from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import azure.functions as func
 
 from functions.http import handles_errors, json_response
-from shared.app_context import key_manager
+from shared import app_context
 from shared.errors import KeyManagerError
+from shared.key_manager import KeyManager
 
 bp = func.Blueprint()
+
+CHECK_INTERVAL_SECONDS = 30.0
+_clock: Callable[[], float] = time.monotonic
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Checked:
+    manager: KeyManager
+    at: float
+    answer: _Answer
+
+
+_lock = threading.Lock()
+_last: _Checked | None = None
 
 
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def health(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        conflicts = app_context.conflicts()
+    except KeyManagerError as error:
+        return _render(_unavailable("settings", error))
+    if conflicts:
+        return _render(_unavailable("blob_storage", conflicts[0]))
+    return _render(_dependencies(app_context.default_key_manager()))
+
+
+def _dependencies(manager: KeyManager) -> _Answer:
+    """The last check's answer while it is recent and about the same key manager; else a new check."""
+    global _last
+    with _lock:  # a burst waits for one check rather than starting its own
+        last = _last
+        if last is None or last.manager is not manager or _clock() - last.at >= CHECK_INTERVAL_SECONDS:
+            last = _last = _Checked(manager, _clock(), _check(manager))
+    return last.answer
+
+
+def _check(manager: KeyManager) -> _Answer:
     checks = (
-        ("settings", lambda: key_manager()),
-        ("blob_storage", lambda: key_manager().naming()),
-        ("key_vault", lambda: key_manager().check_key_vault()),
+        ("blob_storage", app_context.check_default_server),
+        ("key_vault", manager.check_key_vault),
     )
     for dependency, check in checks:
         try:
             check()
         except KeyManagerError as error:
-            # The message names the failing setting or dependency; ids and secrets never enter it.
-            return json_response(
-                {"status": "unavailable", "dependency": dependency, "error": {"code": error.code, "message": error.message}},
-                status=503,
-            )
-    return json_response({"status": "ok"})
+            return _unavailable(dependency, error)
+    return _Answer(200, {"status": "ok"})
+
+
+def _unavailable(dependency: str, error: KeyManagerError) -> _Answer:
+    # The message names the failing setting or dependency; ids and secrets never enter it.
+    return _Answer(503, {"status": "unavailable", "dependency": dependency, "error": {"code": error.code, "message": error.message}})
+
+
+def _render(answer: _Answer) -> func.HttpResponse:
+    return json_response(answer.payload, status=answer.status)

@@ -7,6 +7,7 @@ import binascii
 import functools
 import json
 import logging
+import math
 from typing import Any, Callable
 
 import azure.functions as func
@@ -74,7 +75,9 @@ def json_body(req: func.HttpRequest) -> dict[str, Any]:
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
     try:
-        body = json.loads(raw.decode("utf-8"))
+        body = json.loads(
+            raw.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_unique_members
+        )
     except UnicodeDecodeError:
         raise InvalidArgument("request body is not UTF-8") from None
     except ValueError:
@@ -83,6 +86,25 @@ def json_body(req: func.HttpRequest) -> dict[str, Any]:
         raise InvalidArgument("request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidArgument("request body must be a JSON object")
+    return body
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidArgument(f"request body holds {name}, which is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidArgument("request body holds a number too large for a float")
+    return value
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Two members of one name would let two readers of the body act on different values.
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        raise InvalidArgument("request body names a member more than once in one object")
     return body
 
 

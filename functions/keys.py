@@ -17,11 +17,12 @@ from functions.http import (
     required_string,
     to_base64,
 )
+from shared import app_context
 from shared.algorithms import HashAlgorithm, KeyType, SignerOptions
-from shared.app_context import key_manager
 from shared.errors import InvalidArgument, shortened
-from shared.key_manager import SignRequest
+from shared.key_manager import KeyManager, SignRequest
 from shared.public_keys import PublicKey
+from shared.server_identity import validate_server_name
 
 bp = func.Blueprint()
 
@@ -30,6 +31,10 @@ _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 # none): Key Vault's salt as long as the digest is what the first asks and a valid choice for the second.
 SALT_LENGTH_EQUALS_HASH = -1
 SALT_LENGTH_AUTO = 0
+# Optional on every key call: which SPIRE server calls (absent: the app's default server), and the
+# trust domain it belongs to (refused unless it is the app's).
+SERVER_NAME_HEADER = "X-SPIRE-Server-Name"
+TRUST_DOMAIN_HEADER = "X-SPIRE-Trust-Domain"
 
 
 @bp.function_name("generate_key")
@@ -39,29 +44,38 @@ def generate_key(req: func.HttpRequest) -> func.HttpResponse:
     body = json_body(req)
     key_id = required_string(body, "key_id", "key id is required")
     key_type = KeyType.parse(required_string(body, "key_type", "key type is required"))
-    return json_response({"public_key": _render(key_manager().generate_key(key_id, key_type))})
+    return json_response({"public_key": _render(key_manager(req).generate_key(key_id, key_type))})
 
 
 @bp.function_name("get_public_key")
 @bp.route(route="keys/{key_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @handles_errors
 def get_public_key(req: func.HttpRequest) -> func.HttpResponse:
-    return json_response({"public_key": _render(key_manager().get_public_key(req.route_params.get("key_id", "")))})
+    return json_response({"public_key": _render(key_manager(req).get_public_key(req.route_params.get("key_id", "")))})
 
 
 @bp.function_name("get_public_keys")
 @bp.route(route="keys", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @handles_errors
 def get_public_keys(req: func.HttpRequest) -> func.HttpResponse:
-    return json_response({"public_keys": [_render(key) for key in key_manager().get_public_keys()]})
+    return json_response({"public_keys": [_render(key) for key in key_manager(req).get_public_keys()]})
 
 
 @bp.function_name("sign_data")
 @bp.route(route="keys/{key_id}/sign", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @handles_errors
 def sign_data(req: func.HttpRequest) -> func.HttpResponse:
-    signature = key_manager().sign_data(parse_sign_request(req.route_params.get("key_id", ""), json_body(req)))
+    request = parse_sign_request(req.route_params.get("key_id", ""), json_body(req))
+    signature = key_manager(req).sign_data(request)
     return json_response({"signature": to_base64(signature.signature), "key_fingerprint": signature.key_fingerprint})
+
+
+def key_manager(req: func.HttpRequest) -> KeyManager:
+    """The key manager of the SPIRE server the request names, once its headers are valid."""
+    server_name = req.headers.get(SERVER_NAME_HEADER)
+    if server_name is not None:
+        validate_server_name(server_name)
+    return app_context.key_manager(server_name, req.headers.get(TRUST_DOMAIN_HEADER))
 
 
 def parse_sign_request(key_id: str, body: dict[str, Any]) -> SignRequest:

@@ -14,9 +14,9 @@ from urllib.parse import unquote_plus, urlsplit
 import azure.functions as func
 
 from functions.http import handles_errors, json_response
-from shared.app_context import key_manager
-from shared.errors import InvalidArgument
-from shared.maintenance import RefreshReport, SweepReport
+from shared import app_context
+from shared.errors import InvalidArgument, Unavailable
+from shared.maintenance import Failure, RefreshReport, SweepReport
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -32,13 +32,35 @@ class MaintenanceFailed(RuntimeError):
 
 
 def run_refresh() -> RefreshReport:
-    report, duration_ms = _timed(lambda: key_manager().refresh())
+    report, duration_ms = _timed(refresh_used_servers)
     _log_summary("refresh", duration_ms, refreshed=len(report.refreshed), failed=len(report.failed))
     return report
 
 
+def refresh_used_servers() -> RefreshReport:
+    """Refresh the keys of the default server and of every named server used within STALE_KEY_AGE.
+
+    Each server's id is confirmed against its blob first. The default server's failure stops the
+    run (it is the app's own); a named server's is reported and the others go on.
+    """
+    report = RefreshReport()
+    for server_name in app_context.servers_to_maintain():
+        try:
+            server_report = app_context.key_manager_for_maintenance(server_name).refresh()
+        except Unavailable as error:
+            if server_name is None:
+                raise
+            log.error("Refreshing the keys of server %s failed: %s", server_name, error.message)
+            report.failed.append(Failure(f"(server {server_name})", error.message))
+            continue
+        report.refreshed.extend(server_report.refreshed)
+        report.failed.extend(server_report.failed)
+    return report
+
+
 def run_sweep(dry_run: bool) -> SweepReport:
-    report, duration_ms = _timed(lambda: key_manager().sweep(dry_run=dry_run))
+    # The default server sweeps: every other server's keys, named ones included, are kept by refreshes.
+    report, duration_ms = _timed(lambda: app_context.key_manager_for_maintenance(None).sweep(dry_run=dry_run))
     _log_summary(
         "sweep",
         duration_ms,

@@ -1,4 +1,4 @@
-"""The composition root: builds the process-wide key manager from app settings, once, on first use.
+"""The composition root: builds the process-wide key managers from app settings, once, on first use.
 
 Nothing here runs at import time, so the Functions host indexes the app even when settings are
 wrong; a request then gets a 503 that names the bad setting.
@@ -8,46 +8,180 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Mapping
 
 from azure.core.credentials import TokenCredential
+from azure.core.pipeline import PipelineRequest, PipelineResponse
+from azure.core.pipeline.policies import HTTPPolicy
 from azure.identity import ClientSecretCredential, DefaultAzureCredential, ManagedIdentityCredential
 from azure.keyvault.keys import KeyClient
 from azure.storage.blob import BlobServiceClient
 
+from shared.errors import ConfigurationError, InvalidArgument, Unavailable
 from shared.key_manager import KeyManager
 from shared.key_vault import BudgetedRetryPolicy, KeyVaultKeys
-from shared.server_identity import BlobServerIdentity, FixedServerIdentity, ServerIdentity
+from shared.server_identity import (
+    BlobServerDirectory,
+    CheckedServerIdentity,
+    FixedServerDirectory,
+    ServerDirectory,
+    ServerIdentity,
+)
 from shared.settings import BlobLocation, ClientSecret, ManagedIdentity, Settings, load_settings
 
 # Explicit network timeouts (seconds) so that a stalled dependency fails a request, never hangs it.
 CONNECTION_TIMEOUT = 5
 READ_TIMEOUT = 10
 
-# Blob storage is read once per instance, at its first request: retry briefly (0.5 s, then 2.5 s)
-# rather than with the storage SDK's default 15 s back-off, so a cold start fails fast and reports.
+# Blob storage is read at a server's first request and re-checked every few minutes: retry briefly
+# (0.5 s, then 2.5 s) rather than with the storage SDK's default 15 s back-off, so a cold start fails
+# fast and reports.
 BLOB_RETRY = {"retry_total": 2, "initial_backoff": 0.5, "increment_base": 2, "random_jitter_range": 0.5}
 
 # The Key Vault client's retry policy already repeats a token request that cannot connect, so the
 # credential retries once itself; its default of three more would multiply the time a request waits.
 CREDENTIAL_RETRY = {"retry_total": 1}
 
+# Named servers one instance keeps (an id and a key manager each), so that callers inventing names
+# cannot grow its memory without bound; SPIRE deployments run a handful of servers per trust domain.
+MAX_NAMED_SERVERS = 10_000
+
+# A Key Vault authentication challenge that does not fit the vault's URI raises ValueError in the SDK.
+_CHALLENGE_ERROR = "challenge"
+
 _lock = threading.Lock()
+_servers: SpireServers | None = None
+# A key manager put here (by tests and benchmarks) serves every caller in place of the app's wiring.
 _key_manager: KeyManager | None = None
 
 
-def key_manager() -> KeyManager:
-    """The process-wide key manager; raises ConfigurationError while settings are invalid."""
-    global _key_manager
-    if _key_manager is None:
+class SpireServers:
+    """The SPIRE servers this app serves: one key manager per server name, all on one vault adapter.
+
+    Callers that name no server are the default server. A server's id is re-checked while it serves
+    (``CheckedServerIdentity.server_id``) and its use recorded, so that maintenance follows use.
+    """
+
+    def __init__(
+        self,
+        trust_domain: str,
+        directory: ServerDirectory,
+        build_manager: Callable[[ServerIdentity], KeyManager],
+        stale_key_age: timedelta,
+    ) -> None:
+        self.trust_domain = trust_domain
+        self._directory = directory
+        self._build_manager = build_manager
+        self._stale_key_age = stale_key_age
+        self._lock = threading.Lock()
+        self._servers: dict[str | None, tuple[CheckedServerIdentity, KeyManager]] = {}
+        self.default_manager = self._server(None)[1]
+
+    def serve(self, server_name: str | None, trust_domain: str | None = None) -> KeyManager:
+        """The key manager for a caller, its server id checked and its use recorded.
+
+        A caller that says it belongs to another trust domain is refused before anything is done.
+        """
+        if trust_domain is not None and trust_domain != self.trust_domain:
+            raise InvalidArgument(
+                f'this app serves trust domain "{self.trust_domain}" only: the caller\'s trust domain '
+                "(X-SPIRE-Trust-Domain) is another one, so nothing was done"
+            )
+        identity, manager = self._server(server_name)
+        identity.server_id()
+        identity.record_use()
+        return manager
+
+    def check(self, server_name: str | None) -> str:
+        """The server's id, read or created on first use; raises while it cannot serve."""
+        return self._server(server_name)[0].server_id()
+
+    def conflicts(self) -> list[Unavailable]:
+        """Why servers cannot serve on this instance, as their last checks found (no network)."""
+        return [identity.conflict for identity, _ in list(self._servers.values()) if identity.conflict is not None]
+
+    def maintained(self) -> list[str | None]:
+        """The servers maintenance covers: the default server, and every named server used within STALE_KEY_AGE.
+
+        Use is what the id blobs record, and what this instance saw itself (their blobs may be gone).
+        """
+        cutoff = datetime.now(timezone.utc) - self._stale_key_age
+        seen_here = {
+            name
+            for name, (identity, _) in list(self._servers.items())
+            if name is not None and identity.last_used is not None and identity.last_used >= cutoff
+        }
+        return [None, *sorted(seen_here.union(self._directory.names_used_since(cutoff)))]
+
+    def for_maintenance(self, server_name: str | None) -> KeyManager:
+        """The server's key manager once its blob is re-checked now; raises when the id is not confirmed."""
+        identity, manager = self._server(server_name)
+        identity.confirm()
+        return manager
+
+    def _server(self, server_name: str | None) -> tuple[CheckedServerIdentity, KeyManager]:
+        server = self._servers.get(server_name)
+        if server is None:
+            with self._lock:
+                server = self._servers.get(server_name)
+                if server is None:
+                    if len(self._servers) > MAX_NAMED_SERVERS:
+                        # Never forget a known id to make room: reloading it could adopt a replaced one.
+                        raise Unavailable(f"this instance already serves {MAX_NAMED_SERVERS} named SPIRE servers, its most")
+                    identity = self._directory.identity(server_name)
+                    server = self._servers[server_name] = (identity, self._build_manager(identity))
+        return server
+
+
+def servers() -> SpireServers:
+    """The process-wide servers; raises ConfigurationError while settings are invalid."""
+    global _servers
+    if _servers is None:
         with _lock:
-            if _key_manager is None:
-                _key_manager = build_key_manager(load_settings(os.environ))
-    return _key_manager
+            if _servers is None:
+                _servers = build_servers(load_settings(os.environ))
+    return _servers
+
+
+def key_manager(server_name: str | None = None, trust_domain: str | None = None) -> KeyManager:
+    """The key manager that serves a caller naming ``server_name`` (None: the app's default server)."""
+    return _key_manager if _key_manager is not None else servers().serve(server_name, trust_domain)
+
+
+def default_key_manager() -> KeyManager:
+    """The default server's key manager as built: no check of its id, no record of use (for health)."""
+    return _key_manager if _key_manager is not None else servers().default_manager
+
+
+def check_default_server() -> None:
+    """Read (or create) the default server's id, or re-check it when due; raises while it cannot serve."""
+    if _key_manager is not None:
+        _key_manager.naming()
+    else:
+        servers().check(None)
+
+
+def conflicts() -> list[Unavailable]:
+    """Why servers cannot serve on this instance, as their last checks found; raises on invalid settings."""
+    return [] if _key_manager is not None else servers().conflicts()
+
+
+def servers_to_maintain() -> list[str | None]:
+    return [None] if _key_manager is not None else servers().maintained()
+
+
+def key_manager_for_maintenance(server_name: str | None) -> KeyManager:
+    return _key_manager if _key_manager is not None else servers().for_maintenance(server_name)
 
 
 def build_key_manager(settings: Settings, **client_options: Any) -> KeyManager:
-    """Wire a key manager; ``client_options`` reach every Azure client (tests pass a transport)."""
+    """The default server's key manager, wired as the app wires it (tests pass a counting transport)."""
+    return build_servers(settings, **client_options).default_manager
+
+
+def build_servers(settings: Settings, **client_options: Any) -> SpireServers:
+    """Wire the app's servers; ``client_options`` reach every Azure client (tests pass a transport)."""
     credential = build_credential(settings, **_client_options(None, {**CREDENTIAL_RETRY, **client_options}))
     options = _client_options(settings.key_vault_ca_bundle, client_options)
     key_client = KeyClient(
@@ -56,14 +190,35 @@ def build_key_manager(settings: Settings, **client_options: Any) -> KeyManager:
         verify_challenge_resource=settings.verify_challenge_resource,
         # Total time the retries of one call may take, Retry-After waits included.
         retry_policy=BudgetedRetryPolicy(timeout=settings.key_vault_retry_seconds, retry_total=options.pop("retry_total")),
+        per_call_policies=[ChallengeResourcePolicy()],
         **options,
     )
-    return KeyManager(
-        KeyVaultKeys(key_client),
-        build_server_identity(settings, credential, **client_options),
+    vault = KeyVaultKeys(key_client)
+    return SpireServers(
         settings.trust_domain,
-        settings.sweep_policy,
+        build_server_directory(settings, credential, **client_options),
+        lambda identity: KeyManager(vault, identity, settings.trust_domain, settings.sweep_policy),
+        settings.sweep_policy.stale_key_age,
     )
+
+
+class ChallengeResourcePolicy(HTTPPolicy):
+    """Reports a Key Vault challenge that does not fit KEY_VAULT_URI as the configuration error it is.
+
+    The SDK's challenge policy raises a bare ValueError when the vault's challenge names another
+    resource (a URI that is not the vault's, or a server that is not a Key Vault).
+    """
+
+    def send(self, request: PipelineRequest) -> PipelineResponse:
+        try:
+            return self.next.send(request)
+        except ValueError as exc:
+            if _CHALLENGE_ERROR not in str(exc).lower():
+                raise
+            raise ConfigurationError(
+                "KEY_VAULT_URI: the server there answered with an authentication challenge for another resource; "
+                "check that KEY_VAULT_URI is the vault's URI (https://<vault-name>.vault.azure.net/)"
+            ) from None
 
 
 def build_credential(settings: Settings, **client_options: Any) -> TokenCredential:
@@ -75,20 +230,22 @@ def build_credential(settings: Settings, **client_options: Any) -> TokenCredenti
     return DefaultAzureCredential(**client_options)
 
 
-def build_server_identity(settings: Settings, credential: TokenCredential, **client_options: Any) -> ServerIdentity:
+def build_server_directory(settings: Settings, credential: TokenCredential, **client_options: Any) -> ServerDirectory:
     if settings.server_id is not None:
-        return FixedServerIdentity(settings.server_id)
+        return FixedServerDirectory(settings.server_id)
     location = settings.metadata_blob
     assert location is not None  # settings require one of the two
     options = _client_options(None, {**BLOB_RETRY, **client_options})
-    service = _blob_service(location, credential, options)
-    return BlobServerIdentity(service.get_container_client(location.container), service.get_blob_client(location.container, location.blob))
+    return BlobServerDirectory(_blob_service(location, credential, options).get_container_client(location.container), location.blob)
 
 
 def _blob_service(location: BlobLocation, credential: TokenCredential, options: Mapping[str, Any]) -> BlobServiceClient:
-    if location.connection_string is not None:
+    if location.connection_string is None:
+        return BlobServiceClient(location.account_url, credential=credential, **options)
+    try:
         return BlobServiceClient.from_connection_string(location.connection_string, **options)
-    return BlobServiceClient(location.account_url, credential=credential, **options)
+    except ValueError:  # what the settings' check let through and the SDK refuses
+        raise ConfigurationError(f"{location.connection_setting} is not a storage connection string the storage SDK accepts") from None
 
 
 def _client_options(ca_bundle: str | None, overrides: Mapping[str, Any]) -> dict[str, Any]:

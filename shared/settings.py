@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Mapping
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from shared.errors import ConfigurationError
 from shared.maintenance import DEFAULT_MAX_DELETIONS, DEFAULT_STALE_KEY_AGE, SweepPolicy
@@ -20,10 +23,17 @@ _SERVER_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
 APP_CREDENTIAL_SETTINGS = ("TENANT_ID", "SUBSCRIPTION_ID", "APP_ID", "APP_SECRET")
-_DURATION = re.compile(r"(\d+)([dhms])")
+# ASCII digits only, and few enough that no setting overflows what it sets.
+_DURATION = re.compile(r"([0-9]{1,9})([dhms])")
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
 _DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 # Servers refresh their keys every few hours; an age near that would sweep keys still in use.
 MIN_STALE_KEY_AGE = timedelta(days=1)
+# Ten years: past that, a key's Updated time no longer says anything about its server.
+MAX_STALE_KEY_AGE = timedelta(days=3650)
+MAX_SWEEP_DELETIONS = 100_000
+# Blob names hold at most 1024 characters; named servers' blobs add ".servers/<server name>" to the path.
+MAX_METADATA_BLOB_PATH = 900
 DEFAULT_KEY_VAULT_RETRY_SECONDS = 20
 # Retries must end well inside the Functions host's timeout (5 minutes on the Consumption plan).
 MAX_KEY_VAULT_RETRY_SECONDS = 120
@@ -58,6 +68,8 @@ class BlobLocation:
     blob: str
     connection_string: str | None = field(default=None, repr=False)
     account_url: str | None = None
+    # The app setting that names the account, for messages about it.
+    connection_setting: str = "KEY_METADATA_STORAGE"
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         raise ConfigurationError(
             "KEY_IDENTIFIER_VALUE must be 1 to 64 letters, digits or dashes: it becomes part of Key Vault key names"
         )
+    if server_id is not None and env.get("KEY_METADATA_BLOB"):
+        raise ConfigurationError("KEY_IDENTIFIER_VALUE and KEY_METADATA_BLOB cannot both be set: choose one way to keep the server id")
     skip_challenge_check = _boolean(env, "KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION")
     if skip_challenge_check and not _is_loopback(urlsplit(key_vault_uri).hostname or ""):
         raise ConfigurationError(
@@ -95,7 +109,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         credentials=_credentials(env),
         server_id=server_id,
         metadata_blob=None if server_id else _metadata_blob(env),
-        key_vault_ca_bundle=env.get("KEY_VAULT_CA_BUNDLE") or None,
+        key_vault_ca_bundle=_ca_bundle(env),
         verify_challenge_resource=not skip_challenge_check,
         sweep_policy=SweepPolicy(_stale_key_age(env), _max_deletions(env)),
         key_vault_retry_seconds=_key_vault_retry_seconds(env),
@@ -103,11 +117,15 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
 
 
 def _key_vault_retry_seconds(env: Mapping[str, str]) -> int:
-    value = env.get("KEY_VAULT_RETRY_SECONDS", "")
+    return _whole_number(env, "KEY_VAULT_RETRY_SECONDS", DEFAULT_KEY_VAULT_RETRY_SECONDS, 1, MAX_KEY_VAULT_RETRY_SECONDS, "seconds ")
+
+
+def _whole_number(env: Mapping[str, str], name: str, default: int, low: int, high: int, unit: str = "") -> int:
+    value = env.get(name, "")
     if not value:
-        return DEFAULT_KEY_VAULT_RETRY_SECONDS
-    if not value.isdigit() or not 1 <= int(value) <= MAX_KEY_VAULT_RETRY_SECONDS:
-        raise ConfigurationError(f"KEY_VAULT_RETRY_SECONDS must be a whole number of seconds from 1 to {MAX_KEY_VAULT_RETRY_SECONDS}")
+        return default
+    if not _WHOLE_NUMBER.fullmatch(value) or not low <= int(value) <= high:
+        raise ConfigurationError(f"{name} must be a whole number of {unit}from {low} to {high}, in ASCII digits")
     return int(value)
 
 
@@ -117,20 +135,24 @@ def _stale_key_age(env: Mapping[str, str]) -> timedelta:
         return DEFAULT_STALE_KEY_AGE
     match = _DURATION.fullmatch(value)
     if not match:
-        raise ConfigurationError("STALE_KEY_AGE must be a whole number of days, hours, minutes or seconds, such as 14d")
+        raise ConfigurationError("STALE_KEY_AGE must be a whole number (ASCII digits) of days, hours, minutes or seconds, such as 14d")
     age = timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
     if age < MIN_STALE_KEY_AGE:
         raise ConfigurationError("STALE_KEY_AGE must be at least 1d: a shorter age would sweep keys that other servers still refresh")
+    if age > MAX_STALE_KEY_AGE:
+        raise ConfigurationError(f"STALE_KEY_AGE must be at most {MAX_STALE_KEY_AGE.days}d")
     return age
 
 
 def _max_deletions(env: Mapping[str, str]) -> int:
-    value = env.get("SWEEP_MAX_DELETIONS", "")
-    if not value:
-        return DEFAULT_MAX_DELETIONS
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigurationError("SWEEP_MAX_DELETIONS must be a whole number of at least 1")
-    return int(value)
+    return _whole_number(env, "SWEEP_MAX_DELETIONS", DEFAULT_MAX_DELETIONS, 1, MAX_SWEEP_DELETIONS)
+
+
+def _ca_bundle(env: Mapping[str, str]) -> str | None:
+    path = env.get("KEY_VAULT_CA_BUNDLE") or None
+    if path is not None and not os.path.isfile(path):
+        raise ConfigurationError("KEY_VAULT_CA_BUNDLE names no file: give the path of the local Key Vault's CA certificate (PEM)")
+    return path
 
 
 def _trust_domain(env: Mapping[str, str]) -> str:
@@ -148,8 +170,8 @@ def _key_vault_uri(env: Mapping[str, str]) -> str:
     value = env.get("KEY_VAULT_URI", "")
     if not value:
         raise ConfigurationError("KEY_VAULT_URI is required")
-    parts = urlsplit(value)
-    if parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/") or parts.query:
+    parts = _url_parts(value)
+    if parts is None or parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/") or parts.query:
         raise ConfigurationError("KEY_VAULT_URI must be a vault's https URI, such as https://<vault-name>.vault.azure.net/")
     return value
 
@@ -178,17 +200,60 @@ def _metadata_blob(env: Mapping[str, str]) -> BlobLocation:
         raise ConfigurationError(
             "KEY_METADATA_BLOB must be <container>/<blob path> with a valid container name (3-63 lowercase letters, digits, dashes)"
         )
+    if len(blob) > MAX_METADATA_BLOB_PATH:
+        raise ConfigurationError(f"KEY_METADATA_BLOB's blob path must be at most {MAX_METADATA_BLOB_PATH} characters")
     for connection in ("KEY_METADATA_STORAGE", "AzureWebJobsStorage"):
         if env.get(connection):
-            return BlobLocation(container, blob, connection_string=env[connection])
-        account_url = env.get(f"{connection}__blobServiceUri")
+            _check_connection_string(connection, env[connection])
+            return BlobLocation(container, blob, connection_string=env[connection], connection_setting=connection)
+        setting = f"{connection}__blobServiceUri"
+        account_url = env.get(setting)
         if account_url:
-            if urlsplit(account_url).scheme not in ("https", "http"):
-                raise ConfigurationError(f"{connection}__blobServiceUri must be the storage account's blob service URL")
-            return BlobLocation(container, blob, account_url=account_url)
+            if not _is_http_url(account_url):
+                raise ConfigurationError(f"{setting} must be the storage account's blob service URL")
+            return BlobLocation(container, blob, account_url=account_url, connection_setting=setting)
     raise ConfigurationError(
         "KEY_METADATA_STORAGE (or KEY_METADATA_STORAGE__blobServiceUri, or the app's AzureWebJobsStorage) is required to reach KEY_METADATA_BLOB"
     )
+
+
+def _check_connection_string(setting: str, value: str) -> None:
+    """Refuse what the storage SDK would refuse, or fail on, at the first request (never naming the value)."""
+    pairs = [part.split("=", 1) for part in value.rstrip(";").split(";")]
+    if any(len(pair) != 2 or not pair[0] for pair in pairs):
+        raise ConfigurationError(f"{setting} is not a storage connection string: it must be <name>=<value> pairs separated by ';'")
+    fields = {name.strip().lower(): part.strip() for name, part in pairs}
+    if fields.get("usedevelopmentstorage") == "true":
+        return
+    endpoint = fields.get("blobendpoint")
+    if endpoint is not None and not _is_http_url(endpoint):
+        raise ConfigurationError(f"{setting}: BlobEndpoint must be the blob service URL")
+    if endpoint is None and not fields.get("accountname"):
+        raise ConfigurationError(f"{setting} names no storage account: give AccountName or BlobEndpoint")
+    if "accountkey" in fields:
+        if not fields.get("accountname"):
+            raise ConfigurationError(f"{setting}: an AccountKey needs its AccountName")
+        try:
+            base64.b64decode(fields["accountkey"], validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigurationError(f"{setting}: AccountKey is not base64") from None
+    elif not fields.get("sharedaccesssignature"):
+        raise ConfigurationError(f"{setting} has no credential: give AccountKey or SharedAccessSignature, or use {setting}__blobServiceUri")
+
+
+def _is_http_url(value: str) -> bool:
+    parts = _url_parts(value)
+    return parts is not None and parts.scheme in ("https", "http") and bool(parts.hostname)
+
+
+def _url_parts(value: str) -> SplitResult | None:
+    """The URL's parts; None when it cannot be one (a bracket left open, a port that is no number)."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - parsing the port is what raises on a bad one
+    except ValueError:
+        return None
+    return parts
 
 
 def _boolean(env: Mapping[str, str], name: str) -> bool:

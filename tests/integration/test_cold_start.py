@@ -19,7 +19,7 @@ COLD_START = """
 import json, sys, time
 from shared import app_context
 from shared.algorithms import KeyType
-manager = app_context.key_manager()
+manager = app_context.default_key_manager()  # built, its server id not read yet
 time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
 server_id = manager.naming().server_id
 key = manager.generate_key(f"instance-{sys.argv[2]}", KeyType.EC_P256)

@@ -48,11 +48,12 @@ def test_failing_dependencies_answer_503_without_secrets(app_env, monkeypatch, c
     azurite_endpoint = app_env["AzureWebJobsStorage"].split("BlobEndpoint=http://")[1].split("/")[0]
     failing = (
         {"AzureWebJobsStorage": app_env["AzureWebJobsStorage"].replace(azurite_endpoint, CLOSED)},
-        {"KEY_VAULT_URI": f"https://{CLOSED}", "KEY_IDENTIFIER_VALUE": "secrets-test"},
+        {"KEY_VAULT_URI": f"https://{CLOSED}", "KEY_METADATA_BLOB": "", "KEY_IDENTIFIER_VALUE": "secrets-test"},
         {
             "USE_MSI": "true",  # also when the vault is reached through Azure's default credential chain
             "IDENTITY_ENDPOINT": f"http://{CLOSED}/metadata/identity/oauth2/token",
             "IDENTITY_HEADER": "secrets-test",
+            "KEY_METADATA_BLOB": "",
             "KEY_IDENTIFIER_VALUE": "secrets-test",
         },
     )

@@ -62,7 +62,7 @@ def test_unparsable_content_is_503_and_left_untouched(app_env, monkeypatch):
 
 
 def test_key_identifier_value_is_the_server_id_and_no_blob_is_used(app_env, monkeypatch):
-    env = {**app_env, "KEY_IDENTIFIER_VALUE": "fixed-server-1"}
+    env = {**app_env, "KEY_METADATA_BLOB": "", "KEY_IDENTIFIER_VALUE": "fixed-server-1"}
     app = make_app(env, monkeypatch)
     app.generate("a", "ec-p256")
     assert app.manager.naming().server_id == "fixed-server-1"

@@ -291,3 +291,40 @@ def test_health_answers_match_their_schemas(monkeypatch):
     assert response.status_code == 503
     _validator("HealthUnavailable").validate(json.loads(response.get_body()))
     _validator("Health").validate({"status": "ok"})
+
+
+KEY_FUNCTIONS = ("generate_key", "get_public_key", "get_public_keys", "sign_data")
+
+
+def _header_parameters(function_name: str) -> dict[str, dict]:
+    return {p["name"]: p for p in map(_deref, _operation(function_name).get("parameters", [])) if p["in"] == "header"}
+
+
+def test_the_key_functions_take_the_optional_server_name_and_trust_domain_headers():
+    from functions.keys import SERVER_NAME_HEADER, TRUST_DOMAIN_HEADER
+
+    for name in KEY_FUNCTIONS:
+        headers = _header_parameters(name)
+        assert set(headers) == {SERVER_NAME_HEADER, TRUST_DOMAIN_HEADER}, name
+        assert not any(header["required"] for header in headers.values()), name
+        assert "400" in _operation(name)["responses"], name
+    for name in set(HTTP_FUNCTIONS) - set(KEY_FUNCTIONS):
+        assert _header_parameters(name) == {}, name
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    ["a", "0", "spire-server-1", "a.b_c-d", "a" * 63, "a" * 64, "", "-a", "a-", ".a", "a_", "A", "a b", "a/b", "ß", "a\n", "server:1"],
+)
+def test_the_server_name_schema_accepts_exactly_what_the_app_accepts(candidate):
+    from shared.server_identity import validate_server_name
+
+    schema = _deref(_header_parameters("sign_data")["X-SPIRE-Server-Name"])["schema"]
+    ecma_pattern = schema["pattern"].replace("$", r"\Z")  # ECMA's $ matches only at the very end
+    documented = bool(re.search(ecma_pattern, candidate)) and schema["minLength"] <= len(candidate) <= schema["maxLength"]
+    try:
+        validate_server_name(candidate)
+        accepted = True
+    except InvalidArgument:
+        accepted = False
+    assert documented == accepted

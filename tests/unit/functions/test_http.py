@@ -1,8 +1,9 @@
 import json
 
+import azure.functions as func
 import pytest
 
-from functions.http import STATUS_BY_ERROR, error_response
+from functions.http import STATUS_BY_ERROR, error_response, json_body
 from shared import errors
 
 
@@ -33,3 +34,28 @@ def test_throttling_tells_callers_when_to_retry():
 def test_every_error_class_has_a_status():
     for cls in (errors.InvalidArgument, errors.NotFound, errors.FailedPrecondition, errors.ResourceExhausted, errors.Unavailable):
         assert cls in STATUS_BY_ERROR
+
+
+def _request(body: bytes) -> func.HttpRequest:
+    return func.HttpRequest("POST", "http://localhost/api/keys", body=body)
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b'{"key_id": NaN}', "NaN"),
+        (b'{"key_id": Infinity}', "Infinity"),
+        (b'{"key_id": -Infinity}', "-Infinity"),
+        (b'{"salt_length": 1e999}', "too large"),
+        (b'{"key_id": "a", "key_id": "b"}', "more than once"),
+        (b'{"pss_options": {"salt_length": 1, "salt_length": 2}}', "more than once"),
+    ],
+)
+def test_json_that_is_not_strict_json_is_invalid_argument(body, message):
+    with pytest.raises(errors.InvalidArgument, match=message):
+        json_body(_request(body))
+
+
+def test_strict_json_parses_with_numbers_and_nested_objects():
+    body = b'{"a": 1.5, "b": -1, "c": {"d": [1e3, null, true]}}'
+    assert json_body(_request(body)) == {"a": 1.5, "b": -1, "c": {"d": [1000.0, None, True]}}

@@ -45,13 +45,14 @@ def test_client_options_set_explicit_timeouts_and_let_overrides_win():
     assert options["read_timeout"] == 1 and options["connection_verify"] == "ca.pem"
 
 
-def test_the_key_manager_is_built_once_and_settings_errors_are_not_cached(monkeypatch):
-    monkeypatch.setattr(app_context, "_key_manager", None)
+def test_the_servers_are_built_once_and_settings_errors_are_not_cached(monkeypatch):
+    monkeypatch.setattr(app_context, "_servers", None)
     monkeypatch.delenv("TRUST_DOMAIN", raising=False)
     for name, value in BASE.items():
         if name != "TRUST_DOMAIN":
             monkeypatch.setenv(name, value)
     with pytest.raises(ConfigurationError, match="TRUST_DOMAIN"):
-        app_context.key_manager()
+        app_context.servers()
     monkeypatch.setenv("TRUST_DOMAIN", "example.org")
-    assert app_context.key_manager() is app_context.key_manager()
+    assert app_context.servers() is app_context.servers()
+    assert app_context.default_key_manager() is app_context.servers().default_manager

@@ -49,7 +49,7 @@ def test_key_vault_uri_must_be_an_https_vault_uri(value):
     assert "KEY_VAULT_URI" in error_of(KEY_VAULT_URI=value)
 
 
-@pytest.mark.parametrize("value", ["noblob", "Spire/x", "spire/", "a/x", "bad--name/x"])
+@pytest.mark.parametrize("value", ["noblob", "Spire/x", "spire/", "a/x", "bad--name/x", "spire/" + "x" * 901])
 def test_metadata_blob_must_name_container_and_blob(value):
     assert "KEY_METADATA_BLOB" in error_of(KEY_METADATA_BLOB=value)
 
@@ -101,7 +101,7 @@ def test_msi_and_app_credentials_together_are_a_configuration_error():
 
 
 def test_secrets_stay_out_of_repr():
-    loaded = settings(**APP, KEY_METADATA_STORAGE="AccountKey=c2VjcmV0")
+    loaded = settings(**APP, KEY_METADATA_STORAGE="AccountName=a;AccountKey=c2VjcmV0")
     assert "very-secret" not in repr(loaded)
     assert "c2VjcmV0" not in repr(loaded)
 
@@ -128,13 +128,70 @@ def test_stale_key_age_must_be_a_duration_of_at_least_a_day(value):
     assert "STALE_KEY_AGE" in error_of(STALE_KEY_AGE=value)
 
 
-@pytest.mark.parametrize("value", ["0", "-5", "ten", "1.5"])
-def test_sweep_max_deletions_must_be_positive(value):
+@pytest.mark.parametrize("value", ["0", "-5", "ten", "1.5", "100001", "٣", "²", "1" * 5000])
+def test_sweep_max_deletions_must_be_a_bounded_whole_number_in_ascii_digits(value):
     assert "SWEEP_MAX_DELETIONS" in error_of(SWEEP_MAX_DELETIONS=value)
 
 
 def test_key_vault_retry_time_defaults_to_twenty_seconds_and_is_bounded():
     assert settings().key_vault_retry_seconds == 20
     assert settings(KEY_VAULT_RETRY_SECONDS="5").key_vault_retry_seconds == 5
-    for value in ("0", "121", "ten", "-1"):
+    for value in ("0", "121", "ten", "-1", "٥", "５", "9" * 5000):
         assert "KEY_VAULT_RETRY_SECONDS" in error_of(KEY_VAULT_RETRY_SECONDS=value)
+
+
+@pytest.mark.parametrize("value", ["٣d", "99999999999d", "3651d", "1" * 5000 + "s"])
+def test_stale_key_age_is_bounded_and_in_ascii_digits(value):
+    assert "STALE_KEY_AGE" in error_of(STALE_KEY_AGE=value)
+
+
+def test_key_identifier_value_and_metadata_blob_together_are_refused():
+    message = error_of(KEY_IDENTIFIER_VALUE="server-a")
+    assert "KEY_IDENTIFIER_VALUE" in message and "KEY_METADATA_BLOB" in message
+
+
+def test_ca_bundle_must_name_a_file(tmp_path):
+    assert "KEY_VAULT_CA_BUNDLE" in error_of(KEY_VAULT_CA_BUNDLE=str(tmp_path / "missing.pem"))
+    assert "KEY_VAULT_CA_BUNDLE" in error_of(KEY_VAULT_CA_BUNDLE=str(tmp_path))
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert settings(KEY_VAULT_CA_BUNDLE=str(bundle)).key_vault_ca_bundle == str(bundle)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "not a connection string",
+        "AccountName=acct;AccountKey",
+        "=x;AccountName=acct",
+        "AccountName=acct;AccountKey=not*base64",
+        "AccountKey=a2V5",
+        "AccountName=acct",
+        "AccountName=acct;AccountKey=a2V5;BlobEndpoint=ftp://x",
+        "AccountName=acct;AccountKey=a2V5;BlobEndpoint=https://[::1",
+        "BlobEndpoint=https://acct.blob.core.windows.net",
+    ],
+)
+def test_a_malformed_storage_connection_string_is_named_and_not_echoed(value):
+    for setting in ("KEY_METADATA_STORAGE", "AzureWebJobsStorage"):
+        message = error_of(**{setting: value})
+        assert setting in message and value not in message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "UseDevelopmentStorage=true",
+        "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5;EndpointSuffix=core.windows.net",
+        "BlobEndpoint=https://acct.blob.core.windows.net;SharedAccessSignature=sv=2022&sig=x",
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;",
+    ],
+)
+def test_storage_connection_strings_of_each_kind_are_accepted(value):
+    assert settings(KEY_METADATA_STORAGE=value).metadata_blob.connection_setting == "KEY_METADATA_STORAGE"
+
+
+@pytest.mark.parametrize("value", ["https://[::1", "https://vault:port/", "https://vault:99999/"])
+def test_unparsable_uris_are_configuration_errors(value):
+    assert "KEY_VAULT_URI" in error_of(KEY_VAULT_URI=value)
+    assert "KEY_METADATA_STORAGE__blobServiceUri" in error_of(AzureWebJobsStorage=None, KEY_METADATA_STORAGE__blobServiceUri=value)

@@ -1,0 +1,298 @@
+// The function app on the Flex Consumption plan, its storage and its monitoring; identity-based
+// connections only: the storage account refuses shared keys and Application Insights local auth.
+param location string
+param tags object
+param resourceToken string
+
+// The app's user-assigned identity.
+param identityId string
+param identityClientId string
+param identityPrincipalId string
+
+param trustDomain string
+param keyVaultUri string
+param keyIdentifierValue string
+param staleKeyAge string
+param sweepMaxDeletions string
+param keyVaultRetrySeconds string
+param refreshKeysSchedule string
+param sweepKeysSchedule string
+
+param maximumInstanceCount int
+param instanceMemoryMB int
+
+// Built-in roles (their ids are the same in every tenant).
+var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_35:the Flex Consumption app reaches its storage from no fixed address or network unless it is put in a virtual network; access is by Entra ID only (shared keys are off)
+  // checkov:skip=CKV_AZURE_59:as above: without a virtual network and private endpoints the app reaches its storage over the public endpoint
+  // checkov:skip=CKV_AZURE_206:locally redundant costs least and what it holds can be rebuilt: the package by a deployment, the host keys by the host (SPIRE servers then need the new ones), and a lost server id blob makes SPIRE generate new keys
+  // checkov:skip=CKV_AZURE_43:the name is st followed by uniqueString (13 lowercase letters and digits), within the rules; checkov cannot evaluate the expression
+  name: 'st${resourceToken}'
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_LRS'
+  }
+  properties: {
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    allowBlobPublicAccess: false
+    allowCrossTenantReplication: false
+    isLocalUserEnabled: false
+    isSftpEnabled: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    deleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+    containerDeleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+  }
+}
+
+// Where the Flex Consumption plan keeps the deployed package.
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: 'app-package'
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+// Where the server id blob lives (KEY_METADATA_BLOB).
+resource metadataContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: 'spire'
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: 'log-${resourceToken}'
+  location: location
+  tags: tags
+  properties: {
+    sku: {
+      name: 'PerGB2018'
+    }
+    retentionInDays: 30
+    features: {
+      disableLocalAuth: true
+    }
+  }
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: 'appi-${resourceToken}'
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: logAnalytics.id
+    DisableLocalAuth: true
+  }
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225:zone redundancy is offered in some regions only and needs zone-redundant storage; an operator who needs it turns it on for a region that has it
+  name: 'plan-${resourceToken}'
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_17:SPIRE servers authenticate with function keys, and optionally Entra ID through App Service authentication (README, Security); client certificates would need a PKI for them
+  // checkov:skip=CKV_AZURE_222:SPIRE servers call the API over its public endpoint unless the operator adds a virtual network; every key route needs a function key
+  // checkov:skip=CKV_AZURE_212:the plan scales from zero; always-ready instances would bill while the API is idle, and a new instance starts on the next request
+  // checkov:skip=CKV_AZURE_213:/api/health reports Key Vault and storage outages, which recycling instances does not fix, so it is not the platform's health check
+  name: 'func-${resourceToken}'
+  location: location
+  tags: union(tags, { 'azd-service-name': 'api' })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    clientCertEnabled: false
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      // Every setting the app reads that has a value in Azure (README, Configuration); none holds a
+      // secret. An empty value means the app's default.
+      appSettings: [
+        {
+          name: 'AzureWebJobsStorage__credential'
+          value: 'managedidentity'
+        }
+        {
+          name: 'AzureWebJobsStorage__clientId'
+          value: identityClientId
+        }
+        {
+          name: 'AzureWebJobsStorage__blobServiceUri'
+          value: storage.properties.primaryEndpoints.blob
+        }
+        {
+          name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+          value: appInsights.properties.ConnectionString
+        }
+        {
+          name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+          value: 'ClientId=${identityClientId};Authorization=AAD'
+        }
+        {
+          name: 'TRUST_DOMAIN'
+          value: trustDomain
+        }
+        {
+          name: 'KEY_VAULT_URI'
+          value: keyVaultUri
+        }
+        {
+          name: 'USE_MSI'
+          value: 'true'
+        }
+        {
+          name: 'AZURE_CLIENT_ID'
+          value: identityClientId
+        }
+        {
+          name: 'KEY_METADATA_BLOB'
+          value: '${metadataContainer.name}/key-metadata'
+        }
+        {
+          name: 'KEY_METADATA_STORAGE__blobServiceUri'
+          value: storage.properties.primaryEndpoints.blob
+        }
+        {
+          name: 'KEY_IDENTIFIER_VALUE'
+          value: keyIdentifierValue
+        }
+        {
+          name: 'STALE_KEY_AGE'
+          value: staleKeyAge
+        }
+        {
+          name: 'SWEEP_MAX_DELETIONS'
+          value: sweepMaxDeletions
+        }
+        {
+          name: 'KEY_VAULT_RETRY_SECONDS'
+          value: keyVaultRetrySeconds
+        }
+        {
+          name: 'REFRESH_KEYS_SCHEDULE'
+          value: refreshKeysSchedule
+        }
+        {
+          name: 'SWEEP_KEYS_SCHEDULE'
+          value: sweepKeysSchedule
+        }
+      ]
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainer.name}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: '3.13'
+      }
+    }
+  }
+  dependsOn: [
+    storageBlobDataOwnerAssignment
+  ]
+}
+
+// Deployments and the Kudu site authenticate with Entra ID only: no FTP, no basic publishing credentials.
+resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+// The Functions host keeps its keys, locks and timer schedules in containers it creates itself, and
+// the plan reads the deployed package with the same identity: Microsoft documents Storage Blob Data
+// Owner on the account for that. The account is this app's alone, and the server id blob's container
+// is in it, so this one assignment is also the metadata blob's.
+resource storageBlobDataOwnerAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identityPrincipalId, storageBlobDataOwner)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwner)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Telemetry with Entra ID authentication (local auth is off).
+resource monitoringMetricsPublisherAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, identityPrincipalId, monitoringMetricsPublisher)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisher)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+output name string = functionApp.name
+output defaultHostName string = functionApp.properties.defaultHostName

@@ -1,0 +1,90 @@
+"""Health: one dependency check per instance per 30 s; settings and stopped servers reported at once."""
+
+import json
+from datetime import timedelta
+
+import azure.functions as func
+import pytest
+
+from functions import health
+from shared import app_context
+from shared.app_context import SpireServers
+from shared.errors import Unavailable
+from shared.key_manager import KeyManager
+from shared.server_identity import FixedServerDirectory
+from tests.unit.fakes import FakeVault, FixedIdentity
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(health, "_clock", clock)
+    monkeypatch.setattr(health, "_last", None)
+    return clock
+
+
+@pytest.fixture
+def vault(monkeypatch) -> FakeVault:
+    fake = FakeVault()
+    monkeypatch.setattr(app_context, "_key_manager", KeyManager(fake, FixedIdentity("server"), "example.org"))
+    return fake
+
+
+def call() -> tuple[int, dict]:
+    response = health.health(func.HttpRequest("GET", "http://localhost/api/health", body=b""))
+    return response.status_code, json.loads(response.get_body())
+
+
+def test_a_burst_costs_one_key_vault_request_per_interval(vault, clock):
+    assert [call() for _ in range(100)] == [(200, {"status": "ok"})] * 100
+    assert vault.names() == ["probe"]
+    clock.now += health.CHECK_INTERVAL_SECONDS - 0.001
+    call()
+    assert vault.names() == ["probe"]
+    clock.now += 0.001
+    call()
+    assert vault.names() == ["probe", "probe"]
+
+
+def test_a_failed_check_is_reused_too(vault, clock, monkeypatch):
+    def refuse():
+        vault.calls.append(("probe",))
+        raise Unavailable("Key Vault refused this app's identity")
+
+    monkeypatch.setattr(vault, "probe", refuse)
+    answers = [call() for _ in range(10)]
+    assert answers[0][0] == 503 and answers[0][1]["dependency"] == "key_vault"
+    assert all(answer == answers[0] for answer in answers) and vault.names() == ["probe"]
+
+
+def test_invalid_settings_are_reported_on_every_call_and_never_cached(clock, monkeypatch):
+    monkeypatch.setattr(app_context, "_key_manager", None)
+    monkeypatch.setattr(app_context, "_servers", None)
+    monkeypatch.delenv("TRUST_DOMAIN", raising=False)
+    monkeypatch.setenv("KEY_VAULT_URI", "https://localhost:1")
+    for _ in range(3):
+        status, body = call()
+        assert status == 503 and body["dependency"] == "settings" and "TRUST_DOMAIN" in body["error"]["message"]
+
+
+def test_a_stopped_server_is_reported_at_once_despite_a_recent_ok(clock, monkeypatch):
+    fake = FakeVault()
+    directory = FixedServerDirectory("server")
+    servers = SpireServers("example.org", directory, lambda identity: KeyManager(fake, identity, "example.org"), timedelta(days=14))
+    monkeypatch.setattr(app_context, "_key_manager", None)
+    monkeypatch.setattr(app_context, "_servers", servers)
+    assert call()[0] == 200
+    servers.serve("a")
+    stopped = servers._server("a")[0]
+    stopped.conflict = Unavailable("the server id blob x holds another server id")
+    status, body = call()
+    assert status == 503 and body["dependency"] == "blob_storage" and "another server id" in body["error"]["message"]
+    assert fake.names() == ["probe"]

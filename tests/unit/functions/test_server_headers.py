@@ -1,0 +1,128 @@
+"""X-SPIRE-Server-Name and X-SPIRE-Trust-Domain on the key functions, over the app's own SpireServers."""
+
+import base64
+import json
+from datetime import datetime, timedelta, timezone
+
+import azure.functions as func
+import pytest
+
+from functions import keys, maintenance
+from shared import app_context
+from shared.app_context import SpireServers
+from shared.key_manager import KeyManager
+from shared.server_identity import FixedServerDirectory, derived_server_id
+from tests.unit.fakes import FakeVault
+
+TRUST_DOMAIN = "example.org"
+VALUE = "app-server"
+
+
+@pytest.fixture
+def vault(monkeypatch):
+    fake = FakeVault()
+    servers = SpireServers(
+        TRUST_DOMAIN,
+        FixedServerDirectory(VALUE),
+        lambda identity: KeyManager(fake, identity, TRUST_DOMAIN),
+        timedelta(days=14),
+    )
+    monkeypatch.setattr(app_context, "_key_manager", None)
+    monkeypatch.setattr(app_context, "_servers", servers)
+    return fake
+
+
+def call(handler, body=None, method="POST", headers=None, **route_params):
+    data = json.dumps(body).encode() if body is not None else b""
+    request = func.HttpRequest(method, "http://localhost/api/keys", body=data, headers=headers or {}, route_params=route_params)
+    response = handler(request)
+    return response.status_code, json.loads(response.get_body() or b"null")
+
+
+def named(name: str) -> dict[str, str]:
+    return {"X-SPIRE-Server-Name": name}
+
+
+def generate(key_id: str, headers=None):
+    return call(keys.generate_key, {"key_id": key_id, "key_type": "ec-p256"}, headers=headers)
+
+
+def test_each_server_name_has_keys_of_its_own(vault):
+    assert generate("x509-CA-A", named("a"))[0] == 200
+    assert generate("x509-CA-A", named("b"))[0] == 200
+    assert generate("x509-CA-A")[0] == 200
+    owners = {version.tags["spire-server-id"] for versions in vault.keys.values() for version in versions}
+    assert owners == {VALUE, derived_server_id(VALUE, "a"), derived_server_id(VALUE, "b")}
+    listed = {name: call(keys.get_public_keys, method="GET", headers=named(name))[1]["public_keys"] for name in ("a", "b")}
+    assert [k["id"] for k in listed["a"]] == [k["id"] for k in listed["b"]] == ["x509-CA-A"]
+    assert listed["a"][0]["fingerprint"] != listed["b"][0]["fingerprint"]
+
+
+def test_a_key_of_one_server_is_not_found_by_another(vault):
+    generate("only-a", named("a"))
+    assert call(keys.get_public_key, method="GET", headers=named("b"), key_id="only-a")[0] == 404
+    body = {"data": base64.b64encode(b"\0" * 32).decode(), "hash_algorithm": "SHA256"}
+    assert call(keys.sign_data, body, headers=named("b"), key_id="only-a")[0] == 404
+    assert call(keys.sign_data, body, headers=named("a"), key_id="only-a")[0] == 200
+
+
+def test_derived_ids_depend_on_both_the_value_and_the_name():
+    assert derived_server_id("v", "a") == derived_server_id("v", "a")
+    assert len({derived_server_id("v", "a"), derived_server_id("v", "b"), derived_server_id("w", "a")}) == 3
+
+
+@pytest.mark.parametrize("name", ["", "A", "-a", "a-", "a b", "a/b", "a" * 64, "é"])
+def test_an_invalid_server_name_is_400_and_nothing_is_done(vault, name):
+    status, body = generate("k", named(name))
+    assert status == 400 and body["error"]["code"] == "InvalidArgument"
+    assert "X-SPIRE-Server-Name" in body["error"]["message"]
+    assert vault.calls == []
+
+
+@pytest.mark.parametrize("handler, method, route", [
+    (keys.generate_key, "POST", {}),
+    (keys.get_public_keys, "GET", {}),
+    (keys.get_public_key, "GET", {"key_id": "k"}),
+    (keys.sign_data, "POST", {"key_id": "k"}),
+])
+def test_another_trust_domain_is_refused_before_anything_is_done(vault, handler, method, route):
+    body = {"key_id": "k", "key_type": "ec-p256", "data": base64.b64encode(b"\0" * 32).decode(), "hash_algorithm": "SHA256"}
+    status, error = call(handler, body, method=method, headers={"X-SPIRE-Trust-Domain": "other.org", **named("a")}, **route)
+    assert status == 400 and error["error"]["code"] == "InvalidArgument"
+    assert '"example.org"' in error["error"]["message"] and "X-SPIRE-Trust-Domain" in error["error"]["message"]
+    assert vault.calls == []
+
+
+def test_the_apps_own_trust_domain_is_served(vault):
+    assert generate("k", {"X-SPIRE-Trust-Domain": TRUST_DOMAIN})[0] == 200
+
+
+def test_refresh_covers_the_default_server_and_the_named_servers_that_called(vault):
+    generate("k")
+    generate("k", named("a"))
+    generate("k", named("b"))
+    report = maintenance.run_refresh()
+    assert len(report.refreshed) == 3 and report.failed == []
+
+
+def test_maintenance_covers_the_named_servers_used_within_the_stale_key_age():
+    fake = FakeVault()
+    now = datetime.now(timezone.utc)
+    moments = iter([now - timedelta(days=15), now])
+    servers = SpireServers(
+        TRUST_DOMAIN, FixedServerDirectory(VALUE, lambda: next(moments)), lambda identity: KeyManager(fake, identity, TRUST_DOMAIN), timedelta(days=14)
+    )
+    servers.serve("silent")  # last called 15 days ago
+    servers.serve("busy")
+    servers.check("checked-only")  # known, never called
+    assert servers.maintained() == [None, "busy"]
+
+
+def test_an_instance_serves_a_bounded_number_of_named_servers(vault, monkeypatch):
+    monkeypatch.setattr(app_context, "MAX_NAMED_SERVERS", 2)
+    for name in ("a", "b"):
+        assert call(keys.get_public_keys, method="GET", headers=named(name))[0] == 200
+    status, body = call(keys.get_public_keys, method="GET", headers=named("c"))
+    assert status == 503 and "2 named SPIRE servers" in body["error"]["message"]
+    assert call(keys.get_public_keys, method="GET", headers=named("a"))[0] == 200  # known ones go on
+    assert call(keys.get_public_keys, method="GET")[0] == 200
