@@ -91,6 +91,9 @@ class _Resolver:
                         return self.values(generator.iter)
             if isinstance(node, ast.For) and _is_name(node.target, name.id):
                 return self.values(node.iter)
+            for statement in getattr(node, "body", None) or ():  # a local name bound in an enclosing block
+                if isinstance(statement, ast.Assign) and any(_is_name(target, name.id) for target in statement.targets):
+                    return self.values(statement.value)
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 parameter_names = [argument.arg for argument in node.args.args]
                 if name.id in parameter_names:

@@ -74,5 +74,5 @@ def flag(env, name):
 
 
 def test_settings_read_refuses_a_setting_name_it_cannot_resolve():
-    with pytest.raises(UnresolvedSetting, match=r"<source>:3: cannot tell statically"):
+    with pytest.raises(UnresolvedSetting, match=r"<source>:2: cannot tell statically"):
         settings_read_in_source("def load(env):\n    name = compute()\n    return env.get(name)\n")

@@ -6,6 +6,7 @@ import azure.functions as func
 import pytest
 
 from functions import maintenance
+from shared import app_context
 from shared.errors import InvalidArgument
 from shared.maintenance import RefreshReport, SweepReport
 
@@ -26,7 +27,8 @@ class RecordingKeyManager:
 @pytest.fixture
 def manager(monkeypatch) -> RecordingKeyManager:
     recording = RecordingKeyManager()
-    monkeypatch.setattr(maintenance, "key_manager", lambda: recording)
+    monkeypatch.setattr(app_context, "servers_to_maintain", lambda: [None])  # the default server alone
+    monkeypatch.setattr(app_context, "key_manager_for_maintenance", lambda server_name: recording)
     return recording
 
 
