@@ -9,7 +9,7 @@ import sys
 import time
 import traceback
 
-from benchmarks import cold_start, concurrency, memory, overhead, requests_per_op
+from benchmarks import cold_start, concurrency, memory, overhead, requests_per_op, spire_mint
 from benchmarks.common import ROOT, Figure
 
 GROUPS = {
@@ -18,6 +18,7 @@ GROUPS = {
     "cold_start": cold_start.run,
     "concurrency": concurrency.run,
     "memory": memory.run,
+    "spire_mint": spire_mint.run,
 }
 RESULTS = ROOT / "bench-results.json"
 

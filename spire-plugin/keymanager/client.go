@@ -1,0 +1,218 @@
+package keymanager
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+const (
+	// A call without a deadline gets SPIRE's own: 30 s per KeyManager call.
+	defaultCallDeadline = 30 * time.Second
+	maxReplyMargin      = time.Second
+	maxResponseBytes    = 1 << 20
+	userAgent           = "azure-kv-keymanager-spire-plugin"
+)
+
+// backoff is the wait before retry number n (1-based): exponential with jitter, capped.
+type backoff struct {
+	base time.Duration
+	max  time.Duration
+}
+
+var defaultBackoff = backoff{base: 250 * time.Millisecond, max: 4 * time.Second}
+
+func (b backoff) delay(retry int) time.Duration {
+	delay := b.max
+	if retry < 16 {
+		delay = min(b.base<<(retry-1), b.max)
+	}
+	return delay/2 + rand.N(delay/2+1)
+}
+
+// appClient calls the app's HTTP API. It holds no key logic: it sends SPIRE's request, retries
+// what is worth retrying, and turns the app's answer into a gRPC status.
+type appClient struct {
+	settings *settings
+	http     *http.Client
+	logger   hclog.Logger
+	backoff  backoff
+}
+
+// apiErrorBody is the app's error document: {"error": {"code": "<gRPC code name>", "message"}}.
+type apiErrorBody struct {
+	Error *struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// attemptFailure is one attempt's failure: the status to report and whether another try may help.
+type attemptFailure struct {
+	status     *status.Status
+	retryable  bool
+	retryAfter time.Duration // what the app asked for; zero when it did not say
+}
+
+// call sends a request and decodes a 2xx JSON answer into out, retrying 429, 503 and connection
+// failures while the call's deadline leaves room for another attempt.
+func (c *appClient) call(ctx context.Context, method, path string, body, out any) error {
+	var payload []byte
+	if body != nil {
+		var err error
+		if payload, err = json.Marshal(body); err != nil {
+			return status.Errorf(codes.Internal, "unable to encode the request: %v", err)
+		}
+	}
+	ctx, cancel := withReplyMargin(ctx)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	for attempt := 1; ; attempt++ {
+		failure := c.attempt(ctx, method, path, payload, out)
+		if failure == nil {
+			return nil
+		}
+		if !failure.retryable {
+			return failure.status.Err()
+		}
+		wait := c.backoff.delay(attempt)
+		if failure.retryAfter > 0 {
+			wait = failure.retryAfter
+		}
+		if ctx.Err() != nil || time.Until(deadline) <= wait {
+			return giveUp(failure, attempt)
+		}
+		c.logger.Warn("The app did not serve the request; retrying", "method", method, "path", path,
+			"attempt", attempt, "code", failure.status.Code().String(), "reason", failure.status.Message(), "retry_in", wait.String())
+		select {
+		case <-ctx.Done():
+			return giveUp(failure, attempt)
+		case <-time.After(wait):
+		}
+	}
+}
+
+// withReplyMargin ends the call's retries a little before the caller's deadline (SPIRE's 30 s,
+// or ours when it set none), so the caller reads the app's last message rather than its own timeout.
+func withReplyMargin(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(defaultCallDeadline)
+	}
+	margin := min(maxReplyMargin, time.Until(deadline)/10)
+	return context.WithDeadline(ctx, deadline.Add(-margin))
+}
+
+func giveUp(failure *attemptFailure, attempts int) error {
+	return status.Errorf(failure.status.Code(), "%s (gave up after %d attempts within the call's deadline)", failure.status.Message(), attempts)
+}
+
+func (c *appClient) attempt(ctx context.Context, method, path string, payload []byte, out any) *attemptFailure {
+	attemptCtx, cancel := context.WithTimeout(ctx, c.settings.requestTimeout)
+	defer cancel()
+	request, err := http.NewRequestWithContext(attemptCtx, method, c.settings.appURL.String()+path, bytes.NewReader(payload))
+	if err != nil {
+		return &attemptFailure{status: status.Newf(codes.Internal, "unable to build the request: %v", err)}
+	}
+	c.setHeaders(request, payload != nil)
+	response, err := c.http.Do(request)
+	if err != nil {
+		return c.connectionFailure(ctx, err)
+	}
+	defer response.Body.Close()
+	content, err := io.ReadAll(io.LimitReader(response.Body, maxResponseBytes))
+	if err != nil {
+		return c.connectionFailure(ctx, err)
+	}
+	if response.StatusCode/100 != 2 {
+		return &attemptFailure{
+			status:     statusFromResponse(response.StatusCode, content),
+			retryable:  response.StatusCode == http.StatusTooManyRequests || response.StatusCode == http.StatusServiceUnavailable,
+			retryAfter: parseRetryAfter(response.Header.Get("Retry-After")),
+		}
+	}
+	if err := json.Unmarshal(content, out); err != nil {
+		return &attemptFailure{status: status.Newf(codes.Internal, "the app's answer to %s %s is not the expected JSON: %v", method, path, err)}
+	}
+	return nil
+}
+
+func (c *appClient) setHeaders(request *http.Request, hasBody bool) {
+	request.Header.Set("User-Agent", userAgent)
+	request.Header.Set("Accept", "application/json")
+	if hasBody {
+		request.Header.Set("Content-Type", "application/json")
+	}
+	if c.settings.functionKey != "" {
+		request.Header.Set("x-functions-key", c.settings.functionKey)
+	}
+	if c.settings.serverName != "" {
+		request.Header.Set("X-SPIRE-Server-Name", c.settings.serverName)
+	}
+	request.Header.Set("X-SPIRE-Trust-Domain", c.settings.trustDomain)
+}
+
+// connectionFailure: the app did not answer; another attempt may find it up.
+func (c *appClient) connectionFailure(ctx context.Context, err error) *attemptFailure {
+	if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("no answer within request_timeout %s", c.settings.requestTimeout)
+	}
+	return &attemptFailure{status: status.Newf(codes.Unavailable, "the app at %s did not answer: %v", c.settings.appURL, err), retryable: true}
+}
+
+var codesByName = func() map[string]codes.Code {
+	byName := make(map[string]codes.Code)
+	for code := codes.OK; code <= codes.Unauthenticated; code++ {
+		byName[code.String()] = code
+	}
+	return byName
+}()
+
+// statusFromResponse maps an error answer to a gRPC status. The app names SPIRE's gRPC code and
+// says what went wrong; its message is passed on unchanged. An answer without the app's error
+// document comes from something in front of the app (the Functions host, a gateway), so it never
+// reads as NotFound: SPIRE would take that for a missing key and make a new one.
+func statusFromResponse(statusCode int, content []byte) *status.Status {
+	var body apiErrorBody
+	if json.Unmarshal(content, &body) == nil && body.Error != nil {
+		if code, ok := codesByName[body.Error.Code]; ok && code != codes.OK && body.Error.Message != "" {
+			return status.New(code, body.Error.Message)
+		}
+	}
+	answer := fmt.Sprintf("HTTP %d %s", statusCode, http.StatusText(statusCode))
+	switch statusCode {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return status.Newf(codes.PermissionDenied, "the app refused the request (%s): check the function key", answer)
+	case http.StatusTooManyRequests:
+		return status.Newf(codes.ResourceExhausted, "the app is throttling requests (%s)", answer)
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return status.Newf(codes.Unavailable, "the app is unavailable (%s)", answer)
+	default:
+		return status.Newf(codes.Internal, "the app answered %s without an API error: check app_url", answer)
+	}
+}
+
+// parseRetryAfter reads Retry-After as delay-seconds or an HTTP date; zero when absent or invalid.
+func parseRetryAfter(value string) time.Duration {
+	if value == "" {
+		return 0
+	}
+	if seconds, err := strconv.Atoi(value); err == nil && seconds >= 0 {
+		return time.Duration(seconds) * time.Second
+	}
+	if when, err := http.ParseTime(value); err == nil {
+		return max(time.Until(when), 0)
+	}
+	return 0
+}

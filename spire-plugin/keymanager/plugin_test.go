@@ -1,0 +1,541 @@
+package keymanager
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
+	"github.com/spiffe/spire-plugin-sdk/plugintest"
+	keymanagerv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/keymanager/v1"
+	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+const (
+	trustDomain = "example.org"
+	functionKey = "function-key-that-must-stay-secret"
+	keyEnv      = "TEST_AZURE_KV_KEYMANAGER_FUNCTION_KEY"
+)
+
+// served is the plugin behind SPIRE's gRPC plugin transport, as spire-server calls it.
+type served struct {
+	km     keymanagerv1.KeyManagerPluginClient
+	config configv1.ConfigServiceClient
+	log    *syncBuffer
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func serve(t *testing.T) *served {
+	t.Helper()
+	plugin := New()
+	plugin.backoff = backoff{base: time.Millisecond, max: 5 * time.Millisecond}
+	s := &served{log: new(syncBuffer)}
+	kmClient := new(keymanagerv1.KeyManagerPluginClient)
+	configClient := new(configv1.ConfigServiceClient)
+	plugintest.ServeInBackground(t, plugintest.Config{
+		PluginServer:   keymanagerv1.KeyManagerPluginServer(plugin),
+		PluginClient:   kmClient,
+		ServiceServers: []pluginsdk.ServiceServer{configv1.ConfigServiceServer(plugin)},
+		ServiceClients: []pluginsdk.ServiceClient{configClient},
+		Logger:         hclog.New(&hclog.LoggerOptions{Output: s.log, Level: hclog.Trace}),
+	})
+	s.km, s.config = *kmClient, *configClient
+	return s
+}
+
+func (s *served) configure(t *testing.T, hclConfig string) error {
+	t.Helper()
+	_, err := s.config.Configure(context.Background(), &configv1.ConfigureRequest{
+		HclConfiguration:  hclConfig,
+		CoreConfiguration: &configv1.CoreConfiguration{TrustDomain: trustDomain},
+	})
+	return err
+}
+
+// serveApp serves handler as the app and the plugin configured against it.
+func serveApp(t *testing.T, handler http.Handler, extra string) *served {
+	t.Helper()
+	server := httptest.NewServer(handler)
+	t.Cleanup(server.Close)
+	return serveConfigured(t, server, extra)
+}
+
+// getKeyWithin asks for a key with a deadline, as SPIRE does for every call.
+func getKeyWithin(s *served, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_, err := s.km.GetPublicKey(ctx, &keymanagerv1.GetPublicKeyRequest{KeyId: "x509-CA-A"})
+	return err
+}
+
+// serveConfigured serves the plugin configured against app with the function key from the environment.
+func serveConfigured(t *testing.T, app *httptest.Server, extra string) *served {
+	t.Helper()
+	t.Setenv(keyEnv, functionKey)
+	s := serve(t)
+	require.NoError(t, s.configure(t, `app_url = "`+app.URL+`"
+function_key_env = "`+keyEnv+`"
+server_name = "spire-1"
+`+extra))
+	return s
+}
+
+func TestConfigureRejectsInvalidSettings(t *testing.T) {
+	emptyFile := filepath.Join(t.TempDir(), "empty")
+	require.NoError(t, os.WriteFile(emptyFile, []byte("\n"), 0o600))
+	t.Setenv(keyEnv, functionKey)
+	for _, tt := range []struct {
+		name, config, message string
+	}{
+		{"not HCL", `app_url "unterminated`, "unable to decode plugin_data"},
+		{"no app url", `server_name = "a"`, "app_url is required"},
+		{"relative url", `app_url = "/api"`, "must be an absolute http(s) URL"},
+		{"other scheme", `app_url = "ftp://example.net"`, "must be an absolute http(s) URL"},
+		{"http to a remote host", `app_url = "http://app.example.net"
+function_key_env = "` + keyEnv + `"`, "must use https"},
+		{"credentials in the url", `app_url = "https://user:pw@app.example.net"`, "must not hold credentials"},
+		{"no key for a remote app", `app_url = "https://app.example.net"`, "function_key_env or function_key_file is required"},
+		{"both key sources", `app_url = "https://app.example.net"
+function_key_env = "` + keyEnv + `"
+function_key_file = "` + emptyFile + `"`, "exclusive"},
+		{"unset variable", `app_url = "https://app.example.net"
+function_key_env = "TEST_AZURE_KV_KEYMANAGER_UNSET"`, `environment variable "TEST_AZURE_KV_KEYMANAGER_UNSET" is unset or empty`},
+		{"missing file", `app_url = "https://app.example.net"
+function_key_file = "/nonexistent/key"`, `function_key_file: unable to read "/nonexistent/key"`},
+		{"empty file", `app_url = "https://app.example.net"
+function_key_file = "` + emptyFile + `"`, "is empty"},
+		{"server name with capitals", `app_url = "http://127.0.0.1:1"
+server_name = "Spire-1"`, `server_name "Spire-1" is invalid`},
+		{"server name ending with a dash", `app_url = "http://127.0.0.1:1"
+server_name = "spire-"`, "is invalid"},
+		{"server name too long", `app_url = "http://127.0.0.1:1"
+server_name = "` + string(bytes.Repeat([]byte("a"), 64)) + `"`, "is invalid"},
+		{"timeout not a duration", `app_url = "http://127.0.0.1:1"
+request_timeout = "10"`, `request_timeout "10" is not a duration`},
+		{"timeout too long", `app_url = "http://127.0.0.1:1"
+request_timeout = "31s"`, "at most 30s"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := serve(t)
+			err := s.configure(t, tt.config)
+			assertStatus(t, err, codes.InvalidArgument, tt.message)
+			assert.NotContains(t, err.Error(), functionKey)
+		})
+	}
+}
+
+func TestConfigureNeedsTheTrustDomain(t *testing.T) {
+	s := serve(t)
+	_, err := s.config.Configure(context.Background(), &configv1.ConfigureRequest{HclConfiguration: `app_url = "http://127.0.0.1:1"`})
+	assertStatus(t, err, codes.InvalidArgument, "trust domain is missing")
+}
+
+func TestValidateReportsTheProblem(t *testing.T) {
+	s := serve(t)
+	response, err := s.config.Validate(context.Background(), &configv1.ValidateRequest{
+		HclConfiguration: `app_url = "https://app.example.net"`, CoreConfiguration: &configv1.CoreConfiguration{TrustDomain: trustDomain},
+	})
+	require.NoError(t, err)
+	assert.False(t, response.Valid)
+	assert.Contains(t, response.Notes[0], "function_key_env or function_key_file is required")
+}
+
+func TestCallsBeforeConfigureFail(t *testing.T) {
+	s := serve(t)
+	_, err := s.km.GetPublicKeys(context.Background(), &keymanagerv1.GetPublicKeysRequest{})
+	assertStatus(t, err, codes.FailedPrecondition, "not configured")
+}
+
+// fakeApp answers like the app for one EC key, and records what it was sent.
+type fakeApp struct {
+	mu       sync.Mutex
+	requests []recordedRequest
+	key      *ecdsa.PrivateKey
+	pkix     []byte
+}
+
+type recordedRequest struct {
+	method, path string
+	header       http.Header
+	body         map[string]any
+}
+
+func newFakeApp(t *testing.T) *fakeApp {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	pkix, err := x509.MarshalPKIXPublicKey(key.Public())
+	require.NoError(t, err)
+	return &fakeApp{key: key, pkix: pkix}
+}
+
+func (a *fakeApp) fingerprint() string {
+	sum := sha256.Sum256(a.pkix)
+	return hex.EncodeToString(sum[:])
+}
+
+func (a *fakeApp) publicKey(id string) map[string]any {
+	return map[string]any{"id": id, "type": "ec-p256", "pkix_data": a.pkix, "fingerprint": a.fingerprint()}
+}
+
+func (a *fakeApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var body map[string]any
+	_ = json.NewDecoder(r.Body).Decode(&body)
+	a.mu.Lock()
+	a.requests = append(a.requests, recordedRequest{r.Method, r.URL.Path, r.Header.Clone(), body})
+	a.mu.Unlock()
+	switch {
+	case r.Method == http.MethodPost && r.URL.Path == "/api/keys":
+		writeJSON(w, http.StatusOK, map[string]any{"public_key": a.publicKey(body["key_id"].(string))})
+	case r.Method == http.MethodGet && r.URL.Path == "/api/keys":
+		writeJSON(w, http.StatusOK, map[string]any{"public_keys": []any{a.publicKey("x509-CA-A"), a.publicKey("JWT-Signer-A")}})
+	case r.Method == http.MethodGet && r.URL.Path == "/api/keys/x509-CA-A":
+		writeJSON(w, http.StatusOK, map[string]any{"public_key": a.publicKey("x509-CA-A")})
+	case r.Method == http.MethodPost && r.URL.Path == "/api/keys/x509-CA-A/sign":
+		digest, _ := base64Decode(body["data"].(string))
+		signature, _ := ecdsa.SignASN1(rand.Reader, a.key, digest)
+		writeJSON(w, http.StatusOK, map[string]any{"signature": signature, "key_fingerprint": a.fingerprint()})
+	default:
+		writeJSON(w, http.StatusNotFound, apiError("NotFound", `key "missing" not found`))
+	}
+}
+
+func (a *fakeApp) recorded() []recordedRequest {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]recordedRequest(nil), a.requests...)
+}
+
+func writeJSON(w http.ResponseWriter, statusCode int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(statusCode)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+func apiError(code, message string) map[string]any {
+	return map[string]any{"error": map[string]any{"code": code, "message": message}}
+}
+
+func TestRPCsMapToTheAPI(t *testing.T) {
+	app := newFakeApp(t)
+	s := serveApp(t, app, "")
+	ctx := context.Background()
+
+	generated, err := s.km.GenerateKey(ctx, &keymanagerv1.GenerateKeyRequest{KeyId: "x509-CA-A", KeyType: keymanagerv1.KeyType_EC_P256})
+	require.NoError(t, err)
+	assert.Equal(t, &keymanagerv1.PublicKey{Id: "x509-CA-A", Type: keymanagerv1.KeyType_EC_P256, PkixData: app.pkix, Fingerprint: app.fingerprint()}, stripProto(generated.PublicKey))
+
+	got, err := s.km.GetPublicKey(ctx, &keymanagerv1.GetPublicKeyRequest{KeyId: "x509-CA-A"})
+	require.NoError(t, err)
+	assert.Equal(t, app.fingerprint(), got.PublicKey.Fingerprint)
+
+	listed, err := s.km.GetPublicKeys(ctx, &keymanagerv1.GetPublicKeysRequest{})
+	require.NoError(t, err)
+	assert.Len(t, listed.PublicKeys, 2)
+
+	digest := sha256.Sum256([]byte("data"))
+	signed, err := s.km.SignData(ctx, &keymanagerv1.SignDataRequest{
+		KeyId: "x509-CA-A", Data: digest[:], SignerOpts: &keymanagerv1.SignDataRequest_HashAlgorithm{HashAlgorithm: keymanagerv1.HashAlgorithm_SHA256},
+	})
+	require.NoError(t, err)
+	assert.True(t, ecdsa.VerifyASN1(&app.key.PublicKey, digest[:], signed.Signature))
+	assert.Equal(t, app.fingerprint(), signed.KeyFingerprint)
+
+	requests := app.recorded()
+	require.Len(t, requests, 4)
+	assert.Equal(t, map[string]any{"key_id": "x509-CA-A", "key_type": "ec-p256"}, requests[0].body)
+	assert.Equal(t, map[string]any{
+		"data": base64Encode(digest[:]), "hash_algorithm": "SHA256", "key_fingerprint": app.fingerprint(),
+	}, requests[3].body, "SignData sends the fingerprint it last returned for the key id")
+	for _, request := range requests {
+		assert.Equal(t, functionKey, request.header.Get("x-functions-key"))
+		assert.Equal(t, "spire-1", request.header.Get("X-SPIRE-Server-Name"))
+		assert.Equal(t, trustDomain, request.header.Get("X-SPIRE-Trust-Domain"))
+	}
+}
+
+func TestSignDataSendsPSSOptionsAndNoFingerprintForAnUnknownKey(t *testing.T) {
+	app := newFakeApp(t)
+	s := serveApp(t, app, "")
+	digest := make([]byte, 48)
+	_, err := s.km.SignData(context.Background(), &keymanagerv1.SignDataRequest{
+		KeyId: "JWT-Signer-B", Data: digest,
+		SignerOpts: &keymanagerv1.SignDataRequest_PssOptions{PssOptions: &keymanagerv1.SignDataRequest_PSSOptions{
+			HashAlgorithm: keymanagerv1.HashAlgorithm_SHA384, SaltLength: -1,
+		}},
+	})
+	assertStatus(t, err, codes.NotFound, `key "missing" not found`)
+	assert.Equal(t, map[string]any{
+		"data": base64Encode(digest), "pss_options": map[string]any{"hash_algorithm": "SHA384", "salt_length": float64(-1)},
+	}, app.recorded()[0].body)
+}
+
+func TestRequestsTheAppCannotServeAreRefusedHere(t *testing.T) {
+	app := newFakeApp(t)
+	s := serveApp(t, app, "")
+	ctx := context.Background()
+	_, err := s.km.GetPublicKey(ctx, &keymanagerv1.GetPublicKeyRequest{})
+	assertStatus(t, err, codes.InvalidArgument, "key id is required")
+	_, err = s.km.GenerateKey(ctx, &keymanagerv1.GenerateKeyRequest{KeyId: "a"})
+	assertStatus(t, err, codes.InvalidArgument, "key type is required")
+	_, err = s.km.SignData(ctx, &keymanagerv1.SignDataRequest{
+		KeyId: "a", Data: []byte("x"), SignerOpts: &keymanagerv1.SignDataRequest_HashAlgorithm{HashAlgorithm: keymanagerv1.HashAlgorithm_SHA3_256},
+	})
+	assertStatus(t, err, codes.InvalidArgument, "hash algorithm SHA3_256 is not supported")
+	assert.Empty(t, app.recorded())
+}
+
+func TestErrorsMapToGRPCCodes(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		statusCode int
+		body       string
+		code       codes.Code
+		message    string
+	}{
+		{"app NotFound, message unchanged", 404, `{"error": {"code": "NotFound", "message": "key \"nope\" not found"}}`, codes.NotFound, `key "nope" not found`},
+		{"app InvalidArgument", 400, `{"error": {"code": "InvalidArgument", "message": "bad digest"}}`, codes.InvalidArgument, "bad digest"},
+		{"app FailedPrecondition", 409, `{"error": {"code": "FailedPrecondition", "message": "rotated"}}`, codes.FailedPrecondition, "rotated"},
+		{"app Internal", 500, `{"error": {"code": "Internal", "message": "internal error"}}`, codes.Internal, "internal error"},
+		{"a 404 without the app's error is not a missing key", 404, `<html>Not Found</html>`, codes.Internal, "HTTP 404 Not Found without an API error: check app_url"},
+		{"function key refused", 401, ``, codes.PermissionDenied, "check the function key"},
+		{"forbidden", 403, `Forbidden`, codes.PermissionDenied, "HTTP 403"},
+		{"gateway error", 502, `bad gateway`, codes.Unavailable, "HTTP 502"},
+		{"unknown code name", 400, `{"error": {"code": "Bogus", "message": "m"}}`, codes.Internal, "HTTP 400"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := serveApp(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.WriteHeader(tt.statusCode)
+				_, _ = io.WriteString(w, tt.body)
+			}), "")
+			_, err := s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "nope"})
+			assertStatus(t, err, tt.code, tt.message)
+		})
+	}
+}
+
+func TestNotFoundMessageIsTheAppsExactly(t *testing.T) {
+	s := serveApp(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusNotFound, apiError("NotFound", `key "nope" not found`))
+	}), "")
+	_, err := s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "nope"})
+	assert.Equal(t, `key "nope" not found`, status.Convert(err).Message(), "SPIRE's contract compares the whole message")
+}
+
+// flakyApp fails its first `failures` requests with `fail`, then serves the fake app.
+func flakyApp(app *fakeApp, failures int32, fail http.HandlerFunc) (http.Handler, *atomic.Int32) {
+	var count atomic.Int32
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if count.Add(1) <= failures {
+			fail(w, r)
+			return
+		}
+		app.ServeHTTP(w, r)
+	}), &count
+}
+
+func TestThrottlingAndUnavailabilityAreRetried(t *testing.T) {
+	for _, statusCode := range []int{http.StatusTooManyRequests, http.StatusServiceUnavailable} {
+		t.Run(http.StatusText(statusCode), func(t *testing.T) {
+			handler, count := flakyApp(newFakeApp(t), 3, func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Retry-After", "0")
+				writeJSON(w, statusCode, apiError("Unavailable", "Key Vault does not answer"))
+			})
+			s := serveApp(t, handler, "")
+			_, err := s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "x509-CA-A"})
+			require.NoError(t, err)
+			assert.Equal(t, int32(4), count.Load())
+			assert.Contains(t, s.log.String(), "retrying")
+		})
+	}
+}
+
+func TestOtherErrorsAreNotRetried(t *testing.T) {
+	handler, count := flakyApp(newFakeApp(t), 1, func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusInternalServerError, apiError("Internal", "internal error"))
+	})
+	s := serveApp(t, handler, "")
+	_, err := s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "x509-CA-A"})
+	assertStatus(t, err, codes.Internal, "internal error")
+	assert.Equal(t, int32(1), count.Load())
+}
+
+func TestRetryAfterBeyondTheDeadlineFailsWithTheAppsMessage(t *testing.T) {
+	handler, count := flakyApp(newFakeApp(t), 100, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Retry-After", "120")
+		writeJSON(w, http.StatusTooManyRequests, apiError("ResourceExhausted", "Key Vault is throttling"))
+	})
+	err := getKeyWithin(serveApp(t, handler, ""), 30*time.Second)
+	assertStatus(t, err, codes.ResourceExhausted, "Key Vault is throttling (gave up after 1 attempts within the call's deadline)")
+	assert.Equal(t, int32(1), count.Load(), "a Retry-After past the deadline is not waited for")
+}
+
+func TestRetriesStopAtTheCallsDeadline(t *testing.T) {
+	handler, count := flakyApp(newFakeApp(t), 1<<30, func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusServiceUnavailable, apiError("Unavailable", "Key Vault does not answer"))
+	})
+	err := getKeyWithin(serveApp(t, handler, ""), 300*time.Millisecond)
+	require.Error(t, err)
+	assert.Contains(t, status.Convert(err).Message(), "Key Vault does not answer")
+	assert.Greater(t, count.Load(), int32(1))
+}
+
+func TestConnectionFailuresAreRetried(t *testing.T) {
+	app := newFakeApp(t)
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	// The first two connections are dropped before an answer, as an app restarting would.
+	var dropped atomic.Int32
+	server := &httptest.Server{Listener: &droppingListener{Listener: listener, drop: 2, dropped: &dropped}, Config: &http.Server{Handler: app}}
+	server.Start()
+	defer server.Close()
+	s := serveConfigured(t, server, "")
+	_, err = s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "x509-CA-A"})
+	require.NoError(t, err)
+	assert.Equal(t, int32(2), dropped.Load())
+	assert.Len(t, app.recorded(), 1)
+}
+
+type droppingListener struct {
+	net.Listener
+	drop    int32
+	dropped *atomic.Int32
+}
+
+func (l *droppingListener) Accept() (net.Conn, error) {
+	for {
+		conn, err := l.Listener.Accept()
+		if err != nil || l.dropped.Load() >= l.drop {
+			return conn, err
+		}
+		l.dropped.Add(1)
+		conn.Close()
+	}
+}
+
+func TestAnAppNotAnsweringInTheRequestTimeoutIsRetried(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	handler, count := flakyApp(newFakeApp(t), 1, func(_ http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	s := serveApp(t, handler, `request_timeout = "50ms"`)
+	_, err := s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "x509-CA-A"})
+	require.NoError(t, err)
+	assert.Equal(t, int32(2), count.Load())
+	assert.Contains(t, s.log.String(), "no answer within request_timeout 50ms")
+}
+
+func TestAStoppedAppFailsClearlyWithinTheDeadline(t *testing.T) {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	address := listener.Addr().String()
+	listener.Close() // nothing listens there any more
+	t.Setenv(keyEnv, functionKey)
+	s := serve(t)
+	require.NoError(t, s.configure(t, `app_url = "http://`+address+`"
+function_key_env = "`+keyEnv+`"`))
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = s.km.GetPublicKeys(ctx, &keymanagerv1.GetPublicKeysRequest{})
+	require.Error(t, err)
+	assert.Contains(t, status.Convert(err).Message(), "the app at http://"+address+" did not answer")
+	assert.Contains(t, status.Convert(err).Message(), "gave up after")
+}
+
+func TestTheFunctionKeyIsInNoLogLineOrError(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "function-key")
+	require.NoError(t, os.WriteFile(keyFile, []byte(functionKey+"\n"), 0o600))
+	handler, _ := flakyApp(newFakeApp(t), 2, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusServiceUnavailable, apiError("Unavailable", "echo of a header: "+r.Header.Get("User-Agent")))
+	})
+	server := httptest.NewServer(handler)
+	defer server.Close()
+	s := serve(t)
+	require.NoError(t, s.configure(t, `app_url = "`+server.URL+`"
+function_key_file = "`+keyFile+`"`))
+	_, err := s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "x509-CA-A"})
+	require.NoError(t, err)
+	_, err = s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "missing"})
+	require.Error(t, err)
+
+	log := s.log.String()
+	assert.Contains(t, log, "function_key_from=\"file "+keyFile+"\"")
+	assert.Contains(t, log, "retrying")
+	assert.NotContains(t, log, functionKey)
+	assert.NotContains(t, err.Error(), functionKey)
+}
+
+func assertStatus(t *testing.T, err error, code codes.Code, message string) {
+	t.Helper()
+	require.Error(t, err)
+	assert.Equal(t, code, status.Code(err), "status: %v", err)
+	assert.Contains(t, status.Convert(err).Message(), message)
+}
+
+func stripProto(key *keymanagerv1.PublicKey) *keymanagerv1.PublicKey {
+	return &keymanagerv1.PublicKey{Id: key.Id, Type: key.Type, PkixData: key.PkixData, Fingerprint: key.Fingerprint}
+}
+
+func base64Encode(data []byte) string { return base64.StdEncoding.EncodeToString(data) }
+
+func base64Decode(text string) ([]byte, error) { return base64.StdEncoding.DecodeString(text) }
+
+func TestAnIncompleteAnswerIsInternalNotASuccess(t *testing.T) {
+	for name, body := range map[string]string{
+		"no public key":     `{}`,
+		"another key's id":  `{"public_key": {"id": "other", "type": "ec-p256", "pkix_data": "AAAA", "fingerprint": "ab"}}`,
+		"unknown key type":  `{"public_key": {"id": "x509-CA-A", "type": "ed25519", "pkix_data": "AAAA", "fingerprint": "ab"}}`,
+		"no fingerprint":    `{"public_key": {"id": "x509-CA-A", "type": "ec-p256", "pkix_data": "AAAA"}}`,
+		"not JSON":          `<html></html>`,
+		"pkix_data not b64": `{"public_key": {"id": "x509-CA-A", "type": "ec-p256", "pkix_data": "%%", "fingerprint": "ab"}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := serveApp(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				_, _ = io.WriteString(w, body)
+			}), "")
+			_, err := s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "x509-CA-A"})
+			assert.Equal(t, codes.Internal, status.Code(err), "%v", err)
+		})
+	}
+}
