@@ -339,6 +339,10 @@ class KeyManager:
         if self._signs_current_version and not current_version_refused:
             try:
                 return self._ask(request.key_id, self._vault.sign, name, LATEST, algorithm, request.data)
+            except InvalidArgument:
+                # Rotated to a type the algorithm does not fit since the read: the version read,
+                # current when this call began, signs (the call overlapped the rotation).
+                return self._ask(request.key_id, self._vault.sign, name, current.version, algorithm, request.data)
             except NotFound:
                 pass  # the key was there a moment ago
         signed = self._ask(request.key_id, self._vault.sign, name, current.version, algorithm, request.data)

@@ -205,6 +205,25 @@ def test_a_rotation_through_another_instance_signs_with_the_new_key_at_once(mana
     assert vault.names() == ["sign"]
 
 
+def test_a_rotation_to_another_type_between_read_and_sign_signs_with_the_version_read(vault):
+    old = cold(vault).generate_key("a", KeyType.EC_P256)
+    read_key = vault.get_key
+
+    def read_then_another_instance_rotates(key_name, version=LATEST):
+        read = read_key(key_name, version)
+        vault.get_key = read_key
+        vault.add_version(key_name, KeyType.RSA_2048, TAGS)
+        return read
+
+    vault.get_key = read_then_another_instance_rotates
+    manager = cold(vault)
+    assert sign(manager).key_fingerprint == old.fingerprint  # ES256 by the empty version is refused: the read version signs
+    assert [call[2] for call in vault.calls if call[0] == "sign"][-2:] == [LATEST, vault.keys[name("a").lower()][0].version]
+    rotated = sign(manager)
+    assert rotated.key_fingerprint == fingerprint(vault.keys[name("a").lower()][-1].pkix_data)
+    assert vault.calls[-1][2] == LATEST  # the instance still signs by the empty version
+
+
 def test_an_overwritten_key_never_signs_again(manager, vault):
     # SPIRE's KeyManager contract: after GenerateKey overwrites a key id, the old key must not sign.
     old = manager.generate_key("id", KeyType.EC_P256)
