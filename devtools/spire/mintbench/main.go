@@ -1,11 +1,20 @@
-// Command mintbench mints X.509-SVIDs through spire-server's API (svid v1 MintX509SVID over each
-// server's Unix socket) and prints each mint's latency, so that a benchmark measures the server and
-// its KeyManager rather than a CLI process start. Servers are visited in interleaved rounds, their
-// order rotating each round, so that machine noise reaches every server alike.
+// Command mintbench times the SVID hot path for the benchmarks, in one of two modes.
 //
-//	mintbench -warmup 10 -rounds 200 -trust-domain example.org api1.sock api2.sock ...
+// Minting: X.509-SVIDs through spire-server's API (svid v1 MintX509SVID over each server's Unix
+// socket), so that a benchmark measures the server and its KeyManager rather than a CLI process
+// start. Servers are visited in interleaved rounds, their order rotating each round, so that
+// machine noise reaches every server alike.
+//
+//	mintbench -trust-domain example.org [-warmup 10] [-rounds 200] api1.sock api2.sock ...
 //
 // Output (stdout, JSON): {"nanoseconds": [[server 1's mints...], [server 2's mints...], ...]}.
+//
+// Signing through the plugin alone (no SPIRE): the plugin's SignData, called in this process, with
+// the time of its HTTP round trip to the app and the app's own time (devhost's Server-Timing).
+//
+//	mintbench -trust-domain example.org -plugin-app-url http://127.0.0.1:7071 -plugin-server-name s
+//
+// Output: {"sign": [...], "round_trip": [...], "function": [...]}, nanoseconds per call.
 package main
 
 import (
@@ -30,12 +39,20 @@ func main() {
 	warmup := flag.Int("warmup", 10, "mints per server before measuring")
 	rounds := flag.Int("rounds", 200, "measured mints per server")
 	trustDomain := flag.String("trust-domain", "", "the servers' trust domain")
+	appURL := flag.String("plugin-app-url", "", "sign through the plugin against the app at this URL instead of minting")
+	serverName := flag.String("plugin-server-name", "", "the plugin's server_name when signing through it")
 	flag.Parse()
-	if *trustDomain == "" || flag.NArg() == 0 {
-		fmt.Fprintln(os.Stderr, "usage: mintbench -trust-domain TD [-warmup N] [-rounds N] SOCKET...")
+	var err error
+	switch {
+	case *trustDomain != "" && *appURL != "" && flag.NArg() == 0:
+		err = signThroughPlugin(*trustDomain, *appURL, *serverName, *warmup, *rounds)
+	case *trustDomain != "" && *appURL == "" && flag.NArg() > 0:
+		err = run(*trustDomain, *warmup, *rounds, flag.Args())
+	default:
+		fmt.Fprintln(os.Stderr, "usage: mintbench -trust-domain TD [-warmup N] [-rounds N] (SOCKET... | -plugin-app-url URL [-plugin-server-name NAME])")
 		os.Exit(2)
 	}
-	if err := run(*trustDomain, *warmup, *rounds, flag.Args()); err != nil {
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "mintbench:", err)
 		os.Exit(1)
 	}
