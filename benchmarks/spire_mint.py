@@ -6,11 +6,11 @@ with our plugin (plugin -> app on devhost -> the same localvault). A Go client (
 mintbench) mints through each server's API (svid v1 MintX509SVID over its Unix socket) in
 interleaved rounds, so machine noise reaches all three alike.
 
-The breakdown of one mint through our path comes from runs outside the measured rounds, each stage
-measured at its own boundary: the plugin's SignData called directly (its HTTP round trip timed, and
-devhost's Server-Timing giving the function's own time), and the app's sign_data handler called in
-this process against the same vault (the Key Vault call timed, and localvault's Server-Timing giving
-the vault's own time). Stages are differences of medians.
+The breakdown of one mint through our path measures each stage at its own boundary. In the same
+rounds, the client also has the plugin's SignData sign without SPIRE (its HTTP round trip timed, and
+devhost's Server-Timing giving the function's own time). After them, the app's sign_data handler runs
+in this process against the same vault (the Key Vault call timed, and localvault's Server-Timing
+giving the vault's own time). Stages are differences of medians.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ from shared.settings import load_settings
 TRUST_DOMAIN = "bench.example.org"
 WARMUP = 10
 ROUNDS = 200
-STAGE_ROUNDS = 200
 MEMORY, BUILT_IN, PLUGIN = "in-memory", "built-in azure_key_vault", "plugin + app"
 # The Go SDK accepts a challenge whose resource host (port included) is a parent domain of the vault's.
 CHALLENGE_RESOURCE = "https://0.0.1:{port}"
@@ -64,8 +63,7 @@ def run() -> list[Figure]:
                 server.start()
             for server in servers.values():
                 server.wait_healthy()
-            mints = _mint(mint_client, list(servers.values()))
-            through_plugin = _sign_through_plugin(mint_client, app.devhost.url)
+            mints, through_plugin = _mint(mint_client, list(servers.values()), app.devhost.url)
             in_app = _sign_in_app(app)
         finally:
             for server in servers.values():
@@ -99,25 +97,16 @@ def _build_mint_client(work: Path) -> Path:
     return binary
 
 
-def _go_json(argv: list[str]) -> dict:
+def _mint(mint_client: Path, servers: list[SpireServer], app_url: str) -> tuple[list[list[float]], dict[str, list[float]]]:
+    """Each server's mint latencies, and the plugin's signing stages, in seconds, from interleaved rounds."""
+    argv = [str(mint_client), "-trust-domain", TRUST_DOMAIN, "-warmup", str(WARMUP), "-rounds", str(ROUNDS),
+            "-plugin-app-url", app_url, "-plugin-server-name", "bench-stages", *(str(server.socket_path) for server in servers)]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         raise RuntimeError(f"mintbench failed: {result.stderr.strip()[-500:]}")
-    return json.loads(result.stdout)
-
-
-def _mint(mint_client: Path, servers: list[SpireServer]) -> list[list[float]]:
-    """Each server's mint latencies in seconds, from interleaved rounds."""
-    argv = [str(mint_client), "-trust-domain", TRUST_DOMAIN, "-warmup", str(WARMUP), "-rounds", str(ROUNDS)]
-    nanoseconds = _go_json(argv + [str(server.socket_path) for server in servers])["nanoseconds"]
-    return [[ns / 1e9 for ns in column] for column in nanoseconds]
-
-
-def _sign_through_plugin(mint_client: Path, app_url: str) -> dict[str, list[float]]:
-    """The plugin's SignData without SPIRE: its whole call, its HTTP round trip, the function's own time."""
-    argv = [str(mint_client), "-trust-domain", TRUST_DOMAIN, "-warmup", str(WARMUP), "-rounds", str(STAGE_ROUNDS),
-            "-plugin-app-url", app_url, "-plugin-server-name", "bench-stages"]
-    return {name: [ns / 1e9 for ns in values] for name, values in _go_json(argv).items()}
+    output = json.loads(result.stdout)
+    mints = [[ns / 1e9 for ns in column] for column in output["nanoseconds"]]
+    return mints, {stage: [ns / 1e9 for ns in values] for stage, values in output["plugin"].items()}
 
 
 def _sign_in_app(app: LocalApp) -> dict[str, list[float]]:
@@ -139,14 +128,14 @@ def _sign_in_app(app: LocalApp) -> dict[str, list[float]]:
     app_context._key_manager = manager
     handler_times: list[float] = []
     try:
-        for _ in range(WARMUP + STAGE_ROUNDS):
+        for _ in range(WARMUP + ROUNDS):
             started = time.perf_counter()
             response = keys.sign_data(request)
             handler_times.append(time.perf_counter() - started)
             assert response.status_code == 200, response.get_body()
     finally:
         app_context._key_manager = None
-    return {"handler": handler_times[WARMUP:], "vault_call": call_times[WARMUP:], "vault": vault_times[-STAGE_ROUNDS:]}
+    return {"handler": handler_times[WARMUP:], "vault_call": call_times[WARMUP:], "vault": vault_times[-ROUNDS:]}
 
 
 def _timed(call: Callable, into: list[float]) -> Callable:

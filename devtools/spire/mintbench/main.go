@@ -1,20 +1,18 @@
-// Command mintbench times the SVID hot path for the benchmarks, in one of two modes.
+// Command mintbench times the SVID hot path for the benchmarks.
 //
-// Minting: X.509-SVIDs through spire-server's API (svid v1 MintX509SVID over each server's Unix
+// It mints X.509-SVIDs through spire-server's API (svid v1 MintX509SVID over each server's Unix
 // socket), so that a benchmark measures the server and its KeyManager rather than a CLI process
 // start. Servers are visited in interleaved rounds, their order rotating each round, so that
 // machine noise reaches every server alike.
 //
-//	mintbench -trust-domain example.org [-warmup 10] [-rounds 200] api1.sock api2.sock ...
+// With -plugin-app-url, each round also has the plugin's SignData sign once, called in this
+// process without SPIRE, timing its HTTP round trip to the app and reading the app's own time
+// (devhost's Server-Timing): the stages of a mint through the plugin, under the same load.
 //
-// Output (stdout, JSON): {"nanoseconds": [[server 1's mints...], [server 2's mints...], ...]}.
+//	mintbench -trust-domain example.org [-warmup 10] [-rounds 200] [-plugin-app-url URL -plugin-server-name NAME] api1.sock ...
 //
-// Signing through the plugin alone (no SPIRE): the plugin's SignData, called in this process, with
-// the time of its HTTP round trip to the app and the app's own time (devhost's Server-Timing).
-//
-//	mintbench -trust-domain example.org -plugin-app-url http://127.0.0.1:7071 -plugin-server-name s
-//
-// Output: {"sign": [...], "round_trip": [...], "function": [...]}, nanoseconds per call.
+// Output (stdout, JSON): {"nanoseconds": [[server 1's mints...], ...], "plugin": {"sign": [...],
+// "round_trip": [...], "function": [...]}}.
 package main
 
 import (
@@ -39,54 +37,66 @@ func main() {
 	warmup := flag.Int("warmup", 10, "mints per server before measuring")
 	rounds := flag.Int("rounds", 200, "measured mints per server")
 	trustDomain := flag.String("trust-domain", "", "the servers' trust domain")
-	appURL := flag.String("plugin-app-url", "", "sign through the plugin against the app at this URL instead of minting")
+	appURL := flag.String("plugin-app-url", "", "also sign through the plugin, against the app at this URL")
 	serverName := flag.String("plugin-server-name", "", "the plugin's server_name when signing through it")
 	flag.Parse()
-	var err error
-	switch {
-	case *trustDomain != "" && *appURL != "" && flag.NArg() == 0:
-		err = signThroughPlugin(*trustDomain, *appURL, *serverName, *warmup, *rounds)
-	case *trustDomain != "" && *appURL == "" && flag.NArg() > 0:
-		err = run(*trustDomain, *warmup, *rounds, flag.Args())
-	default:
-		fmt.Fprintln(os.Stderr, "usage: mintbench -trust-domain TD [-warmup N] [-rounds N] (SOCKET... | -plugin-app-url URL [-plugin-server-name NAME])")
+	if *trustDomain == "" || flag.NArg() == 0 {
+		fmt.Fprintln(os.Stderr, "usage: mintbench -trust-domain TD [-warmup N] [-rounds N] [-plugin-app-url URL [-plugin-server-name NAME]] SOCKET...")
 		os.Exit(2)
 	}
-	if err != nil {
+	if err := run(*trustDomain, *appURL, *serverName, *warmup, *rounds, flag.Args()); err != nil {
 		fmt.Fprintln(os.Stderr, "mintbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(trustDomain string, warmup, rounds int, sockets []string) error {
-	clients := make([]svidv1.SVIDClient, len(sockets))
-	for i, socket := range sockets {
-		conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		clients[i] = svidv1.NewSVIDClient(conn)
-	}
+// target is one thing timed each round; measured says whether the round counts.
+type target func(measured bool) error
+
+func run(trustDomain, appURL, serverName string, warmup, rounds int, sockets []string) error {
 	// One CSR for every mint: building it is the client's work, not the server's.
 	csr, err := newCSR(trustDomain)
 	if err != nil {
 		return err
 	}
 	samples := make([][]int64, len(sockets))
-	for round := 0; round < warmup+rounds; round++ {
-		for offset := range clients {
-			server := (round + offset) % len(clients)
-			elapsed, err := mint(clients[server], csr)
+	var targets []target
+	for i, socket := range sockets {
+		conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		client := svidv1.NewSVIDClient(conn)
+		targets = append(targets, func(measured bool) error {
+			elapsed, err := mint(client, csr)
 			if err != nil {
-				return fmt.Errorf("server %d (%s): %w", server+1, sockets[server], err)
+				return fmt.Errorf("server %d (%s): %w", i+1, socket, err)
 			}
-			if round >= warmup {
-				samples[server] = append(samples[server], elapsed.Nanoseconds())
+			if measured {
+				samples[i] = append(samples[i], elapsed.Nanoseconds())
+			}
+			return nil
+		})
+	}
+	var stages *pluginStages
+	if appURL != "" {
+		if stages, err = newPluginStages(trustDomain, appURL, serverName); err != nil {
+			return err
+		}
+		targets = append(targets, stages.sign)
+	}
+	for round := 0; round < warmup+rounds; round++ {
+		for offset := range targets {
+			if err := targets[(round+offset)%len(targets)](round >= warmup); err != nil {
+				return err
 			}
 		}
 	}
-	return json.NewEncoder(os.Stdout).Encode(map[string][][]int64{"nanoseconds": samples})
+	return json.NewEncoder(os.Stdout).Encode(struct {
+		Nanoseconds [][]int64          `json:"nanoseconds"`
+		Plugin      map[string][]int64 `json:"plugin,omitempty"`
+	}{samples, stages.samplesOrNil()})
 }
 
 func mint(client svidv1.SVIDClient, csr []byte) (time.Duration, error) {
