@@ -202,6 +202,9 @@ class DevHost:
 
 class _Handler(BaseHTTPRequestHandler):
     server: "DevHostServer"
+    # Keep-alive, as the Functions host (Kestrel) keeps connections: HTTP/1.0 would make every
+    # client open a new connection, and this server a new thread, per request.
+    protocol_version = "HTTP/1.1"
     # Headers and body go out in separate writes; with Nagle's algorithm the client's delayed ACK
     # then holds every response back by ~40 ms.
     disable_nagle_algorithm = True

@@ -66,6 +66,14 @@ def test_ping_needs_no_token(localvault: Running) -> None:
     assert response.json() == {"status": "ok"}
 
 
+def test_answers_say_how_long_the_vault_took(localvault: Running, auth: dict[str, str]) -> None:
+    for response in (requests.get(f"{localvault.vault_url}/ping", verify=localvault.ca, timeout=5),
+                     requests.get(f"{localvault.vault_url}/keys", headers=auth, verify=localvault.ca, timeout=5),
+                     requests.get(f"{localvault.vault_url}/keys", verify=localvault.ca, timeout=5)):  # a 401 too
+        name, _, duration = response.headers["Server-Timing"].partition(";dur=")
+        assert name == "vault" and float(duration) >= 0
+
+
 def test_challenge_resource_can_be_a_parent_domain_of_the_vaults_address(
     localvault: Running, credential: ManagedIdentityCredential, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
