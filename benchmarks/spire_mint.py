@@ -1,61 +1,198 @@
-"""`spire-server x509 mint` latency: through the plugin and the app, against SPIRE's in-memory KeyManager.
+"""X.509-SVID mint latency through spire-server's API, three KeyManagers side by side, and where it goes.
 
-Two real spire-servers run side by side on the local stack, one with the plugin (its signatures go
-plugin -> devhost -> localvault) and one with the built-in `memory` KeyManager, the floor. Rounds
-alternate between them, so both see the same machine load. Each figure is the whole CLI call
-(process start, API call over the socket, one signature), as an operator or script sees it.
+Three real spire-servers run on the local stack: one with SPIRE's in-memory KeyManager (the floor),
+one with SPIRE's built-in `azure_key_vault` KeyManager (the Go SDK, straight to localvault) and one
+with our plugin (plugin -> app on devhost -> the same localvault). A Go client (devtools/spire
+mintbench) mints through each server's API (svid v1 MintX509SVID over its Unix socket) in
+interleaved rounds, so machine noise reaches all three alike.
+
+The breakdown of one mint through our path measures each stage at its own boundary. In the same
+rounds, the client also has the plugin's SignData sign without SPIRE (its HTTP round trip timed, and
+devhost's Server-Timing giving the function's own time). After them, the app's sign_data handler runs
+in this process against the same vault (the Key Vault call timed, and localvault's Server-Timing
+giving the vault's own time). Stages are differences of medians.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
 
-from benchmarks.common import Figure
-from devtools.spire.server import MemoryKeyManager, PluginKeyManager, SpireServer, binaries, local_app
+import azure.functions as func
+
+from benchmarks.common import Figure, environ
+from devtools.spire.server import (
+    AzureKeyVaultKeyManager,
+    LocalApp,
+    MemoryKeyManager,
+    PluginKeyManager,
+    SpireServer,
+    binaries,
+    local_app,
+)
+from devtools.stack.services import ROOT
+from functions import keys
+from shared import app_context
+from shared.algorithms import KeyType
+from shared.settings import load_settings
 
 TRUST_DOMAIN = "bench.example.org"
-WARMUP = 3
-ROUNDS = 40
+WARMUP = 10
+ROUNDS = 200
+MEMORY, BUILT_IN, PLUGIN = "in-memory", "built-in azure_key_vault", "plugin + app"
+# The Go SDK accepts a challenge whose resource host (port included) is a parent domain of the vault's.
+CHALLENGE_RESOURCE = "https://0.0.1:{port}"
+MINT_CLIENT_PACKAGE = "./mintbench"
 
 
 def run() -> list[Figure]:
     spire_server, plugin = binaries()
-    with tempfile.TemporaryDirectory(prefix="spire-bench-") as work, local_app(Path(work), TRUST_DOMAIN) as app:
-        servers = {
-            "plugin + app": SpireServer(spire_server, Path(work) / "plugin", TRUST_DOMAIN, PluginKeyManager(plugin, app.devhost.url, "bench")),
-            "memory": SpireServer(spire_server, Path(work) / "memory", TRUST_DOMAIN, MemoryKeyManager()),
-        }
+    with tempfile.TemporaryDirectory(prefix="spire-bench-") as tmp, local_app(Path(tmp), TRUST_DOMAIN, CHALLENGE_RESOURCE) as app:
+        work = Path(tmp)
+        mint_client = _build_mint_client(work)
+        servers = _servers(spire_server, plugin, app, work)
         try:
             for server in servers.values():
                 server.start()
+            for server in servers.values():
                 server.wait_healthy()
-            samples = _measure(servers)
+            mints, through_plugin = _mint(mint_client, list(servers.values()), app.devhost.url)
+            in_app = _sign_in_app(app)
         finally:
             for server in servers.values():
                 server.stop()
-    figures = []
-    for label, seconds in samples.items():
-        median, p90 = _ms(statistics.median(seconds)), _ms(statistics.quantiles(seconds, n=10)[-1])
-        figures.append(Figure(f"x509 mint, {label}: median", median, "ms", notes=f"{ROUNDS} rounds, alternating"))
-        figures.append(Figure(f"x509 mint, {label}: p90", p90, "ms"))
-    added = statistics.median(a - b for a, b in zip(samples["plugin + app"], samples["memory"]))
-    figures.append(Figure("x509 mint, added by plugin + app: median", _ms(added), "ms", notes="per-round difference"))
-    return figures
+    samples = dict(zip(servers, mints))
+    return _comparison(samples) + _breakdown(samples, through_plugin, in_app)
 
 
-def _measure(servers: dict[str, SpireServer]) -> dict[str, list[float]]:
-    samples: dict[str, list[float]] = {label: [] for label in servers}
-    for round_number in range(WARMUP + ROUNDS):
-        for label, server in servers.items():
+def _servers(spire_server: Path, plugin: Path, app: LocalApp, work: Path) -> dict[str, SpireServer]:
+    vault_port = urlsplit(app.vault.url).port
+    # The built-in plugin signs in through Azure's default credential chain: localvault's
+    # App Service style token endpoint serves it, and its CA is trusted through SSL_CERT_FILE.
+    built_in_env = {
+        "IDENTITY_ENDPOINT": app.vault.details["token_url"],
+        "IDENTITY_HEADER": "local-development",
+        "SSL_CERT_FILE": app.vault.details["ca_bundle"],
+    }
+    return {
+        MEMORY: SpireServer(spire_server, work / "memory", TRUST_DOMAIN, MemoryKeyManager()),
+        BUILT_IN: SpireServer(
+            spire_server, work / "built-in", TRUST_DOMAIN,
+            AzureKeyVaultKeyManager(f"https://127.0.0.1:{vault_port}", "bench-built-in"), env=built_in_env,
+        ),
+        PLUGIN: SpireServer(spire_server, work / "plugin", TRUST_DOMAIN, PluginKeyManager(plugin, app.devhost.url, "bench")),
+    }
+
+
+def _build_mint_client(work: Path) -> Path:
+    binary = work / "mintbench"
+    subprocess.run(["go", "build", "-o", str(binary), MINT_CLIENT_PACKAGE], cwd=ROOT / "devtools" / "spire", check=True)
+    return binary
+
+
+def _mint(mint_client: Path, servers: list[SpireServer], app_url: str) -> tuple[list[list[float]], dict[str, list[float]]]:
+    """Each server's mint latencies, and the plugin's signing stages, in seconds, from interleaved rounds."""
+    argv = [str(mint_client), "-trust-domain", TRUST_DOMAIN, "-warmup", str(WARMUP), "-rounds", str(ROUNDS),
+            "-plugin-app-url", app_url, "-plugin-server-name", "bench-stages", *(str(server.socket_path) for server in servers)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise RuntimeError(f"mintbench failed: {result.stderr.strip()[-500:]}")
+    output = json.loads(result.stdout)
+    mints = [[ns / 1e9 for ns in column] for column in output["nanoseconds"]]
+    return mints, {stage: [ns / 1e9 for ns in values] for stage, values in output["plugin"].items()}
+
+
+def _sign_in_app(app: LocalApp) -> dict[str, list[float]]:
+    """The sign_data handler in this process against the same vault: its time, its Key Vault call, the vault's own."""
+    vault_times: list[float] = []
+
+    def record_vault_time(response) -> None:
+        timing = response.http_response.headers.get("Server-Timing", "")
+        if timing.startswith("vault;dur="):
+            vault_times.append(float(timing.removeprefix("vault;dur=")) / 1000)
+
+    with environ(app.env):  # where azure-identity looks for the token endpoint
+        manager = app_context.build_key_manager(load_settings(os.environ), raw_response_hook=record_vault_time)
+        key = manager.generate_key("bench-in-app", KeyType.EC_P256)
+    call_times: list[float] = []
+    manager._vault.sign = _timed(manager._vault.sign, call_times)  # noqa: SLF001 (instrumenting the one call)
+    body = json.dumps({"data": "q" * 43 + "=", "hash_algorithm": "SHA256", "key_fingerprint": key.fingerprint}).encode()
+    request = func.HttpRequest("POST", "http://localhost/api/keys/bench-in-app/sign", body=body, route_params={"key_id": "bench-in-app"})
+    app_context._key_manager = manager
+    handler_times: list[float] = []
+    try:
+        for _ in range(WARMUP + ROUNDS):
             started = time.perf_counter()
-            server.cli("x509 mint", "-spiffeID", f"spiffe://{TRUST_DOMAIN}/bench/{round_number}")
-            if round_number >= WARMUP:
-                samples[label].append(time.perf_counter() - started)
-    return samples
+            response = keys.sign_data(request)
+            handler_times.append(time.perf_counter() - started)
+            assert response.status_code == 200, response.get_body()
+    finally:
+        app_context._key_manager = None
+    return {"handler": handler_times[WARMUP:], "vault_call": call_times[WARMUP:], "vault": vault_times[-ROUNDS:]}
+
+
+def _timed(call: Callable, into: list[float]) -> Callable:
+    def timed(*args):
+        started = time.perf_counter()
+        try:
+            return call(*args)
+        finally:
+            into.append(time.perf_counter() - started)
+
+    return timed
+
+
+def _percentile(seconds: list[float], percent: int) -> float:
+    return statistics.quantiles(seconds, n=100, method="inclusive")[percent - 1]
 
 
 def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 1)
+    return round(seconds * 1000, 2)
+
+
+def _comparison(samples: dict[str, list[float]]) -> list[Figure]:
+    figures = []
+    for label, seconds in samples.items():
+        notes = f"{ROUNDS} mints through the server API, interleaved with the other two"
+        figures.append(Figure(f"mint, {label}: median", _ms(statistics.median(seconds)), "ms", notes=notes))
+        figures.append(Figure(f"mint, {label}: p90", _ms(_percentile(seconds, 90)), "ms"))
+        figures.append(Figure(f"mint, {label}: p99", _ms(_percentile(seconds, 99)), "ms"))
+    for name, statistic in (("median", statistics.median), ("p90", lambda s: _percentile(s, 90)), ("p99", lambda s: _percentile(s, 99))):
+        ratio = statistic(samples[PLUGIN]) / statistic(samples[BUILT_IN])
+        budget = 1.5 if name == "median" else None
+        figures.append(Figure(f"mint {name}, {PLUGIN} / {BUILT_IN}", round(ratio, 2), "x", budget, "same vault, same run"))
+    return figures
+
+
+def _breakdown(samples: dict[str, list[float]], through_plugin: dict[str, list[float]], in_app: dict[str, list[float]]) -> list[Figure]:
+    median = {name: statistics.median(values) for name, values in {
+        **{f"mint {label}": seconds for label, seconds in samples.items()},
+        **{f"plugin {name}": values for name, values in through_plugin.items()},
+        **{f"app {name}": values for name, values in in_app.items()},
+    }.items()}
+    stages = [
+        ("SPIRE itself (a mint with the in-memory KeyManager)", median[f"mint {MEMORY}"]),
+        ("SPIRE -> plugin (go-plugin gRPC)", median[f"mint {PLUGIN}"] - median[f"mint {MEMORY}"] - median["plugin sign"]),
+        ("the plugin's own work", median["plugin sign"] - median["plugin round_trip"]),
+        ("the HTTP hop and devhost", median["plugin round_trip"] - median["plugin function"]),
+        ("the app's code around the Key Vault call", median["app handler"] - median["app vault_call"]),
+        ("the Python SDK and TLS, client side", median["app vault_call"] - median["app vault"]),
+        ("the vault's own time (localvault)", median["app vault"]),
+    ]
+    figures = [Figure(f"mint stage: {name}", _ms(seconds), "ms", notes="difference of medians") for name, seconds in stages]
+    figures.append(Figure("mint stage: the app's function on devhost (whole)", _ms(median["plugin function"]), "ms",
+                          notes="devhost's Server-Timing"))
+    go_sdk = median[f"mint {BUILT_IN}"] - median[f"mint {MEMORY}"] - median["app vault"]
+    figures.append(Figure("mint stage, built-in: the Go SDK and TLS, client side", _ms(go_sdk), "ms",
+                          notes="built-in mint - in-memory mint - the vault's own time"))
+    without_devhost = median[f"mint {PLUGIN}"] - (median["plugin round_trip"] - median["plugin function"])
+    figures.append(Figure(f"mint median, {PLUGIN} without the HTTP hop and devhost / {BUILT_IN}",
+                          round(without_devhost / median[f"mint {BUILT_IN}"], 2), "x"))
+    return figures

@@ -53,6 +53,26 @@ class PluginKeyManager:
 
 
 @dataclass(frozen=True)
+class AzureKeyVaultKeyManager:
+    """SPIRE's built-in `azure_key_vault` KeyManager (the Go SDK, straight to the vault).
+
+    It signs in through Azure's default credential chain, so the server's environment must point it
+    at a token endpoint (IDENTITY_ENDPOINT, IDENTITY_HEADER) and trust the vault's CA (SSL_CERT_FILE).
+    """
+
+    key_vault_uri: str
+    key_identifier: str
+
+    def hcl(self) -> str:
+        return f"""KeyManager "azure_key_vault" {{
+    plugin_data {{
+        key_vault_uri = "{self.key_vault_uri}"
+        key_identifier_value = "{self.key_identifier}"
+    }}
+  }}"""
+
+
+@dataclass(frozen=True)
 class MemoryKeyManager:
     """SPIRE's built-in in-memory KeyManager: the floor the plugin is measured against."""
 
@@ -65,7 +85,7 @@ class SpireServer:
     binary: Path
     directory: Path
     trust_domain: str
-    key_manager: PluginKeyManager | MemoryKeyManager
+    key_manager: PluginKeyManager | AzureKeyVaultKeyManager | MemoryKeyManager
     ca_ttl: str = "24h"
     svid_ttl: str = "1h"
     env: dict[str, str] = field(default_factory=dict)
@@ -192,13 +212,13 @@ class LocalApp:
 
 
 @contextlib.contextmanager
-def local_app(work: Path, trust_domain: str) -> Iterator[LocalApp]:
+def local_app(work: Path, trust_domain: str, vault_challenge_resource: str | None = None) -> Iterator[LocalApp]:
     """Start the local stack in ``work`` for ``trust_domain``; stop it on exit."""
     os.environ.setdefault("DEVSTACK_ECHO", "0")
     with contextlib.ExitStack() as stack:
         azurite = start_azurite(0, work / "azurite")
         stack.callback(azurite.stop, 0)
-        vault = start_localvault(0, 0, work / "localvault")
+        vault = start_localvault(0, 0, work / "localvault", vault_challenge_resource)
         stack.callback(vault.stop)
         env = {**app_settings(azurite, vault), "TRUST_DOMAIN": trust_domain, "KEY_METADATA_BLOB": "spire/key-metadata"}
         app = LocalApp(azurite, vault, env, start_devhost(0, {**os.environ, **env}, no_timers=True))

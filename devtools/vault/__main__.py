@@ -1,4 +1,4 @@
-"""Command line: ``python -m devtools.vault [--host H] [--port P] [--token-port T] [--cert-dir D]``."""
+"""Command line: ``python -m devtools.vault [--host H] [--port P] [--token-port T] [--cert-dir D] [--challenge-resource R]``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import Optional
 
+from .api import DEFAULT_CHALLENGE_RESOURCE
 from .certs import ensure_certificates
 from .server import LocalVault
 
@@ -24,13 +25,17 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help="HTTP token port, 0 = any free (default: %(default)s)")
     parser.add_argument("--cert-dir", type=Path, default=Path(".local/localvault"),
                         help="where the CA and server certificate are kept (default: %(default)s)")
+    parser.add_argument("--challenge-resource", default=DEFAULT_CHALLENGE_RESOURCE,
+                        help="the resource the vault's authentication challenge names; {port} stands for the vault's "
+                             "port. The Go SDK needs one whose host is a parent domain of the vault's, port included: "
+                             "https://0.0.1:{port} for a vault reached at https://127.0.0.1:<port> (default: %(default)s)")
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     try:
-        vault = LocalVault(args.host, args.port, args.token_port, ensure_certificates(args.cert_dir))
+        vault = LocalVault(args.host, args.port, args.token_port, ensure_certificates(args.cert_dir), args.challenge_resource)
     except OSError as error:  # port taken, address not local, cert dir not writable
         print(f"localvault: cannot start: {error}", file=sys.stderr)
         return 1

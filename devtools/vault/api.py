@@ -18,10 +18,8 @@ from .store import RECOVERABLE_DAYS, Deletion, KeyStore, KeyVersion
 
 DEFAULT_API_VERSION = "7.5"
 MAX_PAGE_SIZE = 25
-CHALLENGE = (
-    'Bearer authorization="https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000", '
-    'resource="https://vault.azure.net"'
-)
+# What a real vault's challenge names; the Python SDK can be told not to check it, the Go SDK cannot.
+DEFAULT_CHALLENGE_RESOURCE = "https://vault.azure.net"
 _NAME = re.compile(r"[0-9a-zA-Z-]{1,127}")
 
 Result = tuple[int, Optional[dict]]
@@ -152,12 +150,23 @@ def _page(req: Request, items: list[dict]) -> dict:
 # --- the API -------------------------------------------------------------------------------------------------------
 
 
-class VaultApi:
-    """Routes requests to handlers; ``is_valid_token`` decides which bearer tokens are accepted."""
+def challenge(resource: str) -> str:
+    """The WWW-Authenticate value of a 401: where to get a token, and for which resource."""
+    return f'Bearer authorization="https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000", resource="{resource}"'
 
-    def __init__(self, store: KeyStore, is_valid_token: Callable[[str], bool]) -> None:
+
+class VaultApi:
+    """Routes requests to handlers; ``is_valid_token`` decides which bearer tokens are accepted.
+
+    ``challenge_resource`` is the resource a 401's challenge names. The Go SDK accepts a challenge
+    only when that resource's host (port included) is a parent domain of the vault's, so a vault at
+    https://127.0.0.1:8443 needs one such as https://0.0.1:8443 to serve Go clients.
+    """
+
+    def __init__(self, store: KeyStore, is_valid_token: Callable[[str], bool], challenge_resource: str = DEFAULT_CHALLENGE_RESOURCE) -> None:
         self.store = store
         self.is_valid_token = is_valid_token
+        self.challenge = challenge(challenge_resource)
         # (method, path pattern, handler); "{x}" segments are passed to the handler. First match wins.
         self.routes: list[tuple[str, tuple[str, ...], Callable[..., Result]]] = [
             ("GET", ("ping",), self.ping),
@@ -184,7 +193,7 @@ class VaultApi:
             status, body = self._route(req)
             return status, body, {}
         except VaultError as error:
-            headers = {"WWW-Authenticate": CHALLENGE} if error.status == 401 else {}
+            headers = {"WWW-Authenticate": self.challenge} if error.status == 401 else {}
             return error.status, error.body(), headers
 
     def _authenticate(self, req: Request) -> None:

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 from urllib.parse import parse_qs
 
-from .api import Request, VaultApi
+from .api import DEFAULT_CHALLENGE_RESOURCE, Request, VaultApi, challenge
 from .certs import CertPaths
 from .store import KeyStore
 
@@ -89,7 +89,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class VaultHandler(_Handler):
+    """Each answer says how long the vault spent on it, from its request line to its reply, in a
+    Server-Timing header (``vault;dur=<ms>``): what a benchmark subtracts to find the client's share."""
+
     server: "VaultServer"
+
+    def parse_request(self) -> bool:
+        self._started = time.perf_counter()
+        return super().parse_request()
 
     def _dispatch(self) -> None:
         path, query = self._split_path()
@@ -104,7 +111,9 @@ class VaultHandler(_Handler):
             base_url=f"https://{host}",
             authorization=self.headers.get("Authorization"),
         )
-        self._reply(*self.server.api.handle(request))
+        status, body, headers = self.server.api.handle(request)
+        headers["Server-Timing"] = f"vault;dur={(time.perf_counter() - self._started) * 1000:.3f}"
+        self._reply(status, body, headers)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
 
@@ -175,11 +184,17 @@ class VaultServer(_Server):
 
 
 class LocalVault:
-    """Both servers, bound on construction (so ports are known) and served from background threads."""
+    """Both servers, bound on construction (so ports are known) and served from background threads.
 
-    def __init__(self, host: str, port: int, token_port: int, certs: CertPaths) -> None:
+    ``challenge_resource`` is the resource the vault's 401 challenge names; "{port}" in it stands for
+    the vault's port (which may be chosen only when it binds).
+    """
+
+    def __init__(self, host: str, port: int, token_port: int, certs: CertPaths, challenge_resource: str = DEFAULT_CHALLENGE_RESOURCE) -> None:
         tokens = TokenIssuer()
-        self.vault = VaultServer(host, port, VaultApi(KeyStore(), tokens.is_valid), certs)
+        api = VaultApi(KeyStore(), tokens.is_valid)
+        self.vault = VaultServer(host, port, api, certs)
+        api.challenge = challenge(challenge_resource.replace("{port}", str(self.vault.server_port)))
         self.token = TokenServer(host, token_port, tokens)
         self._threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (self.vault, self.token)]
 

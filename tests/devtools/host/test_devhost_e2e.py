@@ -1,6 +1,7 @@
 """End to end: run ``python -m devtools.host`` on a small sample app and talk HTTP to it."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import queue
@@ -254,14 +255,14 @@ def test_chunked_request_bodies_are_read(host: Devhost):
                b"Content-Type: application/json\r\n\r\n" + b"%x\r\n%s\r\n" % (len(chunked), chunked)
                + b"0\r\n\r\n")
     head, _, body = raw_exchange(host.base, request).partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.0 201 ")
+    assert head.startswith(b"HTTP/1.1 201 ")
     assert json.loads(body) == {"key_id": "k1", "echo": {"digest": "ab"}}
 
 
 @pytest.mark.parametrize("length", [b"-1", b"abc", b"99999999999999999999999"])
 def test_unusable_content_length_is_400_at_once_and_nothing_runs(host: Devhost, length: bytes):
     request = b"POST /api/keys/bad-length/sign HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\n\r\n{}"
-    assert raw_exchange(host.base, request).startswith(b"HTTP/1.0 400 ")
+    assert raw_exchange(host.base, request).startswith(b"HTTP/1.1 400 ")
     assert wait_for(lambda: "- POST /api/keys/bad-length/sign -> 400" in host.stderr())
     assert "sign POST /api/keys/bad-length/sign" not in host.stderr()
 
@@ -434,3 +435,19 @@ def test_an_import_requirements_provides_starts(tmp_path: Path):
     devhost = Devhost(app_dir, "--no-timers")
     devhost.wait_ready()
     assert devhost.stop() == 0
+
+
+def test_connections_are_kept_alive_and_answers_carry_the_functions_time(host: Devhost):
+    host_name, port = host.base.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host_name, int(port), timeout=30)
+    try:
+        for key_id in ("first", "second"):  # the second on the first's connection
+            connection.request("GET", f"/api/keys/{key_id}")
+            response = connection.getresponse()
+            assert json.loads(response.read())["key_id"] == key_id
+            assert response.version == 11 and not response.will_close
+            name, _, duration = response.headers["Server-Timing"].partition(";dur=")
+            assert name == "function" and float(duration) >= 0
+    finally:
+        connection.close()
+    assert wait_for(lambda: host.stderr().count("get_key GET /api/keys/") >= 2)

@@ -37,11 +37,11 @@ class Running:
         return str(self.cert_dir / "ca.pem")
 
 
-def start_localvault(cert_dir: Path, stderr_path: Path) -> Running:
+def start_localvault(cert_dir: Path, stderr_path: Path, *flags: str) -> Running:
     """Start ``python -m devtools.vault`` on free ports; fail (never skip) if it is not ready in time."""
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "devtools.vault", "--port", "0", "--token-port", "0", "--cert-dir", str(cert_dir)],
+            [sys.executable, "-m", "devtools.vault", "--port", "0", "--token-port", "0", "--cert-dir", str(cert_dir), *flags],
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
             stderr=stderr,

@@ -56,3 +56,32 @@ def test_the_servers_are_built_once_and_settings_errors_are_not_cached(monkeypat
     monkeypatch.setenv("TRUST_DOMAIN", "example.org")
     assert app_context.servers() is app_context.servers()
     assert app_context.default_key_manager() is app_context.servers().default_manager
+
+
+def _vault_transport(settings, monkeypatch, **environment):
+    """The Key Vault client's transport, built while ``environment`` is the proxy and CA environment."""
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    return app_context.build_key_manager(settings)._vault._client._client._client._pipeline._transport
+
+
+def test_the_vault_transport_reads_the_environment_once_with_requests_rules(monkeypatch):
+    settings = load_settings(BASE)
+    transport = _vault_transport(settings, monkeypatch, HTTPS_PROXY="http://proxy.example:3128", REQUESTS_CA_BUNDLE="corporate-ca.pem")
+    assert transport.session.proxies["https"] == "http://proxy.example:3128"
+    assert transport.connection_config.verify == "corporate-ca.pem"
+    assert transport.connection_config.timeout == app_context.CONNECTION_TIMEOUT
+    assert transport.connection_config.read_timeout == app_context.READ_TIMEOUT
+    assert not transport.session.trust_env  # each request no longer reads the environment again
+
+    bypassed = _vault_transport(settings, monkeypatch, HTTPS_PROXY="http://proxy.example:3128", NO_PROXY=".vault.azure.net")
+    assert "https" not in bypassed.session.proxies and bypassed.connection_config.verify is True
+
+
+def test_the_ca_bundle_setting_wins_over_the_environments(monkeypatch, tmp_path):
+    ca_bundle = tmp_path / "vault-ca.pem"
+    ca_bundle.write_text("")
+    settings = load_settings({**BASE, "KEY_VAULT_CA_BUNDLE": str(ca_bundle)})
+    assert _vault_transport(settings, monkeypatch, REQUESTS_CA_BUNDLE="corporate-ca.pem").connection_config.verify == str(ca_bundle)
