@@ -133,7 +133,7 @@ output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = app.outputs.name
 output KEY_VAULT_URI string = keyManagerRole.outputs.keyVaultUri
-@description('The base URL of the API, for the SPIRE plugin\'s configuration')
-output API_BASE_URL string = 'https://${app.outputs.defaultHostName}/api'
+@description('The app\'s URL: the SPIRE plugin\'s app_url (the API is under /api)')
+output APP_URL string = 'https://${app.outputs.defaultHostName}'
 @description('The command that prints the default host key, the key the SPIRE plugin sends; the key itself is never a deployment output')
 output HOST_KEY_COMMAND string = 'az functionapp keys list --resource-group ${rg.name} --name ${app.outputs.name} --query functionKeys.default --output tsv'

@@ -149,7 +149,7 @@ def test_no_secret_is_read_or_written_by_the_template():
 
 def test_outputs_give_the_api_base_url_and_how_to_read_the_host_key():
     outputs = template.parsed()["main.bicep"]["outputs"]
-    assert outputs["API_BASE_URL"]["value"] == "https://${app.outputs.defaultHostName}/api"
+    assert outputs["APP_URL"]["value"] == "https://${app.outputs.defaultHostName}"  # the plugin adds /api/keys
     command = outputs["HOST_KEY_COMMAND"]["value"]
     assert command.startswith("az functionapp keys list ") and "--query functionKeys.default" in command
 
