@@ -228,6 +228,7 @@ class BlobServerIdentity:
         assert self._known is not None
         if self._create(self._known):
             log.warning("The %s was missing; restored it with the known server id", self.label)
+            self._resume()
             self._checked_at = self._clock()
             return None
         stored = self._read()
@@ -244,10 +245,14 @@ class BlobServerIdentity:
             )
             self._etag = stored.etag
             return
+        self._resume()
+        self._adopt(stored)
+
+    def _resume(self) -> None:
+        """The blob holds the known id (again): serve, if this instance had stopped."""
         if self.conflict is not None:
             log.warning("The %s holds this instance's server id again; serving resumes", self.label)
         self.conflict = None
-        self._adopt(stored)
 
     def _stop(self, message: str) -> None:
         if self.conflict is None or self.conflict.message != message:

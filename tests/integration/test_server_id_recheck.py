@@ -113,6 +113,23 @@ def test_a_blob_replaced_with_another_id_stops_the_server_until_it_holds_its_id_
     assert identity.server_id() == known
 
 
+def test_a_stopped_server_whose_blob_is_deleted_restores_it_and_serves_again(storage):
+    container, _ = storage
+    clock = Clock()
+    identity = identity_on(container, clock)
+    known = identity.server_id()
+    blob = container.get_blob_client("key-metadata")
+    blob.upload_blob(str(uuid.uuid4()).encode(), overwrite=True)
+    clock.advance(RECHECK_INTERVAL)
+    with pytest.raises(Unavailable, match="holds another server id"):
+        identity.server_id()
+    blob.delete_blob()  # the operator removes the foreign id
+    assert identity.confirm() == known
+    assert blob.download_blob().readall().decode() == known
+    clock.advance(RECHECK_INTERVAL)
+    assert identity.server_id() == known
+
+
 def test_before_maintenance_the_blob_is_read_whatever_the_interval(storage):
     container, _ = storage
     identity = identity_on(container, Clock())
