@@ -15,7 +15,7 @@ import azure.functions as func
 
 from functions.http import handles_errors, json_response
 from shared import app_context
-from shared.errors import InvalidArgument, Unavailable
+from shared.errors import InvalidArgument, KeyManagerError
 from shared.maintenance import Failure, RefreshReport, SweepReport
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def refresh_used_servers() -> RefreshReport:
     for server_name in app_context.servers_to_maintain():
         try:
             server_report = app_context.key_manager_for_maintenance(server_name).refresh()
-        except Unavailable as error:
+        except KeyManagerError as error:  # a throttled or unreachable server's, too: the others still run
             if server_name is None:
                 raise
             log.error("Refreshing the keys of server %s failed: %s", server_name, error.message)

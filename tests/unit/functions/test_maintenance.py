@@ -7,7 +7,7 @@ import pytest
 
 from functions import maintenance
 from shared import app_context
-from shared.errors import InvalidArgument
+from shared.errors import InvalidArgument, ResourceExhausted
 from shared.maintenance import RefreshReport, SweepReport
 
 
@@ -100,3 +100,17 @@ def test_refresh_takes_no_parameter_but_the_function_key(manager):
     assert status == 400 and body["error"]["code"] == "InvalidArgument" and manager.runs == []
     assert call(maintenance.refresh_keys_now, "refresh", "code=a-function-key")[0] == 200
     assert manager.runs == [("refresh", None)]
+
+
+class ThrottledKeyManager(RecordingKeyManager):
+    def refresh(self) -> RefreshReport:
+        raise ResourceExhausted("Key Vault is throttling this app", retry_after=30)
+
+
+def test_a_named_server_that_fails_its_refresh_does_not_stop_the_others(monkeypatch):
+    managers = {None: RecordingKeyManager(), "spire-a": ThrottledKeyManager(), "spire-b": RecordingKeyManager()}
+    monkeypatch.setattr(app_context, "servers_to_maintain", lambda: list(managers))
+    monkeypatch.setattr(app_context, "key_manager_for_maintenance", managers.__getitem__)
+    report = maintenance.refresh_used_servers()
+    assert managers["spire-b"].runs == [("refresh", None)]
+    assert [failure.key_name for failure in report.failed] == ["(server spire-a)"]
