@@ -41,6 +41,12 @@ func (b backoff) delay(retry int) time.Duration {
 	return delay/2 + rand.N(delay/2+1)
 }
 
+// newHTTPClient follows no redirect: Go would forward the x-functions-key header to the redirect's
+// target (it drops only Authorization and cookies), and the key is for app_url alone.
+func newHTTPClient() *http.Client {
+	return &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
 // appClient calls the app's HTTP API. It holds no key logic: it sends SPIRE's request, retries
 // what is worth retrying, and turns the app's answer into a gRPC status.
 type appClient struct {
@@ -63,6 +69,8 @@ type attemptFailure struct {
 	status     *status.Status
 	retryable  bool
 	retryAfter time.Duration // what the app asked for; zero when it did not say
+	// The call's own deadline ended the attempt: it says nothing of the app.
+	cutShort bool
 }
 
 // call sends a request and decodes a 2xx JSON answer into out, retrying 429, 503 and connection
@@ -78,10 +86,15 @@ func (c *appClient) call(ctx context.Context, method, path string, body, out any
 	ctx, cancel := withReplyMargin(ctx)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
+	var previous *attemptFailure
 	for attempt := 1; ; attempt++ {
 		failure := c.attempt(ctx, method, path, payload, out)
 		if failure == nil {
 			return nil
+		}
+		if failure.cutShort && previous != nil {
+			// A last attempt the deadline cut short would hide what the app last answered.
+			return giveUp(previous, attempt)
 		}
 		if !failure.retryable {
 			return failure.status.Err()
@@ -100,6 +113,7 @@ func (c *appClient) call(ctx context.Context, method, path string, body, out any
 			return giveUp(failure, attempt)
 		case <-time.After(wait):
 		}
+		previous = failure
 	}
 }
 
@@ -168,7 +182,11 @@ func (c *appClient) connectionFailure(ctx context.Context, err error) *attemptFa
 	if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 		err = fmt.Errorf("no answer within request_timeout %s", c.settings.requestTimeout)
 	}
-	return &attemptFailure{status: status.Newf(codes.Unavailable, "the app at %s did not answer: %v", c.settings.appURL, err), retryable: true}
+	return &attemptFailure{
+		status:    status.Newf(codes.Unavailable, "the app at %s did not answer: %v", c.settings.appURL, err),
+		retryable: true,
+		cutShort:  ctx.Err() != nil,
+	}
 }
 
 var codesByName = func() map[string]codes.Code {
@@ -182,15 +200,20 @@ var codesByName = func() map[string]codes.Code {
 // statusFromResponse maps an error answer to a gRPC status. The app names SPIRE's gRPC code and
 // says what went wrong; its message is passed on unchanged. An answer without the app's error
 // document comes from something in front of the app (the Functions host, a gateway), so it never
-// reads as NotFound: SPIRE would take that for a missing key and make a new one.
+// reads as NotFound: SPIRE would take that for a missing key and make a new one. For the same
+// reason NotFound is believed only with the 404 the app sends it with.
 func statusFromResponse(statusCode int, content []byte) *status.Status {
+	answer := fmt.Sprintf("HTTP %d %s", statusCode, http.StatusText(statusCode))
+	if statusCode/100 == 3 {
+		return status.Newf(codes.Internal, "the app answered %s, a redirect, which is not followed so that the function key goes only to app_url: check app_url", answer)
+	}
 	var body apiErrorBody
 	if json.Unmarshal(content, &body) == nil && body.Error != nil {
-		if code, ok := codesByName[body.Error.Code]; ok && code != codes.OK && body.Error.Message != "" {
+		code, ok := codesByName[body.Error.Code]
+		if ok && code != codes.OK && body.Error.Message != "" && (code != codes.NotFound || statusCode == http.StatusNotFound) {
 			return status.New(code, body.Error.Message)
 		}
 	}
-	answer := fmt.Sprintf("HTTP %d %s", statusCode, http.StatusText(statusCode))
 	switch statusCode {
 	case http.StatusUnauthorized, http.StatusForbidden:
 		return status.Newf(codes.PermissionDenied, "the app refused the request (%s): check the function key", answer)

@@ -49,7 +49,7 @@ func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	client := &appClient{settings: settings, http: &http.Client{}, logger: p.logger, backoff: p.backoff}
+	client := &appClient{settings: settings, http: newHTTPClient(), logger: p.logger, backoff: p.backoff}
 	p.mu.Lock()
 	p.client = client
 	p.mu.Unlock()
@@ -167,6 +167,10 @@ func (p *Plugin) SignData(ctx context.Context, req *keymanagerv1.SignDataRequest
 	}
 	if len(response.Signature) == 0 {
 		return nil, status.Errorf(codes.Internal, "the app answered for key %q without a signature", req.KeyId)
+	}
+	if body.KeyFingerprint != "" && response.KeyFingerprint != body.KeyFingerprint {
+		return nil, status.Errorf(codes.FailedPrecondition, "the app signed for key %q with the key of fingerprint %q, not %q, the one this server holds",
+			req.KeyId, response.KeyFingerprint, body.KeyFingerprint)
 	}
 	return &keymanagerv1.SignDataResponse{Signature: response.Signature, KeyFingerprint: response.KeyFingerprint}, nil
 }

@@ -17,6 +17,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -307,6 +308,25 @@ func TestSignDataSendsPSSOptionsAndNoFingerprintForAnUnknownKey(t *testing.T) {
 	}, app.recorded()[0].body)
 }
 
+func TestSignDataRefusesASignatureByAnotherKeyThanThePinnedOne(t *testing.T) {
+	app := newFakeApp(t)
+	s := serveApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/sign") {
+			writeJSON(w, http.StatusOK, map[string]any{"signature": []byte("signature"), "key_fingerprint": "another-key"})
+			return
+		}
+		app.ServeHTTP(w, r)
+	}), "")
+	ctx := context.Background()
+	_, err := s.km.GetPublicKey(ctx, &keymanagerv1.GetPublicKeyRequest{KeyId: "x509-CA-A"})
+	require.NoError(t, err)
+	digest := sha256.Sum256([]byte("data"))
+	_, err = s.km.SignData(ctx, &keymanagerv1.SignDataRequest{
+		KeyId: "x509-CA-A", Data: digest[:], SignerOpts: &keymanagerv1.SignDataRequest_HashAlgorithm{HashAlgorithm: keymanagerv1.HashAlgorithm_SHA256},
+	})
+	assertStatus(t, err, codes.FailedPrecondition, `with the key of fingerprint "another-key", not "`+app.fingerprint()+`"`)
+}
+
 func TestRequestsTheAppCannotServeAreRefusedHere(t *testing.T) {
 	app := newFakeApp(t)
 	s := serveApp(t, app, "")
@@ -339,6 +359,8 @@ func TestErrorsMapToGRPCCodes(t *testing.T) {
 		{"forbidden", 403, `Forbidden`, codes.PermissionDenied, "HTTP 403"},
 		{"gateway error", 502, `bad gateway`, codes.Unavailable, "HTTP 502"},
 		{"unknown code name", 400, `{"error": {"code": "Bogus", "message": "m"}}`, codes.Internal, "HTTP 400"},
+		{"NotFound from a gateway's 502 is not a missing key", 502, `{"error": {"code": "NotFound", "message": "no route"}}`, codes.Unavailable, "HTTP 502"},
+		{"NotFound with a 400 is not a missing key", 400, `{"error": {"code": "NotFound", "message": "m"}}`, codes.Internal, "HTTP 400"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := serveApp(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -347,6 +369,20 @@ func TestErrorsMapToGRPCCodes(t *testing.T) {
 			}), "")
 			_, err := s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "nope"})
 			assertStatus(t, err, tt.code, tt.message)
+		})
+	}
+}
+
+func TestARedirectIsNotFollowedSoTheFunctionKeyGoesOnlyToTheApp(t *testing.T) {
+	for _, statusCode := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		t.Run(http.StatusText(statusCode), func(t *testing.T) {
+			elsewhere := newFakeApp(t)
+			target := httptest.NewServer(elsewhere)
+			defer target.Close()
+			s := serveApp(t, http.RedirectHandler(target.URL+"/api/keys/x509-CA-A", statusCode), "")
+			_, err := s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "x509-CA-A"})
+			assertStatus(t, err, codes.Internal, "a redirect, which is not followed so that the function key goes only to app_url: check app_url")
+			assert.Empty(t, elsewhere.recorded(), "the redirect's target was sent a request, with the function key")
 		})
 	}
 }
@@ -415,6 +451,20 @@ func TestRetriesStopAtTheCallsDeadline(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, status.Convert(err).Message(), "Key Vault does not answer")
 	assert.Greater(t, count.Load(), int32(1))
+}
+
+func TestALastAttemptTheDeadlineCutsShortReportsTheAppsLastAnswer(t *testing.T) {
+	var count atomic.Int32
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if count.Add(1) == 1 {
+			writeJSON(w, http.StatusServiceUnavailable, apiError("Unavailable", "Key Vault does not answer"))
+			return
+		}
+		<-r.Context().Done() // held until the call's deadline ends the attempt
+	})
+	err := getKeyWithin(serveApp(t, handler, ""), 300*time.Millisecond)
+	assertStatus(t, err, codes.Unavailable, "Key Vault does not answer (gave up after 2 attempts within the call's deadline)")
+	assert.Equal(t, int32(2), count.Load())
 }
 
 func TestConnectionFailuresAreRetried(t *testing.T) {
