@@ -17,12 +17,14 @@ import azure.functions as func
 
 from functions.http import handles_errors, json_response
 from shared import app_context
-from shared.errors import KeyManagerError
+from shared.errors import KeyManagerError, Unavailable
 from shared.key_manager import KeyManager
 
 bp = func.Blueprint()
 
 CHECK_INTERVAL_SECONDS = 30.0
+# Anonymous callers learn that a server is stopped, never which blob or server name: the log says.
+STOPPED_SERVER = "a server id blob holds another server id than this instance has been using; the app's log names it"
 _clock: Callable[[], float] = time.monotonic
 
 
@@ -52,7 +54,7 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
     except KeyManagerError as error:
         return _render(_unavailable("settings", error))
     if conflicts:
-        return _render(_unavailable("blob_storage", conflicts[0]))
+        return _render(_unavailable("blob_storage", Unavailable(STOPPED_SERVER)))
     return _render(_dependencies(app_context.default_key_manager()))
 
 

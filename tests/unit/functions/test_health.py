@@ -87,4 +87,5 @@ def test_a_stopped_server_is_reported_at_once_despite_a_recent_ok(clock, monkeyp
     stopped.conflict = Unavailable("the server id blob x holds another server id")
     status, body = call()
     assert status == 503 and body["dependency"] == "blob_storage" and "another server id" in body["error"]["message"]
+    assert "blob x" not in body["error"]["message"]  # which blob (and so which server) only the log says
     assert fake.names() == ["probe"]
