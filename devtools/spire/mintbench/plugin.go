@@ -17,31 +17,47 @@ import (
 
 const directKeyID = "mintbench-direct"
 
-// roundTripTimer times each HTTP round trip (to the response headers) and reads the app's own time
-// from devhost's Server-Timing header ("function;dur=<ms>").
+// roundTripTimer times the HTTP round trips (to the response headers) of one call and reads the
+// app's own time from devhost's Server-Timing header ("function;dur=<ms>").
 type roundTripTimer struct {
-	base     http.RoundTripper
-	mu       sync.Mutex
-	last     time.Duration
-	function time.Duration
+	base  http.RoundTripper
+	mu    sync.Mutex
+	trips []roundTrip // since startCall
+}
+
+type roundTrip struct {
+	elapsed  time.Duration
+	function time.Duration // zero when the trip failed
 }
 
 func (t *roundTripTimer) RoundTrip(request *http.Request) (*http.Response, error) {
 	started := time.Now()
 	response, err := t.base.RoundTrip(request)
-	elapsed := time.Since(started)
+	trip := roundTrip{elapsed: time.Since(started)}
 	if err == nil {
-		t.mu.Lock()
-		t.last, t.function = elapsed, serverTiming(response.Header.Get("Server-Timing"), "function")
-		t.mu.Unlock()
+		trip.function = serverTiming(response.Header.Get("Server-Timing"), "function")
 	}
+	t.mu.Lock()
+	t.trips = append(t.trips, trip)
+	t.mu.Unlock()
 	return response, err
 }
 
-func (t *roundTripTimer) lastCall() (time.Duration, time.Duration) {
+// startCall forgets the trips of the calls before.
+func (t *roundTripTimer) startCall() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.last, t.function
+	t.trips = nil
+}
+
+// onlyTrip is the call's round trip; a call retried or without one has no stages to report.
+func (t *roundTripTimer) onlyTrip() (roundTrip, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.trips) != 1 {
+		return roundTrip{}, fmt.Errorf("the call made %d HTTP round trips, not 1: its stages would not add up", len(t.trips))
+	}
+	return t.trips[0], nil
 }
 
 // serverTiming reads one metric's dur (milliseconds) from a Server-Timing header; zero if absent.
@@ -97,17 +113,22 @@ func newPluginStages(trustDomain, appURL, serverName string) (*pluginStages, err
 }
 
 func (s *pluginStages) sign(measured bool) error {
+	s.timer.startCall()
 	started := time.Now()
 	if _, err := s.plugin.SignData(context.Background(), s.request); err != nil {
 		return fmt.Errorf("the plugin's SignData: %w", err)
 	}
 	sign := time.Since(started)
-	roundTrip, function := s.timer.lastCall()
-	if measured {
-		s.samples["sign"] = append(s.samples["sign"], sign.Nanoseconds())
-		s.samples["round_trip"] = append(s.samples["round_trip"], roundTrip.Nanoseconds())
-		s.samples["function"] = append(s.samples["function"], function.Nanoseconds())
+	if !measured {
+		return nil
 	}
+	trip, err := s.timer.onlyTrip()
+	if err != nil {
+		return fmt.Errorf("the plugin's SignData: %w", err)
+	}
+	s.samples["sign"] = append(s.samples["sign"], sign.Nanoseconds())
+	s.samples["round_trip"] = append(s.samples["round_trip"], trip.elapsed.Nanoseconds())
+	s.samples["function"] = append(s.samples["function"], trip.function.Nanoseconds())
 	return nil
 }
 
