@@ -6,8 +6,9 @@ another instance is seen by the next request: a signature is made by the key's c
 (Key Vault's empty-version sign) and the answer names the version that made it.
 
 Three bounded caches, none of which can make a request act on stale state:
-- the facts of each key version seen (type, fingerprint, whether it is this server's), which never
-  change, so that a signature's version costs no request once seen;
+- the facts of each key version seen (type and fingerprint, which never change, and whether it is
+  this server's as of its last read: every read of the version renews that, and only the one-request
+  sign relies on it), so that a signature's version costs no request once seen;
 - the version each key name had when last seen current, only a hint of the algorithm to sign with
   (Key Vault refuses an algorithm that does not fit the key, and then the key is read);
 - the current version read for a key whose listing showed a given Updated time.
@@ -55,11 +56,11 @@ class Signature:
 
 @dataclass(frozen=True)
 class _VersionFacts:
-    """What never changes about a key version, as this instance first read it."""
+    """What this instance knows of a key version: its type and fingerprint never change."""
 
     key_type: KeyType | None
     fingerprint: str
-    ours: bool  # its name and tags were this server's (``ownership``)
+    ours: bool  # its name and tags were this server's (``ownership``) when last read
 
 
 @dataclass(frozen=True)
@@ -197,10 +198,7 @@ class KeyManager:
                 current_version_refused = True  # the key is gone, or the vault cannot sign by the empty version
         if signed is None:
             signed = self._read_then_sign(naming, request, name, current_version_refused)
-        if seen is not None and signed.version == seen.version:
-            facts = seen.facts
-        else:
-            facts = self._version_facts(naming, request.key_id, name, signed.version)
+        facts = self._version_facts(naming, request.key_id, name, signed.version)
         if not facts.ours:
             raise NotFound(_not_found(request.key_id))  # the signature is not given out
         if facts.key_type is None:
@@ -361,10 +359,12 @@ class KeyManager:
         return facts
 
     def _remember(self, naming: KeyNaming, version: KeyVersion) -> _VersionFacts:
+        """The facts of a version just read; whose it is comes from this read, since tags can be changed."""
+        ours = self._owns(naming, version)
         facts = self._facts.get((version.name.lower(), version.version))
-        if facts is None:
+        if facts is None or facts.ours != ours:
             key_fingerprint = fingerprint(version.pkix_data) if version.key_type is not None else ""
-            facts = _VersionFacts(version.key_type, key_fingerprint, self._owns(naming, version))
+            facts = _VersionFacts(version.key_type, key_fingerprint, ours)
             self._facts.put((version.name.lower(), version.version), facts)
         return facts
 

@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 from datetime import datetime, timedelta, timezone
 
@@ -222,6 +223,17 @@ def test_a_rotation_to_another_type_between_read_and_sign_signs_with_the_version
     rotated = sign(manager)
     assert rotated.key_fingerprint == fingerprint(vault.keys[name("a").lower()][-1].pkix_data)
     assert vault.calls[-1][2] == LATEST  # the instance still signs by the empty version
+
+
+def test_a_key_retagged_for_another_server_is_not_found_by_the_next_read(manager, vault):
+    manager.generate_key("a", KeyType.EC_P256)
+    versions = vault.keys[name("a").lower()]
+    versions[-1] = dataclasses.replace(versions[-1], tags=OTHER_TAGS)  # re-tagged by hand in Key Vault
+    with pytest.raises(NotFound):
+        manager.get_public_key("a")
+    assert manager.get_public_keys() == []
+    with pytest.raises(NotFound):
+        sign(manager)  # the read above renewed what this instance knows of the version
 
 
 def test_an_overwritten_key_never_signs_again(manager, vault):
