@@ -125,7 +125,8 @@ def _whole_number(env: Mapping[str, str], name: str, default: int, low: int, hig
     if not value:
         return default
     if not _WHOLE_NUMBER.fullmatch(value) or not low <= int(value) <= high:
-        raise ConfigurationError(f"{name} must be a whole number of {unit}from {low} to {high}, in ASCII digits")
+        of_unit = f"of {unit}" if unit else ""
+        raise ConfigurationError(f"{name} must be a whole number {of_unit}from {low} to {high}, in ASCII digits")
     return int(value)
 
 

@@ -195,3 +195,8 @@ def test_storage_connection_strings_of_each_kind_are_accepted(value):
 def test_unparsable_uris_are_configuration_errors(value):
     assert "KEY_VAULT_URI" in error_of(KEY_VAULT_URI=value)
     assert "KEY_METADATA_STORAGE__blobServiceUri" in error_of(AzureWebJobsStorage=None, KEY_METADATA_STORAGE__blobServiceUri=value)
+
+
+def test_a_count_out_of_range_reads_plainly():
+    with pytest.raises(ConfigurationError, match=r"^SWEEP_MAX_DELETIONS must be a whole number from 1 to "):
+        load_settings({**BASE, "SWEEP_MAX_DELETIONS": "0"})
