@@ -34,7 +34,8 @@ from devtools.stack.faultproxy import FaultProxy
 TRUST_DOMAIN = "e2e.example.org"
 WORKLOAD = f"spiffe://{TRUST_DOMAIN}/e2e/workload"
 FUNCTION_KEY_ENV = "E2E_FUNCTION_KEY"
-# devhost does not check keys; the plugin sends this one anyway, and no log line may show it.
+# devhost does not check keys: the proxy in front of it shows that the plugin sends this one, and
+# no log line may show it.
 FUNCTION_KEY = f"e2e-function-key-{uuid.uuid4().hex}"
 ROTATION_TIMEOUT_SECONDS = 150
 # The plugin retries for SPIRE's 30 s call deadline; the server then stops.
@@ -261,9 +262,14 @@ def another_trust_domain_is_refused(run: Run) -> str:
     return f"the server's error: {errors[-1]}"
 
 
-def function_key_in_no_log(run: Run) -> None:
+def function_key_reached_the_app_and_no_log(run: Run) -> str:
+    sent = [fields.get("x-functions-key") for fields in run.proxy.request_headers]
+    check(bool(sent), "the plugin sent the app no request")
+    without_key = sum(1 for key in sent if key != FUNCTION_KEY)
+    check(without_key == 0, f"{without_key} of the plugin's {len(sent)} requests reached the app without the function key")
     for name, server in run.servers.items():
         check(FUNCTION_KEY not in server.log_path.read_text(errors="replace"), f"{name}'s log shows the function key")
+    return f"the key came with all {len(sent)} requests of the plugin"
 
 
 # A step raises on failure; it may return a note to print with its PASS.
@@ -277,7 +283,7 @@ STEPS: list[tuple[str, Callable[[Run], str | None]]] = [
     ("short ca_ttl rotation prepares and activates slot B; SVIDs minted after it verify", rotation_activates_slot_b),
     ("app stopped at startup: clear error after the retries, a later start works", app_stopped_at_startup),
     ("a server of another trust domain is refused with a clear error", another_trust_domain_is_refused),
-    ("the function key is in no server log", function_key_in_no_log),
+    ("the function key reached the app with every request and is in no server log", function_key_reached_the_app_and_no_log),
 ]
 
 

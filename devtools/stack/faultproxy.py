@@ -83,6 +83,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
         self._requests: list[tuple[str, str]] = []
+        self._request_headers: list[dict[str, str]] = []
         self._faults_injected = 0
         self._connections = 0
         self._port = 0  # chosen by the OS on the first start, then kept
@@ -180,6 +181,12 @@ class FaultProxy:
             return list(self._requests)
 
     @property
+    def request_headers(self) -> list[dict[str, str]]:
+        """The headers of each request in ``requests``, in the same order, names in lower case; a snapshot copy."""
+        with self._lock:
+            return [dict(fields) for fields in self._request_headers]
+
+    @property
     def faults_injected(self) -> int:
         with self._lock:
             return self._faults_injected
@@ -196,10 +203,11 @@ class FaultProxy:
         with self._lock:
             self._faults.append(fault)
 
-    def _take_fault(self, method: str, target: str) -> Optional[_Fault]:
+    def _take_fault(self, method: str, target: str, fields: dict[str, str]) -> Optional[_Fault]:
         """Log the request and consume one use of the first matching fault, in the order they were added."""
         with self._lock:
             self._requests.append((method, target))
+            self._request_headers.append(fields)
             for fault in self._faults:
                 if fault.matches(method, target):
                     if fault.remaining is not None:
@@ -270,7 +278,7 @@ class FaultProxy:
         connection = fields.get("connection", "").lower()
         keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
 
-        fault = self._take_fault(method, target)
+        fault = self._take_fault(method, target, fields)
         if fault is not None and fault.kind == "reset":
             # SO_LINGER 0 makes close() send RST, so the client sees "connection reset by peer".
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
