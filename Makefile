@@ -47,9 +47,10 @@ test: install go-unit
 unit: install go-unit
 	$(PY) -m pytest tests/unit
 
-# The SPIRE plugin's unit tests (against an in-process HTTP server).
+# The SPIRE plugin's unit tests (against an in-process HTTP server), and the mint benchmark client's.
 go-unit:
 	cd spire-plugin && go vet ./... && go test ./...
+	cd devtools/spire && go vet ./mintbench && go test ./mintbench
 
 # The SPIRE KeyManager plugin: one static binary.
 PLUGIN := spire-plugin/bin/azure-kv-keymanager
