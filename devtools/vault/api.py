@@ -158,15 +158,16 @@ def challenge(resource: str) -> str:
 class VaultApi:
     """Routes requests to handlers; ``is_valid_token`` decides which bearer tokens are accepted.
 
-    ``challenge_resource`` is the resource a 401's challenge names. The Go SDK accepts a challenge
-    only when that resource's host (port included) is a parent domain of the vault's, so a vault at
-    https://127.0.0.1:8443 needs one such as https://0.0.1:8443 to serve Go clients.
+    ``challenge`` is a 401's WWW-Authenticate value; its owner sets it once the vault's port is
+    known (see LocalVault). The Go SDK accepts a challenge only when its resource's host (port
+    included) is a parent domain of the vault's, so a vault at https://127.0.0.1:8443 needs one such
+    as https://0.0.1:8443 to serve Go clients.
     """
 
-    def __init__(self, store: KeyStore, is_valid_token: Callable[[str], bool], challenge_resource: str = DEFAULT_CHALLENGE_RESOURCE) -> None:
+    def __init__(self, store: KeyStore, is_valid_token: Callable[[str], bool]) -> None:
         self.store = store
         self.is_valid_token = is_valid_token
-        self.challenge = challenge(challenge_resource)
+        self.challenge = challenge(DEFAULT_CHALLENGE_RESOURCE)
         # (method, path pattern, handler); "{x}" segments are passed to the handler. First match wins.
         self.routes: list[tuple[str, tuple[str, ...], Callable[..., Result]]] = [
             ("GET", ("ping",), self.ping),
