@@ -54,7 +54,9 @@ MINT_CLIENT_PACKAGE = "./mintbench"
 
 def run() -> list[Figure]:
     spire_server, plugin = binaries()
-    with tempfile.TemporaryDirectory(prefix="spire-bench-") as tmp, local_app(Path(tmp), TRUST_DOMAIN, CHALLENGE_RESOURCE) as app:
+    # devhost sends its Server-Timing only when asked (the Functions host never does); it inherits this.
+    with (environ({"DEVHOST_SERVER_TIMING": "1"}), tempfile.TemporaryDirectory(prefix="spire-bench-") as tmp,
+          local_app(Path(tmp), TRUST_DOMAIN, CHALLENGE_RESOURCE) as app):
         work = Path(tmp)
         mint_client = _build_mint_client(work)
         servers = _servers(spire_server, plugin, app, work)

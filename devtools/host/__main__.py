@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from .functions import AppError, load_app
-from .server import READ_TIMEOUT_SECONDS, DevHost, DevHostServer
+from .server import HEADERS_TIMEOUT_SECONDS, KEEP_ALIVE_TIMEOUT_SECONDS, DevHost, DevHostServer
 from .settings import SettingsError, load_local_settings, read_route_prefix
 
 
@@ -21,9 +22,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--app-dir", default=".", help="folder holding function_app.py and host.json")
     parser.add_argument("--settings", default="local.settings.json", help="relative to --app-dir")
     parser.add_argument("--no-timers", action="store_true", help="do not run timers on schedule")
-    parser.add_argument("--read-timeout", type=float, default=READ_TIMEOUT_SECONDS, metavar="SECONDS",
-                        help="close a connection whose client sends nothing for this long")
+    parser.add_argument("--keep-alive-timeout", type=float, default=KEEP_ALIVE_TIMEOUT_SECONDS, metavar="SECONDS",
+                        help="close a connection that waits this long for a request")
+    parser.add_argument("--headers-timeout", type=float, default=HEADERS_TIMEOUT_SECONDS, metavar="SECONDS",
+                        help="answer 408 when a request's line and headers take longer to arrive")
     args = parser.parse_args(argv)
+    # Opt-in, read before the app's settings: the Functions host never sends Server-Timing.
+    server_timing = os.environ.get("DEVHOST_SERVER_TIMING") == "1"
     # stderr carries our log lines and whatever the functions log, as func start shows them.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="[%(asctime)s] %(message)s")
 
@@ -32,12 +37,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         # Settings first: function_app.py may read them at import time.
         applied = load_local_settings(app_dir / args.settings)  # an absolute --settings wins the join
         logging.getLogger("devhost").info("applied %d setting(s) from %s", len(applied), args.settings)
-        devhost = DevHost(load_app(app_dir), read_route_prefix(app_dir))
+        devhost = DevHost(load_app(app_dir), read_route_prefix(app_dir), server_timing)
     except (SettingsError, AppError) as exc:
         print(f"devhost: {exc}", file=sys.stderr)
         return 1
 
-    server = DevHostServer((args.host, args.port), devhost, args.read_timeout)
+    server = DevHostServer((args.host, args.port), devhost, args.keep_alive_timeout, args.headers_timeout)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

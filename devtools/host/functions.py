@@ -9,6 +9,7 @@ import textwrap
 import threading
 import typing
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +20,7 @@ from azure.functions.timer import TimerRequest  # the concrete class (func.Timer
 from azure_functions_runtime.bindings.meta import load_binding_registry
 from azure_functions_runtime.functions import Registry
 from azure_functions_runtime.loader import index_function_app
+from azure_functions_runtime.utils.threadpool import _get_max_workers
 
 from .requirements import DeployedPackagesOnly
 
@@ -39,6 +41,7 @@ class FunctionInfo:
     directory: str = ""
     has_return: bool = True  # a $return binding (HTTP functions have one)
     requires_context: bool = False
+    is_async: bool = False
 
     @property
     def trigger_type(self) -> str:
@@ -99,7 +102,7 @@ def load_app(app_dir: Path, script: str = "function_app.py") -> list[FunctionInf
 def _function_info(indexed: Any, worker_info: Any, directory: str) -> FunctionInfo:
     return FunctionInfo(indexed.get_function_name(), indexed.get_user_function(),
                         indexed.get_trigger().get_dict_repr(), directory,
-                        worker_info.has_return, worker_info.requires_context)
+                        worker_info.has_return, worker_info.requires_context, worker_info.is_async)
 
 
 def _no_return_binding(fn: FunctionInfo) -> str:
@@ -137,14 +140,25 @@ def trigger_input(fn: FunctionInfo, payload: Any) -> Any:
     return payload  # other triggers get the raw input; enough for simple local runs
 
 
-def invoke(fn: FunctionInfo, trigger_value: Any) -> Any:
-    """Call the user function; coroutine functions run on their own event loop."""
-    kwargs: dict[str, Any] = {fn.arg_name: trigger_value}
-    if fn.requires_context:
-        kwargs["context"] = Context(fn.name, fn.directory)
-    result = fn.func(**kwargs)
-    if inspect.iscoroutine(result):
-        result = asyncio.run(result)
-    if result is not None and not fn.has_return:
-        raise RuntimeError(_no_return_binding(fn))
-    return result
+class Worker:
+    """Runs functions where the Python worker runs them: sync ones on a thread pool of
+    PYTHON_THREADPOOL_THREAD_COUNT threads (read now, as the worker reads it at its start; unset or
+    invalid, ThreadPoolExecutor's default), coroutine functions on one event loop thread they share."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=_get_max_workers())
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="worker-loop", daemon=True).start()
+
+    def invoke(self, fn: FunctionInfo, trigger_value: Any) -> Any:
+        """Call the user function and wait for its result."""
+        kwargs: dict[str, Any] = {fn.arg_name: trigger_value}
+        if fn.requires_context:
+            kwargs["context"] = Context(fn.name, fn.directory)
+        if fn.is_async:
+            result = asyncio.run_coroutine_threadsafe(fn.func(**kwargs), self.loop).result()
+        else:
+            result = self.pool.submit(fn.func, **kwargs).result()
+        if result is not None and not fn.has_return:
+            raise RuntimeError(_no_return_binding(fn))
+        return result

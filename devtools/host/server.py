@@ -1,6 +1,7 @@
 """HTTP serving, the admin endpoint and the timer scheduler."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -13,17 +14,21 @@ from urllib.parse import unquote, urlsplit
 import azure.functions as func
 from azure.functions.http import HttpResponseConverter
 
-from .functions import AppError, FunctionInfo, TimerRequest, invoke, trigger_input
+from .functions import AppError, FunctionInfo, TimerRequest, Worker, trigger_input
 from .ncrontab import Schedule
 from .routes import RouteNotFound, Router, split_path
 from .settings import SettingsError, resolve_references
-from .wire import BadRequestBody, ClientLeft, host_query_params, read_body
+from .wire import BadRequestBody, ClientLeft, ConnectionReader, HeadersTimeout, host_query_params, read_body
 
 log = logging.getLogger("devhost")
 
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")
-# Kestrel's RequestHeadersTimeout: a client that sends nothing for this long loses its connection.
-READ_TIMEOUT_SECONDS = 30.0
+# Kestrel's limits. KeepAliveTimeout: a connection waiting this long for a request's first byte
+# is closed. RequestHeadersTimeout: from that first byte, the request line and headers must all
+# arrive within this time, or the answer is a 408 and the connection closes. (Body reads here
+# only time out when one read waits this long; Kestrel's MinRequestBodyDataRate is not modelled.)
+KEEP_ALIVE_TIMEOUT_SECONDS = 130.0
+HEADERS_TIMEOUT_SECONDS = 30.0
 Headers = Iterable[tuple[str, str]]
 
 
@@ -39,8 +44,11 @@ class DevHost:
     accepted and simply passed on to the function like any other.
     """
 
-    def __init__(self, functions: list[FunctionInfo], route_prefix: str = "api") -> None:
+    def __init__(self, functions: list[FunctionInfo], route_prefix: str = "api", server_timing: bool = False) -> None:
         self.functions = {f.name.casefold(): f for f in functions}
+        self.worker = Worker()
+        # The host sends no Server-Timing; a benchmark may ask for the function's own time in one.
+        self.server_timing = server_timing
         self.route_prefix = route_prefix
         self.router: Router[FunctionInfo] = Router(route_prefix)
         self.timers: list[tuple[FunctionInfo, Schedule]] = []
@@ -76,9 +84,8 @@ class DevHost:
         url = urlsplit(req.path)
         try:
             body = read_body(req.headers, req.rfile)
-        except BadRequestBody as exc:
-            req.close_connection = True
-            log.info("- %s %s -> %d: %s", method, url.path, self._send(req, exc.status), exc)
+        except BadRequestBody as exc:  # Kestrel answers and closes the connection, saying so
+            log.info("- %s %s -> %d: %s", method, url.path, self._send(req, exc.status, close=True), exc)
             return
         except (ClientLeft, TimeoutError, ConnectionError):
             req.close_connection = True
@@ -110,36 +117,39 @@ class DevHost:
             body=body)
         started = time.perf_counter()
         try:
-            result = invoke(fn, request)
+            result = self.worker.invoke(fn, request)
         except Exception:
             log.exception("function %s failed", fn.name)
             return fn.name, self._send(req, 500)  # the host also answers 500 with no body
         # The function's own time, so that a benchmark can tell it from the hop and the host's.
-        timing = ("Server-Timing", f"function;dur={(time.perf_counter() - started) * 1000:.3f}")
-        return fn.name, self._write_result(req, fn, result, timing)
+        timing = [("Server-Timing", f"function;dur={(time.perf_counter() - started) * 1000:.3f}")]
+        return fn.name, self._write_result(req, fn, result, timing if self.server_timing else [])
 
-    def _write_result(self, req: BaseHTTPRequestHandler, fn: FunctionInfo, result: Any, timing: tuple[str, str]) -> int:
+    def _write_result(self, req: BaseHTTPRequestHandler, fn: FunctionInfo, result: Any, timing: Headers) -> int:
         if isinstance(result, func.HttpResponse):
             # The worker's own encoding: it sets Content-Type, with a charset for text/* only.
             encoded = HttpResponseConverter.encode(result, expected_type=None).value
             headers = [(name, datum.value) for name, datum in encoded["headers"].items()]
             headers += [("Set-Cookie", morsel.OutputString())
                         for cookie in encoded["cookies"] or [] for morsel in cookie.values()]
-            return self._send(req, result.status_code, [*headers, timing], encoded["body"].value)
+            return self._send(req, result.status_code, [*headers, *timing], encoded["body"].value)
         if result is None:
-            return self._send(req, 204, [timing])
+            return self._send(req, 204, timing)
         if isinstance(result, (str, bytes)):
             body = result.encode() if isinstance(result, str) else result
-            return self._send(req, 200, [("Content-Type", "text/plain; charset=utf-8"), timing], body)
+            return self._send(req, 200, [("Content-Type", "text/plain; charset=utf-8"), *timing], body)
         log.error("function %s returned %s, expected func.HttpResponse", fn.name, type(result).__name__)
         return self._send(req, 500)
 
     @staticmethod
-    def _send(req: BaseHTTPRequestHandler, status: int, headers: Headers = (), body: bytes = b"") -> int:
+    def _send(req: BaseHTTPRequestHandler, status: int, headers: Headers = (), body: bytes = b"",
+              close: bool = False) -> int:
         req.send_response(status)
         for name, value in headers:
             if name.lower() not in ("content-length", "transfer-encoding", "connection"):
                 req.send_header(name, value)
+        if close:
+            req.send_header("Connection", "close")  # http.server then closes the connection too
         req.send_header("Content-Length", str(len(body)))
         req.end_headers()
         if req.command != "HEAD":
@@ -174,7 +184,7 @@ class DevHost:
         """Run a non-HTTP function, logging the outcome; never raises."""
         started = time.perf_counter()
         try:
-            invoke(fn, value)
+            self.worker.invoke(fn, value)
         except Exception:
             log.exception("%s (%s) failed after %.1f ms", fn.name, reason,
                           (time.perf_counter() - started) * 1000)
@@ -188,7 +198,7 @@ class DevHost:
                              name=f"timer-{fn.name}", daemon=True).start()
 
     def _timer_loop(self, fn: FunctionInfo, schedule: Schedule) -> None:
-        # Runs happen on this thread, so a timer never overlaps itself (nor does it in the host).
+        # Each run is waited for here, so a timer never overlaps itself (nor does it in the host).
         if fn.trigger.get("runOnStartup"):
             self.run_logged(fn, TimerRequest(past_due=False), "runOnStartup")
         due = schedule.next_after(_utcnow())
@@ -209,11 +219,35 @@ class _Handler(BaseHTTPRequestHandler):
     # then holds every response back by ~40 ms.
     disable_nagle_algorithm = True
 
+    rfile: ConnectionReader  # type: ignore[assignment]
+
     def setup(self) -> None:
-        self.timeout = self.server.read_timeout  # every read on the socket; idle clients are let go
         super().setup()
+        self.rfile = ConnectionReader(self.rfile, self.connection)  # type: ignore[arg-type]
+
+    def handle_one_request(self) -> None:
+        self.connection.settimeout(self.server.keep_alive_timeout)
+        try:
+            idle = not self.rfile.buffered.peek(1)  # waits for the next request's first byte
+        except (TimeoutError, ConnectionError):
+            idle = True
+        if idle:
+            self.close_connection = True
+            return
+        self.rfile.deadline = time.monotonic() + self.server.headers_timeout
+        try:
+            super().handle_one_request()
+        except HeadersTimeout:
+            self.close_connection = True
+            self.connection.settimeout(self.server.headers_timeout)
+            with contextlib.suppress(OSError):  # the client may be gone
+                self.wfile.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n"
+                                 b"Date: %s\r\n\r\n" % self.date_time_string().encode())
+            log.info("- the request's headers did not arrive within %.0f s -> 408", self.server.headers_timeout)
 
     def _dispatch(self) -> None:
+        self.rfile.deadline = None  # the headers are in; each read of the body waits up to headers_timeout
+        self.connection.settimeout(self.server.headers_timeout)
         self.server.devhost.handle(self)
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -225,12 +259,14 @@ for _method in HTTP_METHODS:
 
 
 class DevHostServer(ThreadingHTTPServer):
-    """One thread per request, so slow functions do not block others."""
+    """A thread per connection, as the host serves each; the functions run on the DevHost's Worker."""
     daemon_threads = True
     request_queue_size = 1024  # the default of 5 resets connections when many clients connect at once
 
     def __init__(self, address: tuple[str, int], devhost: DevHost,
-                 read_timeout: float = READ_TIMEOUT_SECONDS) -> None:
+                 keep_alive_timeout: float = KEEP_ALIVE_TIMEOUT_SECONDS,
+                 headers_timeout: float = HEADERS_TIMEOUT_SECONDS) -> None:
         super().__init__(address, _Handler)
         self.devhost = devhost
-        self.read_timeout = read_timeout
+        self.keep_alive_timeout = keep_alive_timeout
+        self.headers_timeout = headers_timeout

@@ -1,9 +1,12 @@
 """What the Functions host does between the socket and the worker: request bodies and query strings."""
 from __future__ import annotations
 
+import io
 import re
+import socket
+import time
 from email.message import Message
-from typing import BinaryIO
+from typing import BinaryIO, Optional
 from urllib.parse import parse_qsl
 
 # The host's default request body limit (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT); larger bodies are a 413.
@@ -23,6 +26,49 @@ class BadRequestBody(Exception):
 
 class ClientLeft(Exception):
     """The client closed the connection before sending the whole body."""
+
+
+class HeadersTimeout(Exception):
+    """The request line and headers did not all arrive by their deadline (not a TimeoutError, which
+    http.server takes for a silent hang-up: the host answers 408)."""
+
+
+class ConnectionReader:
+    """A connection's reader. While ``deadline`` (a time.monotonic() value) is set, lines must be
+    complete by then: one deadline for a request's line and headers together, not a time per read."""
+
+    def __init__(self, buffered: io.BufferedReader, connection: socket.socket) -> None:
+        self.buffered = buffered
+        self.connection = connection
+        self.deadline: Optional[float] = None
+
+    def read(self, size: int = -1) -> bytes:
+        return self.buffered.read(size)
+
+    def readline(self, limit: int = -1) -> bytes:
+        if self.deadline is None:
+            return self.buffered.readline(limit)
+        line = bytearray()
+        while limit < 0 or len(line) < limit:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise HeadersTimeout()
+            self.connection.settimeout(remaining)
+            try:
+                available = self.buffered.peek(1)  # what is buffered, or at most one read from the socket
+            except TimeoutError:
+                raise HeadersTimeout() from None
+            if not available:
+                break
+            available = available[:limit - len(line)] if limit >= 0 else available
+            end = available.find(b"\n")
+            line += self.buffered.read(end + 1 if end >= 0 else len(available))
+            if end >= 0:
+                break
+        return bytes(line)
+
+    def close(self) -> None:
+        self.buffered.close()
 
 
 def read_body(headers: Message, rfile: BinaryIO) -> bytes:

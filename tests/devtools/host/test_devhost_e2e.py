@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import queue
+import select
 import signal
 import socket
 import subprocess
@@ -22,7 +23,7 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 BLUEPRINT = '''
-import asyncio, json, os, time
+import asyncio, json, os, threading
 import azure.functions as func
 
 bp = func.Blueprint()
@@ -61,10 +62,29 @@ async def wait_async(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse("waited " + req.route_params["ms"])
 
 
-@bp.route(route="block/{ms:int}")
-def block(req: func.HttpRequest) -> func.HttpResponse:
-    time.sleep(int(req.route_params["ms"]) / 1000)
-    return func.HttpResponse("done")
+MEETINGS = {}
+MEETINGS_LOCK = threading.Lock()
+
+
+@bp.route(route="meet/{group}/{parties:int}")
+def meet(req: func.HttpRequest) -> func.HttpResponse:
+    """"met" once `parties` calls of the group run at once; "alone" if they never do within ?wait= s."""
+    with MEETINGS_LOCK:
+        barrier = MEETINGS.setdefault(req.route_params["group"], threading.Barrier(int(req.route_params["parties"])))
+    try:
+        barrier.wait(timeout=float(req.params["wait"]))
+    except threading.BrokenBarrierError:
+        return func.HttpResponse("alone")
+    return func.HttpResponse("met")
+
+
+LOOPS = []
+
+
+@bp.route(route="loops")
+async def loops(req: func.HttpRequest) -> func.HttpResponse:
+    LOOPS.append(asyncio.get_running_loop())  # kept, so that no later loop can take its id
+    return func.HttpResponse(str(len({id(loop) for loop in LOOPS})))
 
 
 @bp.route(route="boom")
@@ -176,7 +196,8 @@ def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def host(app_dir: Path):
-    devhost = Devhost(app_dir, "--no-timers", "--read-timeout", "1", env={"BOTH": "env"})
+    devhost = Devhost(app_dir, "--no-timers", "--keep-alive-timeout", "1", "--headers-timeout", "2",
+                      env={"BOTH": "env", "PYTHON_THREADPOOL_THREAD_COUNT": "2"})
     devhost.wait_ready()
     yield devhost
     assert devhost.stop() == 0
@@ -259,12 +280,16 @@ def test_chunked_request_bodies_are_read(host: Devhost):
     assert json.loads(body) == {"key_id": "k1", "echo": {"digest": "ab"}}
 
 
-@pytest.mark.parametrize("length", [b"-1", b"abc", b"99999999999999999999999"])
-def test_unusable_content_length_is_400_at_once_and_nothing_runs(host: Devhost, length: bytes):
-    request = b"POST /api/keys/bad-length/sign HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\n\r\n{}"
-    assert raw_exchange(host.base, request).startswith(b"HTTP/1.1 400 ")
-    assert wait_for(lambda: "- POST /api/keys/bad-length/sign -> 400" in host.stderr())
-    assert "sign POST /api/keys/bad-length/sign" not in host.stderr()
+@pytest.mark.parametrize("length, status", [(b"-1", 400), (b"abc", 400), (b"99999999999999999999999", 400),
+                                            (b"104857601", 413)])
+def test_unusable_content_length_is_answered_at_once_closing_and_nothing_runs(host: Devhost, length: bytes, status: int):
+    path = f"/api/keys/bad-length-{status}/sign"
+    request = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: ".encode() + length + b"\r\n\r\n{}"
+    head = raw_exchange(host.base, request).partition(b"\r\n\r\n")[0].split(b"\r\n")
+    assert head[0].startswith(b"HTTP/1.1 %d " % status)
+    assert b"Connection: close" in head[1:]  # as Kestrel says when it closes
+    assert wait_for(lambda: f"- POST {path} -> {status}" in host.stderr())
+    assert f"sign POST {path}" not in host.stderr()
 
 
 def test_a_client_leaving_mid_body_runs_nothing(host: Devhost):
@@ -274,10 +299,27 @@ def test_a_client_leaving_mid_body_runs_nothing(host: Devhost):
     assert "sign POST /api/keys/gone/sign" not in host.stderr()
 
 
-def test_idle_connections_are_closed_after_the_read_timeout(host: Devhost):
+def test_idle_connections_are_closed_after_the_keep_alive_timeout(host: Devhost):
     host_name, port = host.base.removeprefix("http://").split(":")
     with socket.create_connection((host_name, int(port)), timeout=30) as idle:
-        assert idle.recv(1) == b""  # devhost hangs up (--read-timeout 1); without it recv times out
+        assert idle.recv(1) == b""  # devhost hangs up (--keep-alive-timeout 1); without it recv times out
+
+
+def test_headers_arriving_steadily_but_past_their_deadline_get_a_408(host: Devhost):
+    """--headers-timeout 2 is one deadline for the request line and headers, not a wait per read."""
+    host_name, port = host.base.removeprefix("http://").split(":")
+    request = b"GET /api/keys/trickled HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"p" * 60 + b"\r\n\r\n"
+    with socket.create_connection((host_name, int(port)), timeout=30) as conn:
+        for byte in request:  # a byte every 0.1 s: 9 s in all, and never a read waiting 2 s
+            conn.sendall(bytes([byte]))
+            if select.select([conn], [], [], 0.1)[0]:
+                break  # devhost has answered
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head = answer.split(b"\r\n")
+    assert head[0] == b"HTTP/1.1 408 Request Timeout" and b"Connection: close" in head
+    assert wait_for(lambda: "the request's headers did not arrive within 2 s -> 408" in host.stderr())
 
 
 def test_a_normal_request_answers_while_300_clients_sit_idle(app_dir: Path):
@@ -301,12 +343,20 @@ def test_exception_gives_500_and_traceback(host: Devhost):
     assert wait_for(lambda: "boom GET /api/boom -> 500" in host.stderr())
 
 
-def test_requests_run_concurrently(host: Devhost):
-    started = time.monotonic()
-    with ThreadPoolExecutor(3) as pool:
-        statuses = list(pool.map(lambda _: requests.get(f"{host.base}/api/block/600").status_code, range(3)))
-    assert statuses == [200] * 3
-    assert time.monotonic() - started < 1.5
+def test_sync_functions_run_at_most_python_threadpool_thread_count_at_once(host: Devhost):
+    """As on the worker's thread pool: with PYTHON_THREADPOOL_THREAD_COUNT=2, two calls run together, a third waits."""
+    def meet(group: str, parties: int, wait: int) -> str:
+        return requests.get(f"{host.base}/api/meet/{group}/{parties}?wait={wait}", timeout=60).text
+
+    with ThreadPoolExecutor(3) as callers:
+        assert list(callers.map(meet, ["pair"] * 2, [2] * 2, [30] * 2)) == ["met"] * 2
+        # The third call only starts once the first two have given up (after 2 s), so no three ever meet.
+        assert list(callers.map(meet, ["trio"] * 3, [3] * 3, [2] * 3)) == ["alone"] * 3
+
+
+def test_async_functions_share_one_event_loop(host: Devhost):
+    first, second = (requests.get(f"{host.base}/api/loops", timeout=30).text for _ in range(2))
+    assert (first, second) == ("1", "1")
 
 
 def test_local_settings_applied_environment_wins(host: Devhost):
@@ -437,7 +487,7 @@ def test_an_import_requirements_provides_starts(tmp_path: Path):
     assert devhost.stop() == 0
 
 
-def test_connections_are_kept_alive_and_answers_carry_the_functions_time(host: Devhost):
+def test_connections_are_kept_alive_and_answers_carry_no_server_timing(host: Devhost):
     host_name, port = host.base.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host_name, int(port), timeout=30)
     try:
@@ -446,8 +496,17 @@ def test_connections_are_kept_alive_and_answers_carry_the_functions_time(host: D
             response = connection.getresponse()
             assert json.loads(response.read())["key_id"] == key_id
             assert response.version == 11 and not response.will_close
-            name, _, duration = response.headers["Server-Timing"].partition(";dur=")
-            assert name == "function" and float(duration) >= 0
+            assert "Server-Timing" not in response.headers  # the Functions host sends none
     finally:
         connection.close()
     assert wait_for(lambda: host.stderr().count("get_key GET /api/keys/") >= 2)
+
+
+def test_answers_carry_the_functions_time_when_asked(app_dir: Path):
+    devhost = Devhost(app_dir, "--no-timers", env={"DEVHOST_SERVER_TIMING": "1"})
+    try:
+        response = requests.get(f"{devhost.wait_ready()}/api/keys/timed", timeout=30)
+        name, _, duration = response.headers["Server-Timing"].partition(";dur=")
+        assert name == "function" and float(duration) >= 0
+    finally:
+        assert devhost.stop() == 0

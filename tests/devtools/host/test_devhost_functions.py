@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.host.functions import FunctionInfo, invoke
+from devtools.host.functions import FunctionInfo, Worker
 from devtools.host.requirements import DeployedPackagesOnly, deployed_distributions
 
 
@@ -13,7 +13,7 @@ def names(requirements: Path) -> set[str]:
 def test_a_run_returning_a_value_without_a_return_binding_fails_as_in_the_worker():
     tick = FunctionInfo("tick", lambda timer: "a value", {"type": "timerTrigger", "name": "timer"}, has_return=False)
     with pytest.raises(RuntimeError, match=r"function 'tick' without a \$return binding returned a non-None value"):
-        invoke(tick, None)
+        Worker().invoke(tick, None)
 
 
 def test_deployed_packages_are_the_requirements_and_what_they_depend_on(tmp_path: Path):
