@@ -94,14 +94,19 @@ def test_a_deleted_blob_is_restored_with_the_known_id(storage):
     assert identity_on(container, Clock()).server_id() == known
 
 
-def test_a_blob_replaced_with_another_id_stops_the_server_until_it_holds_its_id_again(storage, caplog):
-    container, _ = storage
-    clock = Clock()
+def replaced_while_serving(container, clock: Clock) -> tuple[BlobServerIdentity, str, object]:
+    """An identity that has served its id, and whose blob now holds another one, due for a re-check."""
     identity = identity_on(container, clock)
     known = identity.server_id()
     blob = container.get_blob_client("key-metadata")
     blob.upload_blob(str(uuid.uuid4()).encode(), overwrite=True)
     clock.advance(RECHECK_INTERVAL)
+    return identity, known, blob
+
+
+def test_a_blob_replaced_with_another_id_stops_the_server_until_it_holds_its_id_again(storage, caplog):
+    clock = Clock()
+    identity, known, blob = replaced_while_serving(storage[0], clock)
     for _ in range(3):
         with pytest.raises(Unavailable, match="holds another server id"):
             identity.server_id()
@@ -114,13 +119,8 @@ def test_a_blob_replaced_with_another_id_stops_the_server_until_it_holds_its_id_
 
 
 def test_a_stopped_server_whose_blob_is_deleted_restores_it_and_serves_again(storage):
-    container, _ = storage
     clock = Clock()
-    identity = identity_on(container, clock)
-    known = identity.server_id()
-    blob = container.get_blob_client("key-metadata")
-    blob.upload_blob(str(uuid.uuid4()).encode(), overwrite=True)
-    clock.advance(RECHECK_INTERVAL)
+    identity, known, blob = replaced_while_serving(storage[0], clock)
     with pytest.raises(Unavailable, match="holds another server id"):
         identity.server_id()
     blob.delete_blob()  # the operator removes the foreign id
