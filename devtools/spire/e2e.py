@@ -80,8 +80,14 @@ class Run:
             keys = json.load(response)["public_keys"]
         return {key["id"]: base64.b64decode(key["pkix_data"]) for key in keys}
 
-    def generate_key_calls(self) -> int:
-        return sum(1 for method, target in self.proxy.requests if method == "POST" and target.split("?")[0] == "/api/keys")
+    def generate_key_calls(self, server_name: str) -> int:
+        """GenerateKey calls the plugin of one server sent; other servers (a rotating one) keep theirs apart."""
+        requests = zip(self.proxy.requests, self.proxy.request_headers, strict=True)
+        return sum(
+            1
+            for (method, target), fields in requests
+            if method == "POST" and target.split("?")[0] == "/api/keys" and fields.get("x-spire-server-name") == server_name
+        )
 
 
 # ---- checks shared by several steps ------------------------------------------------------------
@@ -178,9 +184,10 @@ def jwt_svid_verifies(run: Run) -> None:
 
 def restart_keeps_keys_and_bundle(run: Run) -> None:
     server = run.servers["e2e-alpha"]
-    before, keys_before, calls_before = snapshot(server), run.app_keys("e2e-alpha"), run.generate_key_calls()
+    before, keys_before, calls_before = snapshot(server), run.app_keys("e2e-alpha"), run.generate_key_calls("e2e-alpha")
     restart(server)
-    check(run.generate_key_calls() == calls_before, f"the restart made {run.generate_key_calls() - calls_before} GenerateKey calls")
+    calls = run.generate_key_calls("e2e-alpha") - calls_before
+    check(calls == 0, f"the restart made {calls} GenerateKey calls")
     check(snapshot(server) == before, "the bundle changed across the restart")
     check(run.app_keys("e2e-alpha") == keys_before, "the app's keys changed across the restart")
     verify_x509_svid(server, run.work / "alpha-svid-restarted")
@@ -197,10 +204,11 @@ def two_servers_keep_their_own_keys(run: Run) -> None:
     check(set(alpha_keys.values()).isdisjoint(beta_keys.values()), "the two servers share keys")
     check(bundle_authority_keys(beta.bundle_pem()) == keys_with_prefix(beta_keys, "x509-CA-"), "e2e-beta's bundle is not its own CA key")
     run.bundles["e2e-beta"] = snapshot(beta)
-    calls_before = run.generate_key_calls()
-    for name in ("e2e-alpha", "e2e-beta"):
+    servers = ("e2e-alpha", "e2e-beta")
+    calls_before = [run.generate_key_calls(name) for name in servers]
+    for name in servers:
         restart(run.servers[name])
-    check(run.generate_key_calls() == calls_before, "restarting the two servers made GenerateKey calls")
+    check([run.generate_key_calls(name) for name in servers] == calls_before, "restarting the two servers made GenerateKey calls")
     for name, keys in (("e2e-alpha", alpha_keys), ("e2e-beta", beta_keys)):
         check(run.app_keys(name) == keys, f"{name}'s keys changed")
         check(snapshot(run.servers[name]) == run.bundles[name], f"{name}'s bundle changed across restarts")
@@ -226,6 +234,7 @@ def rotation_activates_slot_b(run: Run) -> None:
     check("JWT-Signer-B" in keys, "slot B has no JWT signer")
     check(keys["x509-CA-B"] in bundle_authority_keys(server.bundle_pem()), "slot B's CA key is not in the bundle")
     verify_jwt_svid(server)
+    server.stop()  # its 60 s CA keeps rotating; the later steps need a quiet app
 
 
 def app_stopped_at_startup(run: Run) -> str:
@@ -242,22 +251,22 @@ def app_stopped_at_startup(run: Run) -> str:
     check(bool(errors), f"no clear error in the server's log:\n{log}")
     run.app.restart_devhost(devhost_port)
     run.proxy.start()
-    calls_before = run.generate_key_calls()
+    calls_before = run.generate_key_calls("e2e-alpha")
     server.start()
     server.wait_healthy()
     check(snapshot(server) == run.bundles["e2e-alpha"], "the bundle changed after the app came back")
-    check(run.generate_key_calls() == calls_before, "the start after the outage made GenerateKey calls")
+    check(run.generate_key_calls("e2e-alpha") == calls_before, "the start after the outage made GenerateKey calls")
     return f"the server's error: {errors[-1]}"
 
 
 def another_trust_domain_is_refused(run: Run) -> str:
     server = run.server("e2e-other-domain", trust_domain="other.example.org")
-    calls_before = run.generate_key_calls()
+    calls_before = run.generate_key_calls("e2e-other-domain")
     server.start()
     code = server.wait_exit(STARTUP_FAILURE_TIMEOUT_SECONDS)
     errors = [line for line in server.log_tail(200).splitlines() if "InvalidArgument" in line and "trust domain" in line]
     check(code != 0 and bool(errors), f"the server was not refused clearly:\n{server.log_tail()}")
-    check(run.generate_key_calls() == calls_before, "the server asked the app to generate a key")
+    check(run.generate_key_calls("e2e-other-domain") == calls_before, "the server asked the app to generate a key")
     check(not run.app_keys("e2e-other-domain"), "the app made keys for the refused server")
     return f"the server's error: {errors[-1]}"
 
