@@ -15,11 +15,11 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
-from azure.core.pipeline.transport import RequestsTransport
 from azure.keyvault.keys._shared import http_challenge_cache
 
 from benchmarks.common import Figure, environ
 from devtools.stack.services import Service, app_settings, start_azurite, start_localvault
+from devtools.stack.traffic import Traffic
 from functions import keys, maintenance
 from shared import app_context
 from shared.algorithms import KeyType
@@ -37,27 +37,14 @@ SETUP_THREADS = 8
 DIGEST = "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg="  # SHA-256 of "test"
 
 
-class CountingTransport(RequestsTransport):
-    """The real HTTP transport, recording (method, host, path) of every request it sends."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.sent: list[tuple[str, str, str]] = []
-
-    def send(self, request, **kwargs):
-        url = urlsplit(request.url)
-        self.sent.append((request.method, url.netloc, url.path))
-        return super().send(request, **kwargs)
-
-
 class Instance:
-    """One app instance (its own key manager and transport) for one server, called through its handlers."""
+    """One app instance (its own key manager and Azure clients) for one server, called through its handlers."""
 
     def __init__(self, vault: Service, container: str, trust_domain: str = TRUST_DOMAIN) -> None:
         self.vault_host = urlsplit(vault.url).netloc
-        self.transport = CountingTransport(connection_verify=vault.details["ca_bundle"])
+        self.traffic = Traffic()
         with environ({"TRUST_DOMAIN": trust_domain, "KEY_METADATA_BLOB": f"{container}/key-metadata"}):
-            self.manager = app_context.build_key_manager(load_settings(os.environ), transport=self.transport)
+            self.manager = app_context.build_key_manager(load_settings(os.environ), raw_request_hook=self.traffic)
 
     def call(self, handler, body=None, method="POST", params=None, **route_params) -> dict:
         app_context._key_manager = self.manager
@@ -68,9 +55,9 @@ class Instance:
 
     def counted(self, handler, *args, **kwargs) -> tuple[dict, list[tuple[str, str]]]:
         """The handler's answer and the Key Vault requests (method, path) it made."""
-        mark = len(self.transport.sent)
+        mark = len(self.traffic.sent)
         answer = self.call(handler, *args, **kwargs)
-        return answer, [(m, p) for m, host, p in self.transport.sent[mark:] if host == self.vault_host]
+        return answer, [(m, p) for m, host, p in self.traffic.sent[mark:] if host == self.vault_host]
 
 
 def _make_keys(manager: KeyManager, prefix: str, count: int) -> None:
@@ -132,7 +119,7 @@ def cold_instance(vault: Service, container: str) -> list[Figure]:
     answer = cold.call(keys.get_public_key, method="GET", key_id="a")
     assert answer["status"] == 200, answer
     services = {urlsplit(vault.details["token_url"]).netloc: "token", cold.vault_host: "key vault"}
-    sent = [(services.get(host, "blob"), method) for method, host, _ in cold.transport.sent]
+    sent = [(services.get(host, "blob"), method) for method, host, _ in cold.traffic.sent]
     sequence = " > ".join(f"{service} {method}" for service, method in sent)
     counts = Counter(service for service, _ in sent)
     return [Figure(f"requests: cold instance first get_public_key, {service}", counts[service], "requests", budget, sequence)

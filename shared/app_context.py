@@ -14,11 +14,11 @@ from typing import Any, Callable, Mapping
 from azure.core.credentials import TokenCredential
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import HTTPPolicy
-from azure.core.pipeline.transport import RequestsTransport
 from azure.identity import ClientSecretCredential, DefaultAzureCredential, ManagedIdentityCredential
 from azure.keyvault.keys import KeyClient
 from azure.storage.blob import BlobServiceClient
 from requests import Session
+from requests.utils import select_proxy
 
 from shared.errors import ConfigurationError, InvalidArgument, Unavailable
 from shared.key_manager import KeyManager
@@ -31,6 +31,7 @@ from shared.server_identity import (
     ServerIdentity,
 )
 from shared.settings import BlobLocation, ClientSecret, ManagedIdentity, Settings, load_settings
+from shared.vault_http import PooledTransport
 
 # Explicit network timeouts (seconds) so that a stalled dependency fails a request, never hangs it.
 CONNECTION_TIMEOUT = 5
@@ -225,24 +226,18 @@ class ChallengeResourcePolicy(HTTPPolicy):
             ) from None
 
 
-def vault_transport(vault_uri: str, options: dict[str, Any]) -> RequestsTransport:
-    """The Key Vault client's transport: a requests session whose environment is read once.
+def vault_transport(vault_uri: str, options: dict[str, Any]) -> PooledTransport:
+    """The Key Vault client's transport, with the proxy and CA bundle requests would use for the vault.
 
-    requests reads the environment (proxy variables, CA bundle variables, ~/.netrc) again on every
-    request, about a third of a sign's client-side time. The client only ever calls one vault, so
-    that reading is done here, once, with requests' own rules for that URL, and the session then
-    leaves the environment alone. ``options``' connection settings move onto the transport.
+    The environment (proxy variables, CA bundle variables) is read here, once, with requests' own
+    rules for that URL; ``options``' connection settings move onto the transport.
     """
-    session = Session()
-    environment = session.merge_environment_settings(vault_uri, {}, None, None, None)
-    session.proxies.update(environment["proxies"])
-    session.trust_env = False
-    return RequestsTransport(
-        session=session,
-        session_owner=True,
+    environment = Session().merge_environment_settings(vault_uri, {}, None, None, None)
+    return PooledTransport(
+        verify=options.pop("connection_verify", environment["verify"]),
         connection_timeout=options.pop("connection_timeout"),
         read_timeout=options.pop("read_timeout"),
-        connection_verify=options.pop("connection_verify", environment["verify"]),
+        proxy=select_proxy(vault_uri, environment["proxies"]),
     )
 
 

@@ -19,7 +19,6 @@ from urllib.parse import urlencode, urlsplit
 import azure.functions as func
 import pytest
 import requests
-from azure.core.pipeline.transport import RequestsTransport
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 from azure.keyvault.keys import KeyClient
 
@@ -32,6 +31,7 @@ from devtools.stack.services import (
     start_devhost,
     start_localvault,
 )
+from devtools.stack.traffic import Traffic
 from functions import health, keys, maintenance
 from shared import app_context
 from shared.key_manager import KeyManager
@@ -174,32 +174,11 @@ def app_env(azurite, vault) -> dict[str, str]:
     }
 
 
-class CountingTransport(RequestsTransport):
-    """The real HTTP transport, recording each request so tests can count what an operation costs."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.sent: list[tuple[str, str, str]] = []
-        self.access_tokens: set[str] = set()  # to prove that none of them leaks
-
-    def send(self, request, **kwargs):
-        url = urlsplit(request.url)
-        self.sent.append((request.method, url.netloc, url.path))
-        authorization = request.headers.get("Authorization", "")
-        if authorization.startswith("Bearer "):
-            self.access_tokens.add(authorization.removeprefix("Bearer "))
-        return super().send(request, **kwargs)
-
-    def requests_to(self, base_url: str) -> list[tuple[str, str]]:
-        netloc = urlsplit(base_url).netloc
-        return [(method, path) for method, host, path in self.sent if host == netloc]
-
-
 @dataclass
 class App:
     """The app's HTTP functions, called in-process as the Functions host calls them."""
 
-    transport: CountingTransport
+    traffic: Traffic
     vault_url: str
     manager: KeyManager
     last_response: func.HttpResponse | None = None
@@ -237,19 +216,17 @@ class App:
         return self.call(maintenance.sweep_stale_keys_now, params={"dry_run": str(dry_run).lower()})
 
     def vault_requests(self) -> list[tuple[str, str]]:
-        return self.transport.requests_to(self.vault_url)
+        return self.traffic.requests_to(self.vault_url)
 
 
 def make_app(env: dict[str, str], monkeypatch, read_timeout: float = app_context.READ_TIMEOUT) -> App:
-    """Point the process's app at ``env`` and wire it with a counting transport."""
+    """Point the process's app at ``env`` and wire it as the app does, its requests recorded."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    transport = CountingTransport(
-        connection_verify=env["KEY_VAULT_CA_BUNDLE"], connection_timeout=app_context.CONNECTION_TIMEOUT, read_timeout=read_timeout
-    )
-    manager = app_context.build_key_manager(load_settings(os.environ), transport=transport)
+    traffic = Traffic()
+    manager = app_context.build_key_manager(load_settings(os.environ), raw_request_hook=traffic, read_timeout=read_timeout)
     monkeypatch.setattr(app_context, "_key_manager", manager)
-    return App(transport, env["KEY_VAULT_URI"], manager)
+    return App(traffic, env["KEY_VAULT_URI"], manager)
 
 
 @pytest.fixture

@@ -147,12 +147,12 @@ def test_refresh_and_sweep_cost_two_requests_per_key_plus_listing_pages(server, 
         me.generate(key_id, "ec-p256")
         other.generate(key_id, "ec-p256")
     shift_vault_time(FIFTEEN_DAYS)
-    me.transport.sent.clear()
+    me.traffic.sent.clear()
     me.refresh()
     refresh_requests = me.vault_requests()
     listing = [r for r in refresh_requests if r == ("GET", "/keys")]
     assert len(refresh_requests) - len(listing) == 2 * 3
-    me.transport.sent.clear()
+    me.traffic.sent.clear()
     me.sweep()
     sweep_requests = me.vault_requests()
     paths = [f"/keys/{other.manager.naming().key_name(k)}" for k in ("a", "b", "c")]

@@ -1,4 +1,4 @@
-"""Key Vault requests per operation, counted at the transport (warm: the first request's challenge is paid).
+"""Key Vault requests per operation, counted as they leave the pipeline (warm: the first request's challenge is paid).
 
 The figures here are the README's and `make bench`'s budgets.
 """
@@ -15,7 +15,7 @@ from tests.integration.verify import digest
 @pytest.fixture
 def warm_app(app):
     app.generate("warm-up", "ec-p256")  # pays the authentication challenge and the token
-    app.transport.sent.clear()
+    app.traffic.sent.clear()
     return app
 
 
@@ -27,7 +27,7 @@ def test_generate_key_costs_two_requests(warm_app):
 
 def test_get_public_key_costs_one_request(warm_app):
     warm_app.generate("a", "ec-p256")
-    warm_app.transport.sent.clear()
+    warm_app.traffic.sent.clear()
     warm_app.get("a")
     assert len(warm_app.vault_requests()) == 1
 
@@ -36,7 +36,7 @@ def test_get_public_key_costs_one_request(warm_app):
 def test_a_warm_sign_costs_one_request_with_or_without_fingerprint(warm_app, with_fingerprint):
     _, generated = warm_app.generate("a", "ec-p256")
     options = {"key_fingerprint": generated["public_key"]["fingerprint"]} if with_fingerprint else {}
-    warm_app.transport.sent.clear()
+    warm_app.traffic.sent.clear()
     for _ in range(3):
         assert warm_app.sign("a", digest("SHA256"), hash_algorithm="SHA256", **options)[0] == 200
     requests = warm_app.vault_requests()
@@ -51,7 +51,7 @@ def test_a_cold_sign_of_a_key_with_200_versions_costs_two_requests(app_env, monk
     assert status == 200
     cold = make_app(app_env, monkeypatch)
     cold.get("warm-up")  # pays the token and the challenge; reads nothing of "many"
-    cold.transport.sent.clear()
+    cold.traffic.sent.clear()
     status, body = cold.sign("many", digest("SHA256"), hash_algorithm="SHA256", key_fingerprint=generated["public_key"]["fingerprint"])
     assert status == 200 and body["key_fingerprint"] == generated["public_key"]["fingerprint"]
     assert [m for m, _ in cold.vault_requests()] == ["GET", "POST"]
@@ -77,12 +77,12 @@ def test_warm_listing_costs_only_pages_and_still_sees_a_rotation_through_another
     shift_vault_time(60)
     second = make_app(app_env, monkeypatch)
     _, before = second.list()
-    second.transport.sent.clear()
+    second.traffic.sent.clear()
     assert second.list() == (200, before)
     assert {request for request in second.vault_requests()} == {("GET", "/keys")}
 
     _, rotated = first.generate("b", "rsa-2048")
-    second.transport.sent.clear()
+    second.traffic.sent.clear()
     _, after = second.list()
     assert [key for key in after["public_keys"] if key["id"] == "b"] == [rotated["public_key"]]
     assert len([r for r in second.vault_requests() if r != ("GET", "/keys")]) == 1

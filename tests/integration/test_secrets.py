@@ -70,5 +70,5 @@ def test_working_paths_log_no_secrets_either(app, caplog):
     caplog.set_level(logging.DEBUG)
     results = _calls(app)
     assert [status for status, _ in results] == [200] * 6
-    assert app.transport.access_tokens
-    _assert_clean([AZURITE_KEY, *app.transport.access_tokens], [json.dumps(body) for _, body in results] + [caplog.text])
+    assert app.traffic.access_tokens
+    _assert_clean([AZURITE_KEY, *app.traffic.access_tokens], [json.dumps(body) for _, body in results] + [caplog.text])

@@ -14,6 +14,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient
 
 from devtools.stack.faultproxy import FaultProxy
+from devtools.stack.traffic import Traffic
 from shared import app_context
 from shared.errors import Unavailable
 from shared.server_identity import (
@@ -25,7 +26,6 @@ from shared.server_identity import (
     BlobServerIdentity,
 )
 from shared.settings import load_settings
-from tests.integration.conftest import CountingTransport
 
 
 class Clock:
@@ -207,15 +207,15 @@ def test_named_servers_used_within_the_age_are_listed(storage):
 def test_serving_a_named_server_adds_no_blob_request_per_call(app_env, monkeypatch):
     for name, value in app_env.items():
         monkeypatch.setenv(name, value)
-    transport = CountingTransport(connection_verify=app_env["KEY_VAULT_CA_BUNDLE"])
-    servers = app_context.build_servers(load_settings(app_env), transport=transport)
+    traffic = Traffic()
+    servers = app_context.build_servers(load_settings(app_env), raw_request_hook=traffic)
     servers.serve("spire-a").get_public_keys()  # first call: the id blob is read, then created
     storage = urlsplit(app_env["AzureWebJobsStorage"].split("BlobEndpoint=")[1]).netloc
-    first = [request for request in transport.sent if request[1] == storage]
+    first = [request for request in traffic.sent if request[1] == storage]
     assert 1 <= len(first) <= 4
     for _ in range(200):
         servers.serve("spire-a").get_public_keys()
-    assert [request for request in transport.sent if request[1] == storage] == first
+    assert [request for request in traffic.sent if request[1] == storage] == first
 
 
 def test_a_blob_outage_while_serving_keeps_the_known_id_and_stops_maintenance(app_env, azurite):

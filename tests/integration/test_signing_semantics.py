@@ -40,7 +40,7 @@ def test_a_rotation_to_another_type_signs_with_the_new_types_algorithm(app_env, 
     second = make_app(app_env, monkeypatch)
     assert _sign(second)[0] == 200
     _, rsa = first.generate("k", "rsa-2048")
-    second.transport.sent.clear()
+    second.traffic.sent.clear()
     status, body, data = _sign(second)
     assert status == 200, body
     verify(rsa["public_key"], body["signature"], data, "SHA256")
@@ -105,7 +105,7 @@ def proxied_app(app_env, vault_proxy, monkeypatch):
     app = make_app(env, monkeypatch)
     _, generated = app.generate("k", "ec-p256")
     app.public_key = generated["public_key"]
-    app.transport.sent.clear()
+    app.traffic.sent.clear()
     return app
 
 

@@ -3,11 +3,14 @@
 import socket
 
 import pytest
+import urllib3
 from azure.identity import ClientSecretCredential, DefaultAzureCredential, ManagedIdentityCredential
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from shared import app_context
 from shared.errors import ConfigurationError
 from shared.settings import load_settings
+from shared.vault_http import PooledTransport
 
 BASE = {
     "TRUST_DOMAIN": "example.org",
@@ -67,21 +70,23 @@ def _vault_transport(settings, monkeypatch, **environment):
     return app_context.build_key_manager(settings)._vault._client._client._client._pipeline._transport
 
 
-def test_the_vault_transport_reads_the_environment_once_with_requests_rules(monkeypatch):
+def test_the_vault_transport_takes_the_proxy_and_ca_bundle_requests_would_use(monkeypatch):
     settings = load_settings(BASE)
     transport = _vault_transport(settings, monkeypatch, HTTPS_PROXY="http://proxy.example:3128", REQUESTS_CA_BUNDLE="corporate-ca.pem")
-    assert transport.session.proxies["https"] == "http://proxy.example:3128"
-    assert transport.connection_config.verify == "corporate-ca.pem"
-    assert transport.connection_config.timeout == app_context.CONNECTION_TIMEOUT
-    assert transport.connection_config.read_timeout == app_context.READ_TIMEOUT
-    assert not transport.session.trust_env  # each request no longer reads the environment again
+    assert isinstance(transport, PooledTransport)
+    assert isinstance(transport.pool, urllib3.ProxyManager) and transport.pool.proxy.url == "http://proxy.example:3128"
+    assert transport.pool.connection_pool_kw["ca_certs"] == "corporate-ca.pem"
+    assert transport.timeout.connect_timeout == app_context.CONNECTION_TIMEOUT
+    assert transport.timeout.read_timeout == app_context.READ_TIMEOUT
 
     bypassed = _vault_transport(settings, monkeypatch, HTTPS_PROXY="http://proxy.example:3128", NO_PROXY=".vault.azure.net")
-    assert "https" not in bypassed.session.proxies and bypassed.connection_config.verify is True
+    assert not isinstance(bypassed.pool, urllib3.ProxyManager)
+    assert bypassed.pool.connection_pool_kw["ca_certs"] == DEFAULT_CA_BUNDLE_PATH
 
 
 def test_the_ca_bundle_setting_wins_over_the_environments(monkeypatch, tmp_path):
     ca_bundle = tmp_path / "vault-ca.pem"
     ca_bundle.write_text("")
     settings = load_settings({**BASE, "KEY_VAULT_CA_BUNDLE": str(ca_bundle)})
-    assert _vault_transport(settings, monkeypatch, REQUESTS_CA_BUNDLE="corporate-ca.pem").connection_config.verify == str(ca_bundle)
+    transport = _vault_transport(settings, monkeypatch, REQUESTS_CA_BUNDLE="corporate-ca.pem")
+    assert transport.pool.connection_pool_kw["ca_certs"] == str(ca_bundle)
