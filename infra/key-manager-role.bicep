@@ -32,7 +32,6 @@ resource keyManagerRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
           'Microsoft.KeyVault/vaults/keys/delete'
           'Microsoft.KeyVault/vaults/keys/recover/action'
           'Microsoft.KeyVault/vaults/keys/sign/action'
-          'Microsoft.KeyVault/vaults/keys/verify/action'
         ]
         notDataActions: []
       }

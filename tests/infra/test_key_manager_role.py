@@ -67,11 +67,13 @@ def test_the_readmes_access_policy_grants_the_same_as_its_role():
     assert {ACCESS_POLICY_DATA_ACTIONS[p] for p in permissions} == set(readme_role()["DataActions"])
 
 
-def test_the_role_includes_recover_and_nothing_that_destroys_or_exports_keys():
+def test_the_role_includes_recover_and_nothing_that_destroys_or_exports_keys_or_that_the_app_never_does():
     actions = set(readme_role()["DataActions"])
     assert "Microsoft.KeyVault/vaults/keys/recover/action" in actions
     assert all(action.startswith("Microsoft.KeyVault/vaults/keys/") for action in actions)
     assert not {a for a in actions if re.search(r"purge|backup|restore|import|release|encrypt|decrypt|wrap|\*", a)}
+    # SPIRE verifies signatures with the public keys it lists; the app never asks Key Vault to.
+    assert "Microsoft.KeyVault/vaults/keys/verify/action" not in actions
 
 
 def test_the_role_is_assigned_to_the_apps_identity_on_the_vault_only():
