@@ -22,7 +22,7 @@ from azure_functions_runtime.functions import Registry
 from azure_functions_runtime.loader import index_function_app
 from azure_functions_runtime.utils.threadpool import _get_max_workers
 
-from .requirements import DeployedPackagesOnly
+from .requirements import DeployedOnly
 
 # The values of the worker's protobuf enums that its indexing code compares bindings with
 # (BindingInfo.Direction and BindingInfo.DataType in FunctionRpc.proto).
@@ -79,12 +79,13 @@ class Context:
 def load_app(app_dir: Path, script: str = "function_app.py") -> list[FunctionInfo]:
     """Index the app in ``app_dir`` with the Python worker's own code: what it refuses, devhost refuses.
 
-    Imports are limited to what ``requirements.txt`` deploys, for the whole life of the process.
+    Imports are limited to what a deployment holds (``requirements.txt``, the files ``.funcignore``
+    does not leave out), for the whole life of the process.
     """
     if not (app_dir / script).is_file():
         raise AppError(f"no {script} in {app_dir}")
     sys.path.insert(0, str(app_dir))
-    DeployedPackagesOnly(app_dir / "requirements.txt").install()
+    DeployedOnly(app_dir).install()
     registry = Registry()
     try:
         load_binding_registry()  # as the worker does on init, before indexing

@@ -1,8 +1,9 @@
-"""Imports as on Azure: the app gets what requirements.txt deploys, not whatever the local venv holds.
+"""Imports as on Azure: the app gets what its deployment holds, not whatever the local folder holds.
 
 A deployment installs requirements.txt and what it depends on; packages that only development
-needs (requirements-dev.txt) are absent there. devhost refuses them here too, so an import that
-would fail on Azure fails locally first.
+needs (requirements-dev.txt) are absent there. It also leaves out the app's own files that
+.funcignore names (tests, local tools). devhost refuses both here too, so an import that would fail
+on Azure fails locally first.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Iterator, Optional, Sequence
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+from pathspec import GitIgnoreSpec
 
 
 def _requirement_lines(path: Path) -> Iterator[str]:
@@ -51,34 +53,46 @@ def deployed_distributions(requirements: Path) -> list[metadata.Distribution]:
     return list(found.values())
 
 
-class DeployedPackagesOnly:
-    """A meta path finder that refuses modules of installed packages a deployment would not hold."""
+class DeployedOnly:
+    """A meta path finder that refuses modules a deployment of the app in ``app_dir`` would not hold:
+    installed packages that requirements.txt does not deploy, and app files that .funcignore leaves out."""
 
-    def __init__(self, requirements: Path) -> None:
+    def __init__(self, app_dir: Path) -> None:
+        requirements = app_dir / "requirements.txt"
         self.requirements_name = requirements.name
         paths = sysconfig.get_paths()
         self.site_dirs = tuple(os.path.join(os.path.abspath(paths[key]), "") for key in ("purelib", "platlib"))
         self.deployed = {os.path.abspath(distribution.locate_file(file))
                          for distribution in deployed_distributions(requirements)
                          for file in distribution.files or ()}
+        self.app_dir = os.path.join(os.path.abspath(app_dir), "")
+        funcignore = app_dir / ".funcignore"
+        self.left_out = GitIgnoreSpec.from_lines(funcignore.read_text(encoding="utf-8").splitlines() if funcignore.is_file() else [])
 
-    def refuses(self, origin: Optional[str]) -> bool:
+    def refusal(self, origin: Optional[str]) -> Optional[str]:
+        """Why a deployment would not hold the module loaded from ``origin``; None if it would."""
         if not origin:
-            return False  # built-in, frozen, or a namespace package (it holds nothing by itself)
+            return None  # built-in, frozen, or a namespace package (it holds nothing by itself)
         origin = os.path.abspath(origin)
-        return origin.startswith(self.site_dirs) and origin not in self.deployed
+        if origin.startswith(self.site_dirs):  # a virtual environment inside the app's folder is no app file
+            return None if origin in self.deployed else f"installed here, but not deployed by {self.requirements_name}"
+        if origin.startswith(self.app_dir) and self.left_out.match_file(origin.removeprefix(self.app_dir)):
+            return "in the app's folder here, but left out of the deployment by .funcignore"
+        return None
 
     def find_spec(self, fullname: str, path: Optional[Sequence[str]], target: object = None) -> None:
         spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
-        if spec is not None and self.refuses(spec.origin):
-            raise ModuleNotFoundError(
-                f"No module named '{fullname}' (installed here, but not deployed by {self.requirements_name})",
-                name=fullname)
+        reason = self.refusal(spec.origin) if spec is not None else None
+        if reason:
+            raise ModuleNotFoundError(f"No module named '{fullname}' ({reason})", name=fullname)
         return None  # the usual finders import what is allowed
 
     def install(self) -> None:
-        """Refuse from now on, also modules that devhost itself imported before (they are imported anew)."""
+        """Refuse from now on, also modules imported before (they are imported anew), but devhost's own."""
+        own = __package__ or ""
         for name, module in list(sys.modules.items()):
-            if self.refuses(getattr(module, "__file__", None)):
+            if name == "__main__" or name == own or own.startswith(name + ".") or name.startswith(own + "."):
+                continue  # devhost itself, and the packages it sits in
+            if self.refusal(getattr(module, "__file__", None)):
                 del sys.modules[name]
         sys.meta_path.insert(0, self)

@@ -487,6 +487,27 @@ def test_an_import_requirements_provides_starts(tmp_path: Path):
     assert devhost.stop() == 0
 
 
+APP_IMPORTING_ITS_TOOLS = """
+    import azure.functions as func
+    from tools.clock import now
+    app = func.FunctionApp()
+"""
+
+
+def test_an_import_of_an_app_file_that_funcignore_leaves_out_is_refused(tmp_path: Path):
+    app_dir = write_function_app(tmp_path, APP_IMPORTING_ITS_TOOLS)
+    (app_dir / "tools").mkdir()
+    (app_dir / "tools" / "__init__.py").write_text("")
+    (app_dir / "tools" / "clock.py").write_text("def now():\n    return 0\n")
+    devhost = Devhost(app_dir, "--no-timers")
+    devhost.wait_ready()  # deployed with the app, the import works
+    assert devhost.stop() == 0
+    (app_dir / ".funcignore").write_text("tests\ntools\n")
+    complaint = refused(app_dir)
+    assert "ModuleNotFoundError: No module named 'tools'" in complaint
+    assert "left out of the deployment by .funcignore" in complaint
+
+
 def test_connections_are_kept_alive_and_answers_carry_no_server_timing(host: Devhost):
     host_name, port = host.base.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host_name, int(port), timeout=30)

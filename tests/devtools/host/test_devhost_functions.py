@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from devtools.host.functions import FunctionInfo, Worker
-from devtools.host.requirements import DeployedPackagesOnly, deployed_distributions
+from devtools.host.requirements import DeployedOnly, deployed_distributions
 
 
 def names(requirements: Path) -> set[str]:
@@ -34,13 +34,23 @@ def test_extras_bring_their_dependencies_and_only_then(tmp_path: Path):
 
 
 def test_only_installed_modules_outside_the_deployment_are_refused(tmp_path: Path):
-    requirements = tmp_path / "requirements.txt"
-    requirements.write_text("azure-functions\n")
-    guard = DeployedPackagesOnly(requirements)
+    (tmp_path / "requirements.txt").write_text("azure-functions\n")
+    guard = DeployedOnly(tmp_path)
     import azure.functions
     import json
     import pytest as dev_only
-    assert not guard.refuses(azure.functions.__file__)
-    assert not guard.refuses(json.__file__)  # the standard library
-    assert not guard.refuses(__file__)  # the app's own files
-    assert guard.refuses(dev_only.__file__)
+    assert guard.refusal(azure.functions.__file__) is None
+    assert guard.refusal(json.__file__) is None  # the standard library
+    assert guard.refusal(__file__) is None  # files outside the app
+    assert guard.refusal(str(tmp_path / "helpers.py")) is None  # the app's own files
+    assert "not deployed by requirements.txt" in guard.refusal(dev_only.__file__)
+
+
+def test_app_files_that_funcignore_leaves_out_are_refused(tmp_path: Path):
+    (tmp_path / ".funcignore").write_text("tests\n/local_only.py\n*.tmp.py\n")
+    guard = DeployedOnly(tmp_path)
+    for left_out in ("tests/helpers.py", "tests/__init__.py", "local_only.py", "shared/scratch.tmp.py"):
+        assert "left out of the deployment by .funcignore" in guard.refusal(str(tmp_path / left_out))
+    for deployed in ("function_app.py", "shared/local_only.py", "shared/tests_helpers.py"):
+        assert guard.refusal(str(tmp_path / deployed)) is None
+    assert DeployedOnly(tmp_path / "no-funcignore").refusal(str(tmp_path / "no-funcignore" / "tests" / "x.py")) is None
