@@ -212,13 +212,14 @@ class LocalApp:
 
 
 @contextlib.contextmanager
-def local_app(work: Path, trust_domain: str, vault_challenge_resource: str | None = None) -> Iterator[LocalApp]:
+def local_app(work: Path, trust_domain: str, vault_challenge_resource: str | None = None,
+              vault_sign_latency_ms: float = 0.0) -> Iterator[LocalApp]:
     """Start the local stack in ``work`` for ``trust_domain``; stop it on exit."""
     os.environ.setdefault("DEVSTACK_ECHO", "0")
     with contextlib.ExitStack() as stack:
         azurite = start_azurite(0, work / "azurite")
         stack.callback(azurite.stop, 0)
-        vault = start_localvault(0, 0, work / "localvault", vault_challenge_resource)
+        vault = start_localvault(0, 0, work / "localvault", vault_challenge_resource, vault_sign_latency_ms)
         stack.callback(vault.stop)
         env = {**app_settings(azurite, vault), "TRUST_DOMAIN": trust_domain, "KEY_METADATA_BLOB": "spire/key-metadata"}
         app = LocalApp(azurite, vault, env, start_devhost(0, {**os.environ, **env}, no_timers=True))

@@ -96,8 +96,10 @@ def start_azurite(port: int, location: Path) -> Service:
     return Service("azurite", process, url, {"connection_string": connection_string})
 
 
-def start_localvault(port: int, token_port: int, cert_dir: Path, challenge_resource: str | None = None) -> Service:
-    argv = [sys.executable, "-m", "devtools.vault", "--port", str(port), "--token-port", str(token_port), "--cert-dir", str(cert_dir)]
+def start_localvault(port: int, token_port: int, cert_dir: Path, challenge_resource: str | None = None,
+                     sign_latency_ms: float = 0.0) -> Service:
+    argv = [sys.executable, "-m", "devtools.vault", "--port", str(port), "--token-port", str(token_port), "--cert-dir", str(cert_dir),
+            "--sign-latency-ms", str(sign_latency_ms)]
     if challenge_resource is not None:
         argv += ["--challenge-resource", challenge_resource]
     process, match = start("localvault", argv, re.compile(r"localvault ready vault=(\S+) token=(\S+)"))

@@ -29,13 +29,24 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help="the resource the vault's authentication challenge names; {port} stands for the vault's "
                              "port. The Go SDK needs one whose host is a parent domain of the vault's, port included: "
                              "https://0.0.1:{port} for a vault reached at https://127.0.0.1:<port> (default: %(default)s)")
+    parser.add_argument("--sign-latency-ms", type=_milliseconds, default=0.0,
+                        help="hold each signature back this long, to stand for a remote vault's signing time in a "
+                             "benchmark; localvault itself signs in well under a millisecond (default: %(default)s)")
     return parser.parse_args(argv)
+
+
+def _milliseconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 60_000:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"not a number of milliseconds from 0 to 60000: {text!r}")
+    return value
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     try:
-        vault = LocalVault(args.host, args.port, args.token_port, ensure_certificates(args.cert_dir), args.challenge_resource)
+        vault = LocalVault(args.host, args.port, args.token_port, ensure_certificates(args.cert_dir),
+                           args.challenge_resource, args.sign_latency_ms)
     except OSError as error:  # port taken, address not local, cert dir not writable
         print(f"localvault: cannot start: {error}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 from urllib.parse import urlencode
@@ -162,11 +163,15 @@ class VaultApi:
     known (see LocalVault). The Go SDK accepts a challenge only when its resource's host (port
     included) is a parent domain of the vault's, so a vault at https://127.0.0.1:8443 needs one such
     as https://0.0.1:8443 to serve Go clients.
+
+    ``sign_latency`` (seconds) holds each signature back, so that a benchmark can stand it for a vault
+    that signs as slowly as a remote one: localvault itself signs in well under a millisecond.
     """
 
-    def __init__(self, store: KeyStore, is_valid_token: Callable[[str], bool]) -> None:
+    def __init__(self, store: KeyStore, is_valid_token: Callable[[str], bool], sign_latency: float = 0.0) -> None:
         self.store = store
         self.is_valid_token = is_valid_token
+        self.sign_latency = sign_latency
         self.challenge = challenge(DEFAULT_CHALLENGE_RESOURCE)
         # (method, path pattern, handler); "{x}" segments are passed to the handler. First match wins.
         self.routes: list[tuple[str, tuple[str, ...], Callable[..., Result]]] = [
@@ -293,6 +298,8 @@ class VaultApi:
         key = self._usable(name, version, "sign")
         body = req.json()
         signature = crypto.sign(key.private_key, body.get("alg"), crypto.b64url_decode(body.get("value"), "value"))
+        if self.sign_latency:
+            time.sleep(self.sign_latency)
         return 200, {"kid": _kid(req.base_url, key), "value": crypto.b64url_encode(signature)}
 
     def verify(self, req: Request, name: str, version: str) -> Result:

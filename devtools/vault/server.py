@@ -187,12 +187,14 @@ class LocalVault:
     """Both servers, bound on construction (so ports are known) and served from background threads.
 
     ``challenge_resource`` is the resource the vault's 401 challenge names; "{port}" in it stands for
-    the vault's port (which may be chosen only when it binds).
+    the vault's port (which may be chosen only when it binds). ``sign_latency_ms`` holds each
+    signature back that long (see VaultApi).
     """
 
-    def __init__(self, host: str, port: int, token_port: int, certs: CertPaths, challenge_resource: str = DEFAULT_CHALLENGE_RESOURCE) -> None:
+    def __init__(self, host: str, port: int, token_port: int, certs: CertPaths,
+                 challenge_resource: str = DEFAULT_CHALLENGE_RESOURCE, sign_latency_ms: float = 0.0) -> None:
         tokens = TokenIssuer()
-        api = VaultApi(KeyStore(), tokens.is_valid)
+        api = VaultApi(KeyStore(), tokens.is_valid, sign_latency_ms / 1000)
         self.vault = VaultServer(host, port, api, certs)
         api.challenge = challenge(challenge_resource.replace("{port}", str(self.vault.server_port)))
         self.token = TokenServer(host, token_port, tokens)

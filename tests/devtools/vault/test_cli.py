@@ -1,12 +1,14 @@
-"""The command line: certificate reuse and permissions, logging, and a clean stop on SIGTERM."""
+"""The command line: certificate reuse and permissions, logging, a clean stop on SIGTERM, sign latency."""
 
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 
 import requests
 
-from .conftest import Running, start_localvault, stop_localvault
+from .conftest import REPO_ROOT, Running, start_localvault, stop_localvault
 
 
 def test_restart_reuses_ca_and_stops_cleanly(localvault: Running, tmp_path) -> None:
@@ -29,3 +31,28 @@ def test_restart_reuses_ca_and_stops_cleanly(localvault: Running, tmp_path) -> N
     assert "GET /keys 200" in log
     assert "GET /metadata/identity/oauth2/token 200" in log
     assert token not in log and "api-version" not in log and "Bearer" not in log
+
+
+def test_sign_latency_holds_each_signature_back_and_nothing_else(localvault: Running, tmp_path) -> None:
+    slow = start_localvault(localvault.cert_dir, tmp_path / "stderr.log", "--sign-latency-ms", "40")
+    try:
+        token = requests.get(slow.token_url, params={"resource": "https://vault.azure.net"},
+                             headers={"Metadata": "true"}, timeout=5).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        created = requests.post(f"{slow.vault_url}/keys/slow/create", params={"api-version": "7.5"}, headers=headers,
+                                json={"kty": "EC", "crv": "P-256"}, verify=slow.ca, timeout=5)
+        signed = requests.post(f"{slow.vault_url}/keys/slow//sign", params={"api-version": "7.5"}, headers=headers,
+                               json={"alg": "ES256", "value": "A" * 43}, verify=slow.ca, timeout=5)
+        assert created.status_code == signed.status_code == 200
+        vault_time = {name: float(response.headers["Server-Timing"].partition(";dur=")[2])
+                      for name, response in (("create", created), ("sign", signed))}
+        assert vault_time["sign"] >= 40 > vault_time["create"]
+    finally:
+        stop_localvault(slow)
+
+
+def test_sign_latency_must_be_a_sane_number_of_milliseconds() -> None:
+    for value in ("-1", "nan", "60001", "soon"):
+        result = subprocess.run([sys.executable, "-m", "devtools.vault", "--sign-latency-ms", value],
+                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2 and "--sign-latency-ms" in result.stderr
