@@ -17,6 +17,7 @@ from functions.http import handles_errors, json_response
 from shared import app_context
 from shared.errors import InvalidArgument, KeyManagerError
 from shared.maintenance import Failure, RefreshReport, SweepReport
+from shared.vault_port import KeySummary
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -41,12 +42,17 @@ def refresh_used_servers() -> RefreshReport:
     """Refresh the keys of the default server and of every named server used within STALE_KEY_AGE.
 
     Each server's id is confirmed against its blob first. The default server's failure stops the
-    run (it is the app's own); a named server's is reported and the others go on.
+    run (it is the app's own); a named server's is reported and the others go on. They all share
+    the app's vault, which is listed once for all of them.
     """
     report = RefreshReport()
+    listing: list[KeySummary] | None = None
     for server_name in app_context.servers_to_maintain():
         try:
-            server_report = app_context.key_manager_for_maintenance(server_name).refresh()
+            manager = app_context.key_manager_for_maintenance(server_name)
+            if listing is None:
+                listing = manager.list_vault()
+            server_report = manager.refresh(listing)
         except KeyManagerError as error:  # a throttled or unreachable server's, too: the others still run
             if server_name is None:
                 raise

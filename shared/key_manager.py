@@ -21,7 +21,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterator, Sequence, TypeVar
 
 from shared.algorithms import KeyType, SignerOptions, signing_algorithm
 from shared.errors import FailedPrecondition, InvalidArgument, KeyManagerError, NameHeldByDeletedKey, NotFound, shortened
@@ -209,14 +209,19 @@ class KeyManager:
             )
         return Signature(signature_for_spire(facts.key_type, signed.signature), facts.fingerprint)
 
-    def refresh(self) -> RefreshReport:
+    def list_vault(self) -> list[KeySummary]:
+        """One listing of the whole vault, for refreshing the servers that share it."""
+        return list(self._vault.list_keys())
+
+    def refresh(self, listing: Sequence[KeySummary] | None = None) -> RefreshReport:
         """Touch every key of this server so that its Updated time says it is in use.
 
-        One failing key does not stop the others; the report names each failure.
+        ``listing``, one taken by list_vault for several servers of this vault, saves listing it
+        again. One failing key does not stop the others; the report names each failure.
         """
         naming = self.naming()
         report = RefreshReport()
-        for _, summary in self._own_keys(naming):
+        for _, summary in self._own_keys(naming, listing):
             try:
                 current = self._vault.get_key(summary.name)
                 if not self._owns(naming, current):
@@ -274,9 +279,9 @@ class KeyManager:
     def _owns(self, naming: KeyNaming, key: KeySummary | KeyVersion) -> bool:
         return owner_of(key.name, key.tags, naming.trust_domain, naming.server_id) is Owner.THIS_SERVER
 
-    def _own_keys(self, naming: KeyNaming) -> Iterator[tuple[str, KeySummary]]:
+    def _own_keys(self, naming: KeyNaming, listing: Sequence[KeySummary] | None = None) -> Iterator[tuple[str, KeySummary]]:
         """This server's keys as the listing shows them, with their key ids: what listing and refresh cover."""
-        for summary in self._vault.list_keys():
+        for summary in self._vault.list_keys() if listing is None else listing:
             key_id = naming.key_id(summary.name)
             if key_id is not None and self._owns(naming, summary):
                 yield key_id, summary

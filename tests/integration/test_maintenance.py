@@ -13,7 +13,12 @@ import requests
 from azure.core.exceptions import ResourceNotFoundError
 
 from devtools.stack.services import start_devhost
+from devtools.stack.traffic import Traffic
+from functions import maintenance
+from shared import app_context
+from shared.algorithms import KeyType
 from shared.naming import KeyNaming
+from shared.settings import load_settings
 from tests.integration.test_servers_sharing_a_vault import make_server_app
 from tests.integration.verify import digest, verify
 
@@ -179,3 +184,23 @@ def test_devhost_runs_the_refresh_timer_on_demand(app_env, trust_domain, shift_v
             time.sleep(0.2)
     finally:
         host.stop()
+
+
+def test_a_refresh_of_several_servers_lists_the_vault_once(app_env, monkeypatch):
+    """Every server of an app shares its vault: one listing serves all their refreshes."""
+    for name, value in app_env.items():
+        monkeypatch.setenv(name, value)
+    traffic = Traffic()
+    servers = app_context.build_servers(load_settings(app_env), raw_request_hook=traffic)
+    monkeypatch.setattr(app_context, "_servers", servers)
+    named = ("spire-a", "spire-b", "spire-c")
+    for server_name in named:
+        servers.serve(server_name).generate_key("x509-CA-A", KeyType.EC_P256)
+    listing = ("GET", "/keys")
+    traffic.sent.clear()
+    servers.serve(None).get_public_keys()  # no keys of its own: its requests are one listing
+    pages = traffic.requests_to(app_env["KEY_VAULT_URI"]).count(listing)
+    traffic.sent.clear()
+    report = maintenance.refresh_used_servers()
+    assert len(report.refreshed) == len(named) and report.failed == []
+    assert traffic.requests_to(app_env["KEY_VAULT_URI"]).count(listing) == pages

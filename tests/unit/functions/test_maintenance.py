@@ -15,7 +15,11 @@ class RecordingKeyManager:
     def __init__(self) -> None:
         self.runs: list[tuple[str, bool | None]] = []
 
-    def refresh(self) -> RefreshReport:
+    def list_vault(self) -> list:
+        self.runs.append(("list", None))
+        return []
+
+    def refresh(self, listing=None) -> RefreshReport:
         self.runs.append(("refresh", None))
         return RefreshReport()
 
@@ -99,11 +103,11 @@ def test_refresh_takes_no_parameter_but_the_function_key(manager):
     status, body = call(maintenance.refresh_keys_now, "refresh", "dry_run=true", {"dry_run": "true"})
     assert status == 400 and body["error"]["code"] == "InvalidArgument" and manager.runs == []
     assert call(maintenance.refresh_keys_now, "refresh", "code=a-function-key")[0] == 200
-    assert manager.runs == [("refresh", None)]
+    assert manager.runs == [("list", None), ("refresh", None)]
 
 
 class ThrottledKeyManager(RecordingKeyManager):
-    def refresh(self) -> RefreshReport:
+    def refresh(self, listing=None) -> RefreshReport:
         raise ResourceExhausted("Key Vault is throttling this app", retry_after=30)
 
 
@@ -112,5 +116,6 @@ def test_a_named_server_that_fails_its_refresh_does_not_stop_the_others(monkeypa
     monkeypatch.setattr(app_context, "servers_to_maintain", lambda: list(managers))
     monkeypatch.setattr(app_context, "key_manager_for_maintenance", managers.__getitem__)
     report = maintenance.refresh_used_servers()
-    assert managers["spire-b"].runs == [("refresh", None)]
+    assert managers[None].runs == [("list", None), ("refresh", None)]
+    assert managers["spire-b"].runs == [("refresh", None)]  # on the default server's listing
     assert [failure.key_name for failure in report.failed] == ["(server spire-a)"]
