@@ -2,8 +2,8 @@
 
 Anyone may call it, and every server of the trust domain may share the vault it checks, so an
 instance checks its dependencies at most once per ``CHECK_INTERVAL`` and answers with that result in
-between. Settings and a stopped server (its id blob holds another id) are known without a request,
-so they are reported at once.
+between. Settings and a stopped server (its id blob holds another id) are reported at once; a stopped
+server's blob is read again when its re-check is due, so that restoring it ends the stop.
 """
 
 from __future__ import annotations

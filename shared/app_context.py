@@ -101,8 +101,18 @@ class SpireServers:
         return self._server(server_name)[0].server_id()
 
     def conflicts(self) -> list[Unavailable]:
-        """Why servers cannot serve on this instance, as their last checks found (no network)."""
-        return [identity.conflict for identity, _ in list(self._servers.values()) if identity.conflict is not None]
+        """Why servers cannot serve on this instance.
+
+        A stopped server's blob is read again once its re-check is due (at most every
+        RECHECK_INTERVAL), so that a restored blob ends the stop without that server calling again.
+        """
+        stopped = [identity for identity, _ in list(self._servers.values()) if identity.conflict is not None]
+        for identity in stopped:
+            try:
+                identity.server_id()
+            except Unavailable:
+                pass  # still stopped: its conflict says why
+        return [identity.conflict for identity in stopped if identity.conflict is not None]
 
     def maintained(self) -> list[str | None]:
         """The servers maintenance covers: the default server, and every named server used within STALE_KEY_AGE.
@@ -166,7 +176,7 @@ def check_default_server() -> None:
 
 
 def conflicts() -> list[Unavailable]:
-    """Why servers cannot serve on this instance, as their last checks found; raises on invalid settings."""
+    """Why servers cannot serve on this instance (stopped ones re-checked when due); raises on invalid settings."""
     return [] if _key_manager is not None else servers().conflicts()
 
 

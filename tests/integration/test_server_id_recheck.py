@@ -232,3 +232,23 @@ def test_a_blob_outage_while_serving_keeps_the_known_id_and_stops_maintenance(ap
             identity.confirm()  # maintenance does not run on an id it could not confirm
         proxy.clear()
         assert identity.confirm() == known
+
+
+def test_a_stopped_servers_restored_blob_ends_its_stop_without_it_calling_again(storage):
+    """Health asks for the conflicts: a stopped server's blob is read again when due, not only when it calls."""
+    container, transport = storage
+    clock = Clock()
+    servers = app_context.SpireServers("example.org", BlobServerDirectory(container, "key-metadata", clock),
+                                       lambda identity: None, timedelta(days=14))
+    known = servers.check("spire-a")
+    blob = container.get_blob_client("key-metadata.servers/spire-a")
+    blob.upload_blob(str(uuid.uuid4()).encode(), overwrite=True)
+    clock.advance(RECHECK_INTERVAL)
+    with pytest.raises(Unavailable, match="holds another server id"):
+        servers.check("spire-a")
+    blob.upload_blob(known.encode(), overwrite=True)
+    transport.sent.clear()
+    assert len(servers.conflicts()) == 1 and transport.sent == []  # not due yet: nothing read
+    clock.advance(RECHECK_INTERVAL)
+    assert servers.conflicts() == []
+    assert servers.check("spire-a") == known
