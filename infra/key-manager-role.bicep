@@ -1,4 +1,4 @@
-// The custom role "SPIRE Key Manager" and its one assignment: the app's identity, on the vault only.
+// The custom role (main.bicep names it) and its one assignment: the app's identity, on the vault only.
 // Deployed in the vault's resource group, which may be another than the app's (an existing vault).
 @description('Name of the Key Vault that holds the keys')
 param keyVaultName string

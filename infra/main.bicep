@@ -26,8 +26,8 @@ param keyVaultName string = ''
 @description('Resource group of that existing Key Vault; empty: the app\'s resource group')
 param keyVaultResourceGroupName string = ''
 
-@description('Name of the custom role; role names are unique in a tenant, so a second deployment in the same tenant needs another')
-param keyManagerRoleName string = 'SPIRE Key Manager'
+@description('Name of the custom role (role names are unique in a tenant); empty: "SPIRE Key Manager (<resource token>)", one per environment')
+param keyManagerRoleName string = ''
 
 @description('A fixed server id instead of the server id blob (KEY_IDENTIFIER_VALUE); empty: the blob')
 param keyIdentifierValue string = ''
@@ -65,6 +65,8 @@ var tags = {
 var createKeyVault = empty(keyVaultName)
 var vaultName = createKeyVault ? 'kv-${resourceToken}' : keyVaultName
 var vaultResourceGroupName = empty(keyVaultResourceGroupName) ? rg.name : keyVaultResourceGroupName
+// A name of its own per environment, so that a second environment in the tenant deploys too.
+var roleName = empty(keyManagerRoleName) ? 'SPIRE Key Manager (${resourceToken})' : keyManagerRoleName
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -98,7 +100,7 @@ module keyManagerRole 'key-manager-role.bicep' = {
   params: {
     keyVaultName: vaultName
     principalId: identity.outputs.principalId
-    roleName: keyManagerRoleName
+    roleName: roleName
   }
   dependsOn: [
     keyVault

@@ -55,9 +55,21 @@ def test_the_templates_role_has_exactly_the_readmes_data_actions():
     assert len(permissions["dataActions"]) == len(in_template), "a data action listed twice"
     assert readme["Actions"] == permissions["actions"] == []
     assert permissions["notActions"] == permissions["notDataActions"] == []
-    assert bicep["roleName"] == "roleName"  # the parameter, whose default is the README's name
-    assert template.parameters("main.bicep")["keyManagerRoleName"]["default"] == readme["Name"]
+    assert bicep["roleName"] == "roleName"  # the module's parameter
     assert bicep["type"] == "CustomRole"
+
+
+def test_each_deployment_names_a_role_of_its_own_unless_told_otherwise():
+    """Role names are unique in a tenant: a fixed default would fail the second environment's deployment."""
+    main = template.parsed()["main.bicep"]
+    assert main["modules"]["keyManagerRole"]["config"]["params"]["roleName"] == "roleName"
+    choice = main["variables"]["roleName"]["value"]["operator"]
+    assert choice["type"] == "conditional"
+    assert choice["operands"]["true_value"] == f"{readme_role()['Name']} (${{resourceToken}})"  # per environment
+    assert choice["operands"]["false_value"] == "keyManagerRoleName"
+    assert template.parameters("main.bicep")["keyManagerRoleName"]["default"] == ""
+    mapped = json.loads((template.INFRA / "main.parameters.json").read_text())["parameters"]
+    assert mapped["keyManagerRoleName"] == {"value": "${SPIRE_KEY_MANAGER_ROLE_NAME=}"}
 
 
 def test_the_readmes_access_policy_grants_the_same_as_its_role():
