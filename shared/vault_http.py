@@ -24,7 +24,7 @@ from azure.core.exceptions import (
 from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.core.utils import CaseInsensitiveDict
-from requests.utils import DEFAULT_CA_BUNDLE_PATH
+from requests.utils import DEFAULT_CA_BUNDLE_PATH, get_auth_from_url
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -56,8 +56,8 @@ class PooledTransport(HttpTransport):
         if proxy is None:
             self.pool: urllib3.PoolManager = urllib3.PoolManager(**options)
         else:
-            auth = urllib3.util.parse_url(proxy).auth
-            headers = urllib3.make_headers(proxy_basic_auth=auth) if auth else None
+            user, password = get_auth_from_url(proxy)  # unquoted, as requests sends them
+            headers = urllib3.make_headers(proxy_basic_auth=f"{user}:{password}") if user or password else None
             self.pool = urllib3.ProxyManager(proxy, proxy_headers=headers, **options)
 
     def send(

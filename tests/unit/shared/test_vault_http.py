@@ -137,10 +137,10 @@ def test_a_refused_connection_and_an_untrusted_server_are_service_request_errors
 
 def test_a_proxy_and_its_credentials_come_from_its_url():
     plain = PooledTransport(verify=True, connection_timeout=1, read_timeout=1)
-    proxied = PooledTransport(verify=True, connection_timeout=1, read_timeout=1, proxy="http://user:secret@proxy.example:3128")
+    proxied = PooledTransport(verify=True, connection_timeout=1, read_timeout=1, proxy="http://user:p%40ss@proxy.example:3128")
     assert not isinstance(plain.pool, urllib3.ProxyManager)
     assert isinstance(proxied.pool, urllib3.ProxyManager) and proxied.pool.proxy.host == "proxy.example"
-    assert proxied.pool.proxy_headers == urllib3.make_headers(proxy_basic_auth="user:secret")
+    assert proxied.pool.proxy_headers == urllib3.make_headers(proxy_basic_auth="user:p@ss")  # unquoted, as requests does
 
 
 def test_what_it_cannot_do_is_refused_not_ignored(server, certificates):
