@@ -84,7 +84,7 @@ class PooledTransport(HttpTransport):
             raise ServiceResponseError(error, error=error) from error
         except HTTPError as error:  # TLS, proxy and other failures to deliver the request
             raise ServiceRequestError(error, error=error) from error
-        return ReadResponse(request, answer.status, answer.reason or "", CaseInsensitiveDict(answer.headers.items()), answer.data)
+        return ReadResponse(request, answer.status, answer.reason or "", CaseInsensitiveDict(answer.headers), answer.data)
 
     def open(self) -> None:
         """The pool opens connections as requests need them."""

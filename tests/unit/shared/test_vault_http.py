@@ -45,6 +45,8 @@ class Handler(BaseHTTPRequestHandler):
         answer = json.dumps({"error": {"code": "KeyNotFound", "message": "no such key"}} if status == 404 else {"echo": body.decode()})
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
+        for value in ("first", "second"):
+            self.send_header("X-Repeated", value)
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
         self.wfile.write(answer.encode())
@@ -97,6 +99,7 @@ def test_requests_share_one_kept_alive_connection_and_answers_are_read_whole(ser
     first = answers[0]
     assert isinstance(first, ReadResponse) and first.status_code == 200 and first.is_stream_consumed
     assert first.headers["content-type"] == "application/json; charset=utf-8" and first.encoding == "utf-8"
+    assert first.headers["x-repeated"] == "first, second"  # joined, as http.client and requests do
     assert first.read() == first.content == b"".join(first.iter_bytes())
     path, headers, body = server.received[0]
     assert headers["Content-Type"] == "application/json" and body == b'{"n": 0}'
