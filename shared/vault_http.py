@@ -64,8 +64,12 @@ class PooledTransport(HttpTransport):
         self, request: HttpRequest, *, stream: bool = False, connection_timeout: float | None = None,
         read_timeout: float | None = None, **unsupported: Any,
     ) -> HttpResponse:
-        if stream or unsupported or not isinstance(request, HttpRequest):
-            raise ValueError(f"the Key Vault transport sends whole azure.core.rest requests only, not {sorted(unsupported) or 'this'}")
+        if stream:
+            raise ValueError("the Key Vault transport reads answers whole: stream=True is not supported")
+        if unsupported:
+            raise ValueError(f"the Key Vault transport takes no per-request {', '.join(sorted(unsupported))}")
+        if not isinstance(request, HttpRequest):
+            raise TypeError("the Key Vault transport sends azure.core.rest requests only")
         timeout = self.timeout
         if connection_timeout is not None or read_timeout is not None:
             timeout = urllib3.Timeout(connect=connection_timeout or self.timeout.connect_timeout, read=read_timeout or self.timeout.read_timeout)
