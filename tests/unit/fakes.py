@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from datetime import datetime, timezone
+from typing import Callable
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -37,10 +38,11 @@ class FakeVault:
     """Keeps versions in memory and records every call, so tests can count Key Vault requests.
 
     ``signs_current_version`` False makes it answer 404 to a sign by the empty version, as Lowkey
-    Vault does.
+    Vault does. ``clock`` gives the Updated time of what is written (tests that judge ages fix it).
     """
 
-    def __init__(self, signs_current_version: bool = True) -> None:
+    def __init__(self, signs_current_version: bool = True, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self.clock = clock
         self.keys: dict[str, list[KeyVersion]] = {}
         self.deleted: dict[str, list[KeyVersion]] = {}
         self.updated: dict[str, datetime] = {}
@@ -52,7 +54,7 @@ class FakeVault:
         self, name: str, key_type: KeyType | None, tags: dict[str, str], enabled: bool = True, key_ops=("sign", "verify")
     ) -> KeyVersion:
         der = public_der(key_type or KeyType.EC_P256)
-        now = datetime.now(timezone.utc)
+        now = self.clock()
         version = KeyVersion(name, f"v{next(_counter)}", key_type, der, enabled, dict(tags), tuple(key_ops), now)
         self.keys.setdefault(name.lower(), []).append(version)
         self.updated[name.lower()] = now
@@ -104,7 +106,7 @@ class FakeVault:
         self.calls.append(("update_key_operations", name, version, key_ops))
         if name in self.failing:
             raise self.failing[name]
-        self.updated[name.lower()] = datetime.now(timezone.utc)
+        self.updated[name.lower()] = self.clock()
 
     def delete_key(self, name):
         self.calls.append(("delete_key", name))

@@ -70,7 +70,7 @@ def _add(vault, name, server_id, td=TD):
 
 @pytest.fixture
 def vault():
-    vault = FakeVault()
+    vault = FakeVault(clock=lambda: NOW)  # keys written at NOW; the managers judge them later
     for i in range(3):
         _add(vault, others(f"k{i}"), OTHER)
     _add(vault, mine("mine"), ME)
