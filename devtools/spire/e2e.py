@@ -82,10 +82,9 @@ class Run:
 
     def generate_key_calls(self, server_name: str) -> int:
         """GenerateKey calls the plugin of one server sent; other servers (a rotating one) keep theirs apart."""
-        requests = zip(self.proxy.requests, self.proxy.request_headers, strict=True)
         return sum(
             1
-            for (method, target), fields in requests
+            for method, target, fields in self.proxy.received
             if method == "POST" and target.split("?")[0] == "/api/keys" and fields.get("x-spire-server-name") == server_name
         )
 
@@ -249,7 +248,7 @@ def app_stopped_at_startup(run: Run) -> str:
     check(code != 0, "spire-server kept running without the app")
     errors = [line for line in log.splitlines() if "did not answer" in line and "gave up after" in line]
     check(bool(errors), f"no clear error in the server's log:\n{log}")
-    run.app.restart_devhost(devhost_port)
+    run.app.launch_devhost(devhost_port)
     run.proxy.start()
     calls_before = run.generate_key_calls("e2e-alpha")
     server.start()
@@ -272,7 +271,7 @@ def another_trust_domain_is_refused(run: Run) -> str:
 
 
 def function_key_reached_the_app_and_no_log(run: Run) -> str:
-    sent = [fields.get("x-functions-key") for fields in run.proxy.request_headers]
+    sent = [fields.get("x-functions-key") for *_, fields in run.proxy.received]
     check(bool(sent), "the plugin sent the app no request")
     without_key = sum(1 for key in sent if key != FUNCTION_KEY)
     check(without_key == 0, f"{without_key} of the plugin's {len(sent)} requests reached the app without the function key")

@@ -82,8 +82,7 @@ class FaultProxy:
 
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
-        self._requests: list[tuple[str, str]] = []
-        self._request_headers: list[dict[str, str]] = []
+        self._received: list[tuple[str, str, dict[str, str]]] = []
         self._faults_injected = 0
         self._connections = 0
         self._port = 0  # chosen by the OS on the first start, then kept
@@ -175,16 +174,16 @@ class FaultProxy:
             self._faults.clear()
 
     @property
+    def received(self) -> list[tuple[str, str, dict[str, str]]]:
+        """(method, request target, headers with lower-case names) of every request received, faulted or not; a copy."""
+        with self._lock:
+            return [(method, target, dict(fields)) for method, target, fields in self._received]
+
+    @property
     def requests(self) -> list[tuple[str, str]]:
         """(method, request target) of every request received, faulted or not; a snapshot copy."""
         with self._lock:
-            return list(self._requests)
-
-    @property
-    def request_headers(self) -> list[dict[str, str]]:
-        """The headers of each request in ``requests``, in the same order, names in lower case; a snapshot copy."""
-        with self._lock:
-            return [dict(fields) for fields in self._request_headers]
+            return [(method, target) for method, target, _ in self._received]
 
     @property
     def faults_injected(self) -> int:
@@ -206,8 +205,7 @@ class FaultProxy:
     def _take_fault(self, method: str, target: str, fields: dict[str, str]) -> Optional[_Fault]:
         """Log the request and consume one use of the first matching fault, in the order they were added."""
         with self._lock:
-            self._requests.append((method, target))
-            self._request_headers.append(fields)
+            self._received.append((method, target, fields))
             for fault in self._faults:
                 if fault.matches(method, target):
                     if fault.remaining is not None:
