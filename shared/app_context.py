@@ -189,12 +189,12 @@ def key_manager_for_maintenance(server_name: str | None) -> KeyManager:
 
 
 def build_key_manager(settings: Settings, **client_options: Any) -> KeyManager:
-    """The default server's key manager, wired as the app wires it (tests pass a counting transport)."""
+    """The default server's key manager, wired as the app wires it (tests pass a request hook, benchmarks a fake transport)."""
     return build_servers(settings, **client_options).default_manager
 
 
 def build_servers(settings: Settings, **client_options: Any) -> SpireServers:
-    """Wire the app's servers; ``client_options`` reach every Azure client (tests pass a transport)."""
+    """Wire the app's servers; ``client_options`` reach every Azure client (a ``raw_request_hook``, a ``transport``)."""
     credential = build_credential(settings, **_client_options(None, {**CREDENTIAL_RETRY, **client_options}))
     options = _client_options(settings.key_vault_ca_bundle, client_options)
     if "transport" not in options:

@@ -195,10 +195,7 @@ class BlobServerIdentity:
                 log.info("Created a new server id in the %s", self.label)
                 self._known, self._checked_at = created, self._clock()
                 return
-            # Another instance created it first: its id is the one.
-            stored = self._read()
-            if stored is None:
-                raise Unavailable(f"the {self.label} was created and is gone again; retry")
+            stored = self._written_first_by_another()  # its id is the one
         self._adopt(stored)
         self._known = stored.server_id
 
@@ -231,6 +228,10 @@ class BlobServerIdentity:
             self._resume()
             self._checked_at = self._clock()
             return None
+        return self._written_first_by_another()
+
+    def _written_first_by_another(self) -> _Stored:
+        """The blob another instance created while this one's create-only write lost the race."""
         stored = self._read()
         if stored is None:
             raise Unavailable(f"the {self.label} was created and is gone again; retry")

@@ -205,9 +205,10 @@ class LocalApp:
     azurite: Service
     vault: Service
     env: dict[str, str]
-    devhost: Service
+    devhost: Service = field(init=False)
 
-    def restart_devhost(self, port: int) -> None:
+    def launch_devhost(self, port: int = 0) -> None:
+        """Start the app's devhost (again, after a stop, on the port it had)."""
         self.devhost = start_devhost(port, {**os.environ, **self.env}, no_timers=True)
 
 
@@ -222,7 +223,8 @@ def local_app(work: Path, trust_domain: str, vault_challenge_resource: str | Non
         vault = start_localvault(0, 0, work / "localvault", vault_challenge_resource, vault_sign_latency_ms)
         stack.callback(vault.stop)
         env = {**app_settings(azurite, vault), "TRUST_DOMAIN": trust_domain, "KEY_METADATA_BLOB": "spire/key-metadata"}
-        app = LocalApp(azurite, vault, env, start_devhost(0, {**os.environ, **env}, no_timers=True))
+        app = LocalApp(azurite, vault, env)
+        app.launch_devhost()
         stack.callback(lambda: app.devhost.stop())
         yield app
 

@@ -406,6 +406,13 @@ def refused(app_dir: Path) -> str:
     return devhost.stderr()
 
 
+def starts(app_dir: Path) -> None:
+    """devhost serves the app in ``app_dir``, then stops cleanly."""
+    devhost = Devhost(app_dir, "--no-timers")
+    devhost.wait_ready()
+    assert devhost.stop() == 0
+
+
 def write_function_app(tmp_path: Path, source: str, requirements: str = "azure-functions\n") -> Path:
     (tmp_path / "function_app.py").write_text(textwrap.dedent(source))
     (tmp_path / "requirements.txt").write_text(requirements)
@@ -460,9 +467,7 @@ def tick(timer: func.TimerRequest) -> None:
         return "nested functions may return values"
     return None
 """)
-    devhost = Devhost(app_dir, "--no-timers")
-    devhost.wait_ready()
-    assert devhost.stop() == 0
+    starts(app_dir)
 
 
 APP_IMPORTING_REQUESTS = """
@@ -482,9 +487,7 @@ def test_an_import_only_requirements_dev_provides_is_refused(tmp_path: Path):
 
 def test_an_import_requirements_provides_starts(tmp_path: Path):
     app_dir = write_function_app(tmp_path, APP_IMPORTING_REQUESTS, "azure-functions>=2\nrequests  # HTTP\n")
-    devhost = Devhost(app_dir, "--no-timers")
-    devhost.wait_ready()
-    assert devhost.stop() == 0
+    starts(app_dir)
 
 
 APP_IMPORTING_ITS_TOOLS = """
@@ -499,9 +502,7 @@ def test_an_import_of_an_app_file_that_funcignore_leaves_out_is_refused(tmp_path
     (app_dir / "tools").mkdir()
     (app_dir / "tools" / "__init__.py").write_text("")
     (app_dir / "tools" / "clock.py").write_text("def now():\n    return 0\n")
-    devhost = Devhost(app_dir, "--no-timers")
-    devhost.wait_ready()  # deployed with the app, the import works
-    assert devhost.stop() == 0
+    starts(app_dir)  # deployed with the app, the import works
     (app_dir / ".funcignore").write_text("tests\ntools\n")
     complaint = refused(app_dir)
     assert "ModuleNotFoundError: No module named 'tools'" in complaint
