@@ -12,7 +12,8 @@ from functions.openapi import bp as openapi_blueprint
 # The Azure SDK logs every request's headers at INFO; one line per operation of our own is enough.
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+# No function keys: the key and maintenance functions prove each caller by its Entra ID token.
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(keys_blueprint)
 app.register_functions(health_blueprint)
 app.register_functions(maintenance_blueprint)

@@ -37,8 +37,10 @@ def serve() -> None:
     from shared import app_context
 
     app_context._key_manager = fakes.build_fake_manager(fakes.FakeVault(delay=VAULT_DELAY))
+    authorization = fakes.install_caller_gate()["Authorization"]
     server = DevHostServer(("127.0.0.1", 0), DevHost(load_app(ROOT), read_route_prefix(ROOT)))
-    print(f"bench devhost ready http://127.0.0.1:{server.server_address[1]}", flush=True)
+    # The caller's token is the bench tenant's, made in this process: the client reads it from here.
+    print(f"bench devhost ready http://127.0.0.1:{server.server_address[1]} {authorization}", flush=True)
     server.serve_forever()
 
 
@@ -48,9 +50,9 @@ def _connect(address: str) -> http.client.HTTPConnection:
     return connection
 
 
-def _call(connection: http.client.HTTPConnection, method: str, path: str, body: dict | None = None) -> dict:
+def _call(connection: http.client.HTTPConnection, method: str, path: str, authorization: str, body: dict | None = None) -> dict:
     """One request, then the connection is closed: every call is on a connection of its own."""
-    connection.request(method, path, body=json.dumps(body) if body is not None else None)
+    connection.request(method, path, body=json.dumps(body) if body is not None else None, headers={"Authorization": authorization})
     response = connection.getresponse()
     payload = json.loads(response.read() or b"{}")
     connection.close()
@@ -59,7 +61,7 @@ def _call(connection: http.client.HTTPConnection, method: str, path: str, body: 
     return payload
 
 
-def _signs_at_once(address: str, body: dict, count: int) -> float:
+def _signs_at_once(address: str, authorization: str, body: dict, count: int) -> float:
     """Seconds from a common start until ``count`` sign requests, each on its own connection, have ended."""
     start = threading.Barrier(count + 1)
     ended: list[float] = []
@@ -68,7 +70,7 @@ def _signs_at_once(address: str, body: dict, count: int) -> float:
     def sign() -> None:
         start.wait()
         try:
-            _call(_connect(address), "POST", f"/api/keys/{fakes.KEY_ID}/sign", body)
+            _call(_connect(address), "POST", f"/api/keys/{fakes.KEY_ID}/sign", authorization, body)
         except (OSError, RuntimeError) as error:
             failed.append(error)
         ended.append(time.perf_counter())
@@ -102,11 +104,13 @@ def run() -> list[Figure]:
         line = process.stdout.readline() if process.stdout else ""
         if "ready" not in line:
             raise RuntimeError(f"the bench devhost did not start: {line!r}")
-        address = urlsplit(line.split()[-1]).netloc
-        key = _call(_connect(address), "GET", f"/api/keys/{fakes.KEY_ID}")
+        url, authorization = line.split()[-3], " ".join(line.split()[-2:])
+        address = urlsplit(url).netloc
+        key = _call(_connect(address), "GET", f"/api/keys/{fakes.KEY_ID}", authorization)
         body = fakes.sign_body(key["public_key"]["fingerprint"])
-        _signs_at_once(address, body, 1), _signs_at_once(address, body, CONCURRENT)  # warm both paths
-        rounds = [(_signs_at_once(address, body, CONCURRENT), _signs_at_once(address, body, 1)) for _ in range(ROUNDS)]
+        _signs_at_once(address, authorization, body, 1), _signs_at_once(address, authorization, body, CONCURRENT)  # warm both paths
+        rounds = [(_signs_at_once(address, authorization, body, CONCURRENT), _signs_at_once(address, authorization, body, 1))
+                  for _ in range(ROUNDS)]
     finally:
         process.terminate()
         process.wait(timeout=10)

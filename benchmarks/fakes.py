@@ -26,6 +26,7 @@ from shared import app_context
 from shared.key_manager import KeyManager
 from shared.naming import KeyNaming
 from shared.settings import load_settings
+from tests.unit import tokens
 
 VAULT_URL = "https://bench.vault.azure.net/"
 IDENTITY_ENDPOINT = "http://identity.bench.invalid/msi/token"
@@ -146,3 +147,12 @@ def build_fake_manager(transport: FakeVault) -> KeyManager:
         manager = app_context.build_key_manager(load_settings(os.environ), transport=transport)
         manager.get_public_key(KEY_ID)
     return manager
+
+
+def install_caller_gate() -> dict[str, str]:
+    """The app's caller gate over an in-process tenant; the headers of a caller acting as the default server.
+
+    The gate remembers a verified token, as in the app, so warm calls pay a hash, not an RS256 verify.
+    """
+    app_context._callers = tokens.gate({tokens.SERVER_CALLER: [""]})
+    return tokens.bearer()

@@ -26,11 +26,12 @@ BUDGET = 1.3
 def handler_calls(transport: fakes.FakeVault) -> tuple[Callable[[], None], Callable[[], None]]:
     """Warm sign_data and get_public_key handler calls (each one Key Vault request) on ``transport``."""
     app_context._key_manager = fakes.build_fake_manager(transport)
-    get_request = func.HttpRequest("GET", "http://localhost/api/keys", body=b"", route_params={"key_id": fakes.KEY_ID})
+    headers = fakes.install_caller_gate()
+    get_request = func.HttpRequest("GET", "http://localhost/api/keys", body=b"", headers=headers, route_params={"key_id": fakes.KEY_ID})
     response = keys.get_public_key(get_request)
     assert response.status_code == 200, response.get_body()
     body = fakes.sign_body(json.loads(response.get_body())["public_key"]["fingerprint"])
-    request = func.HttpRequest("POST", "http://localhost/api/keys/sign", body=json.dumps(body).encode(),
+    request = func.HttpRequest("POST", "http://localhost/api/keys/sign", body=json.dumps(body).encode(), headers=headers,
                                route_params={"key_id": fakes.KEY_ID})
 
     def sign() -> None:
@@ -90,6 +91,6 @@ def run() -> list[Figure]:
             Figure(f"overhead: {label} handler per call", round(statistics.median(a for a, _ in rounds) / CALLS * 1e6, 1), "us"),
             Figure(f"overhead: {label} bare KeyClient per call", round(statistics.median(b for _, b in rounds) / CALLS * 1e6, 1), "us"),
         ]
-    app_context._key_manager = None
+    app_context._key_manager = app_context._callers = None
     return figures
 

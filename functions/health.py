@@ -8,6 +8,7 @@ server's blob is read again when its re-check is due, so that restoring it ends 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -21,10 +22,12 @@ from shared.errors import KeyManagerError, Unavailable
 from shared.key_manager import KeyManager
 
 bp = func.Blueprint()
+log = logging.getLogger(__name__)
 
 CHECK_INTERVAL_SECONDS = 30.0
 # Anonymous callers learn that a server is stopped, never which blob or server name: the log says.
 STOPPED_SERVER = "a server id blob holds another server id than this instance has been using; the app's log names it"
+SERVER_ID_UNAVAILABLE = "the default server's id blob cannot be read or created now; the app's log names the blob and the cause"
 _clock: Callable[[], float] = time.monotonic
 
 
@@ -69,15 +72,15 @@ def _dependencies(manager: KeyManager) -> _Answer:
 
 
 def _check(manager: KeyManager) -> _Answer:
-    checks = (
-        ("blob_storage", app_context.check_default_server),
-        ("key_vault", manager.check_key_vault),
-    )
-    for dependency, check in checks:
-        try:
-            check()
-        except KeyManagerError as error:
-            return _unavailable(dependency, error)
+    try:
+        app_context.check_default_server()
+    except KeyManagerError as error:
+        log.warning("Health: %s", error.message)
+        return _unavailable("blob_storage", Unavailable(SERVER_ID_UNAVAILABLE))
+    try:
+        manager.check_key_vault()
+    except KeyManagerError as error:
+        return _unavailable("key_vault", error)
     return _Answer(200, {"status": "ok"})
 
 

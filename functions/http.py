@@ -18,17 +18,25 @@ from shared.errors import (
     KeyManagerError,
     NotFound,
     PayloadTooLarge,
+    PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 
 log = logging.getLogger(__name__)
+# Who did what with which key version: Key Vault's own audit log sees only the app's identity.
+audit = logging.getLogger("azure_kv_keymanager.audit")
 
 MAX_BODY_BYTES = 64 * 1024
+# Key and maintenance calls carry an Entra ID access token here, as "Bearer <token>".
+AUTHORIZATION_HEADER = "Authorization"
 # The one place that maps key manager errors to HTTP statuses; the most specific class wins.
 STATUS_BY_ERROR: dict[type[KeyManagerError], int] = {
     PayloadTooLarge: 413,
     InvalidArgument: 400,
+    Unauthenticated: 401,
+    PermissionDenied: 403,
     NotFound: 404,
     FailedPrecondition: 409,
     ResourceExhausted: 429,
@@ -47,8 +55,18 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 
 def error_response(error: KeyManagerError) -> func.HttpResponse:
     status = next(STATUS_BY_ERROR[cls] for cls in type(error).__mro__ if cls in STATUS_BY_ERROR)
-    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, ResourceExhausted) else None
-    return json_response({"error": {"code": error.code, "message": error.message}}, status, headers)
+    return json_response({"error": {"code": error.code, "message": error.message}}, status, _error_headers(error))
+
+
+def _error_headers(error: KeyManagerError) -> dict[str, str] | None:
+    if isinstance(error, ResourceExhausted):
+        return {"Retry-After": str(error.retry_after)}
+    # RFC 6750, 3: a bearer challenge; a request without any token gets one without an error code.
+    if isinstance(error, Unauthenticated):
+        return {"WWW-Authenticate": 'Bearer error="invalid_token"' if error.has_token else "Bearer"}
+    if isinstance(error, PermissionDenied):
+        return {"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
+    return None
 
 
 def handles_errors(handler: Handler) -> Handler:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import azure.functions as func
 
 from functions.http import (
+    AUTHORIZATION_HEADER,
+    audit,
     base64_field,
     handles_errors,
     json_body,
@@ -19,10 +22,10 @@ from functions.http import (
 )
 from shared import app_context
 from shared.algorithms import HashAlgorithm, KeyType, SignerOptions
+from shared.callers import Caller
 from shared.errors import InvalidArgument, shortened
 from shared.key_manager import KeyManager, SignRequest
 from shared.public_keys import PublicKey
-from shared.server_identity import validate_server_name
 
 bp = func.Blueprint()
 
@@ -31,51 +34,71 @@ _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 # none): Key Vault's salt as long as the digest is what the first asks and a valid choice for the second.
 SALT_LENGTH_EQUALS_HASH = -1
 SALT_LENGTH_AUTO = 0
-# Optional on every key call: which SPIRE server calls (absent: the app's default server), and the
-# trust domain it belongs to (refused unless it is the app's).
+# Every key call carries an Entra ID access token. Optional: which SPIRE server the caller acts as
+# (one of the names it holds; a caller holding one name may leave it out), and the trust domain it
+# belongs to (refused unless it is the app's).
 SERVER_NAME_HEADER = "X-SPIRE-Server-Name"
 TRUST_DOMAIN_HEADER = "X-SPIRE-Trust-Domain"
 
 
 @bp.function_name("generate_key")
-@bp.route(route="keys", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="keys", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def generate_key(req: func.HttpRequest) -> func.HttpResponse:
+    call = server_call(req)
     body = json_body(req)
     key_id = required_string(body, "key_id", "key id is required")
     key_type = KeyType.parse(required_string(body, "key_type", "key type is required"))
-    return json_response({"public_key": _render(key_manager(req).generate_key(key_id, key_type))})
+    public_key = call.manager.generate_key(key_id, key_type)
+    call.audit("generate_key", key_id, public_key.version)
+    return json_response({"public_key": _render(public_key)})
 
 
 @bp.function_name("get_public_key")
-@bp.route(route="keys/{key_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="keys/{key_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def get_public_key(req: func.HttpRequest) -> func.HttpResponse:
-    return json_response({"public_key": _render(key_manager(req).get_public_key(req.route_params.get("key_id", "")))})
+    manager = server_call(req).manager
+    return json_response({"public_key": _render(manager.get_public_key(req.route_params.get("key_id", "")))})
 
 
 @bp.function_name("get_public_keys")
-@bp.route(route="keys", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="keys", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def get_public_keys(req: func.HttpRequest) -> func.HttpResponse:
-    return json_response({"public_keys": [_render(key) for key in key_manager(req).get_public_keys()]})
+    return json_response({"public_keys": [_render(key) for key in server_call(req).manager.get_public_keys()]})
 
 
 @bp.function_name("sign_data")
-@bp.route(route="keys/{key_id}/sign", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="keys/{key_id}/sign", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def sign_data(req: func.HttpRequest) -> func.HttpResponse:
+    call = server_call(req)
     request = parse_sign_request(req.route_params.get("key_id", ""), json_body(req))
-    signature = key_manager(req).sign_data(request)
+    signature = call.manager.sign_data(request)
+    call.audit("sign_data", request.key_id, signature.version)
     return json_response({"signature": to_base64(signature.signature), "key_fingerprint": signature.key_fingerprint})
 
 
-def key_manager(req: func.HttpRequest) -> KeyManager:
-    """The key manager of the SPIRE server the request names, once its headers are valid."""
-    server_name = req.headers.get(SERVER_NAME_HEADER)
-    if server_name is not None:
-        validate_server_name(server_name)
-    return app_context.key_manager(server_name, req.headers.get(TRUST_DOMAIN_HEADER))
+@dataclass(frozen=True)
+class ServerCall:
+    """A key call whose caller is proven and may act as ``server_name`` (None: the default server)."""
+
+    caller: Caller
+    server_name: str | None
+    manager: KeyManager
+
+    def audit(self, operation: str, key_id: str, version: str) -> None:
+        audit.info(
+            "%s by caller %s as server %s: key %s version %s",
+            operation, self.caller.object_id, self.server_name or "(default)", key_id, version,
+        )
+
+
+def server_call(req: func.HttpRequest) -> ServerCall:
+    """The caller proven by its token and authorized as a server, before anything else is read or done."""
+    caller, server_name = app_context.callers().server_caller(req.headers.get(AUTHORIZATION_HEADER), req.headers.get(SERVER_NAME_HEADER))
+    return ServerCall(caller, server_name, app_context.key_manager(server_name, req.headers.get(TRUST_DOMAIN_HEADER)))
 
 
 def parse_sign_request(key_id: str, body: dict[str, Any]) -> SignRequest:

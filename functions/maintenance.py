@@ -13,7 +13,7 @@ from urllib.parse import unquote_plus, urlsplit
 
 import azure.functions as func
 
-from functions.http import handles_errors, json_response
+from functions.http import AUTHORIZATION_HEADER, audit, handles_errors, json_response
 from shared import app_context
 from shared.errors import InvalidArgument, KeyManagerError
 from shared.maintenance import Failure, RefreshReport, SweepReport
@@ -24,8 +24,6 @@ bp = func.Blueprint()
 
 REFRESH_KEYS_SCHEDULE = os.environ.get("REFRESH_KEYS_SCHEDULE") or "0 0 */6 * * *"
 SWEEP_KEYS_SCHEDULE = os.environ.get("SWEEP_KEYS_SCHEDULE") or "0 0 0 */2 * *"
-# The host checks an admin key sent as ?code=...; the parameter stays in the URL the function sees.
-FUNCTION_KEY_PARAMETER = "code"
 
 
 class MaintenanceFailed(RuntimeError):
@@ -98,21 +96,29 @@ def sweep_stale_keys(timer: func.TimerRequest) -> None:
 
 
 @bp.function_name("refresh_keys_now")
-@bp.route(route="maintenance/refresh", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@bp.route(route="maintenance/refresh", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def refresh_keys_now(req: func.HttpRequest) -> func.HttpResponse:
+    authorize_maintenance(req, "refresh")
     query_parameters(req, accepted=())
     return json_response(run_refresh().to_dict())
 
 
 @bp.function_name("sweep_stale_keys_now")
-@bp.route(route="maintenance/sweep", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@bp.route(route="maintenance/sweep", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def sweep_stale_keys_now(req: func.HttpRequest) -> func.HttpResponse:
+    authorize_maintenance(req, "sweep")
     dry_run = query_parameters(req, accepted=("dry_run",)).get("dry_run", "false")
     if dry_run not in ("true", "false"):
         raise InvalidArgument("dry_run must be true or false")
     return json_response(run_sweep(dry_run == "true").to_dict())
+
+
+def authorize_maintenance(req: func.HttpRequest, operation: str) -> None:
+    """The caller, proven by its token, is one of MAINTENANCE_IDENTITIES; before anything else is read or done."""
+    caller = app_context.callers().maintainer(req.headers.get(AUTHORIZATION_HEADER))
+    audit.info("%s asked for by caller %s", operation, caller.object_id)
 
 
 def query_parameters(req: func.HttpRequest, accepted: Collection[str]) -> dict[str, str]:
@@ -121,23 +127,20 @@ def query_parameters(req: func.HttpRequest, accepted: Collection[str]) -> dict[s
     Read from the URL itself: the Functions host drops empty values from ``req.params`` and joins
     repeated ones, so ``?dry_run=`` would reach the function as no dry_run at all, a real sweep.
     Anything unknown, repeated, empty or without "=" is InvalidArgument, before anything runs.
-    The function key parameter is accepted and left out of the result.
     """
-    known = (*accepted, FUNCTION_KEY_PARAMETER)
     found: dict[str, str] = {}
     query = urlsplit(req.url).query
     for field in query.split("&") if query else ():
         raw_name, has_value, raw_value = field.partition("=")
         name, value = unquote_plus(raw_name), unquote_plus(raw_value)
-        if name not in known:  # never echoed: the caller's text may be anything, a key included
+        if name not in accepted:  # never echoed: the caller's text may be anything, a secret included
             accepts = f"only {', '.join(accepted)}" if accepted else "no query parameters"
-            raise InvalidArgument(f"unknown query parameter: this endpoint accepts {accepts}, besides the function key")
+            raise InvalidArgument(f"unknown query parameter: this endpoint accepts {accepts}")
         if name in found:
             raise InvalidArgument(f"query parameter {name} is given more than once")
         if not has_value or not value:
             raise InvalidArgument(f"query parameter {name} has no value")
         found[name] = value
-    found.pop(FUNCTION_KEY_PARAMETER, None)
     return found
 
 

@@ -20,6 +20,8 @@ from azure.storage.blob import BlobServiceClient
 from requests import Session
 from requests.utils import select_proxy
 
+from shared.caller_tokens import SigningKeys, TokenPolicy, TokenVerifier, jwks_fetcher
+from shared.callers import CallerGate
 from shared.errors import ConfigurationError, InvalidArgument, Unavailable
 from shared.key_manager import KeyManager
 from shared.key_vault import BudgetedRetryPolicy, KeyVaultKeys
@@ -30,7 +32,7 @@ from shared.server_identity import (
     ServerDirectory,
     ServerIdentity,
 )
-from shared.settings import BlobLocation, ClientSecret, ManagedIdentity, Settings, load_settings
+from shared.settings import BlobLocation, CallerSettings, ClientSecret, ManagedIdentity, Settings, load_caller_settings, load_settings
 from shared.vault_http import PooledTransport
 
 # Explicit network timeouts (seconds) so that a stalled dependency fails a request, never hangs it.
@@ -55,6 +57,7 @@ _CHALLENGE_ERROR = "challenge"
 
 _lock = threading.Lock()
 _servers: SpireServers | None = None
+_callers: CallerGate | None = None
 # A key manager put here (by tests and benchmarks) serves every caller in place of the app's wiring.
 _key_manager: KeyManager | None = None
 
@@ -145,6 +148,22 @@ class SpireServers:
                     identity = self._directory.identity(server_name)
                     server = self._servers[server_name] = (identity, self._build_manager(identity))
         return server
+
+
+def callers() -> CallerGate:
+    """The process-wide caller gate; raises ConfigurationError while its settings are invalid."""
+    global _callers
+    if _callers is None:
+        with _lock:
+            if _callers is None:
+                _callers = build_caller_gate(load_caller_settings(os.environ))
+    return _callers
+
+
+def build_caller_gate(settings: CallerSettings) -> CallerGate:
+    policy = TokenPolicy.for_entra(settings.authority_host, settings.tenant_id, settings.api_client_id, settings.token_version)
+    keys = SigningKeys(jwks_fetcher(policy.jwks_uri, settings.ca_bundle))
+    return CallerGate(TokenVerifier(policy, keys).verify, settings.permissions)
 
 
 def servers() -> SpireServers:

@@ -21,6 +21,26 @@ class InvalidArgument(KeyManagerError):
     code = "InvalidArgument"
 
 
+class Unauthenticated(KeyManagerError):
+    """The caller did not prove who it is: no token, or one that does not verify.
+
+    ``has_token`` is False when the request carried no credentials at all (RFC 6750 then names no
+    error code in its challenge).
+    """
+
+    code = "Unauthenticated"
+
+    def __init__(self, message: str, has_token: bool = True) -> None:
+        super().__init__(message)
+        self.has_token = has_token
+
+
+class PermissionDenied(KeyManagerError):
+    """The caller is proven, but may not do what it asked (act as that server, run maintenance)."""
+
+    code = "PermissionDenied"
+
+
 class NotFound(KeyManagerError):
     code = "NotFound"
 
@@ -44,7 +64,7 @@ class ResourceExhausted(KeyManagerError):
 
 
 class Unavailable(KeyManagerError):
-    """A dependency (settings, Key Vault, Blob storage, the identity provider) cannot serve now."""
+    """A dependency (settings, Key Vault, Blob storage, Entra ID's signing keys) cannot serve now."""
 
     code = "Unavailable"
 

@@ -52,6 +52,7 @@ class SignRequest:
 class Signature:
     signature: bytes
     key_fingerprint: str
+    version: str  # the Key Vault key version that signed
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ class KeyManager:
             raise FailedPrecondition(
                 f'key "{shortened(request.key_id)}" has been rotated: its current key does not have the key_fingerprint given'
             )
-        return Signature(signature_for_spire(facts.key_type, signed.signature), facts.fingerprint)
+        return Signature(signature_for_spire(facts.key_type, signed.signature), facts.fingerprint, signed.version)
 
     def list_vault(self) -> list[KeySummary]:
         """One listing of the whole vault, for refreshing the servers that share it."""
@@ -378,7 +379,7 @@ class KeyManager:
             raise FailedPrecondition(f'key "{shortened(key_id)}" in Key Vault is not of a supported key type')
         facts = self._remember(naming, version)
         self._last_seen.put(version.name.lower(), _SeenVersion(version.version, facts))
-        return PublicKey(key_id, version.key_type, version.pkix_data, facts.fingerprint)
+        return PublicKey(key_id, version.key_type, version.pkix_data, facts.fingerprint, version.version)
 
     # --- writing ----------------------------------------------------------------------------------------------------
 

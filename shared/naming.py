@@ -23,6 +23,16 @@ NAMESPACE_LENGTH = 32
 KEY_VAULT_NAME_MAX = 127
 MAX_KEY_ID_LENGTH = KEY_VAULT_NAME_MAX - len(f"{KEY_NAME_PREFIX}--") - NAMESPACE_LENGTH
 _KEY_ID_CHARS = re.compile(r"[A-Za-z0-9-]+")
+# A server name: what a SPIRE server calls itself in its plugin configuration. It becomes part of a
+# blob name, so it is kept to characters that need no escaping anywhere.
+SERVER_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?")
+SERVER_NAME_RULE = "1 to 63 lowercase letters, digits, '-', '.' or '_', starting and ending with a letter or digit"
+
+
+def validate_server_name(name: str) -> str:
+    if not SERVER_NAME.fullmatch(name):
+        raise InvalidArgument(f"the server name (X-SPIRE-Server-Name) must be {SERVER_NAME_RULE}")
+    return name
 
 
 @functools.lru_cache(maxsize=1024)

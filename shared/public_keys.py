@@ -12,12 +12,13 @@ from shared.algorithms import KeyType
 
 @dataclass(frozen=True)
 class PublicKey:
-    """A SPIRE public key: the key id, its type, DER SubjectPublicKeyInfo and its fingerprint."""
+    """A SPIRE public key: the key id, its type, DER SubjectPublicKeyInfo, its fingerprint, and its Key Vault version."""
 
     id: str
     type: KeyType
     pkix_data: bytes
     fingerprint: str
+    version: str
 
 
 def fingerprint(pkix_data: bytes) -> str:

@@ -19,7 +19,6 @@ per instance, so that maintenance can follow the servers that still call.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import uuid
 from dataclasses import dataclass
@@ -36,13 +35,11 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobClient, ContainerClient
 
-from shared.errors import InvalidArgument, Unavailable
+from shared.errors import Unavailable
+from shared.naming import SERVER_NAME
 
 log = logging.getLogger(__name__)
 
-# A server name: what a SPIRE server calls itself in its plugin configuration. It becomes part of a
-# blob name, so it is kept to characters that need no escaping anywhere.
-SERVER_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?")
 # A server id blob holds a UUID (36 bytes); anything much larger is not one and is never downloaded.
 MAX_BLOB_BYTES = 4 * 1024
 RECHECK_INTERVAL = timedelta(minutes=2)
@@ -51,15 +48,6 @@ LAST_USED = "last_used"
 NAMED_SERVERS_SUFFIX = ".servers/"
 # The namespace of the ids derived for named servers from KEY_IDENTIFIER_VALUE (UUID version 5).
 NAMED_SERVER_NAMESPACE = uuid.UUID("6f1e0b8e-3c2a-5d4f-9b7a-2e5c8d1a4f60")
-
-
-def validate_server_name(name: str) -> str:
-    if not SERVER_NAME.fullmatch(name):
-        raise InvalidArgument(
-            "the server name (X-SPIRE-Server-Name) must be 1 to 63 lowercase letters, digits, '-', '.' or '_', "
-            "starting and ending with a letter or digit"
-        )
-    return name
 
 
 def derived_server_id(key_identifier_value: str, server_name: str) -> str:

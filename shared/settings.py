@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -12,14 +13,18 @@ from datetime import timedelta
 from typing import Mapping
 from urllib.parse import SplitResult, urlsplit
 
+from shared.callers import DEFAULT_SERVER, CallerPermissions
 from shared.errors import ConfigurationError
 from shared.maintenance import DEFAULT_MAX_DELETIONS, DEFAULT_STALE_KEY_AGE, SweepPolicy
+from shared.naming import SERVER_NAME, SERVER_NAME_RULE
 
 # SPIFFE trust domain names: lowercase letters, digits, ".", "-" and "_" (SPIFFE ID spec, 2.1).
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
 # Azure Blob container names: 3-63 lowercase letters, digits and single dashes.
 _CONTAINER = re.compile(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 _SERVER_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+DEFAULT_ENTRA_AUTHORITY_HOST = "https://login.microsoftonline.com"
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
 APP_CREDENTIAL_SETTINGS = ("TENANT_ID", "SUBSCRIPTION_ID", "APP_ID", "APP_SECRET")
@@ -85,6 +90,96 @@ class Settings:
     verify_challenge_resource: bool = True
     sweep_policy: SweepPolicy = SweepPolicy()
     key_vault_retry_seconds: int = DEFAULT_KEY_VAULT_RETRY_SECONDS
+
+
+@dataclass(frozen=True)
+class CallerSettings:
+    """How callers are proven (Entra ID tokens) and what each may do."""
+
+    tenant_id: str
+    api_client_id: str
+    token_version: int
+    authority_host: str
+    permissions: CallerPermissions
+    # Local development only: the CA that signed the local Entra ID stand-in's certificate.
+    ca_bundle: str | None = None
+
+
+def load_caller_settings(environ: Mapping[str, str]) -> CallerSettings:
+    """The Entra ID and authorization settings; raise naming the bad one."""
+    env = {name: value.strip() for name, value in environ.items()}
+    authority_host = env.get("ENTRA_AUTHORITY_HOST") or DEFAULT_ENTRA_AUTHORITY_HOST
+    parts = _url_parts(authority_host)
+    if parts is None or parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise ConfigurationError("ENTRA_AUTHORITY_HOST must be Entra ID's https authority, such as https://login.microsoftonline.com")
+    ca_bundle = env.get("ENTRA_CA_BUNDLE") or None
+    if ca_bundle is not None:
+        if not _is_loopback(parts.hostname):
+            raise ConfigurationError("ENTRA_CA_BUNDLE is for a local Entra ID stand-in only: ENTRA_AUTHORITY_HOST is not on this machine")
+        if not os.path.isfile(ca_bundle):
+            raise ConfigurationError("ENTRA_CA_BUNDLE names no file: give the path of the local Entra ID stand-in's CA certificate (PEM)")
+    version = env.get("ENTRA_TOKEN_VERSION") or "2"
+    if version not in ("1", "2"):
+        raise ConfigurationError("ENTRA_TOKEN_VERSION must be 2 (the API application accepts v2 tokens) or 1")
+    return CallerSettings(
+        tenant_id=_guid(env, "ENTRA_TENANT_ID", "the tenant (directory) id whose tokens the app accepts"),
+        api_client_id=_guid(env, "ENTRA_API_CLIENT_ID", "the client id of the app's API application in Entra ID"),
+        token_version=int(version),
+        authority_host=authority_host.rstrip("/"),
+        permissions=CallerPermissions(_server_identities(env), frozenset(_maintenance_identities(env))),
+        ca_bundle=ca_bundle,
+    )
+
+
+def _guid(env: Mapping[str, str], name: str, meaning: str) -> str:
+    value = env.get(name, "").lower()
+    if not value:
+        raise ConfigurationError(f"{name} is required: {meaning}")
+    if not _GUID.fullmatch(value):
+        raise ConfigurationError(f"{name} must be a GUID: {meaning}")
+    return value
+
+
+def _server_identities(env: Mapping[str, str]) -> dict[str, frozenset[str]]:
+    name = "SPIRE_SERVER_IDENTITIES"
+    shape = (
+        f'{name} must be a JSON object from each caller\'s object id to the SPIRE server names it may act as, '
+        'such as {"<object id>": ["spire-a"]}'
+    )
+    value = env.get(name, "")
+    if not value:
+        raise ConfigurationError(f"{name} is required: without it no caller may act as any SPIRE server")
+    try:
+        identities = json.loads(value, object_pairs_hook=_Members)
+    except ValueError:
+        raise ConfigurationError(shape) from None
+    if not isinstance(identities, _Members) or not identities:
+        raise ConfigurationError(shape)
+    permissions: dict[str, frozenset[str]] = {}
+    for object_id, names in identities:
+        object_id = object_id.lower()
+        if object_id in permissions:
+            raise ConfigurationError(f"{name} names an object id more than once: give each identity one list")
+        if not _GUID.fullmatch(object_id):
+            raise ConfigurationError(f"{name}: each key must be an object id (a lowercase GUID)")
+        if not isinstance(names, list) or not names or not all(isinstance(server, str) for server in names):
+            raise ConfigurationError(f"{name}: each object id needs a non-empty list of server names")
+        for server in names:
+            if server != DEFAULT_SERVER and not SERVER_NAME.fullmatch(server):
+                raise ConfigurationError(f'{name}: each server name must be {SERVER_NAME_RULE}, or "" for the default server')
+        permissions[object_id] = frozenset(names)
+    return permissions
+
+
+class _Members(list):
+    """A JSON object's members in order, duplicates kept, so that a name given twice is seen."""
+
+
+def _maintenance_identities(env: Mapping[str, str]) -> list[str]:
+    ids = [part.strip().lower() for part in env.get("MAINTENANCE_IDENTITIES", "").split(",") if part.strip()]
+    if not all(_GUID.fullmatch(object_id) for object_id in ids):
+        raise ConfigurationError("MAINTENANCE_IDENTITIES must be object ids (GUIDs) separated by commas")
+    return ids
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:

@@ -14,6 +14,7 @@ from benchmarks.__main__ import table
 from benchmarks.common import Figure, environ, median_ratio
 from functions import keys
 from shared import app_context
+from tests.unit import tokens
 
 
 def test_numeric_budgets_are_upper_bounds_and_text_budgets_must_match():
@@ -36,14 +37,18 @@ def test_environ_restores_the_environment(monkeypatch):
 
 
 def test_the_fake_vault_serves_the_apps_handlers_one_request_per_warm_sign(monkeypatch):
-    monkeypatch.setattr(app_context, "_key_manager", None)  # restored after the test: handler_calls installs one
+    # Restored after the test: handler_calls installs both.
+    monkeypatch.setattr(app_context, "_key_manager", None)
+    monkeypatch.setattr(app_context, "_callers", None)
     transport = fakes.FakeVault()
     sign, get = overhead.handler_calls(transport)
     before = transport.requests
     sign()
     get()
     assert transport.requests - before == 2
-    response = keys.get_public_key(func.HttpRequest("GET", "http://localhost/api", body=b"", route_params={"key_id": fakes.KEY_ID}))
+    response = keys.get_public_key(
+        func.HttpRequest("GET", "http://localhost/api", body=b"", headers=tokens.bearer(), route_params={"key_id": fakes.KEY_ID})
+    )
     assert json.loads(response.get_body())["public_key"]["type"] == "ec-p256"
     assert os.environ.get("IDENTITY_ENDPOINT") != fakes.IDENTITY_ENDPOINT  # the fake's settings did not leak
 

@@ -108,27 +108,30 @@ def _scheme(name: str) -> dict:
     return DOCUMENT["components"]["securitySchemes"][name]
 
 
-def test_security_follows_each_functions_auth_level():
+GUARDED_FUNCTIONS = {"generate_key", "get_public_key", "get_public_keys", "sign_data", "refresh_keys_now", "sweep_stale_keys_now"}
+
+
+def test_the_key_and_maintenance_operations_need_an_entra_bearer_token_and_the_others_none():
     for name, trigger in HTTP_FUNCTIONS.items():
-        level = trigger["authLevel"].value
+        assert trigger["authLevel"].value == "anonymous", name  # the app checks tokens itself, not the host keys
         security = _operation(name)["security"]
-        if level == "anonymous":
+        if name not in GUARDED_FUNCTIONS:
             assert security == [], name
             continue
-        # Either way of passing a key: the x-functions-key header or the code query parameter.
-        schemes = [_scheme(scheme) for requirement in security for scheme in requirement]
-        assert all(len(requirement) == 1 for requirement in security), name
-        assert {(s["type"], s["in"], s["name"]) for s in schemes} == {
-            ("apiKey", "header", "x-functions-key"),
-            ("apiKey", "query", "code"),
-        }, name
-        expected = "master key" if level == "admin" else "function key"
-        assert all(expected in s["description"] for s in schemes), name
+        assert security == [{"entraBearer": []}], name
+    assert _scheme("entraBearer") | {"description": ""} == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": ""}
+    assert set(DOCUMENT["components"]["securitySchemes"]) == {"entraBearer"}
 
 
-def test_the_default_security_is_the_apps_default_auth_level():
-    schemes = {_scheme(scheme)["description"] for requirement in DOCUMENT["security"] for scheme in requirement}
-    assert schemes and all("function key" in description for description in schemes)
+def test_the_document_offers_no_function_key():
+    text = json.dumps(DOCUMENT)
+    assert "x-functions-key" not in text and '"code"' not in json.dumps(DOCUMENT["components"]["securitySchemes"])
+    assert not any(_deref(p)["in"] == "query" and _deref(p)["name"] == "code"
+                   for operation in _operations().values() for p in operation.get("parameters", []))
+
+
+def test_the_default_security_is_the_bearer_token():
+    assert DOCUMENT["security"] == [{"entraBearer": []}]
 
 
 def test_the_enums_are_the_codes():
@@ -154,7 +157,7 @@ def test_error_responses_are_the_error_schema_with_the_code_of_their_status():
     for (path, method), operation in _operations().items():
         for status, response in operation["responses"].items():
             response = _deref(response)
-            if int(status) < 400 or operation["operationId"] == "health" or int(status) == 401:
+            if int(status) < 400 or operation["operationId"] == "health":
                 continue
             seen.add(int(status))
             assert _error_code(response) in codes_by_status[int(status)], f"{method} {path} {status}"
@@ -163,14 +166,15 @@ def test_error_responses_are_the_error_schema_with_the_code_of_their_status():
     assert seen == set(STATUS_BY_ERROR.values())
 
 
-def test_unauthorized_responses_have_no_body_and_only_where_keys_are_needed():
+def test_refusals_carry_a_bearer_challenge_and_only_where_tokens_are_needed():
     for name in HTTP_FUNCTIONS:
         operation = _operation(name)
         responses = operation["responses"]
         if operation["security"]:
-            assert "content" not in _deref(responses["401"])
+            for status in ("401", "403"):
+                assert _deref(responses[status])["headers"]["WWW-Authenticate"]["required"] is True, (name, status)
         else:
-            assert "401" not in responses
+            assert "401" not in responses and "403" not in responses, name
 
 
 def test_key_ids_are_what_a_key_vault_name_holds():
@@ -262,7 +266,7 @@ def test_the_responses_the_code_renders_match_their_schemas():
     from functions.keys import _render
     from shared.public_keys import PublicKey
 
-    key = PublicKey("x509-CA-A", KeyType.EC_P256, b"\x30\x59", "ab" * 32)
+    key = PublicKey("x509-CA-A", KeyType.EC_P256, b"\x30\x59", "ab" * 32, "0123456789abcdef0123456789abcdef")
     _validator("PublicKeyResponse").validate({"public_key": _render(key)})
     _validator("SignResponse").validate({"signature": _b64(70), "key_fingerprint": "ab" * 32})
     with pytest.raises(ValidationError):
@@ -317,7 +321,7 @@ def test_the_key_functions_take_the_optional_server_name_and_trust_domain_header
     ["a", "0", "spire-server-1", "a.b_c-d", "a" * 63, "a" * 64, "", "-a", "a-", ".a", "a_", "A", "a b", "a/b", "ß", "a\n", "server:1"],
 )
 def test_the_server_name_schema_accepts_exactly_what_the_app_accepts(candidate):
-    from shared.server_identity import validate_server_name
+    from shared.naming import validate_server_name
 
     schema = _deref(_header_parameters("sign_data")["X-SPIRE-Server-Name"])["schema"]
     ecma_pattern = schema["pattern"].replace("$", r"\Z")  # ECMA's $ matches only at the very end

@@ -12,6 +12,7 @@ from functions.health import health
 from shared import app_context
 from shared.key_manager import KeyManager
 from tests.unit.fakes import FakeVault, FixedIdentity
+from tests.unit.tokens import SERVER_CALLER, bearer
 
 SERVER_ID = "0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"
 
@@ -25,7 +26,7 @@ def vault(monkeypatch):
 
 def call(handler, body=None, raw: bytes | None = None, method="POST", **route_params):
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
-    response = handler(func.HttpRequest(method, "http://localhost/api/keys", body=data, route_params=route_params))
+    response = handler(func.HttpRequest(method, "http://localhost/api/keys", body=data, headers=bearer(), route_params=route_params))
     return response.status_code, json.loads(response.get_body() or b"null")
 
 
@@ -183,3 +184,16 @@ def test_invalid_settings_fail_requests_with_503_naming_the_setting(monkeypatch)
 def test_health_is_ok_when_dependencies_answer():
     response = health(func.HttpRequest("GET", "http://localhost/api/health", body=b""))
     assert response.status_code == 200 and json.loads(response.get_body()) == {"status": "ok"}
+
+
+def test_generate_and_sign_are_audited_with_caller_server_key_and_version(caplog):
+    caplog.set_level("INFO", logger="azure_kv_keymanager.audit")
+    generated = call(keys.generate_key, {"key_id": "x509-CA-A", "key_type": "ec-p256"})[1]["public_key"]
+    call(keys.sign_data, {"data": b64(hashlib.sha256(b"x").digest()), "hash_algorithm": "SHA256"}, key_id="x509-CA-A")
+    audited = [record for record in caplog.records if record.name == "azure_kv_keymanager.audit"]
+    assert [record.levelname for record in audited] == ["INFO", "INFO"]
+    generate_line, sign_line = (record.getMessage() for record in audited)
+    assert generate_line.startswith(f"generate_key by caller {SERVER_CALLER} as server (default): key x509-CA-A version ")
+    assert sign_line.startswith(f"sign_data by caller {SERVER_CALLER} as server (default): key x509-CA-A version ")
+    assert generate_line.split()[-1] == sign_line.split()[-1] != ""  # the version that was made signed
+    assert generated["fingerprint"] not in generate_line

@@ -9,6 +9,7 @@ from functions import maintenance
 from shared import app_context
 from shared.errors import InvalidArgument, ResourceExhausted
 from shared.maintenance import RefreshReport, SweepReport
+from tests.unit.tokens import MAINTAINER, SERVER_CALLER, bearer
 
 
 class RecordingKeyManager:
@@ -36,21 +37,20 @@ def manager(monkeypatch) -> RecordingKeyManager:
     return recording
 
 
-def request(path: str, query: str, params: dict[str, str] | None = None) -> func.HttpRequest:
+def request(path: str, query: str, params: dict[str, str] | None = None, caller: str = MAINTAINER) -> func.HttpRequest:
     """A request as the host hands it over: ``params`` are its processed view of ``query``."""
     url = f"https://app.example.org/api/maintenance/{path}" + (f"?{query}" if query else "")
-    return func.HttpRequest("POST", url, body=b"", params=params or {})
+    return func.HttpRequest("POST", url, body=b"", headers=bearer(caller), params=params or {})
 
 
-def call(handler, path: str, query: str, params: dict[str, str] | None = None) -> tuple[int, dict]:
-    response = handler(request(path, query, params))
+def call(handler, path: str, query: str, params: dict[str, str] | None = None, caller: str = MAINTAINER) -> tuple[int, dict]:
+    response = handler(request(path, query, params, caller))
     return response.status_code, json.loads(response.get_body())
 
 
 @pytest.mark.parametrize("query, parameters", [
     ("", {}),
     ("dry_run=true", {"dry_run": "true"}),
-    ("code=a-function-key&dry_run=false", {"dry_run": "false"}),  # the function key is left out
     ("dry%5Frun=tru%65", {"dry_run": "true"}),  # percent-encoding means the same characters
 ])
 def test_valid_queries(query, parameters):
@@ -62,7 +62,7 @@ def test_valid_queries(query, parameters):
     ("dry_run", "query parameter dry_run has no value"),
     ("dry_run=true&dry_run=false", "query parameter dry_run is given more than once"),
     ("dry_run=true&dry_run=true", "query parameter dry_run is given more than once"),
-    ("code=a&code=b", "query parameter code is given more than once"),
+    ("code=a-function-key", "unknown query parameter"),  # no function keys: callers prove themselves with tokens
     ("dryrun=true", "unknown query parameter"),
     ("DRY_RUN=true", "unknown query parameter"),
     ("dry_run=true&", "unknown query parameter"),
@@ -99,11 +99,23 @@ def test_a_malformed_sweep_query_is_400_and_nothing_runs(manager, query, params)
     assert manager.runs == []
 
 
-def test_refresh_takes_no_parameter_but_the_function_key(manager):
+def test_refresh_takes_no_parameter(manager):
     status, body = call(maintenance.refresh_keys_now, "refresh", "dry_run=true", {"dry_run": "true"})
     assert status == 400 and body["error"]["code"] == "InvalidArgument" and manager.runs == []
-    assert call(maintenance.refresh_keys_now, "refresh", "code=a-function-key")[0] == 200
+    assert call(maintenance.refresh_keys_now, "refresh", "")[0] == 200
     assert manager.runs == [("list", None), ("refresh", None)]
+
+
+@pytest.mark.parametrize("handler, path, query", [
+    (maintenance.refresh_keys_now, "refresh", ""),
+    (maintenance.sweep_stale_keys_now, "sweep", "dry_run=false"),
+])
+def test_maintenance_needs_a_maintainer_and_nothing_runs_for_another_caller(manager, handler, path, query):
+    status, body = call(handler, path, query, caller=SERVER_CALLER)  # a SPIRE server's identity, not a maintainer
+    assert status == 403 and body["error"]["code"] == "PermissionDenied" and SERVER_CALLER in body["error"]["message"]
+    response = handler(func.HttpRequest("POST", f"https://app.example.org/api/maintenance/{path}?{query}", body=b""))
+    assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"
+    assert manager.runs == []
 
 
 class ThrottledKeyManager(RecordingKeyManager):

@@ -13,6 +13,8 @@ from shared.app_context import SpireServers
 from shared.key_manager import KeyManager
 from shared.server_identity import FixedServerDirectory, derived_server_id
 from tests.unit.fakes import FakeVault
+from tests.unit import tokens
+from tests.unit.tokens import bearer
 
 TRUST_DOMAIN = "example.org"
 VALUE = "app-server"
@@ -34,7 +36,7 @@ def vault(monkeypatch):
 
 def call(handler, body=None, method="POST", headers=None, **route_params):
     data = json.dumps(body).encode() if body is not None else b""
-    request = func.HttpRequest(method, "http://localhost/api/keys", body=data, headers=headers or {}, route_params=route_params)
+    request = func.HttpRequest(method, "http://localhost/api/keys", body=data, headers={**bearer(), **(headers or {})}, route_params=route_params)
     response = handler(request)
     return response.status_code, json.loads(response.get_body() or b"null")
 
@@ -126,3 +128,47 @@ def test_an_instance_serves_a_bounded_number_of_named_servers(vault, monkeypatch
     assert status == 503 and "2 named SPIRE servers" in body["error"]["message"]
     assert call(keys.get_public_keys, method="GET", headers=named("a"))[0] == 200  # known ones go on
     assert call(keys.get_public_keys, method="GET")[0] == 200
+
+
+ALL_KEY_CALLS = [
+    (keys.generate_key, "POST", {}),
+    (keys.get_public_keys, "GET", {}),
+    (keys.get_public_key, "GET", {"key_id": "k"}),
+    (keys.sign_data, "POST", {"key_id": "k"}),
+]
+ANY_BODY = {"key_id": "k", "key_type": "ec-p256", "data": base64.b64encode(b"\0" * 32).decode(), "hash_algorithm": "SHA256"}
+
+
+def unauthenticated_call(handler, method, headers, **route):
+    request = func.HttpRequest(method, "http://localhost/api/keys", body=json.dumps(ANY_BODY).encode(), headers=headers, route_params=route)
+    return handler(request)
+
+
+@pytest.mark.parametrize("handler, method, route", ALL_KEY_CALLS)
+@pytest.mark.parametrize("headers, challenge", [
+    ({}, "Bearer"),
+    ({"Authorization": "Bearer not-a-token"}, 'Bearer error="invalid_token"'),
+    ({"Authorization": "Bearer " + tokens.token(aud="another-api")}, 'Bearer error="invalid_token"'),
+])
+def test_a_call_without_a_valid_token_is_401_and_nothing_is_done(vault, handler, method, route, headers, challenge):
+    response = unauthenticated_call(handler, method, {**headers, **named("a")}, **route)
+    assert response.status_code == 401 and response.headers["WWW-Authenticate"] == challenge
+    assert json.loads(response.get_body())["error"]["code"] == "Unauthenticated"
+    assert vault.calls == [] and app_context._servers._servers.keys() == {None}
+
+
+@pytest.mark.parametrize("handler, method, route", ALL_KEY_CALLS)
+def test_an_identity_not_on_the_list_is_403_naming_it_and_nothing_is_done(vault, handler, method, route):
+    stranger = "9e8d7c6b-5a49-4838-a726-150f4e3d2c1b"
+    response = unauthenticated_call(handler, method, {**tokens.bearer(stranger), **named("a")}, **route)
+    body = json.loads(response.get_body())
+    assert response.status_code == 403 and body["error"]["code"] == "PermissionDenied" and stranger in body["error"]["message"]
+    assert response.headers["WWW-Authenticate"] == 'Bearer error="insufficient_scope"'
+    assert vault.calls == []
+
+
+@pytest.mark.parametrize("handler, method, route", ALL_KEY_CALLS)
+def test_a_name_the_caller_does_not_hold_is_403_and_no_server_is_made_for_it(vault, handler, method, route):
+    status, body = call(handler, ANY_BODY, method=method, headers=named("invented"), **route)
+    assert status == 403 and '"invented"' in body["error"]["message"]
+    assert vault.calls == [] and "invented" not in app_context._servers._servers
