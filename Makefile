@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # checkov, which scans infra/ in the tests, with its own pinned dependencies.
 INFRA_VENV := .tools/infra-checkers
 
-.PHONY: install python run test unit go-unit plugin spire-server e2e bench clean
+.PHONY: install python run test unit go-unit plugin spire-server spire-agent e2e bench clean
 
 install: $(VENV)/.installed-3.13 $(INFRA_VENV)/.installed node_modules/.installed
 
@@ -66,9 +66,15 @@ spire-server:
 	@test -x "$(SPIRE_SERVER)" || { echo "Building spire-server $(SPIRE_VERSION) into $(dir $(SPIRE_SERVER))"; \
 		cd devtools/spire && GOBIN="$(dir $(SPIRE_SERVER))" go install github.com/spiffe/spire/cmd/spire-server; }
 
-# A real spire-server with the plugin against the local stack; prints each step's result.
-e2e: install plugin spire-server
-	SPIRE_SERVER="$(SPIRE_SERVER)" $(PY) -m devtools.spire.e2e
+# spire-agent of the same version, beside it (a few minutes more once spire-server's modules are cached).
+SPIRE_AGENT = $(dir $(SPIRE_SERVER))spire-agent
+spire-agent:
+	@test -x "$(SPIRE_AGENT)" || { echo "Building spire-agent $(SPIRE_VERSION) into $(dir $(SPIRE_AGENT))"; \
+		cd devtools/spire && GOBIN="$(dir $(SPIRE_AGENT))" go install github.com/spiffe/spire/cmd/spire-agent; }
+
+# A real spire-server and spire-agent with the plugin against the local stack; prints each step's result.
+e2e: install plugin spire-server spire-agent
+	SPIRE_SERVER="$(SPIRE_SERVER)" SPIRE_AGENT="$(SPIRE_AGENT)" $(PY) -m devtools.spire.e2e
 
 # Request budgets, overhead, cold start, concurrency, memory and spire-server mint latency; writes bench-results.json.
 bench: install plugin spire-server
