@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -41,19 +42,21 @@ func (b backoff) delay(retry int) time.Duration {
 	return delay/2 + rand.N(delay/2+1)
 }
 
-// newHTTPClient follows no redirect: Go would forward the x-functions-key header to the redirect's
-// target (it drops only Authorization and cookies), and the key is for app_url alone.
+// newHTTPClient follows no redirect: Go would forward the Authorization header to a redirect on
+// the same host or a subdomain of it, another port or plain http included, and the access token
+// is for app_url alone.
 func newHTTPClient() *http.Client {
 	return &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
-// appClient calls the app's HTTP API. It holds no key logic: it sends SPIRE's request, retries
-// what is worth retrying, and turns the app's answer into a gRPC status.
+// appClient calls the app's HTTP API. It holds no key logic: it sends SPIRE's request with an
+// access token, retries what is worth retrying, and turns the app's answer into a gRPC status.
 type appClient struct {
-	settings *settings
-	http     *http.Client
-	logger   hclog.Logger
-	backoff  backoff
+	settings   *settings
+	credential azcore.TokenCredential
+	http       *http.Client
+	logger     hclog.Logger
+	backoff    backoff
 }
 
 // apiErrorBody is the app's error document: {"error": {"code": "<gRPC code name>", "message"}}.
@@ -73,8 +76,8 @@ type attemptFailure struct {
 	cutShort bool
 }
 
-// call sends a request and decodes a 2xx JSON answer into out, retrying 429, 503 and connection
-// failures while the call's deadline leaves room for another attempt.
+// call sends a request and decodes a 2xx JSON answer into out, retrying 429, 503, connection
+// failures and failures to get a token while the call's deadline leaves room for another attempt.
 func (c *appClient) call(ctx context.Context, method, path string, body, out any) error {
 	var payload []byte
 	if body != nil {
@@ -106,7 +109,7 @@ func (c *appClient) call(ctx context.Context, method, path string, body, out any
 		if ctx.Err() != nil || time.Until(deadline) <= wait {
 			return giveUp(failure, attempt)
 		}
-		c.logger.Warn("The app did not serve the request; retrying", "method", method, "path", path,
+		c.logger.Warn("The request failed; retrying", "method", method, "path", path,
 			"attempt", attempt, "code", failure.status.Code().String(), "reason", failure.status.Message(), "retry_in", wait.String())
 		select {
 		case <-ctx.Done():
@@ -139,7 +142,11 @@ func (c *appClient) attempt(ctx context.Context, method, path string, payload []
 	if err != nil {
 		return &attemptFailure{status: status.Newf(codes.Internal, "unable to build the request: %v", err)}
 	}
-	c.setHeaders(request, payload != nil)
+	accessToken, err := getToken(attemptCtx, c.credential, c.settings)
+	if err != nil {
+		return &attemptFailure{status: status.New(codes.Unavailable, err.Error()), retryable: true, cutShort: ctx.Err() != nil}
+	}
+	c.setHeaders(request, accessToken, payload != nil)
 	response, err := c.http.Do(request)
 	if err != nil {
 		return c.connectionFailure(ctx, err)
@@ -151,7 +158,7 @@ func (c *appClient) attempt(ctx context.Context, method, path string, payload []
 	}
 	if response.StatusCode/100 != 2 {
 		return &attemptFailure{
-			status:     statusFromResponse(response.StatusCode, content),
+			status:     statusFromResponse(response, content, c.settings.serverName),
 			retryable:  response.StatusCode == http.StatusTooManyRequests || response.StatusCode == http.StatusServiceUnavailable,
 			retryAfter: parseRetryAfter(response.Header.Get("Retry-After")),
 		}
@@ -162,14 +169,12 @@ func (c *appClient) attempt(ctx context.Context, method, path string, payload []
 	return nil
 }
 
-func (c *appClient) setHeaders(request *http.Request, hasBody bool) {
+func (c *appClient) setHeaders(request *http.Request, accessToken string, hasBody bool) {
+	request.Header.Set("Authorization", "Bearer "+accessToken)
 	request.Header.Set("User-Agent", userAgent)
 	request.Header.Set("Accept", "application/json")
 	if hasBody {
 		request.Header.Set("Content-Type", "application/json")
-	}
-	if c.settings.functionKey != "" {
-		request.Header.Set("x-functions-key", c.settings.functionKey)
 	}
 	if c.settings.serverName != "" {
 		request.Header.Set("X-SPIRE-Server-Name", c.settings.serverName)
@@ -202,10 +207,11 @@ var codesByName = func() map[string]codes.Code {
 // document comes from something in front of the app (the Functions host, a gateway), so it never
 // reads as NotFound: SPIRE would take that for a missing key and make a new one. For the same
 // reason NotFound is believed only with the 404 the app sends it with.
-func statusFromResponse(statusCode int, content []byte) *status.Status {
+func statusFromResponse(response *http.Response, content []byte, serverName string) *status.Status {
+	statusCode := response.StatusCode
 	answer := fmt.Sprintf("HTTP %d %s", statusCode, http.StatusText(statusCode))
 	if statusCode/100 == 3 {
-		return status.Newf(codes.Internal, "the app answered %s, a redirect, which is not followed so that the function key goes only to app_url: check app_url", answer)
+		return status.Newf(codes.Internal, "the app answered %s, a redirect, which is not followed so that the access token goes only to app_url: check app_url", answer)
 	}
 	var body apiErrorBody
 	if json.Unmarshal(content, &body) == nil && body.Error != nil {
@@ -215,8 +221,14 @@ func statusFromResponse(statusCode int, content []byte) *status.Status {
 		}
 	}
 	switch statusCode {
-	case http.StatusUnauthorized, http.StatusForbidden:
-		return status.Newf(codes.PermissionDenied, "the app refused the request (%s): check the function key", answer)
+	case http.StatusUnauthorized:
+		if challenge := response.Header.Get("WWW-Authenticate"); challenge != "" {
+			answer += ", " + challenge
+		}
+		return status.Newf(codes.Unauthenticated, "the access token was refused (%s): check api_client_id and credential", answer)
+	case http.StatusForbidden:
+		return status.Newf(codes.PermissionDenied, "the request was refused (%s): check api_client_id and credential, and that the app's SPIRE_SERVER_IDENTITIES lets this identity act as %s",
+			answer, serverDescription(serverName))
 	case http.StatusTooManyRequests:
 		return status.Newf(codes.ResourceExhausted, "the app is throttling requests (%s)", answer)
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
@@ -224,6 +236,13 @@ func statusFromResponse(statusCode int, content []byte) *status.Status {
 	default:
 		return status.Newf(codes.Internal, "the app answered %s without an API error: check app_url", answer)
 	}
+}
+
+func serverDescription(serverName string) string {
+	if serverName == "" {
+		return "the server it holds there (server_name is unset)"
+	}
+	return fmt.Sprintf("server %q", serverName)
 }
 
 // parseRetryAfter reads Retry-After as delay-seconds or an HTTP date; zero when absent or invalid.

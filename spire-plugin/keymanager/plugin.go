@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"sync"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/hashicorp/go-hclog"
 	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
 	keymanagerv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/keymanager/v1"
@@ -23,8 +24,9 @@ type Plugin struct {
 	keymanagerv1.UnsafeKeyManagerServer
 	configv1.UnsafeConfigServer
 
-	logger  hclog.Logger
-	backoff backoff
+	logger        hclog.Logger
+	backoff       backoff
+	newCredential newCredentialFunc
 
 	mu     sync.RWMutex
 	client *appClient
@@ -35,7 +37,12 @@ type Plugin struct {
 
 // New returns an unconfigured plugin.
 func New() *Plugin {
-	return &Plugin{logger: hclog.NewNullLogger(), backoff: defaultBackoff, fingerprints: make(map[string]string)}
+	return &Plugin{
+		logger:        hclog.NewNullLogger(),
+		backoff:       defaultBackoff,
+		newCredential: newAzureCredential,
+		fingerprints:  make(map[string]string),
+	}
 }
 
 // SetLogger receives the logger that writes into SPIRE's log.
@@ -43,19 +50,53 @@ func (p *Plugin) SetLogger(logger hclog.Logger) {
 	p.logger = logger
 }
 
-// Configure validates plugin_data and takes the trust domain from SPIRE's core configuration.
-func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
+// Configure validates plugin_data, takes the trust domain from SPIRE's core configuration, and
+// signs in to Microsoft Entra ID once, so that a credential that cannot sign in stops the server
+// at start with the reason rather than failing its first KeyManager call.
+func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
 	settings, err := parseSettings(req.HclConfiguration, req.GetCoreConfiguration().GetTrustDomain())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	client := &appClient{settings: settings, http: newHTTPClient(), logger: p.logger, backoff: p.backoff}
+	credential, err := p.signIn(ctx, settings)
+	if err != nil {
+		return nil, err
+	}
+	client := &appClient{settings: settings, credential: credential, http: newHTTPClient(), logger: p.logger, backoff: p.backoff}
 	p.mu.Lock()
 	p.client = client
 	p.mu.Unlock()
 	p.logger.Info("Configured", "app_url", settings.appURL.String(), "server_name", settings.serverName,
-		"trust_domain", settings.trustDomain, "function_key_from", settings.keySource, "request_timeout", settings.requestTimeout.String())
+		"trust_domain", settings.trustDomain, "request_timeout", settings.requestTimeout.String())
 	return &configv1.ConfigureResponse{}, nil
+}
+
+// signIn builds the credential and gets one token with it, within request_timeout, to log who
+// the plugin is to the app: the object id the app's SPIRE_SERVER_IDENTITIES must name.
+func (p *Plugin) signIn(ctx context.Context, s *settings) (azcore.TokenCredential, error) {
+	kind := s.credential.kind
+	credential, err := p.newCredential(s)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "credential %q cannot be set up: %s", kind, oneLine(err))
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.requestTimeout)
+	defer cancel()
+	accessToken, err := getToken(ctx, credential, s)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "unable to sign in to Microsoft Entra ID: %v", err)
+	}
+	fields := []any{"credential", string(kind), "scope", s.tokenScope}
+	if source := s.credential.appSecretSource; source != "" {
+		fields = append(fields, "app_secret_from", source)
+	}
+	identity, err := readTokenIdentity(accessToken)
+	if err != nil {
+		p.logger.Warn("Signed in to Entra ID, but the access token does not say who as", append(fields, "reason", err.Error())...)
+		return credential, nil
+	}
+	p.logger.Info("Signed in to Entra ID", append(fields,
+		"tenant_id", identity.TenantID, "object_id", identity.ObjectID, "client_id", identity.clientID())...)
+	return credential, nil
 }
 
 // Validate checks a configuration without applying it (spire-server validate).

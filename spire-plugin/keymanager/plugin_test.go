@@ -15,14 +15,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/hashicorp/go-hclog"
 	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
 	"github.com/spiffe/spire-plugin-sdk/plugintest"
@@ -36,15 +35,20 @@ import (
 
 const (
 	trustDomain = "example.org"
-	functionKey = "function-key-that-must-stay-secret"
-	keyEnv      = "TEST_AZURE_KV_KEYMANAGER_FUNCTION_KEY"
+	apiClientID = "0f6a4b1c-2d3e-4f50-8a9b-0c1d2e3f4a5b"
+	tokenScope  = "api://" + apiClientID + "/.default"
+	// Who the fake credential's tokens say the plugin is.
+	signedInTenantID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+	signedInObjectID = "5e0c8d7a-1b2c-4d3e-9f40-a1b2c3d4e5f6"
+	signedInClientID = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
 )
 
 // served is the plugin behind SPIRE's gRPC plugin transport, as spire-server calls it.
 type served struct {
-	km     keymanagerv1.KeyManagerPluginClient
-	config configv1.ConfigServiceClient
-	log    *syncBuffer
+	km         keymanagerv1.KeyManagerPluginClient
+	config     configv1.ConfigServiceClient
+	log        *syncBuffer
+	credential *fakeCredential
 }
 
 type syncBuffer struct {
@@ -64,10 +68,23 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+// serve serves the plugin with a fake credential in place of azidentity's.
 func serve(t *testing.T) *served {
+	t.Helper()
+	credential := &fakeCredential{}
+	s := serveWithCredential(t, func(built *settings) (azcore.TokenCredential, error) {
+		credential.record(built)
+		return credential, nil
+	})
+	s.credential = credential
+	return s
+}
+
+func serveWithCredential(t *testing.T, newCredential newCredentialFunc) *served {
 	t.Helper()
 	plugin := New()
 	plugin.backoff = backoff{base: time.Millisecond, max: 5 * time.Millisecond}
+	plugin.newCredential = newCredential
 	s := &served{log: new(syncBuffer)}
 	kmClient := new(keymanagerv1.KeyManagerPluginClient)
 	configClient := new(configv1.ConfigServiceClient)
@@ -91,12 +108,24 @@ func (s *served) configure(t *testing.T, hclConfig string) error {
 	return err
 }
 
+// pluginConfig is a complete plugin_data for the app at appURL, signing in with a managed identity.
+func pluginConfig(appURL string) string {
+	return `app_url = "` + appURL + `"
+api_client_id = "` + apiClientID + `"
+credential = "managed_identity"
+`
+}
+
 // serveApp serves handler as the app and the plugin configured against it.
 func serveApp(t *testing.T, handler http.Handler, extra string) *served {
 	t.Helper()
+	return serveConfigured(t, newFakeServer(t, handler), extra)
+}
+
+func newFakeServer(t *testing.T, handler http.Handler) *httptest.Server {
 	server := httptest.NewServer(handler)
 	t.Cleanup(server.Close)
-	return serveConfigured(t, server, extra)
+	return server
 }
 
 // getKeyWithin asks for a key with a deadline, as SPIRE does for every call.
@@ -107,76 +136,66 @@ func getKeyWithin(s *served, timeout time.Duration) error {
 	return err
 }
 
-// serveConfigured serves the plugin configured against app with the function key from the environment.
+// serveConfigured serves the plugin configured against app as server spire-1.
 func serveConfigured(t *testing.T, app *httptest.Server, extra string) *served {
 	t.Helper()
-	t.Setenv(keyEnv, functionKey)
 	s := serve(t)
-	require.NoError(t, s.configure(t, `app_url = "`+app.URL+`"
-function_key_env = "`+keyEnv+`"
-server_name = "spire-1"
+	require.NoError(t, s.configure(t, pluginConfig(app.URL)+`server_name = "spire-1"
 `+extra))
 	return s
 }
 
 func TestConfigureRejectsInvalidSettings(t *testing.T) {
-	emptyFile := filepath.Join(t.TempDir(), "empty")
-	require.NoError(t, os.WriteFile(emptyFile, []byte("\n"), 0o600))
-	t.Setenv(keyEnv, functionKey)
 	for _, tt := range []struct {
 		name, config, message string
 	}{
 		{"not HCL", `app_url "unterminated`, "unable to decode plugin_data"},
 		{"no app url", `server_name = "a"`, "app_url is required"},
-		{"relative url", `app_url = "/api"`, "must be an absolute http(s) URL"},
-		{"other scheme", `app_url = "ftp://example.net"`, "must be an absolute http(s) URL"},
-		{"http to a remote host", `app_url = "http://app.example.net"
-function_key_env = "` + keyEnv + `"`, "must use https"},
-		{"credentials in the url", `app_url = "https://user:pw@app.example.net"`, "must not hold credentials"},
-		{"no key for a remote app", `app_url = "https://app.example.net"`, "function_key_env or function_key_file is required"},
-		{"both key sources", `app_url = "https://app.example.net"
-function_key_env = "` + keyEnv + `"
-function_key_file = "` + emptyFile + `"`, "exclusive"},
-		{"unset variable", `app_url = "https://app.example.net"
-function_key_env = "TEST_AZURE_KV_KEYMANAGER_UNSET"`, `environment variable "TEST_AZURE_KV_KEYMANAGER_UNSET" is unset or empty`},
-		{"missing file", `app_url = "https://app.example.net"
-function_key_file = "/nonexistent/key"`, `function_key_file: unable to read "/nonexistent/key"`},
-		{"empty file", `app_url = "https://app.example.net"
-function_key_file = "` + emptyFile + `"`, "is empty"},
-		{"server name with capitals", `app_url = "http://127.0.0.1:1"
-server_name = "Spire-1"`, `server_name "Spire-1" is invalid`},
-		{"server name ending with a dash", `app_url = "http://127.0.0.1:1"
-server_name = "spire-"`, "is invalid"},
-		{"server name too long", `app_url = "http://127.0.0.1:1"
-server_name = "` + string(bytes.Repeat([]byte("a"), 64)) + `"`, "is invalid"},
-		{"timeout not a duration", `app_url = "http://127.0.0.1:1"
-request_timeout = "10"`, `request_timeout "10" is not a duration`},
-		{"timeout too long", `app_url = "http://127.0.0.1:1"
-request_timeout = "31s"`, "at most 30s"},
+		{"no api client id", `app_url = "https://app.example.net"
+credential = "managed_identity"`, "api_client_id is required: the client id of the app's API application in Microsoft Entra ID"},
+		{"api client id not a GUID", `app_url = "https://app.example.net"
+api_client_id = "api://keymanager"
+credential = "managed_identity"`, `api_client_id "api://keymanager" is not a client id`},
+		{"relative url", pluginConfig("/api"), "must be an absolute https URL"},
+		{"other scheme", pluginConfig("ftp://example.net"), "must be an absolute https URL"},
+		{"http to a remote host", pluginConfig("http://app.example.net"), "must use https"},
+		{"user info in the url", pluginConfig("https://user:pw@app.example.net"), `app_url "https://app.example.net" must not hold user info`},
+		{"server name with capitals", pluginConfig("http://127.0.0.1:1") + `server_name = "Spire-1"`, `server_name "Spire-1" is invalid`},
+		{"server name ending with a dash", pluginConfig("http://127.0.0.1:1") + `server_name = "spire-"`, "is invalid"},
+		{"server name too long", pluginConfig("http://127.0.0.1:1") + `server_name = "` + string(bytes.Repeat([]byte("a"), 64)) + `"`, "is invalid"},
+		{"timeout not a duration", pluginConfig("http://127.0.0.1:1") + `request_timeout = "10"`, `request_timeout "10" is not a duration`},
+		{"timeout too long", pluginConfig("http://127.0.0.1:1") + `request_timeout = "31s"`, "at most 30s"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := serve(t)
 			err := s.configure(t, tt.config)
 			assertStatus(t, err, codes.InvalidArgument, tt.message)
-			assert.NotContains(t, err.Error(), functionKey)
 		})
 	}
 }
 
 func TestConfigureNeedsTheTrustDomain(t *testing.T) {
 	s := serve(t)
-	_, err := s.config.Configure(context.Background(), &configv1.ConfigureRequest{HclConfiguration: `app_url = "http://127.0.0.1:1"`})
+	_, err := s.config.Configure(context.Background(), &configv1.ConfigureRequest{HclConfiguration: pluginConfig("http://127.0.0.1:1")})
 	assertStatus(t, err, codes.InvalidArgument, "trust domain is missing")
 }
 
-func TestValidateReportsTheProblem(t *testing.T) {
+func TestValidateReportsTheProblemAndDoesNotSignIn(t *testing.T) {
 	s := serve(t)
-	response, err := s.config.Validate(context.Background(), &configv1.ValidateRequest{
-		HclConfiguration: `app_url = "https://app.example.net"`, CoreConfiguration: &configv1.CoreConfiguration{TrustDomain: trustDomain},
-	})
-	require.NoError(t, err)
-	assert.False(t, response.Valid)
-	assert.Contains(t, response.Notes[0], "function_key_env or function_key_file is required")
+	validate := func(hclConfig string) *configv1.ValidateResponse {
+		response, err := s.config.Validate(context.Background(), &configv1.ValidateRequest{
+			HclConfiguration: hclConfig, CoreConfiguration: &configv1.CoreConfiguration{TrustDomain: trustDomain},
+		})
+		require.NoError(t, err)
+		return response
+	}
+	invalid := validate(`app_url = "https://app.example.net"`)
+	assert.False(t, invalid.Valid)
+	assert.Contains(t, invalid.Notes[0], "api_client_id is required")
+
+	assert.True(t, validate(pluginConfig("https://app.example.net")).Valid)
+	assert.Zero(t, s.credential.callCount(), "Validate signed in")
+	assert.Nil(t, s.credential.builtWith(), "Validate built a credential")
 }
 
 func TestCallsBeforeConfigureFail(t *testing.T) {
@@ -285,8 +304,13 @@ func TestRPCsMapToTheAPI(t *testing.T) {
 	assert.Equal(t, map[string]any{
 		"data": base64Encode(digest[:]), "hash_algorithm": "SHA256", "key_fingerprint": app.fingerprint(),
 	}, requests[3].body, "SignData sends the fingerprint it last returned for the key id")
-	for _, request := range requests {
-		assert.Equal(t, functionKey, request.header.Get("x-functions-key"))
+	assert.Equal(t, 5, s.credential.callCount())
+	for _, scopes := range s.credential.requestedScopes() {
+		assert.Equal(t, []string{tokenScope}, scopes)
+	}
+	for i, request := range requests {
+		// Call 1 was the sign-in at Configure; each request asked the credential again.
+		assert.Equal(t, "Bearer "+fakeToken(i+2), request.header.Get("Authorization"), "request %d", i)
 		assert.Equal(t, "spire-1", request.header.Get("X-SPIRE-Server-Name"))
 		assert.Equal(t, trustDomain, request.header.Get("X-SPIRE-Trust-Domain"))
 	}
@@ -355,8 +379,9 @@ func TestErrorsMapToGRPCCodes(t *testing.T) {
 		{"app FailedPrecondition", 409, `{"error": {"code": "FailedPrecondition", "message": "rotated"}}`, codes.FailedPrecondition, "rotated"},
 		{"app Internal", 500, `{"error": {"code": "Internal", "message": "internal error"}}`, codes.Internal, "internal error"},
 		{"a 404 without the app's error is not a missing key", 404, `<html>Not Found</html>`, codes.Internal, "HTTP 404 Not Found without an API error: check app_url"},
-		{"function key refused", 401, ``, codes.PermissionDenied, "check the function key"},
-		{"forbidden", 403, `Forbidden`, codes.PermissionDenied, "HTTP 403"},
+		{"a bare 401", 401, ``, codes.Unauthenticated, "the access token was refused (HTTP 401 Unauthorized): check api_client_id and credential"},
+		{"a bare 403", 403, `Forbidden`, codes.PermissionDenied,
+			`(HTTP 403 Forbidden): check api_client_id and credential, and that the app's SPIRE_SERVER_IDENTITIES lets this identity act as server "spire-1"`},
 		{"gateway error", 502, `bad gateway`, codes.Unavailable, "HTTP 502"},
 		{"unknown code name", 400, `{"error": {"code": "Bogus", "message": "m"}}`, codes.Internal, "HTTP 400"},
 		{"NotFound from a gateway's 502 is not a missing key", 502, `{"error": {"code": "NotFound", "message": "no route"}}`, codes.Unavailable, "HTTP 502"},
@@ -373,7 +398,7 @@ func TestErrorsMapToGRPCCodes(t *testing.T) {
 	}
 }
 
-func TestARedirectIsNotFollowedSoTheFunctionKeyGoesOnlyToTheApp(t *testing.T) {
+func TestARedirectIsNotFollowedSoTheTokenGoesOnlyToTheApp(t *testing.T) {
 	for _, statusCode := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
 		t.Run(http.StatusText(statusCode), func(t *testing.T) {
 			elsewhere := newFakeApp(t)
@@ -381,8 +406,8 @@ func TestARedirectIsNotFollowedSoTheFunctionKeyGoesOnlyToTheApp(t *testing.T) {
 			defer target.Close()
 			s := serveApp(t, http.RedirectHandler(target.URL+"/api/keys/x509-CA-A", statusCode), "")
 			_, err := s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "x509-CA-A"})
-			assertStatus(t, err, codes.Internal, "a redirect, which is not followed so that the function key goes only to app_url: check app_url")
-			assert.Empty(t, elsewhere.recorded(), "the redirect's target was sent a request, with the function key")
+			assertStatus(t, err, codes.Internal, "a redirect, which is not followed so that the access token goes only to app_url: check app_url")
+			assert.Empty(t, elsewhere.recorded(), "the redirect's target, on the app's host, was sent a request, with the token")
 		})
 	}
 }
@@ -521,39 +546,14 @@ func TestAStoppedAppFailsClearlyWithinTheDeadline(t *testing.T) {
 	require.NoError(t, err)
 	address := listener.Addr().String()
 	listener.Close() // nothing listens there any more
-	t.Setenv(keyEnv, functionKey)
 	s := serve(t)
-	require.NoError(t, s.configure(t, `app_url = "http://`+address+`"
-function_key_env = "`+keyEnv+`"`))
+	require.NoError(t, s.configure(t, pluginConfig("http://"+address)))
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	_, err = s.km.GetPublicKeys(ctx, &keymanagerv1.GetPublicKeysRequest{})
 	require.Error(t, err)
 	assert.Contains(t, status.Convert(err).Message(), "the app at http://"+address+" did not answer")
 	assert.Contains(t, status.Convert(err).Message(), "gave up after")
-}
-
-func TestTheFunctionKeyIsInNoLogLineOrError(t *testing.T) {
-	keyFile := filepath.Join(t.TempDir(), "function-key")
-	require.NoError(t, os.WriteFile(keyFile, []byte(functionKey+"\n"), 0o600))
-	handler, _ := flakyApp(newFakeApp(t), 2, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusServiceUnavailable, apiError("Unavailable", "echo of a header: "+r.Header.Get("User-Agent")))
-	})
-	server := httptest.NewServer(handler)
-	defer server.Close()
-	s := serve(t)
-	require.NoError(t, s.configure(t, `app_url = "`+server.URL+`"
-function_key_file = "`+keyFile+`"`))
-	_, err := s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "x509-CA-A"})
-	require.NoError(t, err)
-	_, err = s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "missing"})
-	require.Error(t, err)
-
-	log := s.log.String()
-	assert.Contains(t, log, "function_key_from=\"file "+keyFile+"\"")
-	assert.Contains(t, log, "retrying")
-	assert.NotContains(t, log, functionKey)
-	assert.NotContains(t, err.Error(), functionKey)
 }
 
 func assertStatus(t *testing.T, err error, code codes.Code, message string) {
