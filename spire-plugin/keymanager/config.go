@@ -327,20 +327,16 @@ func (c *credentialSettings) readWorkloadIdentityEnvironment() error {
 	fromEnvironment(&c.tenantID, tenantIDVariable)
 	fromEnvironment(&c.appID, clientIDVariable)
 	fromEnvironment(&c.federatedTokenFile, federatedTokenFileVariable)
-	if len(missing) > 0 {
-		return fmt.Errorf("credential %q: %s unset: the Azure workload identity webhook did not inject it into this container "+
-			"(check the pod's label azure.workload.identity/use: \"true\" and its service account's annotation azure.workload.identity/client-id); "+
-			"the default credential chain would silently have signed in with the node's identity instead",
-			workloadIdentity, strings.Join(missing, " and ")+pluralVerb(len(missing)))
+	if len(missing) == 0 {
+		return nil
 	}
-	return nil
-}
-
-func pluralVerb(count int) string {
-	if count == 1 {
-		return " is"
+	unset := missing[0] + " is unset"
+	if last := len(missing) - 1; last > 0 {
+		unset = strings.Join(missing[:last], ", ") + " and " + missing[last] + " are unset"
 	}
-	return " are"
+	return fmt.Errorf("credential %q: %s: the Azure workload identity webhook did not inject it into this container "+
+		"(check the pod's label azure.workload.identity/use: \"true\" and its service account's annotation azure.workload.identity/client-id); "+
+		"the default credential chain would silently have signed in with the node's identity instead", workloadIdentity, unset)
 }
 
 // readAppSecret reads the secret from the named file or environment variable. The configuration

@@ -191,7 +191,7 @@ func TestWorkloadIdentityRefusesToStartWithoutTheWebhooksVariables(t *testing.T)
 		message      string
 	}{
 		{"none injected", `credential = "workload_identity"`, []string{tenantIDVariable, clientIDVariable, federatedTokenFileVariable},
-			"AZURE_TENANT_ID and AZURE_CLIENT_ID and AZURE_FEDERATED_TOKEN_FILE are unset"},
+			"AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_FEDERATED_TOKEN_FILE are unset"},
 		{"no token file", `credential = "workload_identity"`, []string{federatedTokenFileVariable}, "AZURE_FEDERATED_TOKEN_FILE is unset"},
 		{"settings name tenant and app, but no token file", `credential = "workload_identity"
 tenant_id = "` + signedInTenantID + `"
