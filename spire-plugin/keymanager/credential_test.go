@@ -270,8 +270,7 @@ func TestABare403WithoutServerNameNamesTheServerTheIdentityHolds(t *testing.T) {
 }
 
 func TestTheTokenAndTheAppSecretAreInNoLogLineOrError(t *testing.T) {
-	const secret = "app-secret-that-must-stay-secret"
-	t.Setenv("TEST_AZURE_KV_KEYMANAGER_APP_SECRET", secret)
+	t.Setenv(appSecretEnv, appSecret)
 	handler, _ := flakyApp(newFakeApp(t), 2, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, apiError("Unavailable", "echo of a header: "+r.Header.Get("User-Agent")))
 	})
@@ -282,9 +281,9 @@ api_client_id = "`+apiClientID+`"
 credential = "client_secret"
 tenant_id = "`+signedInTenantID+`"
 app_id = "`+signedInClientID+`"
-app_secret_env = "TEST_AZURE_KV_KEYMANAGER_APP_SECRET"
+app_secret_env = "`+appSecretEnv+`"
 `))
-	assert.Equal(t, secret, s.credential.builtWith().credential.appSecret, "the secret reached the credential")
+	assert.Equal(t, appSecret, s.credential.builtWith().credential.appSecret, "the secret reached the credential")
 	var errs []error
 	_, err := s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "x509-CA-A"})
 	require.NoError(t, err)
@@ -294,10 +293,10 @@ app_secret_env = "TEST_AZURE_KV_KEYMANAGER_APP_SECRET"
 	errs = append(errs, getKeyWithin(s, 100*time.Millisecond))
 
 	log := s.log.String()
-	assert.Contains(t, log, `app_secret_from="environment variable TEST_AZURE_KV_KEYMANAGER_APP_SECRET"`)
+	assert.Contains(t, log, `app_secret_from="environment variable `+appSecretEnv+`"`)
 	assert.Contains(t, log, "retrying")
 	for _, text := range append([]string{log}, errs[0].Error(), errs[1].Error()) {
-		assert.NotContains(t, text, secret)
+		assert.NotContains(t, text, appSecret)
 		assert.NotContains(t, text, "token-signature-")
 		for call := 1; call <= s.credential.callCount(); call++ {
 			assert.NotContains(t, text, fakeToken(call))
