@@ -18,6 +18,8 @@ from ipaddress import ip_address
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from devtools.entra.server import IDENTITY_HEADER_FILE
+
 ROOT = Path(__file__).resolve().parents[2]
 AZURITE = ROOT / "node_modules" / ".bin" / "azurite-blob"
 # Azurite's documented development account; the key is public and only opens the local emulator.
@@ -104,6 +106,20 @@ def start_localvault(port: int, token_port: int, cert_dir: Path, challenge_resou
         argv += ["--challenge-resource", challenge_resource]
     process, match = start("localvault", argv, re.compile(r"localvault ready vault=(\S+) token=(\S+)"))
     return Service("localvault", process, match.group(1), {"token_url": match.group(2), "ca_bundle": str(cert_dir / "ca.pem")})
+
+
+def start_entra(port: int, msi_port: int, state_dir: Path) -> Service:
+    """localentra; ``url`` is its authority. The managed-identity secret (App Service's IDENTITY_HEADER) is new
+    at each start, and read from the file it writes in ``state_dir``."""
+    argv = [sys.executable, "-m", "devtools.entra", "--port", str(port), "--msi-port", str(msi_port),
+            "--state-dir", str(state_dir)]
+    process, match = start("localentra", argv, re.compile(r"localentra ready authority=(\S+) tenant=(\S+) msi=(\S+)"))
+    return Service("localentra", process, match.group(1), {
+        "tenant_id": match.group(2),
+        "ca_bundle": str(state_dir / "ca.pem"),
+        "msi_endpoint": match.group(3),
+        "msi_header": (state_dir / IDENTITY_HEADER_FILE).read_text(),
+    })
 
 
 def start_devhost(port: int, env: dict[str, str], no_timers: bool = False) -> Service:
