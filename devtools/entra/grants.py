@@ -20,6 +20,8 @@ OPENID_SCOPES = {"openid", "profile", "offline_access", "email"}
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 CLOCK_SKEW = 300  # seconds of leeway on an assertion's lifetime
 LAST_INSTANT = 253402300800  # 10000-01-01: later times cannot be written as Entra writes them
+NOT_INSTALLED = ("This can happen if the application has not been installed by the administrator of the tenant or "
+                 "consented to by any user in the tenant.")
 FEDERATION_DOCS = "https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
 
 
@@ -43,17 +45,15 @@ class ClientCredentialsGrant:
         if caller is None:
             raise EntraError(400, "unauthorized_client", 700016, (
                 f"Application with identifier '{client_id}' was not found in the directory "
-                f"'{self.directory.tenant_id}'. This can happen if the application has not been installed by the "
-                "administrator of the tenant or consented to by any user in the tenant. You may have sent your "
-                "authentication request to the wrong tenant."))
+                f"'{self.directory.tenant_id}'. {NOT_INSTALLED} You may have sent your authentication request to the "
+                "wrong tenant."))
         credential = self._authenticate(caller, form, now)
         api = self.directory.application(resource)
         if api is None:
             raise EntraError(400, "invalid_resource", 500011, (
                 f"The resource principal named {resource} was not found in the tenant named "
-                f"{self.directory.tenant_id}. This can happen if the application has not been installed by the "
-                "administrator of the tenant or consented to by any user in the tenant. You might have sent your "
-                "authentication request to the wrong tenant."))
+                f"{self.directory.tenant_id}. {NOT_INSTALLED} You might have sent your authentication request to the "
+                "wrong tenant."))
         access_token, _ = self.issuer.issue(caller, api, credential)
         return {"token_type": "Bearer", "expires_in": TOKEN_LIFETIME, "ext_expires_in": TOKEN_LIFETIME,
                 "access_token": access_token}

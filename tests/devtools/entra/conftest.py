@@ -87,9 +87,10 @@ def error_of(response: requests.Response) -> tuple[int, str, int]:
     return response.status_code, body["error"], code
 
 
-def token_request(entra: LocalEntra, **form: str) -> requests.Response:
-    return requests.post(f"{entra.authority}/{entra.tenant_id}/oauth2/v2.0/token", data=form,
-                         verify=entra.ca_bundle, timeout=10)
+def token_request(entra: LocalEntra, form: dict[str, str], tenant: str | None = None,
+                  headers: dict[str, str] | None = None) -> requests.Response:
+    return requests.post(f"{entra.authority}/{tenant or entra.tenant_id}/oauth2/v2.0/token", data=form,
+                         headers=headers, verify=entra.ca_bundle, timeout=10)
 
 
 def write_token_file(directory: Path, token: str) -> str:
