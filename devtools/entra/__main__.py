@@ -41,7 +41,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     try:
         entra = LocalEntra(args.port, args.msi_port, args.state_dir, ensure_certificates(args.state_dir))
-    except OSError as error:  # port taken, state directory not writable
+    except (OSError, ValueError, KeyError) as error:  # port taken, state directory not writable, state file damaged
         print(f"localentra: cannot start: {error}", file=sys.stderr)
         return 1
     # Blocked before the server threads exist, so they inherit the mask and only sigwait receives the signals.

@@ -79,25 +79,25 @@ class LocalEntra:
     def token(self, principal: Principal, api: Api, via: str = "secret") -> str:
         """An access token for ``api`` got as an SDK gets it: with the secret, as a managed identity, or with a
         federated service-account token for the principal's subject (workload identity)."""
-        if via not in VIA:
-            raise ValueError(f"via is one of {VIA}")
         if via == "managed_identity":
             response = self._http.get(self._msi_endpoint, headers={"X-IDENTITY-HEADER": self._msi_header}, params={
                 "api-version": API_VERSION, "resource": api.identifier_uri, "client_id": principal.client_id},
                 timeout=TIMEOUT_SECONDS)
+        elif via == "secret" and principal.secret is not None:
+            response = self._client_credentials(principal, api, {"client_secret": principal.secret})
+        elif via == "workload" and principal.federated_subject is not None:
+            assertion = self.federated_token(principal.federated_subject)
+            response = self._client_credentials(principal, api, {"client_assertion_type": JWT_BEARER,
+                                                                 "client_assertion": assertion})
         else:
-            credential = ({"client_secret": principal.secret} if via == "secret" else
-                          {"client_assertion_type": JWT_BEARER,
-                           "client_assertion": self.federated_token(principal.federated_subject or "")})
-            response = self._http.post(f"{self.authority}/{self.tenant_id}/oauth2/v2.0/token", data={
-                "grant_type": "client_credentials", "client_id": principal.client_id,
-                "scope": f"{api.identifier_uri}/.default", **credential}, timeout=TIMEOUT_SECONDS)
+            raise ValueError(f"via is one of {VIA}, and {principal.name} was registered with what it needs")
         response.raise_for_status()
         return response.json()["access_token"]
 
     def federated_token(self, subject: str, audience: str = TOKEN_EXCHANGE_AUDIENCE, lifetime: int = 3600) -> str:
         """A service-account token from the cluster issuer; a negative lifetime makes an expired one."""
-        return self._admin("federated-tokens", {"subject": subject, "audience": audience, "lifetime": lifetime})["token"]
+        body = self._admin("federated-tokens", {"subject": subject, "audience": audience, "lifetime": lifetime})
+        return body["token"]
 
     def add_signing_key(self, current: bool = True, published: bool = True) -> str:
         return self._admin("signing-keys", {"current": current, "published": published})["kid"]
@@ -111,6 +111,11 @@ class LocalEntra:
         """The claims of a token the principal would get now with its secret, in token format ``version``."""
         return self._admin("claims", {"client_id": principal.client_id, "resource": api.client_id,
                                       "version": version})["claims"]
+
+    def _client_credentials(self, principal: Principal, api: Api, credential: dict[str, str]) -> requests.Response:
+        return self._http.post(f"{self.authority}/{self.tenant_id}/oauth2/v2.0/token", timeout=TIMEOUT_SECONDS, data={
+            "grant_type": "client_credentials", "client_id": principal.client_id,
+            "scope": f"{api.identifier_uri}/.default", **credential})
 
     def _admin(self, name: str, body: dict) -> dict:
         response = self._http.post(f"{self.authority}/_local/{name}", json=body, timeout=TIMEOUT_SECONDS)

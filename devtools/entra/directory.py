@@ -96,9 +96,10 @@ class Directory:
             self._current_kid = ""
             self._applications: list[Application] = []
             self._principals: list[ServicePrincipal] = []
-            # Entra publishes more keys than it signs with, so a verifier that takes the first key fails at once.
-            self.add_signing_key(current=True, published=True)
+            # Entra publishes more keys than it signs with; the one listed first does not sign, so that a
+            # verifier that takes the first key rather than the token's kid fails at once.
             self.add_signing_key(current=False, published=True)
+            self.add_signing_key(current=True, published=True)
 
     # --- signing keys ------------------------------------------------------------------------------------------------
 
@@ -120,9 +121,9 @@ class Directory:
             return next(key for key in self._keys if key.kid == self._current_kid)
 
     def published_keys(self) -> list[SigningKey]:
-        """The keys a JWKS lists, the current one first."""
+        """The keys a JWKS lists, oldest first."""
         with self._lock:
-            return sorted((key for key in self._keys if key.published), key=lambda key: key.kid != self._current_kid)
+            return [key for key in self._keys if key.published]
 
     def signing_key(self, kid: str) -> Optional[SigningKey]:
         with self._lock:

@@ -74,8 +74,8 @@ class EntraEndpoints:
         client's ``client-request-id``, which errors give as their correlation id.
         """
         trace_id = str(uuid.uuid4())
-        correlation_id = request.client_request_id if _GUID.fullmatch(request.client_request_id or "") else str(
-            uuid.uuid4())
+        client_request_id = request.client_request_id or ""
+        correlation_id = client_request_id if _GUID.fullmatch(client_request_id) else str(uuid.uuid4())
         headers = {"x-ms-request-id": trace_id, "client-request-id": correlation_id}
         try:
             status, body, extra = self._route(request)

@@ -13,6 +13,7 @@ import hmac
 from typing import Mapping, Optional
 
 from .directory import Directory
+from .endpoints import Request, Response
 from .errors import AppServiceError
 from .tokens import MANAGED_IDENTITY, TokenIssuer
 
@@ -26,7 +27,15 @@ class ManagedIdentityEndpoint:
         self.issuer = issuer
         self.identity_header = identity_header
 
-    def token(self, query: Mapping[str, str], identity_header: Optional[str]) -> dict:
+    def handle(self, request: Request) -> Response:
+        if request.path != PATH or request.method != "GET":
+            return 404, None, {}
+        try:
+            return 200, self._token(request.query, request.identity_header), {}
+        except AppServiceError as error:
+            return error.status, error.body(), {}
+
+    def _token(self, query: Mapping[str, str], identity_header: Optional[str]) -> dict:
         """The answer to a GET of PATH; raises AppServiceError."""
         if not hmac.compare_digest((identity_header or "").encode(), self.identity_header.encode()):
             raise AppServiceError(401, "The X-IDENTITY-HEADER header is missing or does not match IDENTITY_HEADER.")

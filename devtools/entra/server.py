@@ -23,7 +23,6 @@ from devtools.vault.certs import CertPaths
 from . import cluster, msi
 from .directory import Directory
 from .endpoints import EntraEndpoints, Request, Response
-from .errors import AppServiceError
 
 HOST = "127.0.0.1"
 IDENTITY_HEADER_FILE = "identity-header"
@@ -76,8 +75,11 @@ class _Handler(BaseHTTPRequestHandler):
         sys.stderr.write(f"{self.command} {(self.path or '').partition('?')[0]} {int(code)}\n")
 
     def log_message(self, format: str, *args: object) -> None:
-        if not format.startswith("Request timed out"):  # an idle keep-alive connection ending is routine
-            sys.stderr.write("localentra: " + (format % args) + "\n")
+        if format.startswith("Request timed out"):  # an idle keep-alive connection ending is routine
+            return
+        # An error's arguments may quote the request line: never its query.
+        args = tuple(arg.partition("?")[0] if isinstance(arg, str) else arg for arg in args)
+        sys.stderr.write("localentra: " + (format % args) + "\n")
 
 
 class _Server(ThreadingHTTPServer):
@@ -124,7 +126,7 @@ class LocalEntra:
         identity_header = secrets.token_urlsafe(32)
         _write_private(state_dir / IDENTITY_HEADER_FILE, identity_header)
         self.managed_identity = msi.ManagedIdentityEndpoint(self.directory, self.endpoints.tokens, identity_header)
-        self.http = _Server(msi_port, self._answer_msi)
+        self.http = _Server(msi_port, self.managed_identity.handle)
 
     @property
     def msi_endpoint(self) -> str:
@@ -138,14 +140,6 @@ class LocalEntra:
         for server in (self.https, self.http):
             server.shutdown()
             server.server_close()
-
-    def _answer_msi(self, request: Request) -> Response:
-        if request.path != msi.PATH or request.method != "GET":
-            return 404, None, {}
-        try:
-            return 200, self.managed_identity.token(request.query, request.identity_header), {}
-        except AppServiceError as error:
-            return error.status, error.body(), {}
 
 
 def _first_values(query: str) -> dict[str, str]:

@@ -43,6 +43,7 @@ def test_keys_are_published_with_their_certificates(entra: LocalEntra) -> None:
                          (f"/{entra.tenant_id}/discovery/keys", None)):
         keys = get(entra, path).json()["keys"]
         assert len(keys) >= 2  # Entra publishes more keys than the one it signs with
+        assert keys[0]["kid"] != jwt.get_unverified_header(entra.sign({}))["kid"]  # the first is not it
         for key in keys:
             certificate = x509.load_der_x509_certificate(base64.b64decode(key["x5c"][0]))
             thumbprint = base64.urlsafe_b64encode(certificate.fingerprint(hashes.SHA1())).rstrip(b"=").decode()

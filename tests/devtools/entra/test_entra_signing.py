@@ -28,7 +28,7 @@ def test_key_rotation(entra: LocalEntra, api: Api, caller: Principal) -> None:
     current = entra.add_signing_key()
     after = entra.token(caller, api)
     assert kid_of(after) == current
-    assert published_keys(entra).keys[0].key_id == current  # the current key is listed first
+    assert published_keys(entra).keys[-1].key_id == current  # keys are listed oldest first
     verify(entra, before, audience=api.client_id, issuer=entra.issuer(2))  # older keys stay published
 
 

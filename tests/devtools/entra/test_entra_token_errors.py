@@ -6,6 +6,7 @@ import time
 import uuid
 
 import pytest
+import requests
 
 from devtools.entra.client import Api, LocalEntra, Principal
 
@@ -51,6 +52,12 @@ def test_the_error_body_is_entras(entra: LocalEntra, api: Api, caller: Principal
 def test_client_credentials_refusals(entra: LocalEntra, api: Api, caller: Principal, changes: dict,
                                      expected: tuple) -> None:
     assert error_of(token_request(entra, with_secret(caller, api, **changes))) == expected
+
+
+def test_the_token_endpoint_takes_only_post(entra: LocalEntra) -> None:
+    response = requests.get(f"{entra.authority}/{entra.tenant_id}/oauth2/v2.0/token", verify=entra.ca_bundle,
+                            timeout=10)
+    assert error_of(response) == (400, "invalid_request", 900561)
 
 
 def test_oidc_scopes_beside_a_resource_are_ignored_as_entra_ignores_them(entra: LocalEntra, api: Api,
