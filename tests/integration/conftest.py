@@ -22,6 +22,8 @@ import requests
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 from azure.keyvault.keys import KeyClient
 
+from devtools.entra.client import Api, LocalEntra, Principal
+from devtools.stack.callers import caller_settings
 from devtools.stack.services import (
     Service,
     StackError,
@@ -29,13 +31,14 @@ from devtools.stack.services import (
     is_on_this_machine,
     start_azurite,
     start_devhost,
+    start_entra,
     start_localvault,
 )
 from devtools.stack.traffic import Traffic
 from functions import health, keys, maintenance
 from shared import app_context
 from shared.key_manager import KeyManager
-from shared.settings import load_settings
+from shared.settings import load_caller_settings, load_settings
 
 EXTERNAL_VAULT_SETTINGS = ("TEST_KEY_VAULT_URI", "TEST_KEY_VAULT_TOKEN_ENDPOINT", "TEST_KEY_VAULT_CA_BUNDLE", "TEST_KEY_VAULT_TIME_SHIFT")
 TIME_SHIFT_FIXTURE = "shift_vault_time"
@@ -143,6 +146,58 @@ def vault(request, tmp_path_factory) -> Service:
     service.stop()  # leaves an external vault running
 
 
+@pytest.fixture(scope="session")
+def entra_service(tmp_path_factory) -> Service:
+    service = start_entra(0, 0, tmp_path_factory.mktemp("entra"))
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def entra(entra_service) -> LocalEntra:
+    return LocalEntra(entra_service)
+
+
+# The names the tests' SPIRE server identity holds: "" is the default server.
+SERVER_NAMES = ("", "spire-a", "spire-b", "this-server", "other-server", "server-1", "server-2", "abandoned-server")
+
+
+@dataclass(frozen=True)
+class Callers:
+    """The app's API in the local Entra ID, a SPIRE server identity holding SERVER_NAMES, and a maintainer."""
+
+    entra: LocalEntra
+    api: Api
+    server: Principal
+    maintainer: Principal
+
+    def settings(self, server_names=SERVER_NAMES) -> dict[str, str]:
+        return caller_settings(self.entra, self.api, {self.server.object_id: server_names}, [self.maintainer.object_id])
+
+    def headers(self, principal: Principal | None = None) -> dict[str, str]:
+        """The Authorization header of a token the principal (the server identity by default) got from Entra ID."""
+        return {"Authorization": f"Bearer {self.token(principal or self.server)}"}
+
+    def token(self, principal: Principal) -> str:
+        return _tokens(self.entra, self.api, principal)
+
+
+_token_cache: dict[tuple[str, str], str] = {}
+
+
+def _tokens(entra: LocalEntra, api: Api, principal: Principal) -> str:
+    # One token per identity for the session, as an SDK caches it; the suite runs well within its hour.
+    key = (api.client_id, principal.client_id)
+    if key not in _token_cache:
+        _token_cache[key] = entra.token(principal, api)
+    return _token_cache[key]
+
+
+@pytest.fixture(scope="session")
+def callers(entra) -> Callers:
+    return Callers(entra, entra.register_api(), entra.register_principal("tests-spire-servers"), entra.register_principal("tests-maintainer"))
+
+
 @pytest.fixture
 def shift_vault_time(vault):
     """Age every key in the vault by ``seconds``, through the time-shift API of localvault and Lowkey Vault."""
@@ -161,14 +216,16 @@ def shift_vault_time(vault):
 
 
 @pytest.fixture
-def app_env(azurite, vault) -> dict[str, str]:
+def app_env(azurite, vault, callers) -> dict[str, str]:
     """Settings of a fresh server: its own metadata container (hence server id) and trust domain.
 
     A trust domain of its own keeps each test's sweeps away from other tests' keys, which the
-    vault's time shifts age too.
+    vault's time shifts age too. Its callers are the session's: the tests' SPIRE server identity,
+    holding SERVER_NAMES, and the maintainer.
     """
     return {
         **app_settings(azurite, vault),
+        **callers.settings(),
         "TRUST_DOMAIN": f"td-{uuid.uuid4().hex[:12]}.example.org",
         "KEY_METADATA_BLOB": f"t{uuid.uuid4().hex[:20]}/key-metadata",
     }
@@ -176,19 +233,21 @@ def app_env(azurite, vault) -> dict[str, str]:
 
 @dataclass
 class App:
-    """The app's HTTP functions, called in-process as the Functions host calls them."""
+    """The app's HTTP functions, called in-process as the Functions host calls them, with the callers' tokens."""
 
     traffic: Traffic
     vault_url: str
     manager: KeyManager
+    callers: Callers
     last_response: func.HttpResponse | None = None
 
-    def call(self, handler, body=None, method="POST", raw: bytes | None = None, params=None, **route_params) -> tuple[int, dict]:
+    def call(self, handler, body=None, method="POST", raw: bytes | None = None, params=None, caller: Principal | None = None,
+             **route_params) -> tuple[int, dict]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
         app_context._key_manager = self.manager  # this instance's key manager serves the call
         # As the host hands it over: the query in the URL (which the app reads) and in params.
         url = "http://localhost/api" + (f"?{urlencode(params)}" if params else "")
-        request = func.HttpRequest(method, url, body=data, params=params or {}, route_params=route_params)
+        request = func.HttpRequest(method, url, body=data, params=params or {}, headers=self.callers.headers(caller), route_params=route_params)
         response = handler(request)
         self.last_response = response
         return response.status_code, json.loads(response.get_body() or b"null")
@@ -210,28 +269,29 @@ class App:
         return self.call(health.health, method="GET")
 
     def refresh(self) -> tuple[int, dict]:
-        return self.call(maintenance.refresh_keys_now)
+        return self.call(maintenance.refresh_keys_now, caller=self.callers.maintainer)
 
     def sweep(self, dry_run: bool = False) -> tuple[int, dict]:
-        return self.call(maintenance.sweep_stale_keys_now, params={"dry_run": str(dry_run).lower()})
+        return self.call(maintenance.sweep_stale_keys_now, params={"dry_run": str(dry_run).lower()}, caller=self.callers.maintainer)
 
     def vault_requests(self) -> list[tuple[str, str]]:
         return self.traffic.requests_to(self.vault_url)
 
 
-def make_app(env: dict[str, str], monkeypatch, read_timeout: float = app_context.READ_TIMEOUT) -> App:
+def make_app(env: dict[str, str], monkeypatch, callers: Callers, read_timeout: float = app_context.READ_TIMEOUT) -> App:
     """Point the process's app at ``env`` and wire it as the app does, its requests recorded."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     traffic = Traffic()
     manager = app_context.build_key_manager(load_settings(os.environ), raw_request_hook=traffic, read_timeout=read_timeout)
     monkeypatch.setattr(app_context, "_key_manager", manager)
-    return App(traffic, env["KEY_VAULT_URI"], manager)
+    monkeypatch.setattr(app_context, "_callers", app_context.build_caller_gate(load_caller_settings(os.environ)))
+    return App(traffic, env["KEY_VAULT_URI"], manager, callers)
 
 
 @pytest.fixture
-def app(app_env, monkeypatch) -> App:
-    return make_app(app_env, monkeypatch)
+def app(app_env, monkeypatch, callers) -> App:
+    return make_app(app_env, monkeypatch, callers)
 
 
 @pytest.fixture
