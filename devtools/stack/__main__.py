@@ -1,4 +1,5 @@
-"""`python -m devtools.stack`: Azurite (blob 10000), the local Key Vault (8443, token 8080) and devhost (7071).
+"""`python -m devtools.stack`: Azurite (blob 10000), the local Key Vault (8443, token 8080), the local
+Entra ID (8444, managed identity 8081) and devhost (7071).
 
 Stops everything on Ctrl-C or SIGTERM. The app reaches the stand-ins this started, on whatever ports
 were chosen: their addresses are passed to devhost as environment, which wins over
@@ -13,7 +14,9 @@ import signal
 import sys
 import threading
 
-from devtools.stack.services import ROOT, StackError, app_settings, start_azurite, start_devhost, start_localvault
+from devtools.entra.client import LocalEntra
+from devtools.stack.callers import local_callers, token_command
+from devtools.stack.services import ROOT, StackError, app_settings, start_azurite, start_devhost, start_entra, start_localvault
 
 
 def main() -> int:
@@ -21,6 +24,8 @@ def main() -> int:
     parser.add_argument("--blob-port", type=int, default=10000)
     parser.add_argument("--vault-port", type=int, default=8443)
     parser.add_argument("--token-port", type=int, default=8080)
+    parser.add_argument("--entra-port", type=int, default=8444, help="the local Entra ID's port (HTTPS)")
+    parser.add_argument("--msi-port", type=int, default=8081, help="its managed-identity endpoint's port")
     parser.add_argument("--port", type=int, default=7071, help="devhost's port")
     args = parser.parse_args()
 
@@ -33,9 +38,22 @@ def main() -> int:
         services.append(azurite)
         vault = start_localvault(args.vault_port, args.token_port, ROOT / ".local" / "localvault")
         services.append(vault)
-        devhost = start_devhost(args.port, {**os.environ, **app_settings(azurite, vault)})
+        entra_service = start_entra(args.entra_port, args.msi_port, ROOT / ".local" / "localentra")
+        services.append(entra_service)
+        entra = LocalEntra(entra_service)
+        callers = local_callers(entra, ROOT / ".local" / "localentra")
+        devhost = start_devhost(args.port, {**os.environ, **app_settings(azurite, vault), **callers.settings(entra)})
         services.append(devhost)
         print(f"Stack ready: the API is at {devhost.url}/api (Ctrl-C stops everything)", flush=True)
+        print(
+            f"Callers: the API application's client id is {callers.api.client_id}. The local SPIRE server's identity "
+            f"(object id {callers.spire_server.object_id}, client id {callers.spire_server.client_id}) may act as the "
+            f"default server and as spire-server-0 and spire-server-1; the maintainer's is {callers.maintainer.object_id}.\n"
+            f"A token as the local SPIRE server:  TOKEN=$({token_command(entra_service, callers.api, callers.spire_server)})\n"
+            f"A token as the maintainer:          TOKEN=$({token_command(entra_service, callers.api, callers.maintainer)})\n"
+            'Then: curl -H "Authorization: Bearer $TOKEN" ' + f"{devhost.url}/api/keys",
+            flush=True,
+        )
         while not stop.is_set() and all(s.process.poll() is None for s in services):
             stop.wait(0.5)
         return 0 if stop.is_set() else 1
