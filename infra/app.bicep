@@ -11,6 +11,19 @@ param identityPrincipalId string
 
 param trustDomain string
 param keyVaultUri string
+
+// Callers (README, Security): who may call, proven by Entra ID tokens for the API application.
+@minLength(36)
+@maxLength(36)
+@description('Client id of the API application: a GUID, given or created (main.bicep)')
+param apiClientId string
+param spireServerIdentities object
+param maintenanceIdentities array
+
+// The network gate beside the tokens; both empty: no network restriction.
+param allowedInboundIpRanges array
+param allowedSubnetIds array
+
 param keyIdentifierValue string
 param staleKeyAge string
 param sweepMaxDeletions string
@@ -25,10 +38,29 @@ param instanceMemoryMB int
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
 
+// This cloud's Entra ID authority, such as https://login.microsoftonline.com (the environment gives it
+// with a trailing slash).
+var loginEndpoint = environment().authentication.loginEndpoint
+var entraAuthorityHost = endsWith(loginEndpoint, '/') ? substring(loginEndpoint, 0, length(loginEndpoint) - 1) : loginEndpoint
+
+var ipAddressRules = [for (ipRange, index) in allowedInboundIpRanges: {
+  name: 'spire-ip-${index}'
+  action: 'Allow'
+  priority: 100 + index
+  ipAddress: ipRange
+}]
+var subnetRules = [for (subnetId, index) in allowedSubnetIds: {
+  name: 'spire-subnet-${index}'
+  action: 'Allow'
+  priority: 100 + length(allowedInboundIpRanges) + index
+  vnetSubnetResourceId: subnetId
+}]
+var inboundRules = concat(ipAddressRules, subnetRules)
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_35:the Flex Consumption app reaches its storage from no fixed address or network unless it is put in a virtual network; access is by Entra ID only (shared keys are off)
   // checkov:skip=CKV_AZURE_59:as above: without a virtual network and private endpoints the app reaches its storage over the public endpoint
-  // checkov:skip=CKV_AZURE_206:locally redundant costs least and what it holds can be rebuilt: the package by a deployment, the host keys by the host (SPIRE servers then need the new ones), and a lost server id blob makes SPIRE generate new keys
+  // checkov:skip=CKV_AZURE_206:locally redundant costs least and what it holds can be rebuilt: the package by a deployment, the host's keys and locks by the host (no caller uses those keys), and a lost server id blob makes SPIRE generate new keys
   // checkov:skip=CKV_AZURE_43:the name is st followed by uniqueString (13 lowercase letters and digits), within the rules; checkov cannot evaluate the expression
   name: 'st${resourceToken}'
   location: location
@@ -130,8 +162,8 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_17:SPIRE servers authenticate with function keys, and optionally Entra ID through App Service authentication (README, Security); client certificates would need a PKI for them
-  // checkov:skip=CKV_AZURE_222:SPIRE servers call the API over its public endpoint unless the operator adds a virtual network; every key route needs a function key
+  // checkov:skip=CKV_AZURE_17:SPIRE servers prove themselves with Entra ID access tokens that the app verifies itself (README, Security); client certificates would need a PKI for them
+  // checkov:skip=CKV_AZURE_222:SPIRE servers call the API over its public endpoint, limited to their networks when allowedInboundIpRanges or allowedSubnetIds name them; every key route needs an Entra ID token
   // checkov:skip=CKV_AZURE_212:the plan scales from zero; always-ready instances would bill while the API is idle, and a new instance starts on the next request
   // checkov:skip=CKV_AZURE_213:/api/health reports Key Vault and storage outages, which recycling instances does not fix, so it is not the platform's health check
   name: 'func-${resourceToken}'
@@ -153,6 +185,13 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
+      // Only the SPIRE servers' networks, when any is named; else every address (the tokens remain the gate).
+      ipSecurityRestrictions: inboundRules
+      ipSecurityRestrictionsDefaultAction: empty(inboundRules) ? 'Allow' : 'Deny'
+      // Deployments come from the operator's machine or CI, not from the SPIRE servers' networks; the SCM
+      // site takes Entra ID alone (basic publishing credentials are off, below) and Azure RBAC decides.
+      scmIpSecurityRestrictionsUseMain: false
+      scmIpSecurityRestrictionsDefaultAction: 'Allow'
       // Every setting the app reads that has a value in Azure (README, Configuration); none holds a
       // secret. An empty value means the app's default.
       appSettings: [
@@ -191,6 +230,31 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'AZURE_CLIENT_ID'
           value: identityClientId
+        }
+        {
+          name: 'ENTRA_TENANT_ID'
+          value: tenant().tenantId
+        }
+        {
+          name: 'ENTRA_API_CLIENT_ID'
+          value: apiClientId
+        }
+        {
+          // The API application asks for v2 tokens (api.requestedAccessTokenVersion = 2).
+          name: 'ENTRA_TOKEN_VERSION'
+          value: '2'
+        }
+        {
+          name: 'ENTRA_AUTHORITY_HOST'
+          value: entraAuthorityHost
+        }
+        {
+          name: 'SPIRE_SERVER_IDENTITIES'
+          value: string(spireServerIdentities)
+        }
+        {
+          name: 'MAINTENANCE_IDENTITIES'
+          value: join(maintenanceIdentities, ',')
         }
         {
           name: 'KEY_METADATA_BLOB'

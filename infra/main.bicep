@@ -1,5 +1,6 @@
 // azd up: the key manager API on Azure Functions (Flex Consumption), with its own storage, monitoring,
-// identity and Key Vault role; the vault is created unless an existing one is named.
+// identity and Key Vault role; the vault is created unless an existing one is named, and the API
+// application in Entra ID (the audience of the callers' tokens) is created when createApiApplication.
 targetScope = 'subscription'
 
 @minLength(1)
@@ -28,6 +29,24 @@ param keyVaultResourceGroupName string = ''
 
 @description('Name of the custom role (role names are unique in a tenant); empty: "SPIRE Key Manager (<resource token>)", one per environment')
 param keyManagerRoleName string = ''
+
+@description('Create the API application in Entra ID (needs Microsoft Graph permissions to create applications and assign app roles); false: apiClientId names an existing one')
+param createApiApplication bool = false
+
+@description('Client id of the app\'s API application in Entra ID (ENTRA_API_CLIENT_ID, the audience of v2 tokens); required unless createApiApplication')
+param apiClientId string = ''
+
+@description('SPIRE_SERVER_IDENTITIES: each caller\'s object id to the SPIRE server names it may act as, such as {"<object id>": ["spire-a", "spire-b"]}; "" names the default server')
+param spireServerIdentities object
+
+@description('MAINTENANCE_IDENTITIES: object ids that may run maintenance on demand; empty: none (the timers need none)')
+param maintenanceIdentities array = []
+
+@description('CIDR ranges that may reach the app, such as the SPIRE servers\' egress addresses. With allowedSubnetIds also empty: no network restriction; the tokens remain the gate')
+param allowedInboundIpRanges array = []
+
+@description('Resource ids of virtual network subnets (with the Microsoft.Web service endpoint) that may reach the app. With allowedInboundIpRanges also empty: no network restriction; the tokens remain the gate')
+param allowedSubnetIds array = []
 
 @description('A fixed server id instead of the server id blob (KEY_IDENTIFIER_VALUE); empty: the blob')
 param keyIdentifierValue string = ''
@@ -67,6 +86,7 @@ var vaultName = createKeyVault ? 'kv-${resourceToken}' : keyVaultName
 var vaultResourceGroupName = empty(keyVaultResourceGroupName) ? rg.name : keyVaultResourceGroupName
 // A name of its own per environment, so that a second environment in the tenant deploys too.
 var roleName = empty(keyManagerRoleName) ? 'SPIRE Key Manager (${resourceToken})' : keyManagerRoleName
+var entraApiClientId = createApiApplication ? apiApplication.outputs.appId : apiClientId
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -107,6 +127,18 @@ module keyManagerRole 'key-manager-role.bicep' = {
   ]
 }
 
+// The Graph extension's resources live in a module of their own: the other files stay plain ARM.
+module apiApplication 'api-application.bicep' = if (createApiApplication) {
+  name: 'api-application'
+  scope: rg
+  params: {
+    uniqueName: 'spire-key-manager-api-${resourceToken}'
+    displayName: 'SPIRE Key Manager API (${environmentName})'
+    spireServerIdentities: spireServerIdentities
+    maintenanceIdentities: maintenanceIdentities
+  }
+}
+
 module app 'app.bicep' = {
   name: 'app'
   scope: rg
@@ -119,6 +151,11 @@ module app 'app.bicep' = {
     identityPrincipalId: identity.outputs.principalId
     trustDomain: trustDomain
     keyVaultUri: keyManagerRole.outputs.keyVaultUri
+    apiClientId: entraApiClientId
+    spireServerIdentities: spireServerIdentities
+    maintenanceIdentities: maintenanceIdentities
+    allowedInboundIpRanges: allowedInboundIpRanges
+    allowedSubnetIds: allowedSubnetIds
     keyIdentifierValue: keyIdentifierValue
     staleKeyAge: staleKeyAge
     sweepMaxDeletions: sweepMaxDeletions
@@ -137,5 +174,7 @@ output AZURE_FUNCTION_APP_NAME string = app.outputs.name
 output KEY_VAULT_URI string = keyManagerRole.outputs.keyVaultUri
 @description('The app\'s URL: the SPIRE plugin\'s app_url (the API is under /api)')
 output APP_URL string = 'https://${app.outputs.defaultHostName}'
-@description('The command that prints the default host key, the key the SPIRE plugin sends; the key itself is never a deployment output')
-output HOST_KEY_COMMAND string = 'az functionapp keys list --resource-group ${rg.name} --name ${app.outputs.name} --query functionKeys.default --output tsv'
+@description('Client id of the app\'s API application: the SPIRE plugin\'s api_client_id')
+output API_CLIENT_ID string = entraApiClientId
+@description('The tenant whose tokens the app accepts: the SPIRE plugin\'s tenant_id where its credential takes one')
+output TENANT_ID string = tenant().tenantId

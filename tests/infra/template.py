@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import json
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -71,3 +73,87 @@ def app_settings() -> dict[str, Any]:
     names = [setting["name"] for setting in settings]
     assert len(names) == len(set(names)), f"app settings named twice: {sorted({n for n in names if names.count(n) > 1})}"
     return {setting["name"]: setting["value"] for setting in settings}
+
+
+# ARM functions these tests evaluate, by pycep's name for them; their arguments in pycep's order.
+FUNCTIONS = {
+    "concat": lambda *arrays: [item for array in arrays for item in array],
+    "union": lambda *arrays: list(dict.fromkeys(item for array in arrays for item in array)),
+    "empty": lambda value: not value,
+    "length": len,
+    "ends_with": lambda text, suffix: text.endswith(suffix),
+    "substring": lambda text, start, length: text[start : start + length],
+    "to_lower": str.lower,
+    "join": lambda items, delimiter: delimiter.join(items),
+    "objectKeys": lambda value: list(value),
+    # ARM's string() of an object or array is its compact JSON.
+    "string": lambda value: value if isinstance(value, str) else json.dumps(value, separators=(",", ":")),
+}
+OPERATORS = {
+    "add": lambda left, right: left + right,
+    "substract": lambda left, right: left - right,
+}
+
+
+def evaluate(expression: Any, file: str, values: dict[str, Any]) -> Any:
+    """The value of one of the file's expressions at deployment, given the values of its parameters.
+
+    `values` also stands in for the deployment functions without arguments, as "environment()" or
+    "tenant()". The file's variables are evaluated as they are named. Only the functions and operators
+    above are known: anything else raises, so a test never passes on a construct it did not evaluate.
+    """
+    variables = parsed()[file].get("variables", {})
+
+    def value(node: Any, scope: dict[str, Any]) -> Any:
+        if isinstance(node, str):
+            if node in scope:
+                return scope[node]
+            if node in variables:
+                return value(variables[node]["value"], values)
+            # A string literal; pycep keeps its interpolations as text.
+            return re.sub(r"\$\{(\w+)\}", lambda match: str(value(match.group(1), scope)), node)
+        if node is None or isinstance(node, (bool, int)):
+            return node
+        if isinstance(node, list):
+            return [value(item, scope) for item in node]
+        if "loop_type" in node:
+            loop = node["loop_type"]
+            assert loop["type"] == "array_index" and node["condition"] is None, f"loop not evaluated: {loop}"
+            detail = loop["detail"]
+            return [
+                value(node["config"], {**scope, detail["item_name"]: item, detail["index_name"]: index})
+                for index, item in enumerate(value(detail["array_name"], scope))
+            ]
+        if "function" in node:
+            function = node["function"]
+            arguments = list(function.get("parameters", {}).values())
+            if not arguments:
+                return values[f"{function['type']}()"]
+            if function["type"] == "map":
+                items, (_, lambda_) = value(arguments[0], scope), arguments
+                assert lambda_["type"] == "lambda_expression", f"map without a lambda: {lambda_}"
+                variable, body = lambda_["detail"]["var_1"], lambda_["detail"]["expression"]
+                return [value(body, {**scope, variable: item}) for item in items]
+            assert function["type"] in FUNCTIONS, f"function not evaluated: {function['type']}"
+            return FUNCTIONS[function["type"]](*(value(argument, scope) for argument in arguments))
+        if "operator" in node:
+            operator = node["operator"]
+            operands = operator["operands"]
+            if operator["type"] == "conditional":
+                chosen = "true_value" if value(operands["condition"], scope) else "false_value"
+                return value(operands[chosen], scope)
+            if operator["type"] == "property_accessor":
+                return _property(value(operands["operand_1"], scope), operands["operand_2"])
+            assert operator["type"] in OPERATORS, f"operator not evaluated: {operator['type']}"
+            return OPERATORS[operator["type"]](value(operands["operand_1"], scope), value(operands["operand_2"], scope))
+        return {key: value(item, scope) for key, item in node.items()}
+
+    return value(expression, values)
+
+
+def _property(base: Any, path: Any) -> Any:
+    """base.a.b, with pycep's path `a.b` nested as an accessor of `a` and `b`."""
+    if isinstance(path, str):
+        return base[path]
+    operands = path["operator"]["operands"]
+    return _property(base[operands["operand_1"]], operands["operand_2"])

@@ -16,7 +16,7 @@ from tests.infra import template
 
 def test_every_bicep_file_parses():
     files = template.parsed()
-    assert {"main.bicep", "app.bicep", "identity.bicep", "key-vault.bicep", "key-manager-role.bicep"} <= files.keys()
+    assert {"main.bicep", "app.bicep", "identity.bicep", "key-vault.bicep", "key-manager-role.bicep", "api-application.bicep"} <= files.keys()
     referenced = {module["detail"]["path"] for parse in files.values() for module in parse.get("modules", {}).values()}
     assert referenced <= files.keys(), f"modules without a file: {sorted(referenced - files.keys())}"
 
@@ -147,11 +147,14 @@ def test_no_secret_is_read_or_written_by_the_template():
     assert not leaking, f"outputs that hold a secret or a connection string: {sorted(leaking)}"
 
 
-def test_outputs_give_the_api_base_url_and_how_to_read_the_host_key():
+def test_outputs_give_what_the_plugin_data_needs_and_no_key():
     outputs = template.parsed()["main.bicep"]["outputs"]
     assert outputs["APP_URL"]["value"] == "https://${app.outputs.defaultHostName}"  # the plugin adds /api/keys
-    command = outputs["HOST_KEY_COMMAND"]["value"]
-    assert command.startswith("az functionapp keys list ") and "--query functionKeys.default" in command
+    assert outputs["API_CLIENT_ID"]["value"] == "entraApiClientId"  # given or created
+    assert template.evaluate(outputs["TENANT_ID"]["value"], "main.bicep", {"tenant()": {"tenantId": "the tenant"}}) == "the tenant"
+    # Callers prove themselves with Entra ID tokens: no output names or fetches a function or host key.
+    every_output = json.dumps([parse.get("outputs", {}) for parse in template.parsed().values()])
+    assert not re.search(r"(?i)functionKeys|host.?key|masterKey|keys list|listKeys|x-functions-key", every_output)
 
 
 def test_azure_yaml_deploys_this_folder_as_a_python_function_app():
@@ -173,6 +176,110 @@ def test_azd_maps_every_required_parameter_and_every_variable_the_readme_sets():
     required = {name for name, parameter in template.parameters("main.bicep").items() if parameter["default"] is None}
     assert required <= mapped.keys(), f"azd cannot fill {sorted(required - mapped.keys())}"
     assert mapped.keys() <= template.parameters("main.bicep").keys()
-    variables = {re.fullmatch(r"\$\{(\w+)=?\}", entry["value"]).group(1) for entry in mapped.values()}
+    variables = {re.fullmatch(r"\$\{(\w+)(=[^}]*)?\}", entry["value"]).group(1) for entry in mapped.values()}
     readme = (template.ROOT / "README.md").read_text()
     assert set(re.findall(r"^azd env set (\w+)", readme, re.M)) <= variables
+
+
+NETWORK_PARAMETERS = {"allowedInboundIpRanges": "SPIRE_ALLOWED_INBOUND_IP_RANGES", "allowedSubnetIds": "SPIRE_ALLOWED_SUBNET_IDS"}
+
+
+def inbound_access(**networks: list[str]) -> tuple[list[dict], str]:
+    """The function app's access rules and default action, for the network parameters given."""
+    site_config = template.config("Microsoft.Web/sites")["properties"]["siteConfig"]
+    values = dict.fromkeys(NETWORK_PARAMETERS, []) | networks
+    return (
+        template.evaluate(site_config["ipSecurityRestrictions"], "app.bicep", values),
+        template.evaluate(site_config["ipSecurityRestrictionsDefaultAction"], "app.bicep", values),
+    )
+
+
+def test_without_named_networks_every_address_may_reach_the_app():
+    assert inbound_access() == ([], "Allow")
+
+
+def test_named_ranges_and_subnets_are_the_only_networks_that_reach_the_app():
+    subnet = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v/subnets/spire"
+    rules, default_action = inbound_access(allowedInboundIpRanges=["203.0.113.0/24", "198.51.100.7/32"], allowedSubnetIds=[subnet])
+    assert default_action == "Deny"
+    assert [(rule["action"], rule.get("ipAddress"), rule.get("vnetSubnetResourceId")) for rule in rules] == [
+        ("Allow", "203.0.113.0/24", None),
+        ("Allow", "198.51.100.7/32", None),
+        ("Allow", None, subnet),
+    ]
+    assert len({rule["priority"] for rule in rules}) == len(rules) and len({rule["name"] for rule in rules}) == len(rules)
+    assert all(len(rule["name"]) <= 32 for rule in rules)  # App Service's limit
+    assert inbound_access(allowedInboundIpRanges=["203.0.113.0/24"])[1] == "Deny"
+    assert inbound_access(allowedSubnetIds=[subnet])[1] == "Deny"
+
+
+def test_the_network_parameters_default_to_no_restriction_and_azd_maps_them():
+    parameters = template.parameters("main.bicep")
+    app_params = template.parsed()["main.bicep"]["modules"]["app"]["config"]["params"]
+    mapped = json.loads((template.INFRA / "main.parameters.json").read_text())["parameters"]
+    for name, variable in NETWORK_PARAMETERS.items():
+        assert parameters[name]["type"] == "array" and parameters[name]["default"] == []
+        assert app_params[name] == name
+        assert mapped[name] == {"value": f"${{{variable}=}}"}
+
+
+def test_the_scm_site_keeps_its_own_access_rules():
+    """Deployments come from operators and CI, not from the SPIRE servers' networks; Entra ID and RBAC gate them."""
+    site_config = template.config("Microsoft.Web/sites")["properties"]["siteConfig"]
+    assert site_config["scmIpSecurityRestrictionsUseMain"] is False
+    assert site_config["scmIpSecurityRestrictionsDefaultAction"] == "Allow"
+
+
+GRAPH = "api-application.bicep"
+
+
+def graph_resources(resource_type: str) -> dict[str, dict]:
+    return {symbol: resource for symbol, resource in template.parsed()[GRAPH]["resources"].items() if resource["type"] == resource_type}
+
+
+def test_the_graph_extension_is_declared_and_pinned():
+    assert template.parsed()[GRAPH]["extensions"] == {"microsoftGraphV1": {}}
+    config = json.loads((template.INFRA / "bicepconfig.json").read_text())
+    assert re.fullmatch(r"br:mcr\.microsoft\.com/bicep/extensions/microsoftgraph/v1\.0:\d+\.\d+\.\d+", config["extensions"]["microsoftGraphV1"])
+    assert all(not parse.get("extensions") for file, parse in template.parsed().items() if file != GRAPH)
+
+
+def test_the_created_api_application_takes_v2_tokens_for_api_appid_and_has_no_credential():
+    applications = graph_resources("Microsoft.Graph/applications")
+    assert applications.keys() == {"application", "applicationIdentifierUri"}
+    variables = template.parsed()[GRAPH]["variables"]
+    for application in applications.values():
+        config = application["config"]
+        assert config["uniqueName"] == "uniqueName"  # two declarations of one application
+        assert template.evaluate(config["signInAudience"], GRAPH, {}) == "AzureADMyOrg"
+        assert template.evaluate(config["api"], GRAPH, {}) == {"requestedAccessTokenVersion": 2}
+        assert config["appRoles"] == ["callerRole"]
+        assert not {"passwordCredentials", "keyCredentials", "web", "spa", "publicClient"} & config.keys()
+    # The appId exists once Entra has created the application: the second declaration adds the URI.
+    assert "identifierUris" not in applications["application"]["config"]
+    assert applications["applicationIdentifierUri"]["config"]["identifierUris"] == ["api://${application.appId}"]
+    role = variables["callerRole"]["value"]
+    assert (role["value"], role["allowedMemberTypes"], role["isEnabled"]) == ("KeyManager.Caller", ["Application"], True)
+    # uniqueName is unique in the tenant: one application per environment.
+    module = template.parsed()["main.bicep"]["modules"]["apiApplication"]["config"]["config"]["params"]
+    assert module["uniqueName"] == "spire-key-manager-api-${resourceToken}"
+
+
+def test_entra_issues_tokens_only_to_the_listed_identities_of_a_created_application():
+    (service_principal,) = graph_resources("Microsoft.Graph/servicePrincipals").values()
+    assert service_principal["config"]["appRoleAssignmentRequired"] is True
+    assert template.property_path(service_principal["config"]["appId"]) == ["applicationIdentifierUri", "appId"]
+    (assignments,) = graph_resources("Microsoft.Graph/appRoleAssignedTo").values()
+    loop = assignments["config"]["loop_type"]["detail"]
+    assert loop["array_name"] == "callerObjectIds"
+    assignment = assignments["config"]["config"]
+    assert assignment["principalId"] == loop["item_name"]
+    assert template.property_path(assignment["resourceId"]) == ["servicePrincipal", "id"]
+    assert template.property_path(assignment["appRoleId"]) == ["callerRole", "id"]
+    callers = template.evaluate(
+        "callerObjectIds", GRAPH,
+        {"spireServerIdentities": {"AAAA": ["spire-a"], "bbbb": [""]}, "maintenanceIdentities": ["aaaa", "cccc"]},
+    )
+    assert callers == ["aaaa", "bbbb", "cccc"]  # every listed identity, once
+    module = template.parsed()["main.bicep"]["modules"]["apiApplication"]["config"]["config"]["params"]
+    assert (module["spireServerIdentities"], module["maintenanceIdentities"]) == ("spireServerIdentities", "maintenanceIdentities")
