@@ -89,3 +89,16 @@ def test_a_stopped_server_is_reported_at_once_despite_a_recent_ok(clock, monkeyp
     assert status == 503 and body["dependency"] == "blob_storage" and "another server id" in body["error"]["message"]
     assert "blob x" not in body["error"]["message"]  # which blob (and so which server) only the log says
     assert fake.names() == ["probe"]
+
+
+def test_an_unreadable_id_blob_is_reported_without_naming_it(clock, vault, monkeypatch, caplog):
+    blob_failure = "could not read the server id blob spire-secret-container/team-a/key-metadata from Blob storage"
+
+    def unreadable() -> None:
+        raise Unavailable(blob_failure)
+
+    monkeypatch.setattr(app_context, "check_default_server", unreadable)
+    status, body = call()
+    assert status == 503 and body["dependency"] == "blob_storage"
+    assert "spire-secret-container" not in json.dumps(body) and "key-metadata" not in json.dumps(body)
+    assert blob_failure in caplog.text  # the operator's log names it
