@@ -166,6 +166,15 @@ def test_azure_yaml_deploys_this_folder_as_a_python_function_app():
     assert tags["type"] == "union" and tags["parameters"]["arg_2"] == {"'azd-service-name'": "api"}
 
 
+def test_azure_yaml_requires_an_azd_that_reads_json_parameters_from_variables():
+    """azd 1.23.4 parses a variable mapped to an array or object parameter as JSON; earlier ones fail on it."""
+    mapped = json.loads((template.INFRA / "main.parameters.json").read_text())["parameters"]
+    parameters = template.parameters("main.bicep")
+    assert {name for name in mapped if parameters[name]["type"] in ("array", "object")}, "no JSON parameter: drop the requirement"
+    project = yaml.safe_load((template.ROOT / "azure.yaml").read_text())
+    assert project["requiredVersions"] == {"azd": ">= 1.23.4"}
+
+
 def test_the_package_leaves_the_template_out():
     ignored = (template.ROOT / ".funcignore").read_text().split()
     assert {"infra", "azure.yaml", ".azure"} <= set(ignored)
