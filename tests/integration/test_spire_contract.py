@@ -1,7 +1,9 @@
 """SPIRE's KeyManager contract suite, run in-process against the plugin talking to the app on devhost.
 
 The suite is SPIRE's own (github.com/spiffe/spire/pkg/server/plugin/keymanager/test at v1.13.3);
-devtools/spire/contract gives it a fresh server name per case. Every subtest must run and pass.
+devtools/spire/contract gives it a fresh server name per case. Its plugins sign in to the local
+Entra ID with the tests' server identity's secret, and the app lets that identity act as the fresh
+names. Every subtest must run and pass.
 """
 
 from __future__ import annotations
@@ -11,20 +13,32 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 
+from devtools.spire.server import CLIENT_SECRET, entra_sign_in, plugin_data
 from devtools.stack.services import ROOT, start_devhost
 
 # Four key types, each signing with its algorithms less the pairs Key Vault cannot sign, across
 # GenerateKey, GetKey and GetKeys, plus the error cases: every subtest of the suite at v1.13.3.
 CONTRACT_SUBTESTS = 81
+# The suite's cases that create a KeyManager: GenerateKey, its "key id can be overwritten", GetKey, GetKeys.
+CONTRACT_CASES = 4
 
 
-def test_spire_keymanager_contract_suite_passes_against_the_app(app_env):
+def test_spire_keymanager_contract_suite_passes_against_the_app(app_env, entra_service, callers):
     go = shutil.which("go")
     assert go, "the Go toolchain is needed to run SPIRE's contract suite: put go on PATH"
-    devhost = start_devhost(0, {**os.environ, **app_env}, no_timers=True)
+    server_names = [f"contract-{uuid.uuid4().hex[:12]}" for _ in range(CONTRACT_CASES)]
+    sign_in = entra_sign_in(entra_service, callers.api, callers.server, CLIENT_SECRET)
+    devhost = start_devhost(0, {**os.environ, **app_env, **callers.settings(server_names)}, no_timers=True)
     try:
-        env = {**os.environ, "CONTRACT_APP_URL": devhost.url, "CONTRACT_TRUST_DOMAIN": app_env["TRUST_DOMAIN"]}
+        env = {
+            **os.environ,
+            **sign_in.env,
+            "CONTRACT_PLUGIN_DATA": plugin_data(devhost.url, sign_in),
+            "CONTRACT_TRUST_DOMAIN": app_env["TRUST_DOMAIN"],
+            "CONTRACT_SERVER_NAMES": " ".join(server_names),
+        }
         result = subprocess.run(
             [go, "test", "-count=1", "-json", "./contract"],
             cwd=ROOT / "devtools" / "spire", env=env, capture_output=True, text=True, timeout=600,

@@ -1,13 +1,14 @@
 // Package contract runs SPIRE's KeyManager contract suite against the plugin, in-process, talking
-// to a running app. The app's URL and trust domain come from the environment; without them the
-// test fails.
+// to a running app. The environment gives the plugin's settings (the app's URL and how to sign in
+// to Entra ID), the trust domain and the server names the app lets the plugin's identity act as;
+// without them the test fails.
 package contract
 
 import (
-	"crypto/rand"
 	"crypto/x509"
-	"encoding/hex"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	keymanagerv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/keymanager/v1"
@@ -22,16 +23,22 @@ import (
 )
 
 func TestKeyManagerContract(t *testing.T) {
-	appURL := requireEnv(t, "CONTRACT_APP_URL")
+	pluginData := requireEnv(t, "CONTRACT_PLUGIN_DATA")
 	trustDomain := spiffeid.RequireTrustDomainFromString(requireEnv(t, "CONTRACT_TRUST_DOMAIN"))
+	serverNames := strings.Fields(requireEnv(t, "CONTRACT_SERVER_NAMES"))
 
-	// Each case gets a server of its own on the app, hence keys of its own.
+	// Each case gets a server of its own on the app, hence keys of its own: the next unused name.
 	create := func(t *testing.T) keymanager.KeyManager {
+		if len(serverNames) == 0 {
+			t.Fatal("CONTRACT_SERVER_NAMES has fewer names than the suite has cases: give the test identity more")
+		}
+		serverName := serverNames[0]
+		serverNames = serverNames[1:]
 		p := plugin.New()
 		km := new(keymanager.V1)
 		plugintest.Load(t, catalog.MakeBuiltIn("azure_kv_keymanager", keymanagerv1.KeyManagerPluginServer(p), configv1.ConfigServiceServer(p)), km,
 			plugintest.CoreConfig(catalog.CoreConfig{TrustDomain: trustDomain}),
-			plugintest.Configuref("app_url = %q\nserver_name = %q\n", appURL, freshServerName(t)))
+			plugintest.Configure(fmt.Sprintf("%s\nserver_name = %q\n", pluginData, serverName)))
 		return km
 	}
 
@@ -52,12 +59,4 @@ func requireEnv(t *testing.T, name string) string {
 		t.Fatalf("%s is not set: run this suite through tests/integration/test_spire_contract.py, which starts the app", name)
 	}
 	return value
-}
-
-func freshServerName(t *testing.T) string {
-	suffix := make([]byte, 6)
-	if _, err := rand.Read(suffix); err != nil {
-		t.Fatal(err)
-	}
-	return "contract-" + hex.EncodeToString(suffix)
 }
