@@ -53,6 +53,7 @@ _last: _Checked | None = None
 @handles_errors
 def health(req: func.HttpRequest) -> func.HttpResponse:
     try:
+        app_context.callers()  # its settings too: with them wrong, every key call is refused
         conflicts = app_context.conflicts()
     except KeyManagerError as error:
         return _render(_unavailable("settings", error))

@@ -47,6 +47,10 @@ UNKNOWN_KEY_REFRESH_INTERVAL = 300.0
 # After a failed fetch, callers of a cold instance get a 503 at once rather than each waiting on a new fetch.
 RETRY_FAILED_FETCH_AFTER = 10.0
 MIN_RSA_KEY_BITS = 2048
+MAX_JWKS_BYTES = 256 * 1024
+JWKS_TIMEOUT = (3.05, 5)
+# The whole fetch, however slowly the server sends: a cold instance's callers wait at most this long.
+JWKS_DEADLINE_SECONDS = 8.0
 REMEMBERED_TOKENS = 4096
 _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _REQUIRED_CLAIMS = ["exp", "nbf", "iat", "iss", "aud", "tid", "oid", "ver"]
@@ -95,36 +99,58 @@ class SigningKeys:
         return keys is not None and kid in keys
 
     def key(self, kid: str) -> RSAPublicKey:
-        """The key with id ``kid``; Unauthenticated if the tenant does not publish it, Unavailable if no keys can be had."""
+        """The key with id ``kid``.
+
+        Unauthenticated only when keys fetched for this very question lack it; Unavailable (a 503 the
+        plugin retries) when no keys can be had, or when the instance may not ask again yet.
+        """
         keys = self._keys
+        fetched_now = False
         if keys is None:
-            keys = self._fetch_cold()
+            keys, fetched_now = self._fetch_cold()
         elif self._due(self._fetched_at, REFRESH_AFTER_SECONDS) and self._due(self._failed_at, RETRY_FAILED_FETCH_AFTER):
             self._refresh_in_background()
+            keys = self._keys or keys  # the refresh may have finished already
         key = keys.get(kid)
         if key is None:
+            if fetched_now:
+                raise _unknown_key()
             key = self._fetch_for_unknown(kid)
         return key
 
     def _due(self, since: float, interval: float) -> bool:
         return self._clock() - since >= interval
 
-    def _fetch_cold(self) -> dict[str, RSAPublicKey]:
-        """The first keys of this instance: callers wait for one fetch, or fail at once after a recent failure."""
-        with self._fetching:
+    def _fetch_cold(self) -> tuple[dict[str, RSAPublicKey], bool]:
+        """The first keys of this instance, and whether this call fetched them.
+
+        Callers wait for the one fetch under way, at most its deadline; after a failure they are
+        answered at once until a new fetch is due.
+        """
+        if not self._fetching.acquire(timeout=JWKS_DEADLINE_SECONDS):
+            raise _keys_unavailable()
+        try:
+            fetched = False
             if self._keys is None and self._due(self._failed_at, RETRY_FAILED_FETCH_AFTER):
-                self._fetch_now()
+                fetched = self._fetch_now()
+        finally:
+            self._fetching.release()
         if self._keys is None:
             raise _keys_unavailable()
-        return self._keys
+        return self._keys, fetched
 
     def _fetch_for_unknown(self, kid: str) -> RSAPublicKey:
-        """Ask for the keys again for a key id not seen, at most once per interval; only this caller waits."""
+        """Ask for the keys again for a key id not seen, at most once per interval; only this caller waits.
+
+        A key id that cannot be looked up now (a fetch is under way, or one was made lately) is
+        Unavailable rather than Unauthenticated: it may be a key the tenant has just started to use,
+        and a refusal would stop a SPIRE server. Forged key ids gain nothing from it.
+        """
         if not self._fetching.acquire(blocking=False):
-            raise _unknown_key()  # a fetch is under way: it answers for later callers
+            raise _key_not_known_yet()
         try:
             if not self._due(self._asked_for_unknown_at, UNKNOWN_KEY_REFRESH_INTERVAL):
-                raise _unknown_key()
+                raise _key_not_known_yet()
             self._asked_for_unknown_at = self._clock()
             if not self._fetch_now():
                 raise _keys_unavailable()
@@ -289,6 +315,8 @@ def _bearer_token(authorization: str | None) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("the Authorization header must be Bearer <token>, an Entra ID access token")
+    if not token.isascii():
+        raise Unauthenticated("the bearer token is not a JWT")
     return token
 
 
@@ -309,6 +337,10 @@ def _unknown_key() -> Unauthenticated:
     return Unauthenticated("the bearer token is signed by a key the tenant does not publish")
 
 
+def _key_not_known_yet() -> Unavailable:
+    return Unavailable("the bearer token is signed by a key this instance does not know yet; it asks Entra ID again shortly; retry")
+
+
 def _keys_unavailable() -> Unavailable:
     return Unavailable("Entra ID's signing keys cannot be had now, so no caller can be verified; retry")
 
@@ -317,20 +349,23 @@ def _start_thread(run: Callable[[], None]) -> None:
     threading.Thread(target=run, name="entra-signing-keys", daemon=True).start()
 
 
-MAX_JWKS_BYTES = 256 * 1024
-JWKS_TIMEOUT = (3.05, 5)
-
-
 def jwks_fetcher(jwks_uri: str, ca_bundle: str | None = None) -> FetchKeys:
-    """Fetch the JWKS document at ``jwks_uri`` (fixed by settings), with short timeouts and a size cap."""
+    """Fetch the JWKS document at ``jwks_uri`` (fixed by settings): a 200 only, within a deadline and a size cap."""
 
     def fetch() -> Mapping[str, Any]:
+        deadline = time.monotonic() + JWKS_DEADLINE_SECONDS
         with requests.get(jwks_uri, timeout=JWKS_TIMEOUT, verify=ca_bundle or True, stream=True,
                           headers={"Accept": "application/json"}, allow_redirects=False) as response:
-            response.raise_for_status()
-            body = response.raw.read(MAX_JWKS_BYTES + 1, decode_content=True)
-        if len(body) > MAX_JWKS_BYTES:
-            raise ValueError(f"the JWKS document is larger than {MAX_JWKS_BYTES} bytes")
-        return json.loads(body)
+            if response.status_code != 200:
+                raise ValueError(f"the JWKS endpoint answered {response.status_code}")
+            body = bytearray()
+            # read1 returns what has arrived (each wait bounded by the read timeout), so the deadline is checked.
+            while chunk := response.raw.read1(MAX_JWKS_BYTES + 1, decode_content=True):
+                body += chunk
+                if len(body) > MAX_JWKS_BYTES:
+                    raise ValueError(f"the JWKS document is larger than {MAX_JWKS_BYTES} bytes")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the JWKS document took more than {JWKS_DEADLINE_SECONDS} s")
+        return json.loads(bytes(body))
 
     return fetch

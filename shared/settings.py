@@ -110,7 +110,8 @@ def load_caller_settings(environ: Mapping[str, str]) -> CallerSettings:
     env = {name: value.strip() for name, value in environ.items()}
     authority_host = env.get("ENTRA_AUTHORITY_HOST") or DEFAULT_ENTRA_AUTHORITY_HOST
     parts = _url_parts(authority_host)
-    if parts is None or parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/") or parts.query:
+    if (parts is None or parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/") or parts.query
+            or parts.fragment or parts.username is not None or parts.password is not None):
         raise ConfigurationError("ENTRA_AUTHORITY_HOST must be Entra ID's https authority, such as https://login.microsoftonline.com")
     ca_bundle = env.get("ENTRA_CA_BUNDLE") or None
     if ca_bundle is not None:
@@ -156,6 +157,7 @@ def _server_identities(env: Mapping[str, str]) -> dict[str, frozenset[str]]:
     if not isinstance(identities, _Members) or not identities:
         raise ConfigurationError(shape)
     permissions: dict[str, frozenset[str]] = {}
+    holders: dict[str, str] = {}
     for object_id, names in identities:
         object_id = object_id.lower()
         if object_id in permissions:
@@ -167,6 +169,10 @@ def _server_identities(env: Mapping[str, str]) -> dict[str, frozenset[str]]:
         for server in names:
             if server != DEFAULT_SERVER and not SERVER_NAME.fullmatch(server):
                 raise ConfigurationError(f'{name}: each server name must be {SERVER_NAME_RULE}, or "" for the default server')
+            # Two identities acting as one server could each sign with its CA key and rotate it under the other.
+            if holders.setdefault(server, object_id) != object_id:
+                shown = f'"{server}"' if server else 'the default server ("")'
+                raise ConfigurationError(f"{name} gives {shown} to two identities: a server name belongs to one identity only")
         permissions[object_id] = frozenset(names)
     return permissions
 

@@ -14,6 +14,7 @@ import json
 import os
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import azure.functions as func
 import pytest
@@ -26,7 +27,15 @@ from devtools.stack.callers import caller_settings
 from devtools.stack.services import start_entra
 from functions import keys, maintenance
 from shared import app_context
-from shared.caller_tokens import LEEWAY_SECONDS, MAX_AUTHORIZATION_BYTES, SigningKeys, TokenPolicy, TokenVerifier, jwks_fetcher
+from shared.caller_tokens import (
+    JWKS_DEADLINE_SECONDS,
+    LEEWAY_SECONDS,
+    MAX_AUTHORIZATION_BYTES,
+    SigningKeys,
+    TokenPolicy,
+    TokenVerifier,
+    jwks_fetcher,
+)
 from shared.callers import CallerGate
 from shared.settings import load_caller_settings
 from tests.integration.conftest import App
@@ -189,7 +198,8 @@ def test_a_burst_of_unknown_kids_fetches_the_keys_once_and_holds_no_valid_call(a
     valid_seconds = time.monotonic() - started
     for thread in threads:
         thread.join()
-    assert answers == [401] * 30 and valid_statuses == [200] * 20
+    # Looked up once: refused when that lookup shows the key absent, else "retry"; never served.
+    assert set(answers) <= {401, 503} and 401 in answers and valid_statuses == [200] * 20
     assert fetch.count == 2  # the first fetch, and one for all the unknown kids
     assert valid_seconds < 10
 
@@ -214,3 +224,54 @@ def test_entra_down_warm_calls_go_on_and_a_cold_instance_is_503(app, callers, tm
     response = key_call(app, token)
     assert response.status_code == 503 and json.loads(response.get_body())["error"]["code"] == "Unavailable"
     assert len(app.traffic.sent) == sent_before  # nothing was read for a caller who could not be verified
+
+
+class _JwksEndpoint(BaseHTTPRequestHandler):
+    """A JWKS endpoint that misbehaves as the test asks: drips its answer, or redirects."""
+
+    behaviour = "drip"
+
+    def do_GET(self) -> None:
+        if self.behaviour == "redirect":
+            self.send_response(302)
+            self.send_header("Location", "https://attacker.example/keys")
+            self.send_header("Content-Length", "11")
+            self.end_headers()
+            self.wfile.write(b'{"keys":[]}')
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        try:
+            for _ in range(60):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.5)
+        except OSError:
+            pass  # the client gave up, as it should
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def misbehaving_jwks():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _JwksEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/keys"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_jwks_endpoint_that_drips_is_given_up_at_the_deadline(misbehaving_jwks):
+    _JwksEndpoint.behaviour = "drip"
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        jwks_fetcher(misbehaving_jwks)()
+    assert time.monotonic() - started < JWKS_DEADLINE_SECONDS + 2
+
+
+def test_a_jwks_redirect_is_not_followed_nor_its_body_read(misbehaving_jwks):
+    _JwksEndpoint.behaviour = "redirect"
+    with pytest.raises(ValueError, match="answered 302"):
+        jwks_fetcher(misbehaving_jwks)()

@@ -102,3 +102,10 @@ def test_an_unreadable_id_blob_is_reported_without_naming_it(clock, vault, monke
     assert status == 503 and body["dependency"] == "blob_storage"
     assert "spire-secret-container" not in json.dumps(body) and "key-metadata" not in json.dumps(body)
     assert blob_failure in caplog.text  # the operator's log names it
+
+
+def test_caller_settings_that_refuse_every_call_make_health_503(clock, vault, monkeypatch):
+    monkeypatch.setattr(app_context, "_callers", None)
+    monkeypatch.delenv("ENTRA_TENANT_ID", raising=False)
+    status, body = call()
+    assert status == 503 and body["dependency"] == "settings" and "ENTRA_TENANT_ID" in body["error"]["message"]

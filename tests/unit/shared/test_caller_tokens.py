@@ -92,6 +92,7 @@ def test_no_header_is_refused_without_an_error_code():
     ("Bearer", "must be Bearer"),
     ("Bearer not-a-jwt", "not a JWT"),
     ("Bearer a.b.c", "not a JWT"),
+    ("Bearer \udcff.\u00e9.x", "not a JWT"),
     ("x" * (MAX_AUTHORIZATION_BYTES + 1), f"longer than {MAX_AUTHORIZATION_BYTES} bytes"),
 ])
 def test_what_is_not_a_bearer_jwt_is_refused(authorization, message):
@@ -127,7 +128,7 @@ def test_a_jku_header_is_never_followed():
     token = jwt.encode(tokens.claims(), attacker_key, algorithm="RS256",
                        headers={"kid": "attacker", "jku": "https://attacker.example/keys"})
     refused(bearer(token), verifier(tenant))
-    assert tenant.fetches == 2  # the tenant's own location only: the first fetch and one for the unknown kid
+    assert tenant.fetches == 1  # the tenant's own location only, once: that first fetch answers for the unknown kid too
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -239,15 +240,47 @@ def test_an_unknown_kid_refreshes_at_most_once_per_interval():
     tenant, clock = Tenant(), Clock()
     keys = SigningKeys(tenant.fetch, clock)
     keys.key(tokens.KID)
+    with pytest.raises(Unauthenticated):
+        keys.key("unknown")  # looked up: the tenant does not publish it
     for _ in range(50):
-        with pytest.raises(Unauthenticated):
-            keys.key("unknown")
+        with pytest.raises(Unavailable):
+            keys.key("unknown")  # not looked up again so soon: retry, never a refusal of what may be a new key
     assert tenant.fetches == 2
     clock.now += UNKNOWN_KEY_REFRESH_INTERVAL
     new_key = tokens.new_signing_key()
     tenant.published = {**tenant.published, "new": new_key}
     assert keys.key("new").public_numbers() == new_key.public_key().public_numbers()
     assert tenant.fetches == 3
+
+
+def test_a_key_the_tenant_starts_using_after_someone_spent_the_lookup_is_never_refused():
+    tenant, clock = Tenant(), Clock()
+    keys = SigningKeys(tenant.fetch, clock)
+    keys.key(tokens.KID)
+    with pytest.raises(Unauthenticated):
+        keys.key("forged")  # an outsider spends this interval's lookup
+    new_key = tokens.new_signing_key()
+    tenant.published = {**tenant.published, "new": new_key}
+    with pytest.raises(Unavailable):
+        keys.key("new")  # a SPIRE server's token by the new key: retried, not refused
+    clock.now += UNKNOWN_KEY_REFRESH_INTERVAL
+    assert keys.key("new").public_numbers() == new_key.public_key().public_numbers()
+
+
+def test_a_cold_instance_waits_for_one_fetch_at_most_its_deadline(monkeypatch):
+    monkeypatch.setattr("shared.caller_tokens.JWKS_DEADLINE_SECONDS", 0.2)
+    release = threading.Event()
+    keys = SigningKeys(lambda: release.wait(10) and tokens.jwks())
+    first = threading.Thread(target=lambda: keys.key(tokens.KID))
+    first.start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    with pytest.raises(Unavailable):
+        keys.key(tokens.KID)
+    assert time.monotonic() - started < 1
+    release.set()
+    first.join(5)
+    assert keys.key(tokens.KID) is not None
 
 
 def test_an_unknown_kid_whose_refresh_fails_is_unavailable():
@@ -279,8 +312,8 @@ def test_a_fetch_for_an_unknown_kid_holds_no_caller_of_a_known_key():
     started = time.monotonic()
     for _ in range(100):
         keys.key(tokens.KID)  # no wait on the slow fetch
-    with pytest.raises(Unauthenticated):
-        keys.key("another-unknown")  # nor for another unknown kid: refused at once
+    with pytest.raises(Unavailable):
+        keys.key("another-unknown")  # nor for another unknown kid: answered at once, to retry
     assert time.monotonic() - started < 1
     release.set()
     unknown.join(5)
