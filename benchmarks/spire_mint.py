@@ -2,9 +2,10 @@
 
 Three real spire-servers run on the local stack: one with SPIRE's in-memory KeyManager (the floor),
 one with SPIRE's built-in `azure_key_vault` KeyManager (the Go SDK, straight to localvault) and one
-with our plugin (plugin -> app on devhost -> the same localvault). A Go client (devtools/spire
-mintbench) mints through each server's API (svid v1 MintX509SVID over its Unix socket) in
-interleaved rounds, so machine noise reaches all three alike.
+with our plugin (plugin -> app on devhost -> the same localvault). The plugin signs in to the local
+Entra ID with a client secret, and sends its token with every call, which the app verifies. A Go
+client (devtools/spire mintbench) mints through each server's API (svid v1 MintX509SVID over its
+Unix socket) in interleaved rounds, so machine noise reaches all three alike.
 
 The breakdown of one mint through our path measures each stage at its own boundary. In the same
 rounds, the client also has the plugin's SignData sign without SPIRE (its HTTP round trip timed, and
@@ -29,6 +30,7 @@ import azure.functions as func
 
 from benchmarks.common import Figure, environ
 from devtools.spire.server import (
+    CLIENT_SECRET,
     AzureKeyVaultKeyManager,
     LocalApp,
     MemoryKeyManager,
@@ -36,17 +38,20 @@ from devtools.spire.server import (
     SpireServer,
     binaries,
     local_app,
+    plugin_data,
 )
 from devtools.stack.services import ROOT
 from functions import keys
 from shared import app_context
 from shared.algorithms import KeyType
-from shared.settings import load_settings
+from shared.settings import load_caller_settings, load_settings
 
 TRUST_DOMAIN = "bench.example.org"
 WARMUP = 10
 ROUNDS = 200
 MEMORY, BUILT_IN, PLUGIN = "in-memory", "built-in azure_key_vault", "plugin + app"
+# The plugin's identity; it acts as the server measured, and as the server of the stages' own sign.
+IDENTITY, PLUGIN_SERVER, STAGES_SERVER = "bench-spire-server", "bench", "bench-stages"
 # The Go SDK accepts a challenge whose resource host (port included) is a parent domain of the vault's.
 CHALLENGE_RESOURCE = "https://0.0.1:{port}"
 MINT_CLIENT_PACKAGE = "./mintbench"
@@ -71,7 +76,8 @@ def _measure(spire_server: Path, plugin: Path, mint_client: Path,
     vault only (the breakdown's), the in-app stages."""
     # devhost sends its Server-Timing only when asked (the Functions host never does); it inherits this.
     with (environ({"DEVHOST_SERVER_TIMING": "1"}), tempfile.TemporaryDirectory(prefix="spire-bench-") as tmp,
-          local_app(Path(tmp), TRUST_DOMAIN, CHALLENGE_RESOURCE, vault_sign_latency_ms) as app):
+          local_app(Path(tmp), TRUST_DOMAIN, {IDENTITY: (PLUGIN_SERVER, STAGES_SERVER)}, CHALLENGE_RESOURCE,
+                    vault_sign_latency_ms) as app):
         work = Path(tmp)
         servers = _servers(spire_server, plugin, app, work)
         try:
@@ -79,7 +85,7 @@ def _measure(spire_server: Path, plugin: Path, mint_client: Path,
                 server.start()
             for server in servers.values():
                 server.wait_healthy()
-            mints, through_plugin = _mint(mint_client, list(servers.values()), app.devhost.url)
+            mints, through_plugin = _mint(mint_client, list(servers.values()), app)
             in_app = _sign_in_app(app) if not vault_sign_latency_ms else {}
         finally:
             for server in servers.values():
@@ -96,13 +102,16 @@ def _servers(spire_server: Path, plugin: Path, app: LocalApp, work: Path) -> dic
         "IDENTITY_HEADER": "local-development",
         "SSL_CERT_FILE": app.vault.details["ca_bundle"],
     }
+    sign_in = app.sign_in(IDENTITY, CLIENT_SECRET)
     return {
         MEMORY: SpireServer(spire_server, work / "memory", TRUST_DOMAIN, MemoryKeyManager()),
         BUILT_IN: SpireServer(
             spire_server, work / "built-in", TRUST_DOMAIN,
-            AzureKeyVaultKeyManager(f"https://127.0.0.1:{vault_port}", "bench-built-in"), env=built_in_env,
+            AzureKeyVaultKeyManager(f"https://127.0.0.1:{vault_port}", "bench-built-in", built_in_env),
         ),
-        PLUGIN: SpireServer(spire_server, work / "plugin", TRUST_DOMAIN, PluginKeyManager(plugin, app.devhost.url, "bench")),
+        PLUGIN: SpireServer(
+            spire_server, work / "plugin", TRUST_DOMAIN, PluginKeyManager(plugin, app.devhost.url, PLUGIN_SERVER, sign_in),
+        ),
     }
 
 
@@ -112,11 +121,15 @@ def _build_mint_client(work: Path) -> Path:
     return binary
 
 
-def _mint(mint_client: Path, servers: list[SpireServer], app_url: str) -> tuple[list[list[float]], dict[str, list[float]]]:
-    """Each server's mint latencies, and the plugin's signing stages, in seconds, from interleaved rounds."""
+def _mint(mint_client: Path, servers: list[SpireServer], app: LocalApp) -> tuple[list[list[float]], dict[str, list[float]]]:
+    """Each server's mint latencies, and the plugin's signing stages, in seconds, from interleaved rounds.
+
+    The client signs in in its own process as the plugin in spire-server does, from its environment.
+    """
+    sign_in = app.sign_in(IDENTITY, CLIENT_SECRET)
     argv = [str(mint_client), "-trust-domain", TRUST_DOMAIN, "-warmup", str(WARMUP), "-rounds", str(ROUNDS),
-            "-plugin-app-url", app_url, "-plugin-server-name", "bench-stages", *(str(server.socket_path) for server in servers)]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+            "-plugin-data", plugin_data(app.devhost.url, sign_in, STAGES_SERVER), *(str(server.socket_path) for server in servers)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600, env={**os.environ, **sign_in.env})
     if result.returncode != 0:
         raise RuntimeError(f"mintbench failed: {result.stderr.strip()[-500:]}")
     output = json.loads(result.stdout)
@@ -125,7 +138,10 @@ def _mint(mint_client: Path, servers: list[SpireServer], app_url: str) -> tuple[
 
 
 def _sign_in_app(app: LocalApp) -> dict[str, list[float]]:
-    """The sign_data handler in this process against the same vault: its time, its Key Vault call, the vault's own."""
+    """The sign_data handler in this process against the same vault: its time, its Key Vault call, the vault's own.
+
+    Each call carries the plugin identity's token, which the handler verifies as the app does.
+    """
     vault_times: list[float] = []
 
     def record_vault_time(response) -> None:
@@ -139,8 +155,12 @@ def _sign_in_app(app: LocalApp) -> dict[str, list[float]]:
     call_times: list[float] = []
     manager._vault.sign = _timed(manager._vault.sign, call_times)  # noqa: SLF001 (instrumenting the one call)
     body = json.dumps({"data": "q" * 43 + "=", "hash_algorithm": "SHA256", "key_fingerprint": key.fingerprint}).encode()
-    request = func.HttpRequest("POST", "http://localhost/api/keys/bench-in-app/sign", body=body, route_params={"key_id": "bench-in-app"})
+    token = app.entra.token(app.identities[IDENTITY], app.api)
+    headers = {"Authorization": f"Bearer {token}", "X-SPIRE-Server-Name": STAGES_SERVER}
+    request = func.HttpRequest("POST", "http://localhost/api/keys/bench-in-app/sign", body=body, headers=headers,
+                               route_params={"key_id": "bench-in-app"})
     app_context._key_manager = manager
+    app_context._callers = app_context.build_caller_gate(load_caller_settings(app.env))
     handler_times: list[float] = []
     try:
         for _ in range(WARMUP + ROUNDS):
@@ -150,6 +170,7 @@ def _sign_in_app(app: LocalApp) -> dict[str, list[float]]:
             assert response.status_code == 200, response.get_body()
     finally:
         app_context._key_manager = None
+        app_context._callers = None
     return {"handler": handler_times[WARMUP:], "vault_call": call_times[WARMUP:], "vault": vault_times[-ROUNDS:]}
 
 

@@ -330,7 +330,8 @@ def another_servers_token_is_refused(run: Run) -> str:
     for method, path, body in attempts:
         status, answer = run.call_app(method, path, BETA, alpha_token, body)
         error = answer.get("error") or {}
-        check(status == 403 and error.get("code") == "PermissionDenied", f"{method} {path} as e2e-beta with e2e-alpha's token: {status} {answer}")
+        check(status == 403 and error.get("code") == "PermissionDenied",
+              f"{method} {path} as e2e-beta with e2e-alpha's token: {status} {answer}")
         check(alpha_object_id in error.get("message", ""), f"the refusal does not name e2e-alpha's object id: {error}")
     check(run.app_keys(BETA) == beta_keys, "e2e-beta's keys changed")
     return f"the app's answer: {error['message']}"

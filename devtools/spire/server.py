@@ -79,8 +79,13 @@ def entra_sign_in(entra: Service, api: Api, principal: Principal, credential: st
 def plugin_data(app_url: str, sign_in: EntraSignIn, server_name: str | None = None) -> str:
     """The plugin's plugin_data settings, one per line: the app, the server it acts as, how it signs in."""
     server = {} if server_name is None else {"server_name": server_name}
-    settings = {"app_url": app_url, **server, **sign_in.settings}
-    return "\n".join(f"{name} = {json.dumps(value)}" for name, value in settings.items())
+    return _hcl_settings({"app_url": app_url, **server, **sign_in.settings})
+
+
+def _hcl_settings(settings: Mapping[str, str | bool | Path], indent: str = "") -> str:
+    """HCL attributes, one a line; JSON's string escapes are HCL's."""
+    return "\n".join(f"{indent}{name} = {json.dumps(value if isinstance(value, (str, bool)) else str(value))}"
+                     for name, value in settings.items())
 
 
 @dataclass(frozen=True)
@@ -233,18 +238,14 @@ class SpireServer(SpireProcess):
     port: int = field(default_factory=_free_port)
 
     def config(self) -> str:
+        server = _hcl_settings({
+            "bind_address": "127.0.0.1", "bind_port": str(self.port), "socket_path": self.socket_path,
+            "trust_domain": self.trust_domain, "data_dir": self.directory / "data", "log_level": "DEBUG",
+            "ca_key_type": "ec-p256", "jwt_key_type": "ec-p256", "ca_ttl": self.ca_ttl,
+            "default_x509_svid_ttl": self.svid_ttl, "default_jwt_svid_ttl": self.svid_ttl,
+        }, "  ")
         return f"""server {{
-  bind_address = "127.0.0.1"
-  bind_port = "{self.port}"
-  socket_path = "{self.socket_path}"
-  trust_domain = "{self.trust_domain}"
-  data_dir = "{self.directory / 'data'}"
-  log_level = "DEBUG"
-  ca_key_type = "ec-p256"
-  jwt_key_type = "ec-p256"
-  ca_ttl = "{self.ca_ttl}"
-  default_x509_svid_ttl = "{self.svid_ttl}"
-  default_jwt_svid_ttl = "{self.svid_ttl}"
+{server}
 }}
 
 plugins {{
@@ -303,14 +304,13 @@ class SpireAgent(SpireProcess):
         return self.directory / "trust-bundle.pem"
 
     def config(self) -> str:
+        agent = _hcl_settings({
+            "data_dir": self.directory / "data", "log_level": "DEBUG", "server_address": "127.0.0.1",
+            "server_port": str(self.server.port), "socket_path": self.socket_path,
+            "trust_bundle_path": self.trust_bundle_path, "trust_domain": self.server.trust_domain,
+        }, "  ")
         return f"""agent {{
-  data_dir = "{self.directory / 'data'}"
-  log_level = "DEBUG"
-  server_address = "127.0.0.1"
-  server_port = "{self.server.port}"
-  socket_path = "{self.socket_path}"
-  trust_bundle_path = "{self.trust_bundle_path}"
-  trust_domain = "{self.server.trust_domain}"
+{agent}
 }}
 
 plugins {{

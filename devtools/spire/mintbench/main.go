@@ -5,11 +5,14 @@
 // start. Servers are visited in interleaved rounds, their order rotating each round, so that
 // machine noise reaches every server alike.
 //
-// With -plugin-app-url, each round also has the plugin's SignData sign once, called in this
-// process without SPIRE, timing its HTTP round trip to the app and reading the app's own time
-// (devhost's Server-Timing): the stages of a mint through the plugin, under the same load.
+// With -plugin-data, each round also has the plugin's SignData sign once, called in this process
+// without SPIRE, timing its HTTP round trip to the app and reading the app's own time (devhost's
+// Server-Timing): the stages of a mint through the plugin, under the same load. The plugin is
+// configured with that plugin_data (app_url, server_name, how it signs in to Entra ID), and signs
+// in at start as it does in spire-server: this process's environment must hold what the
+// credential reads.
 //
-//	mintbench -trust-domain example.org [-warmup 10] [-rounds 200] [-plugin-app-url URL -plugin-server-name NAME] api1.sock ...
+//	mintbench -trust-domain example.org [-warmup 10] [-rounds 200] [-plugin-data HCL] api1.sock ...
 //
 // Output (stdout, JSON): {"nanoseconds": [[server 1's mints...], ...], "plugin": {"sign": [...],
 // "round_trip": [...], "function": [...]}}.
@@ -37,14 +40,13 @@ func main() {
 	warmup := flag.Int("warmup", 10, "mints per server before measuring")
 	rounds := flag.Int("rounds", 200, "measured mints per server")
 	trustDomain := flag.String("trust-domain", "", "the servers' trust domain")
-	appURL := flag.String("plugin-app-url", "", "also sign through the plugin, against the app at this URL")
-	serverName := flag.String("plugin-server-name", "", "the plugin's server_name when signing through it")
+	pluginData := flag.String("plugin-data", "", "also sign through the plugin, configured with this plugin_data (HCL)")
 	flag.Parse()
 	if *trustDomain == "" || flag.NArg() == 0 {
-		fmt.Fprintln(os.Stderr, "usage: mintbench -trust-domain TD [-warmup N] [-rounds N] [-plugin-app-url URL [-plugin-server-name NAME]] SOCKET...")
+		fmt.Fprintln(os.Stderr, "usage: mintbench -trust-domain TD [-warmup N] [-rounds N] [-plugin-data HCL] SOCKET...")
 		os.Exit(2)
 	}
-	if err := run(*trustDomain, *appURL, *serverName, *warmup, *rounds, flag.Args()); err != nil {
+	if err := run(*trustDomain, *pluginData, *warmup, *rounds, flag.Args()); err != nil {
 		fmt.Fprintln(os.Stderr, "mintbench:", err)
 		os.Exit(1)
 	}
@@ -53,7 +55,7 @@ func main() {
 // target is one thing timed each round; measured says whether the round counts.
 type target func(measured bool) error
 
-func run(trustDomain, appURL, serverName string, warmup, rounds int, sockets []string) error {
+func run(trustDomain, pluginData string, warmup, rounds int, sockets []string) error {
 	// One CSR for every mint: building it is the client's work, not the server's.
 	csr, err := newCSR(trustDomain)
 	if err != nil {
@@ -80,8 +82,8 @@ func run(trustDomain, appURL, serverName string, warmup, rounds int, sockets []s
 		})
 	}
 	var stages *pluginStages
-	if appURL != "" {
-		if stages, err = newPluginStages(trustDomain, appURL, serverName); err != nil {
+	if pluginData != "" {
+		if stages, err = newPluginStages(trustDomain, pluginData); err != nil {
 			return err
 		}
 		targets = append(targets, stages.sign)

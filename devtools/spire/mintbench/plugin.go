@@ -87,15 +87,15 @@ type pluginStages struct {
 	samples map[string][]int64
 }
 
-func newPluginStages(trustDomain, appURL, serverName string) (*pluginStages, error) {
-	// The plugin's HTTP client uses the default transport: time it there.
+func newPluginStages(trustDomain, pluginData string) (*pluginStages, error) {
+	// The plugin's HTTP client uses the default transport: time it there. Its credential has a
+	// transport of its own (azcore's) and a cached token, so signing in adds no trip to a sign.
 	timer := &roundTripTimer{base: http.DefaultTransport}
 	http.DefaultTransport = timer
 	plugin := keymanager.New()
 	ctx := context.Background()
-	hcl := fmt.Sprintf("app_url = %q\nserver_name = %q\n", appURL, serverName)
 	if _, err := plugin.Configure(ctx, &configv1.ConfigureRequest{
-		HclConfiguration:  hcl,
+		HclConfiguration:  pluginData,
 		CoreConfiguration: &configv1.CoreConfiguration{TrustDomain: trustDomain},
 	}); err != nil {
 		return nil, err

@@ -10,14 +10,44 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// signingApp answers like the app for mintbench's key; its second sign is throttled once, so the
-// plugin retries it. Each sign that succeeds reports its number as the app's time in milliseconds.
+const (
+	apiClientID    = "00000000-0000-0000-0000-0000000000a1"
+	identityHeader = "mintbench-identity-header"
+	// What the plugin reads of a token: it says who signed in; only the app verifies it.
+	accessToken = "eyJhbGciOiJSUzI1NiJ9.eyJvaWQiOiJtaW50YmVuY2gifQ.c2lnbmF0dXJl"
+)
+
+// managedIdentityEndpoint answers like App Service's managed-identity endpoint (IDENTITY_ENDPOINT),
+// from which the plugin's own azidentity credential gets its token; it counts the tokens it gives.
+func managedIdentityEndpoint(t *testing.T, issued *atomic.Int32) *httptest.Server {
+	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		resource := r.URL.Query().Get("resource")
+		if r.Header.Get("X-IDENTITY-HEADER") != identityHeader || resource != "api://"+apiClientID {
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = fmt.Fprint(w, `{"statusCode": 400, "message": "not the identity header or the app's API"}`)
+			return
+		}
+		issued.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{
+			"access_token": accessToken, "expires_on": strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10),
+			"resource": resource, "token_type": "Bearer",
+		})
+	}))
+	t.Cleanup(endpoint.Close)
+	return endpoint
+}
+
+// signingApp answers like the app for mintbench's key, to requests with the token only; its
+// second sign is throttled once, so the plugin retries it. Each sign that succeeds reports its
+// number as the app's time in milliseconds.
 func signingApp(t *testing.T) *httptest.Server {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -31,6 +61,11 @@ func signingApp(t *testing.T) *httptest.Server {
 	var signs atomic.Int32
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
+		if r.Header.Get("Authorization") != "Bearer "+accessToken {
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = fmt.Fprint(w, `{"error": {"code": "Unauthenticated", "message": "no access token"}}`)
+			return
+		}
 		if !strings.HasSuffix(r.URL.Path, "/sign") {
 			_ = json.NewEncoder(w).Encode(map[string]any{"public_key": map[string]any{
 				"id": directKeyID, "type": "ec-p256", "pkix_data": pkix, "fingerprint": fingerprint,
@@ -51,18 +86,29 @@ func signingApp(t *testing.T) *httptest.Server {
 	return app
 }
 
-func TestASampleIsTheRoundTripOfItsOwnCallAndARetriedCallHasNone(t *testing.T) {
+// newSignedInStages configures the plugin as the benchmark does, signing in as a managed identity.
+func newSignedInStages(t *testing.T, issued *atomic.Int32) *pluginStages {
+	t.Setenv("IDENTITY_ENDPOINT", managedIdentityEndpoint(t, issued).URL+"/msi/token")
+	t.Setenv("IDENTITY_HEADER", identityHeader)
 	transport := http.DefaultTransport
 	t.Cleanup(func() { http.DefaultTransport = transport })
-	stages, err := newPluginStages("example.org", signingApp(t).URL, "mintbench")
+	pluginData := fmt.Sprintf("app_url = %q\nserver_name = \"mintbench\"\napi_client_id = %q\ncredential = \"managed_identity\"\n",
+		signingApp(t).URL, apiClientID)
+	stages, err := newPluginStages("example.org", pluginData)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return stages
+}
+
+func TestASampleIsTheRoundTripOfItsOwnCallAndARetriedCallHasNone(t *testing.T) {
+	var issued atomic.Int32
+	stages := newSignedInStages(t, &issued)
 
 	if err := stages.sign(true); err != nil {
 		t.Fatal(err)
 	}
-	err = stages.sign(true)
+	err := stages.sign(true)
 	if err == nil || !strings.Contains(err.Error(), "the call made 2 HTTP round trips, not 1") {
 		t.Fatalf("a retried sign gave a sample: error %v, samples %v", err, stages.samples)
 	}
@@ -74,5 +120,8 @@ func TestASampleIsTheRoundTripOfItsOwnCallAndARetriedCallHasNone(t *testing.T) {
 	}
 	if got := stages.samples["function"][1]; got != 4*time.Millisecond.Nanoseconds() {
 		t.Fatalf("the third call's sample is %v, not its own round trip's 4ms", time.Duration(got))
+	}
+	if got := issued.Load(); got != 1 {
+		t.Fatalf("the plugin got %d tokens, not the one it signed in with: a sign would have timed a token's round trip", got)
 	}
 }
