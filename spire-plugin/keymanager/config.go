@@ -3,16 +3,25 @@ package keymanager
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/hashicorp/hcl"
+	"github.com/hashicorp/hcl/hcl/ast"
+	hclparser "github.com/hashicorp/hcl/hcl/parser"
 	"github.com/hashicorp/hcl/hcl/token"
+	jsonparser "github.com/hashicorp/hcl/json/parser"
 )
 
 const (
@@ -21,6 +30,8 @@ const (
 	maxRequestTimeout = 30 * time.Second
 	// Every setting of the retired function key scheme starts so.
 	retiredFunctionKeyPrefix = "function_key_"
+	// The setting refused because it would hold the secret itself.
+	inlineSecretSetting = "app_secret"
 )
 
 // The app's rule for server names: they become part of blob paths and Key Vault key names.
@@ -30,7 +41,26 @@ var (
 	guidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$`)
 	// A tenant is named by its GUID or one of its domains; azidentity allows no other characters.
 	tenantIDPattern = regexp.MustCompile(`^[0-9A-Za-z.-]{1,256}$`)
+	// The name of an environment variable, as a shell writes it.
+	environmentVariablePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
+
+// What an error may quote back of an invalid value. A secret pasted into the wrong setting must
+// not reach SPIRE's log through the error that refuses it, so a value is repeated only when it has
+// the shape of what the setting expects, and an Entra ID client secret (40 characters, with '~')
+// never has it; otherwise the error says what is wrong with the value without repeating it.
+var (
+	// An id no longer than a GUID, of the characters a GUID or a tenant's domain may hold, or an
+	// Application ID URI such as api://keymanager, written where its client id belongs.
+	shownIDPattern = regexp.MustCompile(`^([0-9A-Za-z.-]{1,36}|api://[0-9A-Za-z.-]{1,64})$`)
+	// A host name without https://, in lowercase, with a top-level domain of letters.
+	shownHostPattern = regexp.MustCompile(`^[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,63}(:[0-9]{1,5})?(/[a-z0-9._/-]*)?$`)
+	// A word, as a mistyped credential kind is.
+	shownCredentialPattern = regexp.MustCompile(`^[A-Za-z_-]{1,32}$`)
+)
+
+// notRepeated ends the errors that do not repeat the value at fault.
+const notRepeated = "the value is not repeated, in case it is a misplaced secret"
 
 // credentialKind is how the plugin signs in to Microsoft Entra ID.
 type credentialKind string
@@ -75,10 +105,18 @@ type pluginData struct {
 	ManagedIdentityClientID  string `hcl:"managed_identity_client_id"`
 	AuthorityHost            string `hcl:"authority_host"`
 	DisableInstanceDiscovery bool   `hcl:"disable_instance_discovery"`
-
-	// Settings the plugin does not take: kept to refuse the retired ones and an inline secret.
-	UnknownSettings map[string][]token.Pos `hcl:",unusedKeyPositions"`
 }
+
+// knownSettings are the settings pluginData takes, by their case-folded name.
+var knownSettings = func() map[string]string {
+	known := make(map[string]string)
+	fields := reflect.TypeFor[pluginData]()
+	for i := range fields.NumField() {
+		name, _, _ := strings.Cut(fields.Field(i).Tag.Get("hcl"), ",")
+		known[foldCase(name)] = name
+	}
+	return known
+}()
 
 // namedCredentialSettings are the credential settings the configuration gives a value.
 func (d *pluginData) namedCredentialSettings() []string {
@@ -126,12 +164,16 @@ type credentialSettings struct {
 
 // parseSettings decodes and validates plugin_data; every error names the setting at fault.
 func parseSettings(hclConfiguration, trustDomain string) (*settings, error) {
-	var data pluginData
-	if err := hcl.Decode(&data, hclConfiguration); err != nil {
-		return nil, fmt.Errorf("unable to decode plugin_data: %w", err)
-	}
-	if err := refuseUnknownSettings(data.UnknownSettings); err != nil {
+	file, err := parsePluginData(hclConfiguration)
+	if err != nil {
 		return nil, err
+	}
+	if err := checkSettingNames(file); err != nil {
+		return nil, err
+	}
+	var data pluginData
+	if err := hcl.DecodeObject(&data, file); err != nil {
+		return nil, fmt.Errorf("unable to decode plugin_data: %s", withoutQuotedText(err.Error()))
 	}
 	if trustDomain == "" {
 		return nil, fmt.Errorf("the server's trust domain is missing from the core configuration")
@@ -141,7 +183,8 @@ func parseSettings(hclConfiguration, trustDomain string) (*settings, error) {
 		return nil, err
 	}
 	if data.ServerName != "" && !serverNamePattern.MatchString(data.ServerName) {
-		return nil, fmt.Errorf("server_name %q is invalid: 1 to 63 lowercase letters, digits, '-', '.' or '_', starting and ending with a letter or digit", data.ServerName)
+		return nil, fmt.Errorf("server_name is invalid: 1 to 63 lowercase letters, digits, '-', '.' or '_', starting and ending with a letter or digit; "+
+			"this value %s (%s)", serverNameFault(data.ServerName), notRepeated)
 	}
 	timeout, err := parseRequestTimeout(data.RequestTimeout)
 	if err != nil {
@@ -167,24 +210,131 @@ func parseSettings(hclConfiguration, trustDomain string) (*settings, error) {
 	}, nil
 }
 
-// refuseUnknownSettings refuses the settings of the retired function key scheme, naming what
-// replaced them, and a secret written into the configuration. Other unknown settings are ignored,
-// as SPIRE's own plugins do.
-func refuseUnknownSettings(unknown map[string][]token.Pos) error {
-	names := make([]string, 0, len(unknown))
-	for name := range unknown {
-		names = append(names, name)
+// parsePluginData parses plugin_data, HCL or JSON, as hcl.Decode does, keeping a setting given more
+// than once as hcl.Decode does (it would then take the last), so that checkSettingNames can look
+// at the settings' names before the decoder takes them.
+func parsePluginData(configuration string) (*ast.File, error) {
+	parse := hclparser.ParseDontErrorOnDuplicateKeys
+	// hcl.Decode reads JSON when the first character that is not a space opens an object.
+	if first, _ := utf8.DecodeRuneInString(strings.TrimLeftFunc(configuration, unicode.IsSpace)); first == '{' {
+		parse = jsonparser.Parse
 	}
-	slices.Sort(names)
-	for _, name := range names {
-		switch lower := strings.ToLower(name); {
-		case strings.HasPrefix(lower, retiredFunctionKeyPrefix):
-			return fmt.Errorf("%s is no longer used: the app takes no function keys; the plugin signs in to Microsoft Entra ID instead: set credential and api_client_id", name)
-		case lower == "app_secret":
-			return fmt.Errorf("app_secret is refused: a secret does not belong in the configuration; set app_secret_file or app_secret_env to where it is")
+	file, err := parse([]byte(configuration))
+	if err != nil {
+		return nil, fmt.Errorf("unable to decode plugin_data: %s", withoutQuotedText(err.Error()))
+	}
+	return file, nil
+}
+
+// checkSettingNames refuses the settings of the retired function key scheme, naming what
+// replaced them, a secret written into the configuration, and a setting given more than once.
+// Other unknown settings are ignored, as SPIRE's own plugins do.
+//
+// A setting's name is compared as HCL's decoder matches it to a field: unquoted, and with
+// strings.EqualFold, so that "app_secret" or APP_SECRET is refused like app_secret, and
+// "Server_Name", which the decoder takes for server_name, counts as server_name.
+func checkSettingNames(file *ast.File) error {
+	var items []*ast.ObjectItem
+	switch node := file.Node.(type) {
+	case *ast.ObjectList:
+		items = node.Items
+	case *ast.ObjectType:
+		items = node.List.Items
+	}
+	given := make(map[string][]token.Pos)
+	for _, item := range items {
+		if len(item.Keys) == 0 {
+			continue
+		}
+		key := item.Keys[0].Token
+		if key.Type != token.IDENT && key.Type != token.STRING {
+			continue
+		}
+		name, _ := key.Value().(string)
+		folded := foldCase(name)
+		switch {
+		case strings.HasPrefix(folded, foldCase(retiredFunctionKeyPrefix)):
+			shown := retiredFunctionKeyPrefix + "* settings are"
+			if environmentVariablePattern.MatchString(name) && len(name) <= 64 {
+				shown = name + " is"
+			}
+			return fmt.Errorf("%s no longer used: the app takes no function keys; the plugin signs in to Microsoft Entra ID instead: set credential and api_client_id", shown)
+		case folded == foldCase(inlineSecretSetting):
+			return fmt.Errorf("%s is refused: a secret does not belong in the configuration; set app_secret_file or app_secret_env to where it is", inlineSecretSetting)
+		}
+		if setting, known := knownSettings[folded]; known {
+			given[setting] = append(given[setting], key.Pos)
 		}
 	}
-	return nil
+	repeated := make([]string, 0, len(given))
+	for setting, positions := range given {
+		if len(positions) > 1 {
+			repeated = append(repeated, setting)
+		}
+	}
+	if len(repeated) == 0 {
+		return nil
+	}
+	slices.Sort(repeated)
+	setting := repeated[0]
+	var at []string
+	for _, position := range given[setting] {
+		if position.IsValid() {
+			at = append(at, position.String())
+		}
+	}
+	where := ""
+	if len(at) == len(given[setting]) {
+		where = " (at " + strings.Join(at, ", ") + ")"
+	}
+	return fmt.Errorf("%s is set %d times%s, in whatever case or quotes: set it once; the decoder would silently have taken the last", setting, len(given[setting]), where)
+}
+
+// foldCase maps each character to the smallest of those strings.EqualFold takes for it, so that
+// two names are equal folded exactly when strings.EqualFold says they are.
+func foldCase(name string) string {
+	return strings.Map(func(r rune) rune {
+		smallest := r
+		for other := unicode.SimpleFold(r); other != r; other = unicode.SimpleFold(other) {
+			smallest = min(smallest, other)
+		}
+		return smallest
+	}, name)
+}
+
+// What a parser's error quotes from its input: a token with its text, keys, a port, a character.
+var (
+	unknownTokenText = regexp.MustCompile(`(?is)(unknown token): .*$`)
+	keysText         = regexp.MustCompile(`(?s)key '.*' (expected start of object)`)
+	quotedText       = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
+)
+
+// withoutQuotedText drops from a parser's error the text it quotes from the configuration, which
+// may be a secret written where it does not belong, and keeps the position and the reason.
+func withoutQuotedText(message string) string {
+	shortened := unknownTokenText.ReplaceAllString(message, "$1")
+	shortened = keysText.ReplaceAllString(shortened, "key … $1")
+	shortened = quotedText.ReplaceAllString(shortened, "…")
+	if shortened == message {
+		return message
+	}
+	return shortened + " (the text at fault is not repeated, in case it is a misplaced secret)"
+}
+
+// serverNameFault says what is wrong with a server name that does not match serverNamePattern.
+func serverNameFault(name string) string {
+	switch {
+	case len(name) > 63:
+		return "is longer than 63 characters"
+	case strings.ContainsFunc(name, unicode.IsUpper):
+		return "holds upper-case letters"
+	case strings.ContainsFunc(name, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_')
+	}):
+		return "holds a character other than lowercase letters, digits, '-', '.' and '_'"
+	default:
+		return "starts or ends with '-', '.' or '_'"
+	}
 }
 
 // parseAppURL accepts the app's base URL: HTTPS, or HTTP to a loopback address (the local stack),
@@ -197,7 +347,8 @@ func parseAppURL(raw string) (*url.URL, error) {
 }
 
 // parseBaseURL accepts an absolute https URL, or http where httpAllowed says so, without user
-// info, query or fragment. Its errors never repeat the user info or query, which may hold a secret.
+// info, query or fragment. Its errors never repeat the user info or query, which may hold a secret,
+// nor a value without a scheme or host, which may be a secret rather than a URL.
 func parseBaseURL(setting, raw string, httpAllowed func(*url.URL) bool) (*url.URL, error) {
 	parsed, err := url.Parse(raw)
 	if err != nil {
@@ -205,11 +356,17 @@ func parseBaseURL(setting, raw string, httpAllowed func(*url.URL) bool) (*url.UR
 		if errors.As(err, &urlError) {
 			err = urlError.Err // without the URL it quotes
 		}
-		return nil, fmt.Errorf("%s is not a URL: %w", setting, err)
+		// Without the port, character or escape it quotes, too.
+		return nil, fmt.Errorf("%s is not a URL: %s", setting, withoutQuotedText(err.Error()))
 	}
 	shown := (&url.URL{Scheme: parsed.Scheme, Host: parsed.Host, Path: parsed.Path}).String()
 	switch {
-	case parsed.Host == "" || (parsed.Scheme != "https" && parsed.Scheme != "http"):
+	case (parsed.Scheme == "" || parsed.Host == "") && shownHostPattern.MatchString(raw):
+		return nil, fmt.Errorf("%s %q must be an absolute https URL", setting, raw)
+	case parsed.Scheme == "" || parsed.Host == "":
+		// "//" followed by anything parses as a host and a path: a secret could start so.
+		return nil, fmt.Errorf("%s must be an absolute https URL: this value has no scheme or no host (%s)", setting, notRepeated)
+	case parsed.Scheme != "https" && parsed.Scheme != "http":
 		return nil, fmt.Errorf("%s %q must be an absolute https URL", setting, shown)
 	case parsed.User != nil || parsed.RawQuery != "" || parsed.ForceQuery || parsed.Fragment != "":
 		return nil, fmt.Errorf("%s %q must not hold user info, a query or a fragment", setting, shown)
@@ -235,10 +392,12 @@ func parseRequestTimeout(raw string) (time.Duration, error) {
 	}
 	timeout, err := time.ParseDuration(raw)
 	if err != nil {
-		return 0, fmt.Errorf("request_timeout %q is not a duration such as \"10s\": %w", raw, err)
+		// time.ParseDuration's error quotes the value.
+		return 0, fmt.Errorf("request_timeout is not a duration such as \"10s\": %s", withoutQuotedText(err.Error()))
 	}
 	if timeout <= 0 || timeout > maxRequestTimeout {
-		return 0, fmt.Errorf("request_timeout %q must be more than 0 and at most %s", raw, maxRequestTimeout)
+		// The value is a duration, shown as Go writes it: not a secret.
+		return 0, fmt.Errorf("request_timeout %s must be more than 0 and at most %s", timeout, maxRequestTimeout)
 	}
 	return timeout, nil
 }
@@ -251,8 +410,10 @@ func parseCredential(data *pluginData) (credentialSettings, error) {
 	switch {
 	case data.Credential == "":
 		return credentialSettings{}, fmt.Errorf("credential is required: how to sign in to Microsoft Entra ID, one of %s", credentialKinds)
-	case !known:
+	case !known && shownCredentialPattern.MatchString(data.Credential):
 		return credentialSettings{}, fmt.Errorf("credential %q is not one of %s", data.Credential, credentialKinds)
+	case !known:
+		return credentialSettings{}, fmt.Errorf("credential is not one of %s (%s)", credentialKinds, notRepeated)
 	}
 	for _, name := range data.namedCredentialSettings() {
 		if !slices.Contains(takes, name) {
@@ -295,7 +456,9 @@ func parseCredential(data *pluginData) (credentialSettings, error) {
 
 func validateIDs(data *pluginData) error {
 	if data.TenantID != "" && !tenantIDPattern.MatchString(data.TenantID) {
-		return fmt.Errorf("tenant_id %q is not a tenant id: a GUID, or a domain such as contoso.onmicrosoft.com", data.TenantID)
+		// A tenant id tenantIDPattern refuses is never one shownIDPattern would show.
+		return fmt.Errorf("tenant_id is not a tenant id: a GUID, or a domain such as contoso.onmicrosoft.com; "+
+			"this value holds characters neither can, or is too long (%s)", notRepeated)
 	}
 	if err := validateClientID("app_id", data.AppID); err != nil {
 		return err
@@ -305,10 +468,15 @@ func validateIDs(data *pluginData) error {
 
 // validateClientID accepts an empty value, which the caller has dealt with, or a GUID.
 func validateClientID(setting, value string) error {
-	if value != "" && !guidPattern.MatchString(value) {
+	switch {
+	case value == "" || guidPattern.MatchString(value):
+		return nil
+	case shownIDPattern.MatchString(value):
 		return fmt.Errorf("%s %q is not a client id: a GUID such as 00000000-0000-0000-0000-000000000000", setting, value)
+	default:
+		return fmt.Errorf("%s is not a client id: a GUID such as 00000000-0000-0000-0000-000000000000; "+
+			"this value is longer than a GUID or holds characters a GUID cannot (%s)", setting, notRepeated)
 	}
-	return nil
 }
 
 // readWorkloadIdentityEnvironment takes what tenant_id and app_id leave open, and the service
@@ -340,12 +508,17 @@ func (c *credentialSettings) readWorkloadIdentityEnvironment() error {
 }
 
 // readAppSecret reads the secret from the named file or environment variable. The configuration
-// names where the secret is, never the secret itself.
+// names where the secret is, never the secret itself; should it hold the secret nonetheless, the
+// errors do not repeat it.
 func readAppSecret(data *pluginData) (secret, source string, err error) {
 	switch {
 	case data.AppSecretEnv != "" && data.AppSecretFile != "":
 		return "", "", fmt.Errorf("app_secret_file and app_secret_env are exclusive: set one")
 	case data.AppSecretEnv != "":
+		if !environmentVariablePattern.MatchString(data.AppSecretEnv) {
+			return "", "", fmt.Errorf("app_secret_env is not the name of an environment variable: letters, digits and '_', not starting with a digit; "+
+				"it names the variable that holds the secret, not the secret itself (%s)", notRepeated)
+		}
 		secret = strings.TrimSpace(os.Getenv(data.AppSecretEnv))
 		if secret == "" {
 			return "", "", fmt.Errorf("app_secret_env: the environment variable %q is unset or empty", data.AppSecretEnv)
@@ -354,14 +527,42 @@ func readAppSecret(data *pluginData) (secret, source string, err error) {
 	case data.AppSecretFile != "":
 		content, err := os.ReadFile(data.AppSecretFile)
 		if err != nil {
-			return "", "", fmt.Errorf("app_secret_file: unable to read %q: %w", data.AppSecretFile, err)
+			return "", "", fmt.Errorf("app_secret_file: unable to read %s: %s", secretFileShown(data.AppSecretFile), fileErrorReason(err))
 		}
 		secret = strings.TrimSpace(string(content))
 		if secret == "" {
-			return "", "", fmt.Errorf("app_secret_file: %q is empty", data.AppSecretFile)
+			return "", "", fmt.Errorf("app_secret_file: %s is empty", secretFileShown(data.AppSecretFile))
 		}
 		return secret, "file " + data.AppSecretFile, nil
 	default:
 		return "", "", fmt.Errorf("app_secret_file or app_secret_env is required with credential %q: where to read the app registration's secret", clientSecret)
+	}
+}
+
+// secretFileShown names the file app_secret_file names in an error: quoted when it is an absolute
+// path in an existing directory other than the root, which a secret pasted there is not; else
+// without repeating it.
+func secretFileShown(path string) string {
+	if filepath.IsAbs(path) {
+		directory := filepath.Dir(path)
+		if info, err := os.Stat(directory); err == nil && info.IsDir() && directory != filepath.Dir(directory) {
+			return fmt.Sprintf("%q", path)
+		}
+	}
+	return "the file it names (not an absolute path in an existing directory: " + notRepeated + ")"
+}
+
+// fileErrorReason is why a file could not be read, without the path os.PathError repeats.
+func fileErrorReason(err error) string {
+	var errno syscall.Errno
+	switch {
+	case errors.As(err, &errno):
+		return errno.Error() // "no such file or directory", "permission denied", "is a directory"…
+	case errors.Is(err, fs.ErrNotExist):
+		return "not found"
+	case errors.Is(err, fs.ErrPermission):
+		return "permission denied"
+	default:
+		return "an I/O error"
 	}
 }

@@ -160,11 +160,11 @@ credential = "managed_identity"`, `api_client_id "api://keymanager" is not a cli
 		{"other scheme", pluginConfig("ftp://example.net"), "must be an absolute https URL"},
 		{"http to a remote host", pluginConfig("http://app.example.net"), "must use https"},
 		{"user info in the url", pluginConfig("https://user:pw@app.example.net"), `app_url "https://app.example.net" must not hold user info`},
-		{"server name with capitals", pluginConfig("http://127.0.0.1:1") + `server_name = "Spire-1"`, `server_name "Spire-1" is invalid`},
-		{"server name ending with a dash", pluginConfig("http://127.0.0.1:1") + `server_name = "spire-"`, "is invalid"},
-		{"server name too long", pluginConfig("http://127.0.0.1:1") + `server_name = "` + string(bytes.Repeat([]byte("a"), 64)) + `"`, "is invalid"},
-		{"timeout not a duration", pluginConfig("http://127.0.0.1:1") + `request_timeout = "10"`, `request_timeout "10" is not a duration`},
-		{"timeout too long", pluginConfig("http://127.0.0.1:1") + `request_timeout = "31s"`, "at most 30s"},
+		{"server name with capitals", pluginConfig("http://127.0.0.1:1") + `server_name = "Spire-1"`, `server_name is invalid: 1 to 63 lowercase letters, digits, '-', '.' or '_', starting and ending with a letter or digit; this value holds upper-case letters`},
+		{"server name ending with a dash", pluginConfig("http://127.0.0.1:1") + `server_name = "spire-"`, "this value starts or ends with '-', '.' or '_'"},
+		{"server name too long", pluginConfig("http://127.0.0.1:1") + `server_name = "` + string(bytes.Repeat([]byte("a"), 64)) + `"`, "this value is longer than 63 characters"},
+		{"timeout not a duration", pluginConfig("http://127.0.0.1:1") + `request_timeout = "10"`, `request_timeout is not a duration such as "10s": time: missing unit in duration …`},
+		{"timeout too long", pluginConfig("http://127.0.0.1:1") + `request_timeout = "31s"`, "request_timeout 31s must be more than 0 and at most 30s"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := serve(t)
