@@ -159,7 +159,7 @@ def entra(entra_service) -> LocalEntra:
 
 
 # The names the tests' SPIRE server identity holds: "" is the default server.
-SERVER_NAMES = ("", "spire-a", "spire-b", "this-server", "other-server", "server-1", "server-2", "abandoned-server")
+SERVER_NAMES = ("", "spire-a", "spire-b", "spire-c", "spire-x", "this-server", "other-server", "server-1", "server-2", "abandoned-server")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ print(json.dumps({"server_id": server_id, "fingerprint": key.fingerprint}))
 """
 
 
-def test_eight_instances_starting_at_once_share_one_server_id(app_env, monkeypatch):
+def test_eight_instances_starting_at_once_share_one_server_id(app_env, monkeypatch, callers):
     env = {**os.environ, **app_env}
     start_at = time.time() + 4  # time for every interpreter to import the SDKs first
     processes = [
@@ -46,5 +46,5 @@ def test_eight_instances_starting_at_once_share_one_server_id(app_env, monkeypat
     stored = BlobServiceClient.from_connection_string(app_env["AzureWebJobsStorage"]).get_blob_client(container, blob)
     assert stored.download_blob().readall().decode() == server_ids.pop()
 
-    _, listed = make_app(app_env, monkeypatch).list()
+    _, listed = make_app(app_env, monkeypatch, callers).list()
     assert sorted(key["id"] for key in listed["public_keys"]) == sorted(f"instance-{i}" for i in range(INSTANCES))

@@ -30,7 +30,7 @@ def vault_proxy(vault, tmp_path):
 
 
 @pytest.fixture
-def through_proxy(app_env, vault_proxy, monkeypatch):
+def through_proxy(app_env, vault_proxy, monkeypatch, callers):
     """An app whose Key Vault traffic crosses the proxy; 3 s of retries per call keep tests quick."""
 
     def start(retry_seconds: int = 3, read_timeout: float = 2):
@@ -41,7 +41,7 @@ def through_proxy(app_env, vault_proxy, monkeypatch):
             "KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION": "true",  # the vault's challenge never names the proxy
             "KEY_VAULT_RETRY_SECONDS": str(retry_seconds),
         }
-        app = make_app(env, monkeypatch, read_timeout=read_timeout)
+        app = make_app(env, monkeypatch, callers, read_timeout=read_timeout)
         _, generated = app.generate("k", "ec-p256")  # warm: token and challenge paid
         app.public_key = generated["public_key"]
         return app
@@ -150,8 +150,8 @@ def blob_proxy(azurite):
 
 
 @pytest.mark.parametrize("fault", ["503", "403", "reset", "stall"])
-def test_blob_faults_at_cold_start_are_503_and_keep_the_server_id(app_env, azurite, blob_proxy, monkeypatch, fault):
-    first = make_app(app_env, monkeypatch)
+def test_blob_faults_at_cold_start_are_503_and_keep_the_server_id(app_env, azurite, blob_proxy, monkeypatch, callers, fault):
+    first = make_app(app_env, monkeypatch, callers)
     _, generated = first.generate("survivor", "ec-p256")
     server_id = first.manager.naming().server_id
     proxied = app_env["AzureWebJobsStorage"].replace(azurite.url, blob_proxy.url)
@@ -163,7 +163,7 @@ def test_blob_faults_at_cold_start_are_503_and_keep_the_server_id(app_env, azuri
         "stall": lambda: blob_proxy.stall(30, times=None),
     }
     inject[fault]()
-    cold = make_app(env, monkeypatch, read_timeout=1)  # a stall waits out each attempt's read timeout
+    cold = make_app(env, monkeypatch, callers, read_timeout=1)  # a stall waits out each attempt's read timeout
     status, body = cold.get("survivor")
     assert status == 503 and body["error"]["code"] == "Unavailable"
     assert cold.vault_requests() == []
@@ -176,12 +176,12 @@ def test_blob_faults_at_cold_start_are_503_and_keep_the_server_id(app_env, azuri
     assert stored.download_blob().readall().decode() == server_id
 
 
-def test_blob_outage_is_503_and_recovers(app_env, azurite, blob_proxy, monkeypatch):
+def test_blob_outage_is_503_and_recovers(app_env, azurite, blob_proxy, monkeypatch, callers):
     proxied = app_env["AzureWebJobsStorage"].replace(azurite.url, blob_proxy.url)
     env = {**app_env, "AzureWebJobsStorage": proxied}
-    make_app(env, monkeypatch).generate("a", "ec-p256")
+    make_app(env, monkeypatch, callers).generate("a", "ec-p256")
     blob_proxy.stop()
-    cold = make_app(env, monkeypatch)
+    cold = make_app(env, monkeypatch, callers)
     assert cold.get("a")[0] == 503
     blob_proxy.start()
     assert cold.get("a")[0] == 200

@@ -31,12 +31,12 @@ def trust_domain(app_env) -> str:
 
 
 @pytest.fixture
-def server(app_env, monkeypatch, trust_domain):
+def server(app_env, monkeypatch, callers, trust_domain):
     """An app instance with a server id of its own: key names never repeat across tests."""
     suffix = uuid.uuid4().hex[:8]
 
     def start(server_id: str, trust_domain: str = trust_domain, **settings: str):
-        return make_server_app(app_env, monkeypatch, f"{server_id}-{suffix}", trust_domain, **settings)
+        return make_server_app(app_env, monkeypatch, callers, f"{server_id}-{suffix}", trust_domain, **settings)
 
     return start
 
@@ -167,14 +167,14 @@ def test_refresh_and_sweep_cost_two_requests_per_key_plus_listing_pages(server, 
     ]
 
 
-def test_devhost_runs_the_refresh_timer_on_demand(app_env, trust_domain, shift_vault_time, vault_admin):
+def test_devhost_runs_the_refresh_timer_on_demand(app_env, callers, trust_domain, shift_vault_time, vault_admin):
     server_id = f"timer-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, **app_env, "TRUST_DOMAIN": trust_domain, "KEY_IDENTIFIER_VALUE": server_id}
     env["KEY_METADATA_BLOB"] = ""  # a configured server id needs no metadata blob; set, so local.settings.json cannot add one
     host = start_devhost(0, env, no_timers=True)
     try:
         api = host.url + "/api"
-        requests.post(f"{api}/keys", json={"key_id": "timed", "key_type": "ec-p256"}, timeout=30).raise_for_status()
+        requests.post(f"{api}/keys", json={"key_id": "timed", "key_type": "ec-p256"}, headers=callers.headers(), timeout=30).raise_for_status()
         name = KeyNaming(trust_domain, server_id).key_name("timed")
         shift_vault_time(FIFTEEN_DAYS)
         assert requests.post(f"{host.url}/admin/functions/refresh_keys", json={}, timeout=30).status_code == 202

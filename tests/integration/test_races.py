@@ -5,8 +5,7 @@ from __future__ import annotations
 import base64
 import threading
 
-import requests
-
+from tests.integration.test_app_instances import send  # noqa: F401  (a fixture: requests with a caller's token)
 from tests.integration.verify import digest, verify
 
 ROUNDS = 12
@@ -31,14 +30,14 @@ def _run_together(*workers) -> None:
     assert not errors, errors
 
 
-def test_concurrent_rotations_and_signatures_always_verify(instances):
+def test_concurrent_rotations_and_signatures_always_verify(instances, send):
     a, b = instances
-    generated = [requests.post(f"{a}/keys", json={"key_id": "hot", "key_type": "ec-p256"}, timeout=30).json()["public_key"]]
+    generated = [send("POST", f"{a}/keys", json={"key_id": "hot", "key_type": "ec-p256"}).json()["public_key"]]
     signatures: list[tuple[bytes, dict]] = []
 
     def rotate(api: str, key_type: str) -> None:
         for _ in range(ROUNDS // 2):
-            response = requests.post(f"{api}/keys", json={"key_id": "hot", "key_type": key_type}, timeout=30)
+            response = send("POST", f"{api}/keys", json={"key_id": "hot", "key_type": key_type})
             assert response.status_code == 200, response.text
             generated.append(response.json()["public_key"])
 
@@ -46,7 +45,7 @@ def test_concurrent_rotations_and_signatures_always_verify(instances):
         for round_ in range(ROUNDS):
             data = digest("SHA256", f"{api}-{round_}".encode())
             body = {"data": base64.b64encode(data).decode(), "hash_algorithm": "SHA256"}
-            response = requests.post(f"{api}/keys/hot/sign", json=body, timeout=30)
+            response = send("POST", f"{api}/keys/hot/sign", json=body)
             assert response.status_code == 200, response.text  # SHA256 suits both key types
             signatures.append((data, response.json()))
 
@@ -58,27 +57,27 @@ def test_concurrent_rotations_and_signatures_always_verify(instances):
         verify(by_fingerprint[signed["key_fingerprint"]], signed["signature"], data, "SHA256")
 
 
-def test_refresh_and_sweep_racing_with_use_never_delete_or_disable_own_keys(instances):
+def test_refresh_and_sweep_racing_with_use_never_delete_or_disable_own_keys(instances, callers, send):
     a, b = instances
     for key_id in ("k1", "k2", "k3"):
-        requests.post(f"{a}/keys", json={"key_id": key_id, "key_type": "ec-p256"}, timeout=30).raise_for_status()
+        send("POST", f"{a}/keys", json={"key_id": key_id, "key_type": "ec-p256"}).raise_for_status()
 
     def use() -> None:
         for round_ in range(ROUNDS):
             key_id = f"k{round_ % 3 + 1}"
-            requests.post(f"{a}/keys", json={"key_id": key_id, "key_type": "ec-p256"}, timeout=30).raise_for_status()
+            send("POST", f"{a}/keys", json={"key_id": key_id, "key_type": "ec-p256"}).raise_for_status()
             body = {"data": base64.b64encode(digest("SHA256")).decode(), "hash_algorithm": "SHA256"}
-            requests.post(f"{a}/keys/{key_id}/sign", json=body, timeout=30).raise_for_status()
+            send("POST", f"{a}/keys/{key_id}/sign", json=body).raise_for_status()
 
     def maintain() -> None:
         for _ in range(ROUNDS // 2):
-            refreshed = requests.post(f"{b}/maintenance/refresh", timeout=30).json()
+            refreshed = send("POST", f"{b}/maintenance/refresh", callers.maintainer).json()
             assert refreshed["failed"] == [], refreshed
-            swept = requests.post(f"{b}/maintenance/sweep", timeout=30).json()
+            swept = send("POST", f"{b}/maintenance/sweep", callers.maintainer).json()
             assert swept["deleted"] == [] and swept["failed"] == [], swept
 
     _run_together(use, maintain)
-    listed = requests.get(f"{b}/keys", timeout=30).json()["public_keys"]
+    listed = send("GET", f"{b}/keys").json()["public_keys"]
     assert sorted(key["id"] for key in listed) == ["k1", "k2", "k3"]
     for key_id in ("k1", "k2", "k3"):
-        assert requests.get(f"{a}/keys/{key_id}", timeout=30).status_code == 200
+        assert send("GET", f"{a}/keys/{key_id}").status_code == 200

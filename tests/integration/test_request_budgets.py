@@ -44,12 +44,12 @@ def test_a_warm_sign_costs_one_request_with_or_without_fingerprint(warm_app, wit
     assert all(path.endswith("//sign") for _, path in requests)  # /keys/<name>//sign: the current version
 
 
-def test_a_cold_sign_of_a_key_with_200_versions_costs_two_requests(app_env, monkeypatch):
-    first = make_app(app_env, monkeypatch)
+def test_a_cold_sign_of_a_key_with_200_versions_costs_two_requests(app_env, monkeypatch, callers):
+    first = make_app(app_env, monkeypatch, callers)
     for _ in range(200):
         status, generated = first.generate("many", "ec-p256")
     assert status == 200
-    cold = make_app(app_env, monkeypatch)
+    cold = make_app(app_env, monkeypatch, callers)
     cold.get("warm-up")  # pays the token and the challenge; reads nothing of "many"
     cold.traffic.sent.clear()
     status, body = cold.sign("many", digest("SHA256"), hash_algorithm="SHA256", key_fingerprint=generated["public_key"]["fingerprint"])
@@ -57,10 +57,10 @@ def test_a_cold_sign_of_a_key_with_200_versions_costs_two_requests(app_env, monk
     assert [m for m, _ in cold.vault_requests()] == ["GET", "POST"]
 
 
-def test_a_rotation_through_another_instance_is_seen_at_once(app_env, monkeypatch):
-    first = make_app(app_env, monkeypatch)
+def test_a_rotation_through_another_instance_is_seen_at_once(app_env, monkeypatch, callers):
+    first = make_app(app_env, monkeypatch, callers)
     first.generate("shared", "ec-p256")
-    second = make_app(app_env, monkeypatch)
+    second = make_app(app_env, monkeypatch, callers)
     _, before = second.get("shared")
     _, rotated = first.generate("shared", "ec-p384")
     _, after = second.get("shared")
@@ -69,13 +69,13 @@ def test_a_rotation_through_another_instance_is_seen_at_once(app_env, monkeypatc
     assert status == 200 and body["key_fingerprint"] == rotated["public_key"]["fingerprint"]
 
 
-def test_warm_listing_costs_only_pages_and_still_sees_a_rotation_through_another_instance(app_env, shift_vault_time, monkeypatch):
-    first = make_app(app_env, monkeypatch)
+def test_warm_listing_costs_only_pages_and_still_sees_a_rotation_through_another_instance(app_env, shift_vault_time, monkeypatch, callers):
+    first = make_app(app_env, monkeypatch, callers)
     for key_id in ("a", "b", "c"):
         first.generate(key_id, "ec-p256")
     # Age the keys so their Updated times are settled and the listing cache may trust them.
     shift_vault_time(60)
-    second = make_app(app_env, monkeypatch)
+    second = make_app(app_env, monkeypatch, callers)
     _, before = second.list()
     second.traffic.sent.clear()
     assert second.list() == (200, before)

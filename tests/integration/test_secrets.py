@@ -25,6 +25,12 @@ def _failing_calls(app) -> list[tuple[int, dict]]:
     return [app.generate("a", "ec-p256"), app.health()]
 
 
+def _caller_secrets(callers) -> list[str]:
+    """The callers' tokens, which every call carries, and the secrets their principals got them with."""
+    principals = (callers.server, callers.maintainer)
+    return [callers.token(principal) for principal in principals] + [principal.secret for principal in principals]
+
+
 def _assert_clean(secrets: list[str], texts: list[str]) -> None:
     assert all(secrets)
     for text in texts:
@@ -32,18 +38,18 @@ def _assert_clean(secrets: list[str], texts: list[str]) -> None:
             assert secret not in text
 
 
-def test_invalid_credential_settings_never_echo_the_secret(app_env, monkeypatch, caplog):
+def test_invalid_credential_settings_never_echo_the_secret(app_env, monkeypatch, callers, caplog):
     caplog.set_level(logging.DEBUG)
     for name, value in {**app_env, "APP_SECRET": APP_SECRET, "APP_ID": "app"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(app_context, "_key_manager", None)
-    response = keys.get_public_keys(func.HttpRequest("GET", "http://localhost/api/keys", body=b""))
+    response = keys.get_public_keys(func.HttpRequest("GET", "http://localhost/api/keys", body=b"", headers=callers.headers()))
     body = response.get_body().decode()
     assert response.status_code == 503 and "TENANT_ID" in body
-    _assert_clean([APP_SECRET, AZURITE_KEY], [body, caplog.text])
+    _assert_clean([APP_SECRET, AZURITE_KEY, *_caller_secrets(callers)], [body, caplog.text])
 
 
-def test_failing_dependencies_answer_503_without_secrets(app_env, monkeypatch, caplog):
+def test_failing_dependencies_answer_503_without_secrets(app_env, monkeypatch, callers, caplog):
     caplog.set_level(logging.DEBUG)
     azurite_endpoint = app_env["AzureWebJobsStorage"].split("BlobEndpoint=http://")[1].split("/")[0]
     failing = (
@@ -59,16 +65,17 @@ def test_failing_dependencies_answer_503_without_secrets(app_env, monkeypatch, c
     )
     texts = []
     for overrides in failing:
-        app = make_app({**app_env, **overrides}, monkeypatch)
+        app = make_app({**app_env, **overrides}, monkeypatch, callers)
         results = _failing_calls(app)
         assert all(status == 503 for status, _ in results), results
         texts.extend(json.dumps(body) for _, body in results)
-    _assert_clean([AZURITE_KEY], texts + [caplog.text])
+    _assert_clean([AZURITE_KEY, *_caller_secrets(callers)], texts + [caplog.text])
 
 
-def test_working_paths_log_no_secrets_either(app, caplog):
+def test_working_paths_log_no_secrets_either(app, callers, caplog):
     caplog.set_level(logging.DEBUG)
     results = _calls(app)
     assert [status for status, _ in results] == [200] * 6
     assert app.traffic.access_tokens
-    _assert_clean([AZURITE_KEY, *app.traffic.access_tokens], [json.dumps(body) for _, body in results] + [caplog.text])
+    secrets = [AZURITE_KEY, *app.traffic.access_tokens, *_caller_secrets(callers)]
+    _assert_clean(secrets, [json.dumps(body) for _, body in results] + [caplog.text])

@@ -17,12 +17,12 @@ def _blob(env: dict[str, str]):
     return BlobServiceClient.from_connection_string(env["AzureWebJobsStorage"]).get_blob_client(container, blob)
 
 
-def test_first_use_creates_the_server_id_blob_and_later_instances_reuse_it(app_env, monkeypatch):
-    first = make_app(app_env, monkeypatch)
+def test_first_use_creates_the_server_id_blob_and_later_instances_reuse_it(app_env, monkeypatch, callers):
+    first = make_app(app_env, monkeypatch, callers)
     first.generate("a", "ec-p256")
     stored = _blob(app_env).download_blob().readall().decode()
     assert str(uuid.UUID(stored)) == first.manager.naming().server_id
-    restarted = make_app(app_env, monkeypatch)
+    restarted = make_app(app_env, monkeypatch, callers)
     assert restarted.get("a")[0] == 200
     assert restarted.manager.naming().server_id == stored
 
@@ -48,11 +48,11 @@ def test_instances_starting_together_end_with_one_server_id(app_env, monkeypatch
     assert _blob(app_env).download_blob().readall().decode() == ids[0]
 
 
-def test_unparsable_content_is_503_and_left_untouched(app_env, monkeypatch):
+def test_unparsable_content_is_503_and_left_untouched(app_env, monkeypatch, callers):
     container, _ = app_env["KEY_METADATA_BLOB"].split("/", 1)
     BlobServiceClient.from_connection_string(app_env["AzureWebJobsStorage"]).create_container(container)
     _blob(app_env).upload_blob(b"not a uuid")
-    app = make_app(app_env, monkeypatch)
+    app = make_app(app_env, monkeypatch, callers)
     status, body = app.generate("a", "ec-p256")
     assert status == 503
     assert body["error"]["code"] == "Unavailable" and "does not hold a server id" in body["error"]["message"]
@@ -61,9 +61,9 @@ def test_unparsable_content_is_503_and_left_untouched(app_env, monkeypatch):
     assert app.vault_requests() == []
 
 
-def test_key_identifier_value_is_the_server_id_and_no_blob_is_used(app_env, monkeypatch):
+def test_key_identifier_value_is_the_server_id_and_no_blob_is_used(app_env, monkeypatch, callers):
     env = {**app_env, "KEY_METADATA_BLOB": "", "KEY_IDENTIFIER_VALUE": "fixed-server-1"}
-    app = make_app(env, monkeypatch)
+    app = make_app(env, monkeypatch, callers)
     app.generate("a", "ec-p256")
     assert app.manager.naming().server_id == "fixed-server-1"
     assert not _blob(app_env).exists()

@@ -10,23 +10,23 @@ import requests
 
 from shared.naming import KeyNaming
 from shared.ownership import owner_tags
-from tests.integration.conftest import App, make_app
+from tests.integration.conftest import App, Callers, make_app
 from tests.integration.verify import digest, verify
 
 FIFTEEN_DAYS = 15 * 24 * 3600
 
 
-def make_server_app(app_env: dict[str, str], monkeypatch, server_id: str, trust_domain: str, **settings: str) -> App:
+def make_server_app(app_env: dict[str, str], monkeypatch, callers: Callers, server_id: str, trust_domain: str, **settings: str) -> App:
     """An app instance of a server whose id is configured (KEY_IDENTIFIER_VALUE, so no metadata blob)."""
     monkeypatch.delenv("KEY_METADATA_BLOB", raising=False)
     env = {name: value for name, value in app_env.items() if name != "KEY_METADATA_BLOB"}
-    return make_app({**env, "TRUST_DOMAIN": trust_domain, "KEY_IDENTIFIER_VALUE": server_id, **settings}, monkeypatch)
+    return make_app({**env, "TRUST_DOMAIN": trust_domain, "KEY_IDENTIFIER_VALUE": server_id, **settings}, monkeypatch, callers)
 
 
 @pytest.fixture
-def server(app_env, monkeypatch):
+def server(app_env, monkeypatch, callers):
     def start(server_id: str, trust_domain: str = app_env["TRUST_DOMAIN"]) -> App:
-        return make_server_app(app_env, monkeypatch, server_id, trust_domain)
+        return make_server_app(app_env, monkeypatch, callers, server_id, trust_domain)
 
     return start
 

@@ -51,16 +51,17 @@ def devhosts(app_env):
         service.stop()
 
 
-def test_every_invalid_setting_is_a_503_naming_it_on_every_request_and_on_health(devhosts):
+def test_every_invalid_setting_is_a_503_naming_it_on_every_request_and_on_health(devhosts, callers):
     bases = devhosts(list(INVALID_SETTINGS.values()))
     sign_body = {"data": base64.b64encode(bytes(32)).decode(), "hash_algorithm": "SHA256"}
+    server = callers.headers()  # the caller is proven: what fails is the setting
     for setting, base in zip(INVALID_SETTINGS, bases):
         for attempt in range(2):  # not cached as a success, not turned into a 500 the second time
             responses = [
-                requests.get(f"{base}/keys", timeout=TIMEOUT),
-                requests.post(f"{base}/keys", json={"key_id": "k", "key_type": "ec-p256"}, timeout=TIMEOUT),
-                requests.post(f"{base}/keys/k/sign", json=sign_body, timeout=TIMEOUT),
-                requests.get(f"{base}/keys", headers={"X-SPIRE-Server-Name": "spire-a"}, timeout=TIMEOUT),
+                requests.get(f"{base}/keys", headers=server, timeout=TIMEOUT),
+                requests.post(f"{base}/keys", json={"key_id": "k", "key_type": "ec-p256"}, headers=server, timeout=TIMEOUT),
+                requests.post(f"{base}/keys/k/sign", json=sign_body, headers=server, timeout=TIMEOUT),
+                requests.get(f"{base}/keys", headers={**server, "X-SPIRE-Server-Name": "spire-a"}, timeout=TIMEOUT),
                 requests.get(f"{base}/health", timeout=TIMEOUT),
             ]
             for response in responses:

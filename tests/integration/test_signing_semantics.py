@@ -20,10 +20,10 @@ def _sign(app, key_id: str = "k", **options):
     return status, body, data
 
 
-def test_a_rotation_through_another_instance_retires_the_old_key_there_at_once(app_env, monkeypatch):
-    first = make_app(app_env, monkeypatch)
+def test_a_rotation_through_another_instance_retires_the_old_key_there_at_once(app_env, monkeypatch, callers):
+    first = make_app(app_env, monkeypatch, callers)
     _, old = first.generate("k", "ec-p256")
-    second = make_app(app_env, monkeypatch)
+    second = make_app(app_env, monkeypatch, callers)
     assert _sign(second, key_fingerprint=old["public_key"]["fingerprint"])[0] == 200  # warm on the old key
     _, new = first.generate("k", "ec-p256")
 
@@ -34,10 +34,10 @@ def test_a_rotation_through_another_instance_retires_the_old_key_there_at_once(a
     verify(new["public_key"], body["signature"], data, "SHA256")
 
 
-def test_a_rotation_to_another_type_signs_with_the_new_types_algorithm(app_env, monkeypatch):
-    first = make_app(app_env, monkeypatch)
+def test_a_rotation_to_another_type_signs_with_the_new_types_algorithm(app_env, monkeypatch, callers):
+    first = make_app(app_env, monkeypatch, callers)
     first.generate("k", "ec-p256")
-    second = make_app(app_env, monkeypatch)
+    second = make_app(app_env, monkeypatch, callers)
     assert _sign(second)[0] == 200
     _, rsa = first.generate("k", "rsa-2048")
     second.traffic.sent.clear()
@@ -99,10 +99,10 @@ def test_a_key_deleted_by_hand_is_recovered_and_rotated_by_generate_key(app, vau
 
 
 @pytest.fixture
-def proxied_app(app_env, vault_proxy, monkeypatch):
+def proxied_app(app_env, vault_proxy, monkeypatch, callers):
     """An app whose Key Vault traffic crosses the proxy, warm and holding the key "k"."""
     env = {**app_env, "KEY_VAULT_URI": vault_proxy.url, "KEY_VAULT_CA_BUNDLE": vault_proxy.ca, "KEY_VAULT_RETRY_SECONDS": "2"}
-    app = make_app(env, monkeypatch)
+    app = make_app(env, monkeypatch, callers)
     _, generated = app.generate("k", "ec-p256")
     app.public_key = generated["public_key"]
     app.traffic.sent.clear()

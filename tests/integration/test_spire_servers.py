@@ -8,36 +8,56 @@ from __future__ import annotations
 
 import base64
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+import pytest
 import requests
 from azure.storage.blob import BlobServiceClient
 
 from shared.server_identity import LAST_USED
+from tests.integration.conftest import Callers
 from tests.integration.test_maintenance import FIFTEEN_DAYS
 from tests.integration.verify import digest, verify
 
 TIMEOUT = 30
 
 
-def call(base: str, method: str, path: str, server: str | None = None, headers: dict | None = None, **kwargs):
-    sent = {**({"X-SPIRE-Server-Name": server} if server else {}), **(headers or {})}
-    return requests.request(method, f"{base}{path}", headers=sent, timeout=TIMEOUT, **kwargs)
+@dataclass(frozen=True)
+class Host:
+    """A devhost instance's API, and the callers whose tokens its requests carry."""
+
+    url: str
+    callers: Callers
+
+    def authorization(self, path: str) -> dict[str, str]:
+        """The maintainer's token for maintenance, the tests' SPIRE server identity's for anything else."""
+        return self.callers.headers(self.callers.maintainer if path.startswith("/maintenance/") else None)
 
 
-def generate(base: str, key_id: str, server: str | None = None, key_type: str = "ec-p256") -> dict:
+@pytest.fixture
+def hosts(instances, callers) -> list[Host]:
+    return [Host(url, callers) for url in instances]
+
+
+def call(base: Host, method: str, path: str, server: str | None = None, headers: dict | None = None, **kwargs):
+    sent = {**base.authorization(path), **({"X-SPIRE-Server-Name": server} if server else {}), **(headers or {})}
+    return requests.request(method, f"{base.url}{path}", headers=sent, timeout=TIMEOUT, **kwargs)
+
+
+def generate(base: Host, key_id: str, server: str | None = None, key_type: str = "ec-p256") -> dict:
     response = call(base, "POST", "/keys", server, json={"key_id": key_id, "key_type": key_type})
     assert response.status_code == 200, response.text
     return response.json()["public_key"]
 
 
-def listed(base: str, server: str | None = None) -> list[dict]:
+def listed(base: Host, server: str | None = None) -> list[dict]:
     response = call(base, "GET", "/keys", server)
     assert response.status_code == 200, response.text
     return response.json()["public_keys"]
 
 
-def sign(base: str, key_id: str, server: str | None = None, **options):
+def sign(base: Host, key_id: str, server: str | None = None, **options):
     body = {"data": base64.b64encode(digest("SHA256")).decode(), "hash_algorithm": "SHA256", **options}
     return call(base, "POST", f"/keys/{key_id}/sign", server, json=body)
 
@@ -54,8 +74,8 @@ def stored_id(app_env, server: str | None = None) -> str:
     return client.get_blob_client(name).download_blob().readall().decode()
 
 
-def test_two_servers_on_two_instances_keep_keys_of_their_own(instances, app_env):
-    first, second = instances
+def test_two_servers_on_two_instances_keep_keys_of_their_own(hosts, app_env):
+    first, second = hosts
     a_key = generate(first, "x509-CA-A", "spire-a")
     b_key = generate(second, "x509-CA-A", "spire-b")
     default_key = generate(first, "x509-CA-A")
@@ -82,8 +102,8 @@ def test_two_servers_on_two_instances_keep_keys_of_their_own(instances, app_env)
     assert len(ids) == 3 and all(str(uuid.UUID(value)) == value for value in ids)
 
 
-def test_another_trust_domain_or_a_bad_server_name_is_refused_and_nothing_is_done(instances, app_env):
-    base = instances[0]
+def test_another_trust_domain_or_a_bad_server_name_is_refused_and_nothing_is_done(hosts, app_env):
+    base = hosts[0]
     for headers in ({"X-SPIRE-Trust-Domain": "other.example.org"}, {"X-SPIRE-Server-Name": "Not_Valid-"}):
         response = call(base, "POST", "/keys", "spire-x" if "X-SPIRE-Trust-Domain" in headers else None,
                         headers=headers, json={"key_id": "k", "key_type": "ec-p256"})
@@ -95,8 +115,8 @@ def test_another_trust_domain_or_a_bad_server_name_is_refused_and_nothing_is_don
     assert same.status_code == 200 and same.json() == {"public_keys": []}
 
 
-def test_servers_in_use_survive_a_sweep_and_a_silent_one_is_swept(instances, app_env, shift_vault_time):
-    first, second = instances
+def test_servers_in_use_survive_a_sweep_and_a_silent_one_is_swept(hosts, app_env, shift_vault_time):
+    first, second = hosts
     kept = {server: generate(first, "x509-CA-A", server) for server in ("spire-a", "spire-b")}
     silent = generate(second, "x509-CA-A", "spire-c")
     # spire-c last called 20 days ago, as far as its blob says (the first instance never saw it).
@@ -122,8 +142,8 @@ def test_servers_in_use_survive_a_sweep_and_a_silent_one_is_swept(instances, app
     assert listed(first, "spire-c") == [returned]
 
 
-def test_a_replaced_id_blob_stops_its_server_on_every_instance_until_restored(instances, app_env):
-    first, second = instances
+def test_a_replaced_id_blob_stops_its_server_on_every_instance_until_restored(hosts, app_env):
+    first, second = hosts
     generate(first, "k")
     generate(second, "k", "spire-a")
     assert listed(second) == listed(first)  # both instances know the default server's id
@@ -135,7 +155,7 @@ def test_a_replaced_id_blob_stops_its_server_on_every_instance_until_restored(in
     # Maintenance re-checks the blob first, and the default server's conflict stops it.
     assert call(first, "POST", "/maintenance/refresh").status_code == 503
     assert call(second, "POST", "/maintenance/sweep", params={"dry_run": "true"}).status_code == 503
-    for base in instances:
+    for base in hosts:
         for response in (call(base, "GET", "/keys"), call(base, "GET", "/health"), sign(base, "k")):
             assert response.status_code == 503, response.text
             assert "holds another server id" in response.text and default_id not in response.text
@@ -154,8 +174,8 @@ def test_a_replaced_id_blob_stops_its_server_on_every_instance_until_restored(in
     assert call(second, "GET", "/health").status_code == 200
 
 
-def test_deleted_id_blobs_are_restored_with_the_known_ids(instances, app_env):
-    first, _ = instances
+def test_deleted_id_blobs_are_restored_with_the_known_ids(hosts, app_env):
+    first, _ = hosts
     generate(first, "k")
     generate(first, "k", "spire-a")
     ids = {server: stored_id(app_env, server) for server in (None, "spire-a")}
@@ -167,8 +187,8 @@ def test_deleted_id_blobs_are_restored_with_the_known_ids(instances, app_env):
     assert {server: stored_id(app_env, server) for server in ids} == ids
 
 
-def test_a_huge_id_blob_is_a_503_not_a_download(instances, app_env):
-    base = instances[0]
+def test_a_huge_id_blob_is_a_503_not_a_download(hosts, app_env):
+    base = hosts[0]
     client, blob = blobs(app_env)
     client.create_container()
     client.get_blob_client(f"{blob}.servers/spire-a").upload_blob(b"0" * (8 * 1024 * 1024))
