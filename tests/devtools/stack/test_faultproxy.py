@@ -60,10 +60,10 @@ def test_passes_requests_through_over_tls(proxy: FaultProxy, ca: str) -> None:
 
 
 def test_records_each_requests_headers_with_lower_case_names(proxy: FaultProxy, ca: str) -> None:
-    requests.get(proxy.url + "/ping", headers={"X-Functions-Key": "k1"}, verify=ca, timeout=5)
+    requests.get(proxy.url + "/ping", headers={"Authorization": "Bearer t1"}, verify=ca, timeout=5)
     requests.get(proxy.url + "/ping", verify=ca, timeout=5)
     first, second = [fields for *_, fields in proxy.received]
-    assert first["x-functions-key"] == "k1" and "x-functions-key" not in second
+    assert first["authorization"] == "Bearer t1" and "authorization" not in second
 
 
 def test_keeps_client_connections_alive(proxy: FaultProxy, ca: str) -> None:
