@@ -228,10 +228,12 @@ def build_servers(settings: Settings, **client_options: Any) -> SpireServers:
         **options,
     )
     vault = KeyVaultKeys(key_client)
+    directory = build_server_directory(settings, credential, **client_options)
     return SpireServers(
         settings.trust_domain,
-        build_server_directory(settings, credential, **client_options),
-        lambda identity: KeyManager(vault, identity, settings.trust_domain, settings.sweep_policy),
+        directory,
+        # The sweep weighs what the id blobs record beside Updated, so a server the refresh missed keeps its keys.
+        lambda identity: KeyManager(vault, identity, settings.trust_domain, settings.sweep_policy, recorded_use=directory.recorded_use),
         settings.sweep_policy.stale_key_age,
     )
 

@@ -25,9 +25,9 @@ from typing import Callable, Generic, Iterator, Sequence, TypeVar
 
 from shared.algorithms import KeyType, SignerOptions, signing_algorithm
 from shared.errors import FailedPrecondition, InvalidArgument, KeyManagerError, NameHeldByDeletedKey, NotFound, shortened
-from shared.maintenance import Failure, RefreshReport, SweepPolicy, SweepReport, is_stale
+from shared.maintenance import Failure, RecordedUse, RefreshReport, SweepPolicy, SweepReport, is_aged, is_stale
 from shared.naming import KeyNaming
-from shared.ownership import Owner, owner_of, owner_tags
+from shared.ownership import TAG_SERVER_ID, Owner, owner_of, owner_tags
 from shared.public_keys import PublicKey, fingerprint, signature_for_spire
 from shared.server_identity import ServerIdentity
 from shared.vault_port import LATEST, KeySummary, KeyVersion, SignedDigest, Vault
@@ -118,12 +118,15 @@ class KeyManager:
         trust_domain: str,
         sweep_policy: SweepPolicy = SweepPolicy(),
         clock: Callable[[], datetime] = _utc_now,
+        recorded_use: Callable[[], RecordedUse] = RecordedUse,
     ) -> None:
         self._vault = vault
         self._identity = identity
         self._trust_domain = trust_domain
         self._sweep_policy = sweep_policy
         self._clock = clock
+        # When the app's servers last called (their id blobs), read once per sweep; without blobs, nothing.
+        self._recorded_use = recorded_use
         self._naming: KeyNaming | None = None
         # Keyed by lowercase key name (Key Vault names are case-insensitive).
         self._facts: _BoundedCache[tuple[str, str], _VersionFacts] = _BoundedCache()
@@ -238,14 +241,18 @@ class KeyManager:
     def sweep(self, dry_run: bool = False) -> SweepReport:
         """Delete the keys other servers of this trust domain abandoned, at most the policy's cap a run.
 
-        Each candidate is read again just before it is deleted, and kept if its owner rotated or
-        refreshed it since the listing. A dry run reports the candidates and whether the cap would stop
-        a real run.
+        A key is abandoned when both its Updated time and its server's recorded use are older than
+        the policy's age. Each candidate is read again just before it is deleted, and kept if its owner
+        rotated or refreshed it since the listing. A dry run reports the candidates and whether the cap
+        would stop a real run.
         """
         naming = self.naming()
         now = self._clock()
         policy = self._sweep_policy
-        stale = [key for key in self._vault.list_keys() if self._is_stale(naming, key, now)]
+        recorded_use = self._recorded_use()
+        aged = [key for key in self._vault.list_keys() if is_aged(key, naming.trust_domain, naming.server_id, now, policy.stale_key_age)]
+        stale = [key for key in aged if self._is_stale(naming, key, now, recorded_use)]
+        _log_aged_keys_kept(aged, stale, recorded_use, now - policy.stale_key_age)
         report = SweepReport(dry_run, candidates=[key.name for key in stale])
         if dry_run:
             report.cap_reached = len(stale) > policy.max_deletions
@@ -255,7 +262,7 @@ class KeyManager:
                 report.cap_reached = True
                 break
             try:
-                outcome = self._delete_if_still_stale(naming, key.name, now)
+                outcome = self._delete_if_still_stale(naming, key.name, now, recorded_use)
             except KeyManagerError as error:
                 log.warning("Deleting stale key %s failed: %s", key.name, error.message)
                 report.failed.append(Failure(key.name, error.message))
@@ -291,8 +298,8 @@ class KeyManager:
         if not self._owns(naming, current):
             raise _name_of_another_server(key_id)
 
-    def _is_stale(self, naming: KeyNaming, key: KeySummary | KeyVersion, now: datetime) -> bool:
-        return is_stale(key, naming.trust_domain, naming.server_id, now, self._sweep_policy.stale_key_age)
+    def _is_stale(self, naming: KeyNaming, key: KeySummary | KeyVersion, now: datetime, recorded_use: RecordedUse) -> bool:
+        return is_stale(key, naming.trust_domain, naming.server_id, now, self._sweep_policy.stale_key_age, recorded_use)
 
     # --- reading and signing ----------------------------------------------------------------------------------------
 
@@ -391,10 +398,10 @@ class KeyManager:
             raise _name_of_another_server(key_id)
         log.info("Recovered soft-deleted key %s to rotate it", name)
 
-    def _delete_if_still_stale(self, naming: KeyNaming, name: str, now: datetime) -> str:
+    def _delete_if_still_stale(self, naming: KeyNaming, name: str, now: datetime, recorded_use: RecordedUse) -> str:
         """Read the key again and delete it only if it is still stale and still another server's."""
         try:
-            if not self._is_stale(naming, self._vault.get_key(name), now):
+            if not self._is_stale(naming, self._vault.get_key(name), now, recorded_use):
                 return _KEPT
             self._vault.delete_key(name)
         except NotFound:
@@ -414,6 +421,21 @@ class KeyManager:
 
 _KEPT = "kept: its owner used it since the listing"
 _ALREADY_DELETED = "already deleted by another sweep"
+
+
+def _log_aged_keys_kept(aged: Sequence[KeySummary], stale: Sequence[KeySummary], recorded_use: RecordedUse, cutoff: datetime) -> None:
+    """Say which keys the Updated time alone would have swept, and why their servers' use keeps them."""
+    kept = [key for key in aged if key not in stale]
+    unknown = [key.name for key in kept if recorded_use.quiet_since(key.tags[TAG_SERVER_ID], cutoff) is None]
+    in_use = [key.name for key in kept if key.name not in unknown]
+    if in_use:
+        log.warning("Sweep kept %d keys not refreshed for the stale age whose servers still call: %s", len(in_use), ", ".join(in_use))
+    if unknown:
+        log.warning(
+            "Sweep kept %d keys whose servers' use could not be determined (an id blob without a readable record): %s",
+            len(unknown),
+            ", ".join(unknown),
+        )
 
 
 def _name_of_another_server(key_id: str) -> FailedPrecondition:

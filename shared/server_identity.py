@@ -12,8 +12,9 @@ at least every ``RECHECK_INTERVAL`` (a conditional read that costs a 304 when no
 that went missing is restored with the known id; a blob that holds anything else stops this
 server on this instance until it holds the id again, so that two instances never work on two ids.
 
-Use is recorded in the blob's metadata (``last_used``), at most once per ``USE_RECORD_INTERVAL``
-per instance, so that maintenance can follow the servers that still call.
+Use is recorded in the blob's metadata (``last_used``, beside ``server_id``, the blob's id), at most
+once per ``USE_RECORD_INTERVAL`` per instance, so that maintenance can follow the servers that still
+call: the refresh covers them, and the sweep keeps their keys (``recorded_use``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobClient, ContainerClient
 
 from shared.errors import Unavailable
+from shared.maintenance import RecordedUse
 from shared.naming import SERVER_NAME
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ MAX_BLOB_BYTES = 4 * 1024
 RECHECK_INTERVAL = timedelta(minutes=2)
 USE_RECORD_INTERVAL = timedelta(hours=1)
 LAST_USED = "last_used"
+# The id again, in metadata, so that one listing of the blobs tells which server each record is of.
+SERVER_ID_METADATA = "server_id"
 NAMED_SERVERS_SUFFIX = ".servers/"
 # The namespace of the ids derived for named servers from KEY_IDENTIFIER_VALUE (UUID version 5).
 NAMED_SERVER_NAMESPACE = uuid.UUID("6f1e0b8e-3c2a-5d4f-9b7a-2e5c8d1a4f60")
@@ -158,7 +162,7 @@ class BlobServerIdentity:
             self._use_recorded_at = now  # also after a failure: the next attempt waits out the interval
             # Only while the blob is the one last read, so the write never lands on a replaced blob.
             written = self._blob.set_blob_metadata(
-                {LAST_USED: now.isoformat()}, etag=self._etag, match_condition=MatchConditions.IfNotModified
+                _use_record(self._known, now), etag=self._etag, match_condition=MatchConditions.IfNotModified
             )
             self._etag = written["etag"]
         except (ResourceModifiedError, ResourceNotFoundError):
@@ -168,6 +172,10 @@ class BlobServerIdentity:
             log.warning("Recording use in the %s failed: %s", self.label, type(exc).__name__)
         finally:
             self._lock.release()
+
+    def stored(self) -> _Stored | None:
+        """What the blob holds now, its id and recorded use, without adopting it; None when it does not exist."""
+        return self._read()
 
     def _serving_id(self) -> str:
         if self.conflict is not None:
@@ -300,7 +308,7 @@ class BlobServerIdentity:
             except ResourceExistsError:
                 pass
             now = self._clock()
-            written = self._blob.upload_blob(server_id.encode("ascii"), overwrite=False, metadata={LAST_USED: now.isoformat()})
+            written = self._blob.upload_blob(server_id.encode("ascii"), overwrite=False, metadata=_use_record(server_id, now))
             self._etag, self._use_recorded_at = written["etag"], now
             return True
         except ResourceExistsError:
@@ -318,6 +326,10 @@ class _NotAServerId(Unavailable):
     """The blob exists and holds something that is not a server id."""
 
 
+def _use_record(server_id: str, now: datetime) -> dict[str, str]:
+    return {LAST_USED: now.isoformat(), SERVER_ID_METADATA: server_id}
+
+
 def _timestamp(text: str | None) -> datetime | None:
     """A ``last_used`` value as written here (ISO 8601 with its offset); None for anything else."""
     try:
@@ -328,10 +340,11 @@ def _timestamp(text: str | None) -> datetime | None:
 
 
 class ServerDirectory(Protocol):
-    """Where the servers' ids come from, and which named servers called lately."""
+    """Where the servers' ids come from, and which servers called lately."""
 
     def identity(self, server_name: str | None) -> CheckedServerIdentity: ...
     def names_used_since(self, cutoff: datetime) -> list[str]: ...
+    def recorded_use(self) -> RecordedUse: ...
 
 
 class BlobServerDirectory:
@@ -348,22 +361,56 @@ class BlobServerDirectory:
 
     def names_used_since(self, cutoff: datetime) -> list[str]:
         """Named servers whose blob says they called at or after ``cutoff`` (one listing, metadata included)."""
+        names = []
+        for server_name, metadata in self._id_blobs():
+            last_used = _timestamp(metadata.get(LAST_USED))
+            # A blob without a readable last_used counts as used: keys are never left to the sweep on a doubt.
+            if server_name is not None and (last_used is None or last_used >= cutoff):
+                names.append(server_name)
+        return sorted(names)
+
+    def recorded_use(self) -> RecordedUse:
+        """When each server with an id blob here last called, the default server included, by server id.
+
+        One listing; a blob written before its metadata named its id is read once (it gains that
+        metadata at its server's next recorded call). A blob whose id cannot be read leaves the
+        record incomplete.
+        """
+        last_used: dict[str, datetime | None] = {}
+        complete = True
+        for server_name, metadata in self._id_blobs():
+            server_id, used = metadata.get(SERVER_ID_METADATA), _timestamp(metadata.get(LAST_USED))
+            if server_id is None:
+                try:
+                    stored = self.identity(server_name).stored()
+                except Unavailable:
+                    complete = False
+                    continue
+                if stored is None:
+                    continue  # deleted since the listing
+                server_id, used = stored.server_id, stored.last_used
+            # A blob without a readable record makes its server's use unknown, whatever another blob says.
+            known = last_used.get(server_id, used)
+            last_used[server_id] = None if used is None or known is None else max(used, known)
+        return RecordedUse(last_used, complete)
+
+    def _id_blobs(self) -> list[tuple[str | None, dict[str, str]]]:
+        """Each id blob's server name (None: the default server) and metadata, from one listing."""
         prefix = named_server_blob(self._default_blob, "")
         try:
-            blobs = list(self._container.list_blobs(name_starts_with=prefix, include=["metadata"]))
+            blobs = list(self._container.list_blobs(name_starts_with=self._default_blob, include=["metadata"]))
         except ResourceNotFoundError:
             return []  # no container yet: no server has called
         except AzureError as exc:
-            log.warning("Listing the named servers' id blobs failed: %s", type(exc).__name__)
-            raise Unavailable("could not list the named servers' id blobs in Blob storage") from exc
-        names = []
+            log.warning("Listing the servers' id blobs failed: %s", type(exc).__name__)
+            raise Unavailable("could not list the servers' id blobs in Blob storage") from exc
+        found: list[tuple[str | None, dict[str, str]]] = []
         for blob in blobs:
-            name = blob.name[len(prefix):]
-            last_used = _timestamp((blob.metadata or {}).get(LAST_USED))
-            # A blob without a readable last_used counts as used: keys are never left to the sweep on a doubt.
-            if SERVER_NAME.fullmatch(name) and (last_used is None or last_used >= cutoff):
-                names.append(name)
-        return sorted(names)
+            if blob.name == self._default_blob:
+                found.append((None, blob.metadata or {}))
+            elif blob.name.startswith(prefix) and SERVER_NAME.fullmatch(blob.name[len(prefix):]):
+                found.append((blob.name[len(prefix):], blob.metadata or {}))
+        return found
 
 
 class FixedServerDirectory:
@@ -380,3 +427,7 @@ class FixedServerDirectory:
     def names_used_since(self, cutoff: datetime) -> list[str]:
         """Nothing beyond what each instance saw itself: without a blob, use is recorded nowhere."""
         return []
+
+    def recorded_use(self) -> RecordedUse:
+        """No use recorded: other servers' keys are judged by their Updated time alone, as the spec says."""
+        return RecordedUse()

@@ -142,6 +142,25 @@ def test_servers_in_use_survive_a_sweep_and_a_silent_one_is_swept(hosts, app_env
     assert listed(first, "spire-c") == [returned]
 
 
+def test_the_sweep_keeps_keys_of_servers_that_called_within_the_age_though_no_refresh_ran(hosts, app_env, shift_vault_time):
+    first, second = hosts
+    called = generate(first, "x509-CA-A", "spire-a")
+    recorded_before_ids_in_metadata = generate(first, "x509-CA-A", "spire-c")
+    generate(second, "x509-CA-A", "spire-b")
+    client, blob = blobs(app_env)
+    now, long_ago = datetime.now(timezone.utc), datetime.now(timezone.utc) - timedelta(days=20)
+    client.get_blob_client(f"{blob}.servers/spire-b").set_blob_metadata({LAST_USED: long_ago.isoformat()})
+    # A blob as written before its metadata named its id: the sweep reads the id from its content.
+    client.get_blob_client(f"{blob}.servers/spire-c").set_blob_metadata({LAST_USED: now.isoformat()})
+    shift_vault_time(FIFTEEN_DAYS)  # no refresh ran: every key is 15 days old
+
+    swept = call(second, "POST", "/maintenance/sweep")
+    assert swept.status_code == 200 and len(swept.json()["deleted"]) == 1, swept.text
+    assert listed(first, "spire-a") == [called]
+    assert listed(second, "spire-c") == [recorded_before_ids_in_metadata]
+    assert listed(first, "spire-b") == []
+
+
 def test_a_replaced_id_blob_stops_its_server_on_every_instance_until_restored(hosts, app_env):
     first, second = hosts
     generate(first, "k")

@@ -7,7 +7,7 @@ import pytest
 from shared.algorithms import KeyType
 from shared.errors import NotFound, Unavailable
 from shared.key_manager import KeyManager
-from shared.maintenance import SweepPolicy, is_stale
+from shared.maintenance import RecordedUse, SweepPolicy, is_stale
 from shared.naming import KeyNaming
 from shared.vault_port import KeySummary
 from tests.unit.fakes import FakeVault, FixedIdentity
@@ -43,7 +43,7 @@ def summary(tags, updated=NOW - AGE - timedelta(seconds=1)):
     ],
 )
 def test_only_other_servers_keys_of_this_trust_domain_can_be_stale(tags, stale):
-    assert is_stale(summary(tags), TD, ME, NOW, AGE) is stale
+    assert is_stale(summary(tags), TD, ME, NOW, AGE, RecordedUse()) is stale
 
 
 @pytest.mark.parametrize(
@@ -57,11 +57,26 @@ def test_only_other_servers_keys_of_this_trust_domain_can_be_stale(tags, stale):
     ],
 )
 def test_a_key_is_stale_only_when_older_than_the_age(updated, stale):
-    assert is_stale(summary({"spire-server-td": TD, "spire-server-id": OTHER}, updated), TD, ME, NOW, AGE) is stale
+    assert is_stale(summary({"spire-server-td": TD, "spire-server-id": OTHER}, updated), TD, ME, NOW, AGE, RecordedUse()) is stale
 
 
-def _manager(vault, server_id=ME, max_deletions=100, now=NOW + AGE + timedelta(days=1)):
-    return KeyManager(vault, FixedIdentity(server_id), TD, SweepPolicy(AGE, max_deletions), clock=lambda: now)
+@pytest.mark.parametrize(
+    "recorded_use, stale",
+    [
+        (RecordedUse({OTHER: NOW - AGE - timedelta(seconds=1)}), True),
+        (RecordedUse({OTHER: NOW - AGE}), False),  # called within the age: the refresh missed a live server
+        (RecordedUse({OTHER: None}), False),  # its blob has no readable record: use unknown
+        (RecordedUse({"third-2222": NOW}, complete=False), False),  # some blob unread: it may be OTHER's
+        (RecordedUse({"third-2222": NOW}), True),  # no blob of OTHER's: Updated alone speaks for it
+    ],
+)
+def test_an_aged_key_is_stale_only_when_its_servers_recorded_use_is_old_too(recorded_use, stale):
+    aged = summary({"spire-server-td": TD, "spire-server-id": OTHER})
+    assert is_stale(aged, TD, ME, NOW, AGE, recorded_use) is stale
+
+
+def _manager(vault, server_id=ME, max_deletions=100, now=NOW + AGE + timedelta(days=1), recorded_use=RecordedUse()):
+    return KeyManager(vault, FixedIdentity(server_id), TD, SweepPolicy(AGE, max_deletions), clock=lambda: now, recorded_use=lambda: recorded_use)
 
 
 def _add(vault, name, server_id, td=TD):
@@ -85,6 +100,26 @@ def test_sweep_deletes_only_stale_keys_of_other_servers(vault):
     assert report.candidates == stale and report.deleted == stale
     assert not report.failed and not report.cap_reached
     assert sorted(vault.keys) == sorted([mine("mine").lower(), KeyNaming("other.org", OTHER).key_name("a").lower(), "untagged"])
+
+
+def test_sweep_keeps_the_keys_of_a_server_that_called_within_the_age_though_not_refreshed(vault, caplog):
+    later = NOW + AGE + timedelta(days=1)
+    report = _manager(vault, now=later, recorded_use=RecordedUse({OTHER: later - timedelta(days=1)})).sweep()
+    assert report.candidates == [] and "delete_key" not in vault.names()
+    assert "3 keys not refreshed for the stale age whose servers still call" in caplog.text
+
+
+def test_sweep_keeps_the_keys_of_a_server_whose_use_cannot_be_determined(vault, caplog):
+    report = _manager(vault, recorded_use=RecordedUse({OTHER: None})).sweep()
+    assert report.candidates == [] and "delete_key" not in vault.names()
+    assert "3 keys whose servers' use could not be determined" in caplog.text
+
+
+def test_sweep_reads_the_recorded_use_once_a_run(vault):
+    reads = []
+    manager = KeyManager(vault, FixedIdentity(ME), TD, SweepPolicy(AGE), clock=lambda: NOW + AGE + timedelta(days=1),
+                         recorded_use=lambda: reads.append(1) or RecordedUse())
+    assert len(manager.sweep().deleted) == 3 and reads == [1]
 
 
 def test_dry_run_lists_candidates_and_deletes_nothing(vault):
