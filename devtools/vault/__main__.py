@@ -1,4 +1,5 @@
-"""Command line: ``python -m devtools.vault [--host H] [--port P] [--token-port T] [--cert-dir D] [--challenge-resource R]``."""
+"""Command line: ``python -m devtools.vault [--host H] [--port P] [--token-port T] [--cert-dir D] [--challenge-resource R]
+[--sign-latency-ms S] [--delete-latency-ms D] [--recover-latency-ms R]``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Optional
 from .api import DEFAULT_CHALLENGE_RESOURCE
 from .certs import ensure_certificates
 from .server import LocalVault
+from .store import DEFAULT_DELETE_LATENCY, DEFAULT_RECOVER_LATENCY
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -32,6 +34,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--sign-latency-ms", type=_milliseconds, default=0.0,
                         help="hold each signature back this long, to stand for a remote vault's signing time in a "
                              "benchmark; localvault itself signs in well under a millisecond (default: %(default)s)")
+    parser.add_argument("--delete-latency-ms", type=_milliseconds, default=DEFAULT_DELETE_LATENCY * 1000,
+                        help="how long a deletion takes to take effect: meanwhile the key is under neither /keys nor "
+                             "/deletedkeys, and a create, recover or purge of its name is a 409 ObjectIsBeingDeleted "
+                             "(Key Vault takes 1-5 s; default: %(default)s)")
+    parser.add_argument("--recover-latency-ms", type=_milliseconds, default=DEFAULT_RECOVER_LATENCY * 1000,
+                        help="how long a recovery takes to take effect: meanwhile the key is 404 "
+                             "(Key Vault takes about 1 s; default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -46,7 +55,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     try:
         vault = LocalVault(args.host, args.port, args.token_port, ensure_certificates(args.cert_dir),
-                           args.challenge_resource, args.sign_latency_ms)
+                           args.challenge_resource, args.sign_latency_ms, args.delete_latency_ms,
+                           args.recover_latency_ms)
     except OSError as error:  # port taken, address not local, cert dir not writable
         print(f"localvault: cannot start: {error}", file=sys.stderr)
         return 1

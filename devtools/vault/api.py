@@ -166,6 +166,10 @@ class VaultApi:
 
     ``sign_latency`` (seconds) holds each signature back, so that a benchmark can stand it for a vault
     that signs as slowly as a remote one: localvault itself signs in well under a millisecond.
+
+    ``expiry_policies`` stands for Azure Policy assignments of "Key Vault keys should have an
+    expiration date" with the Deny effect: assignment name -> the key name prefix it covers ("" for
+    all). Tests set them through ``PUT``/``DELETE /management/policy/assignments/{assignment}``.
     """
 
     def __init__(self, store: KeyStore, is_valid_token: Callable[[str], bool], sign_latency: float = 0.0) -> None:
@@ -173,10 +177,13 @@ class VaultApi:
         self.is_valid_token = is_valid_token
         self.sign_latency = sign_latency
         self.challenge = challenge(DEFAULT_CHALLENGE_RESOURCE)
+        self.expiry_policies: dict[str, str] = {}
         # (method, path pattern, handler); "{x}" segments are passed to the handler. First match wins.
         self.routes: list[tuple[str, tuple[str, ...], Callable[..., Result]]] = [
             ("GET", ("ping",), self.ping),
             ("PUT", ("management", "vault", "time", "all"), self.shift_time),
+            ("PUT", ("management", "policy", "assignments", "{assignment}"), self.assign_expiry_policy),
+            ("DELETE", ("management", "policy", "assignments", "{assignment}"), self.remove_expiry_policy),
             ("GET", ("keys",), self.list_keys),
             ("POST", ("keys", "{name}", "create"), self.create_key),
             ("GET", ("keys", "{name}", "versions"), self.list_versions),
@@ -240,12 +247,36 @@ class VaultApi:
         self.store.shift_time(int(seconds))
         return 204, None
 
+    def assign_expiry_policy(self, req: Request, assignment: str) -> Result:
+        """Deny creating keys without an expiration date, for names starting with the body's ``keyNamePrefix``."""
+        _check_name(assignment)
+        prefix = req.json().get("keyNamePrefix", "")
+        if not isinstance(prefix, str):
+            raise bad_parameter("'keyNamePrefix' must be a string.")
+        self.expiry_policies[assignment] = prefix.lower()
+        return 204, None
+
+    def remove_expiry_policy(self, req: Request, assignment: str) -> Result:
+        self.expiry_policies.pop(assignment, None)
+        return 204, None
+
+    def _refuse_by_policy(self, name: str) -> None:
+        for assignment, prefix in list(self.expiry_policies.items()):
+            if name.lower().startswith(prefix):
+                raise forbidden(
+                    f"Operation 'create' on a key was disallowed by policy. Policy assignment '{assignment}': "
+                    "Key Vault keys should have an expiration date.",
+                    "ForbiddenByPolicy",
+                )
+
     # --- keys --------------------------------------------------------------------------------------------------------
 
     def create_key(self, req: Request, name: str) -> Result:
         body = req.json()
         kty, private_key = crypto.generate_key(body.get("kty"), body.get("key_size"), body.get("crv"))
         attributes = _parse_attributes(body.get("attributes"))
+        if attributes.get("exp") is None:
+            self._refuse_by_policy(name)
         ops = body.get("key_ops")
         tags = body.get("tags")
         version = self.store.create(

@@ -1,5 +1,9 @@
 """The in-memory key store: versions, soft delete, recovery and the time shift.
 
+As in Key Vault, a deletion and a recovery take effect a while after they are answered: until then
+the key is in neither collection (404 under /keys and /deletedkeys), and a create, recover or purge
+of a name being deleted is a 409 ``ObjectIsBeingDeleted``.
+
 One lock guards all state.  Stored versions are frozen dataclasses and are
 replaced, never mutated, so callers may read what the store returns after the
 lock is released.
@@ -15,9 +19,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
 from .crypto import PrivateKey
-from .errors import conflict, key_not_found
+from .errors import VaultError, conflict, key_not_found
 
 RECOVERABLE_DAYS = 90
+# How long Key Vault takes to finish a deletion (1-5 s) and a recovery (about 1 s), shortened so
+# that tests stay fast.
+DEFAULT_DELETE_LATENCY = 0.3
+DEFAULT_RECOVER_LATENCY = 0.2
 
 
 def _now() -> int:
@@ -52,27 +60,53 @@ class _Entry:
     name: str
     versions: list[KeyVersion]  # in creation order; the last one is the latest
     deletion: Optional[Deletion] = None
+    settles_at: float = 0.0  # when its last deletion or recovery takes effect (monotonic seconds)
 
 
 class KeyStore:
-    """Keys by case-insensitive name, as Key Vault treats names."""
+    """Keys by case-insensitive name, as Key Vault treats names.
 
-    def __init__(self, clock: Callable[[], int] = _now) -> None:
+    ``delete_latency`` and ``recover_latency`` (seconds) are how long a deletion and a recovery take
+    to take effect; they run on ``monotonic``, not on the shifted clock.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], int] = _now,
+        delete_latency: float = DEFAULT_DELETE_LATENCY,
+        recover_latency: float = DEFAULT_RECOVER_LATENCY,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._clock = clock
+        self._delete_latency = delete_latency
+        self._recover_latency = recover_latency
+        self._monotonic = monotonic
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
 
+    def _settled(self, entry: _Entry) -> bool:
+        return self._monotonic() >= entry.settles_at
+
+    def _refuse_if_being_deleted(self, entry: Optional[_Entry]) -> None:
+        if entry is not None and entry.deletion is not None and not self._settled(entry):
+            raise conflict("Key is currently being deleted.", "ObjectIsBeingDeleted")
+
     def _active(self, name: str) -> _Entry:
         entry = self._entries.get(name.lower())
-        if entry is None or entry.deletion is not None:
+        if entry is None or entry.deletion is not None or not self._settled(entry):
             raise key_not_found(name)
         return entry
 
     def _deleted(self, name: str) -> _Entry:
         entry = self._entries.get(name.lower())
-        if entry is None or entry.deletion is None:
+        if entry is None or entry.deletion is None or not self._settled(entry):
             raise key_not_found(name)
         return entry
+
+    def _deleted_to_change(self, name: str) -> _Entry:
+        """A deleted key to recover or purge: a 409, not a 404, while it is still being deleted."""
+        self._refuse_if_being_deleted(self._entries.get(name.lower()))
+        return self._deleted(name)
 
     @staticmethod
     def _find(entry: _Entry, name: str, version: str) -> tuple[int, KeyVersion]:
@@ -98,6 +132,9 @@ class KeyStore:
         """Add a key, or a new version of an existing one (a deleted name cannot be reused)."""
         with self._lock:
             entry = self._entries.get(name.lower())
+            self._refuse_if_being_deleted(entry)
+            if entry is not None and not self._settled(entry):
+                raise VaultError(409, "Conflict", "Key is currently being recovered.")
             if entry is not None and entry.deletion is not None:
                 raise conflict(
                     f"Key {name} is currently in a deleted but recoverable state, and its name cannot be reused; "
@@ -122,7 +159,7 @@ class KeyStore:
     def latest_versions(self) -> list[KeyVersion]:
         with self._lock:
             entries = [self._entries[key] for key in sorted(self._entries)]
-            return [entry.versions[-1] for entry in entries if entry.deletion is None]
+            return [entry.versions[-1] for entry in entries if entry.deletion is None and self._settled(entry)]
 
     def versions(self, name: str) -> list[KeyVersion]:
         with self._lock:
@@ -137,11 +174,12 @@ class KeyStore:
             return entry.versions[index]
 
     def delete(self, name: str) -> tuple[KeyVersion, Deletion]:
-        """Soft-delete every version of a key."""
+        """Soft-delete every version of a key; it shows under the deleted keys once the deletion lands."""
         with self._lock:
             entry = self._active(name)
             now = self._clock()
             entry.deletion = Deletion(now, now + RECOVERABLE_DAYS * 86400)
+            entry.settles_at = self._monotonic() + self._delete_latency
             return entry.versions[-1], entry.deletion
 
     def get_deleted(self, name: str) -> tuple[KeyVersion, Deletion]:
@@ -152,17 +190,23 @@ class KeyStore:
     def deleted(self) -> list[tuple[KeyVersion, Deletion]]:
         with self._lock:
             entries = [self._entries[key] for key in sorted(self._entries)]
-            return [(entry.versions[-1], entry.deletion) for entry in entries if entry.deletion is not None]
+            return [
+                (entry.versions[-1], entry.deletion)
+                for entry in entries
+                if entry.deletion is not None and self._settled(entry)
+            ]
 
     def purge(self, name: str) -> None:
         with self._lock:
-            self._deleted(name)
+            self._deleted_to_change(name)
             del self._entries[name.lower()]
 
     def recover(self, name: str) -> KeyVersion:
+        """Undelete a key; it can be used again once the recovery lands."""
         with self._lock:
-            entry = self._deleted(name)
+            entry = self._deleted_to_change(name)
             entry.deletion = None
+            entry.settles_at = self._monotonic() + self._recover_latency
             return entry.versions[-1]
 
     def shift_time(self, seconds: int) -> None:

@@ -101,7 +101,9 @@ def test_update_properties_of_one_version(
 def test_delete_blocks_the_name_until_purged(key_client: KeyClient, name: str) -> None:
     created = key_client.create_ec_key(name, curve="P-256")
     key_client.create_ec_key(name, curve="P-256")
-    deleted = key_client.begin_delete_key(name).result()
+    deletion = key_client.begin_delete_key(name)
+    deletion.wait()  # the deletion takes effect a moment after it is answered
+    deleted = deletion.result()
     assert deleted.recovery_id.endswith(f"/deletedkeys/{name}")
     assert deleted.scheduled_purge_date > deleted.deleted_date
     with pytest.raises(ResourceNotFoundError):
@@ -118,11 +120,13 @@ def test_delete_blocks_the_name_until_purged(key_client: KeyClient, name: str) -
     with pytest.raises(ResourceNotFoundError):
         key_client.begin_delete_key(name).result()
 
-    recovered = key_client.begin_recover_deleted_key(name).result()
+    recovery = key_client.begin_recover_deleted_key(name)
+    recovery.wait()
+    recovered = recovery.result()
     assert recovered.name == name
     assert len(list(key_client.list_properties_of_key_versions(name))) == 2
 
-    key_client.begin_delete_key(name).result()
+    key_client.begin_delete_key(name).wait()
     key_client.purge_deleted_key(name)
     with pytest.raises(ResourceNotFoundError):
         key_client.get_deleted_key(name)
