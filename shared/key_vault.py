@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import logging
 import re
 import time
@@ -40,6 +41,7 @@ from shared.errors import (
     NotFound,
     ResourceExhausted,
     Unavailable,
+    shortened,
 )
 from shared.vault_port import LATEST, KeySummary, KeyVersion, SignedDigest
 
@@ -55,13 +57,24 @@ _CREATE_PARAMETERS: dict[KeyType, dict[str, Any]] = {
 _CURVES = {"P-256": (ec.SECP256R1(), KeyType.EC_P256), "P-384": (ec.SECP384R1(), KeyType.EC_P384)}
 _RSA_SIZES = {2048: KeyType.RSA_2048, 4096: KeyType.RSA_4096}
 _DEFAULT_RETRY_AFTER_SECONDS = 1
-# Key Vault recovers a deleted key in the background; how long generate_key waits for it.
+# Key Vault recovers a deleted key in the background (in about a second); how long generate_key
+# waits for it, and how often it looks (the SDK's default is every 2 s).
 RECOVERY_WAIT_SECONDS = 30
+RECOVERY_POLL_SECONDS = 0.25
 # Key Vault's 403s about the key itself (its inner error codes, and its messages for vaults that
 # send none), as opposed to a refusal of the caller's identity (ForbiddenByPolicy, ForbiddenByRbac...).
 _KEY_DISABLED = ("KeyDisabled", re.compile(r"not allowed on a disabled key", re.IGNORECASE))
 _KEY_OPERATION_FORBIDDEN = ("KeyOperationForbidden", re.compile(r"is not permitted on this key", re.IGNORECASE))
 _DELETED_BUT_RECOVERABLE = ("ObjectIsDeletedButRecoverable", re.compile(r"deleted but recoverable", re.IGNORECASE))
+# A deletion or recovery still under way (Key Vault finishes them 1-5 s after answering): a 409 that
+# passes once it lands.
+_BEING_DELETED = ("ObjectIsBeingDeleted", re.compile(r"currently being deleted", re.IGNORECASE))
+_BEING_RECOVERED = re.compile(r"currently being recovered", re.IGNORECASE)
+# An Azure Policy assignment with the Deny effect (keys without an expiry date, keys not in an HSM...)
+# refuses a key operation: a 403 whose message names the assignment. Its inner code may be
+# ForbiddenByPolicy, which Key Vault also gives an identity its access policy refuses.
+_AZURE_POLICY_DENIAL = re.compile(r"(disallowed|denied) by (azure )?policy|policy assignment", re.IGNORECASE)
+POLICY_MESSAGE_LIMIT = 500
 
 
 class BudgetedRetryPolicy(RetryPolicy):
@@ -70,6 +83,9 @@ class BudgetedRetryPolicy(RetryPolicy):
     The stock policy sleeps for any Retry-After and only then notices that its total ``timeout`` is
     spent. Here such a response goes straight back to the caller, who gets a 429 (or 503) with the
     service's Retry-After instead of a request held open for nothing.
+
+    A 409 about a deletion or recovery still under way is retried too, with back-off, while the
+    budget lasts: Key Vault finishes them a few seconds after answering.
 
     Every Key Vault call the app makes may be repeated safely (a repeated sign is another valid
     signature, a repeated create another version), so POST and PATCH are retried after a lost
@@ -84,6 +100,9 @@ class BudgetedRetryPolicy(RetryPolicy):
         return super().send(request)
 
     def is_retry(self, settings, response) -> bool:
+        if response.http_response.status_code == 409 and _is_name_in_transition(*_key_vault_error(response.http_response)):
+            next_wait = self.get_backoff_time({**settings, "history": [*settings["history"], None]})
+            return bool(settings["total"]) and time.monotonic() + next_wait < response.context["retry_deadline"]
         if not super().is_retry(settings, response):
             return False  # the common case, a success, stays cheap
         retry_after = self.get_retry_after(response)
@@ -98,7 +117,7 @@ class KeyVaultKeys:
 
     def create_key(self, name: str, key_type: KeyType, tags: dict[str, str]) -> KeyVersion:
         """Create the key, or add a new version to it (Key Vault's create on an existing name)."""
-        with _translated_errors():
+        with _translated_errors(name):
             key = self._client.create_key(
                 name, key_operations=KEY_OPERATIONS, tags=tags, **_CREATE_PARAMETERS[key_type]
             )
@@ -138,8 +157,8 @@ class KeyVaultKeys:
 
     def recover_deleted_key(self, name: str) -> KeyVersion:
         """Undelete a soft-deleted key (the "recover" permission) and wait until it can be used again."""
-        with _translated_errors():
-            poller = self._client.begin_recover_deleted_key(name)
+        with _translated_errors(name):
+            poller = self._client.begin_recover_deleted_key(name, _polling_interval=RECOVERY_POLL_SECONDS)
             poller.wait(RECOVERY_WAIT_SECONDS)
             if not poller.done():
                 raise Unavailable("Key Vault is still recovering the key: retry shortly")
@@ -211,20 +230,20 @@ def _key_version(key: KeyVaultKey) -> KeyVersion:
 
 
 @contextmanager
-def _translated_errors() -> Iterator[None]:
-    """Turn Azure SDK errors into key manager errors, with no secret and no key name in them."""
+def _translated_errors(name: str | None = None) -> Iterator[None]:
+    """Turn Azure SDK errors into key manager errors, with no secret and no key name (``name``) in them."""
     try:
         yield
     except KeyManagerError:
         raise
     except Exception as exc:
-        translated = _translate(exc)
+        translated = _translate(exc, name)
         if translated is None:
             raise
         raise translated from exc
 
 
-def _translate(exc: BaseException) -> KeyManagerError | None:
+def _translate(exc: BaseException, name: str | None = None) -> KeyManagerError | None:
     if isinstance(exc, ClientAuthenticationError) and getattr(exc, "status_code", None) is None:
         log.warning("Key Vault credential failed: %s", type(exc).__name__)
         return Unavailable("could not get a token for Key Vault: check the app's identity settings")
@@ -241,12 +260,20 @@ def _translate(exc: BaseException) -> KeyManagerError | None:
     log.warning("Key Vault answered HTTP %s (%s): %s", status, inner_code or "no inner error code", message)
     if status == 409 and _says(_DELETED_BUT_RECOVERABLE, inner_code, message):
         return NameHeldByDeletedKey("its name is held by a soft-deleted Key Vault key")
+    if status == 409 and _says(_BEING_DELETED, inner_code, message):
+        return Unavailable("Key Vault is still deleting a key of this name: retry in a few seconds")
+    if status == 409 and _BEING_RECOVERED.search(message):
+        return Unavailable("Key Vault is still recovering a key of this name: retry in a few seconds")
     if status == 409:
         return FailedPrecondition("Key Vault refused to change it (HTTP 409, conflict)")
     if status == 403 and _says(_KEY_DISABLED, inner_code, message):
         return FailedPrecondition("it is disabled in Key Vault")
     if status == 403 and _says(_KEY_OPERATION_FORBIDDEN, inner_code, message):
         return FailedPrecondition("its key operations in Key Vault do not allow this operation")
+    if status == 403 and _AZURE_POLICY_DENIAL.search(message):
+        # Key Vault's own words name the policy assignment, which tells an operator what to change.
+        said = re.sub(re.escape(name), "<key>", message, flags=re.IGNORECASE) if name else message
+        return FailedPrecondition(f"Key Vault's policy refused the operation: {shortened(said, POLICY_MESSAGE_LIMIT)}")
     if status in (401, 403):
         return Unavailable("Key Vault refused the app's identity: check its key permissions")
     if status == 400:
@@ -261,14 +288,25 @@ def _says(kind: tuple[str, re.Pattern[str]], inner_code: str | None, message: st
     return inner_code == code or bool(wording.search(message))
 
 
+def _is_name_in_transition(inner_code: str | None, message: str) -> bool:
+    """Whether a 409 says a deletion or recovery of the key is still under way."""
+    return _says(_BEING_DELETED, inner_code, message) or bool(_BEING_RECOVERED.search(message))
+
+
 def _service_error(exc: HttpResponseError) -> tuple[str | None, str]:
     """The inner error code and message of Key Vault's error JSON (for the log: messages name keys)."""
+    inner_code, message = _key_vault_error(exc.response) if exc.response is not None else (None, "")
+    return inner_code, message or exc.reason or "no details"
+
+
+def _key_vault_error(response: Any) -> tuple[str | None, str]:
+    """The inner error code and message of a response's Key Vault error JSON; (None, "") for another body."""
     try:
-        error = exc.response.json()["error"]  # type: ignore[union-attr]
+        error = json.loads(response.text())["error"]
         inner = error.get("innererror") or error.get("innerError") or {}
         return (inner.get("code") if isinstance(inner, dict) else None), str(error.get("message", ""))
     except Exception:  # the body is not Key Vault's error JSON
-        return None, exc.reason or "no details"
+        return None, ""
 
 
 def _retry_after(exc: HttpResponseError) -> int:

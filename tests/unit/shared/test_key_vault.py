@@ -1,17 +1,21 @@
 """Pure parts of the Key Vault adapter: JSON web keys to DER, and SDK errors to key manager errors."""
 
 import json
+import time
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError, DecodeError, HttpResponseError, ServiceRequestError
+from azure.core.pipeline import Pipeline
+from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest import HttpRequest
+from azure.core.rest._http_response_impl import HttpResponseImpl
 from azure.keyvault.keys import JsonWebKey
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from shared import errors
 from shared.algorithms import KeyType
-from shared.key_vault import _translate, _version_in_kid, public_key_from_jwk
+from shared.key_vault import BudgetedRetryPolicy, _translate, _version_in_kid, public_key_from_jwk
 
 
 def _der(public) -> bytes:
@@ -78,6 +82,8 @@ KEY_NAME = "spire-key-0123456789abcdef0123456789abcdef-x509-CA-A"
         (409, f"Key {KEY_NAME} is currently in a deleted but recoverable state", "ObjectIsDeletedButRecoverable", errors.NameHeldByDeletedKey),
         (409, f"Key {KEY_NAME} is currently in a deleted but recoverable state", None, errors.NameHeldByDeletedKey),
         (409, "Conflict", None, errors.FailedPrecondition),
+        (409, "Key is currently being deleted.", "ObjectIsBeingDeleted", errors.Unavailable),
+        (409, "Key is currently being recovered.", None, errors.Unavailable),
         (403, "Operation sign is not allowed on a disabled key.", "KeyDisabled", errors.FailedPrecondition),
         (403, "Operation sign is not allowed on a disabled key.", None, errors.FailedPrecondition),
         (403, "Operation sign is not permitted on this key.", "KeyOperationForbidden", errors.FailedPrecondition),
@@ -141,3 +147,92 @@ def test_the_version_that_signed_is_read_from_the_kid(kid, version):
 def test_a_kid_that_does_not_name_a_version_of_the_key_is_refused(kid):
     with pytest.raises(ValueError):
         _version_in_kid(kid, KEY_NAME)
+
+
+POLICY_DENIAL = (
+    f"Operation 'create' on key {KEY_NAME} was disallowed by policy. "
+    "Policy assignment 'keys-must-expire': Key Vault keys should have an expiration date."
+)
+
+
+def test_a_policy_denial_is_a_failed_precondition_in_key_vaults_words_without_the_key_name():
+    translated = _translate(_http_error(403, POLICY_DENIAL, inner="ForbiddenByPolicy"), KEY_NAME)
+    assert type(translated) is errors.FailedPrecondition
+    assert translated.message.startswith("Key Vault's policy refused the operation: ")
+    assert "'keys-must-expire': Key Vault keys should have an expiration date" in translated.message
+    assert KEY_NAME not in translated.message and KEY_NAME.lower() not in translated.message.lower()
+
+
+def test_a_long_policy_message_is_cut_short():
+    translated = _translate(_http_error(403, "disallowed by policy. " + "x" * 5000, inner="ForbiddenByPolicy"))
+    assert type(translated) is errors.FailedPrecondition and len(translated.message) < 600
+
+
+@pytest.mark.parametrize(
+    "message, expected_words",
+    [("Key is currently being deleted.", "still deleting"), ("Key is currently being recovered.", "still recovering")],
+)
+def test_a_deletion_or_recovery_under_way_says_so(message, expected_words):
+    translated = _translate(_http_error(409, message))
+    assert type(translated) is errors.Unavailable and expected_words in translated.message
+
+
+BEING_DELETED = (409, {"error": {"code": "Conflict", "message": "Key is currently being deleted.", "innererror": {"code": "ObjectIsBeingDeleted"}}})
+HELD = (409, {"error": {"code": "Conflict", "message": "deleted but recoverable", "innererror": {"code": "ObjectIsDeletedButRecoverable"}}})
+
+
+class _Scripted(HttpTransport):
+    """A transport that answers with the given (status, JSON body) pairs in turn and records its sleeps."""
+
+    def __init__(self, answers):
+        self.answers, self.sent, self.slept = list(answers), 0, []
+
+    def send(self, request, **kwargs):
+        self.sent += 1
+        status, body = self.answers.pop(0)
+        response = HttpResponseImpl(request=request, internal_response=None, status_code=status, reason="reason",
+                                    content_type="application/json", headers={}, stream_download_generator=None)
+        response._content = json.dumps(body).encode()
+        return response
+
+    def sleep(self, duration):
+        self.slept.append(duration)
+
+    def open(self):
+        pass
+
+    def close(self):
+        pass
+
+    def __exit__(self, *args):
+        pass
+
+
+def _run(transport, timeout=20, retry_total=3):
+    pipeline = Pipeline(transport, [BudgetedRetryPolicy(timeout=timeout, retry_total=retry_total)])
+    return pipeline.run(HttpRequest("POST", "https://vault/keys/k/create")).http_response
+
+
+def test_a_name_being_deleted_is_tried_again_with_back_off_until_the_deletion_lands():
+    transport = _Scripted([BEING_DELETED, BEING_DELETED, BEING_DELETED, HELD])
+    assert _run(transport).json()["error"]["innererror"]["code"] == "ObjectIsDeletedButRecoverable"
+    assert transport.sent == 4 and transport.slept == [1.6, 3.2]  # the first retry goes at once
+
+
+def test_a_name_being_recovered_is_tried_again():
+    recovering = (409, {"error": {"code": "Conflict", "message": "Key is currently being recovered."}})
+    transport = _Scripted([recovering, (200, {"key": {}})])
+    assert _run(transport).status_code == 200 and transport.sent == 2
+
+
+def test_a_name_still_being_deleted_when_the_budget_would_end_goes_back_as_it_is():
+    transport = _Scripted([BEING_DELETED] * 3)
+    started = time.monotonic()
+    response = _run(transport, timeout=1)  # the second wait (1.6 s) would end past it
+    assert response.status_code == 409 and transport.sent == 2 and transport.slept == []
+    assert time.monotonic() - started < 1
+
+
+def test_other_conflicts_are_not_tried_again():
+    transport = _Scripted([HELD])
+    assert _run(transport).status_code == 409 and transport.sent == 1
