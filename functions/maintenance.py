@@ -1,6 +1,8 @@
 """Key maintenance: refresh this server's keys and sweep abandoned ones, on timers and on demand.
 
-The schedules are read at import, with defaults, so the app indexes without the settings.
+The schedules are read at import, with defaults, so the app indexes without the settings. The
+Functions host does not run a timer whose schedule it cannot read; the sweep then refuses to run,
+so that it never deletes keys while the refresh stands still.
 """
 
 from __future__ import annotations
@@ -15,15 +17,20 @@ import azure.functions as func
 
 from functions.http import AUTHORIZATION_HEADER, audit, handles_errors, json_response
 from shared import app_context
-from shared.errors import InvalidArgument, KeyManagerError
+from shared.errors import ConfigurationError, InvalidArgument, KeyManagerError
 from shared.maintenance import Failure, RefreshReport, SweepReport
+from shared.settings import DEFAULT_REFRESH_KEYS_SCHEDULE, DEFAULT_SWEEP_KEYS_SCHEDULE, load_schedules
 from shared.vault_port import KeySummary
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
 
-REFRESH_KEYS_SCHEDULE = os.environ.get("REFRESH_KEYS_SCHEDULE") or "0 0 */6 * * *"
-SWEEP_KEYS_SCHEDULE = os.environ.get("SWEEP_KEYS_SCHEDULE") or "0 0 0 */2 * *"
+REFRESH_KEYS_SCHEDULE = os.environ.get("REFRESH_KEYS_SCHEDULE") or DEFAULT_REFRESH_KEYS_SCHEDULE
+SWEEP_KEYS_SCHEDULE = os.environ.get("SWEEP_KEYS_SCHEDULE") or DEFAULT_SWEEP_KEYS_SCHEDULE
+try:
+    load_schedules(os.environ)
+except ConfigurationError as invalid:
+    log.error("Key maintenance: %s; the sweep refuses to run until it is fixed", invalid.message)
 
 
 class MaintenanceFailed(RuntimeError):
@@ -63,7 +70,9 @@ def refresh_used_servers() -> RefreshReport:
 
 
 def run_sweep(dry_run: bool) -> SweepReport:
-    # The default server sweeps: every other server's keys, named ones included, are kept by refreshes.
+    # A schedule the host cannot read stops its timer: sweeping on without the refresh would delete live keys.
+    load_schedules(os.environ)
+    # The default server sweeps: every other server's keys, named ones included, are kept by refreshes and use.
     report, duration_ms = _timed(lambda: app_context.key_manager_for_maintenance(None).sweep(dry_run=dry_run))
     _log_summary(
         "sweep",

@@ -17,6 +17,7 @@ from shared.callers import DEFAULT_SERVER, CallerPermissions
 from shared.errors import ConfigurationError
 from shared.maintenance import DEFAULT_MAX_DELETIONS, DEFAULT_STALE_KEY_AGE, SweepPolicy
 from shared.naming import SERVER_NAME, SERVER_NAME_RULE
+from shared.ncrontab import CronError, Schedule
 
 # SPIFFE trust domain names: lowercase letters, digits, ".", "-" and "_" (SPIFFE ID spec, 2.1).
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
@@ -42,6 +43,8 @@ MAX_METADATA_BLOB_PATH = 900
 DEFAULT_KEY_VAULT_RETRY_SECONDS = 20
 # Retries must end well inside the Functions host's timeout (5 minutes on the Consumption plan).
 MAX_KEY_VAULT_RETRY_SECONDS = 120
+DEFAULT_REFRESH_KEYS_SCHEDULE = "0 0 */6 * * *"
+DEFAULT_SWEEP_KEYS_SCHEDULE = "0 0 0 */2 * *"
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,14 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class Schedules:
+    """The maintenance timers' NCRONTAB schedules, as the Functions host reads them."""
+
+    refresh: str
+    sweep: str
+
+
+@dataclass(frozen=True)
 class CallerSettings:
     """How callers are proven (Entra ID tokens) and what each may do."""
 
@@ -122,14 +133,42 @@ def load_caller_settings(environ: Mapping[str, str]) -> CallerSettings:
     version = env.get("ENTRA_TOKEN_VERSION") or "2"
     if version not in ("1", "2"):
         raise ConfigurationError("ENTRA_TOKEN_VERSION must be 2 (the API application accepts v2 tokens) or 1")
+    server_identities = _server_identities(env)
+    if env.get("KEY_IDENTIFIER_VALUE") and any(name != DEFAULT_SERVER for names in server_identities.values() for name in names):
+        # A configured id records no use: the refresh would miss named servers and the sweep delete their keys.
+        raise ConfigurationError(
+            'KEY_IDENTIFIER_VALUE is for the default server ("") alone, and SPIRE_SERVER_IDENTITIES names other servers: '
+            "use KEY_METADATA_BLOB for several servers, or name only the default server"
+        )
     return CallerSettings(
         tenant_id=_guid(env, "ENTRA_TENANT_ID", "the tenant (directory) id whose tokens the app accepts"),
         api_client_id=_guid(env, "ENTRA_API_CLIENT_ID", "the client id of the app's API application in Entra ID"),
         token_version=int(version),
         authority_host=authority_host.rstrip("/"),
-        permissions=CallerPermissions(_server_identities(env), frozenset(_maintenance_identities(env))),
+        permissions=CallerPermissions(server_identities, frozenset(_maintenance_identities(env))),
         ca_bundle=ca_bundle,
     )
+
+
+def load_schedules(environ: Mapping[str, str]) -> Schedules:
+    """The maintenance schedules, with their defaults; raise naming the one that is not valid."""
+    env = {name: value.strip() for name, value in environ.items()}
+    return Schedules(
+        refresh=_schedule(env, "REFRESH_KEYS_SCHEDULE", DEFAULT_REFRESH_KEYS_SCHEDULE),
+        sweep=_schedule(env, "SWEEP_KEYS_SCHEDULE", DEFAULT_SWEEP_KEYS_SCHEDULE),
+    )
+
+
+def _schedule(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name) or default
+    shape = f"{name} must be an NCRONTAB schedule of six fields ({{second}} {{minute}} {{hour}} {{day}} {{month}} {{day of week}}), such as {default}"
+    if len(value.split()) != 6:
+        raise ConfigurationError(shape)
+    try:
+        Schedule.parse(value)
+    except CronError as error:
+        raise ConfigurationError(f"{shape}: {error}") from None
+    return value
 
 
 def _guid(env: Mapping[str, str], name: str, meaning: str) -> str:

@@ -15,7 +15,7 @@ import azure.functions as func
 from azure.functions.http import HttpResponseConverter
 
 from .functions import AppError, FunctionInfo, TimerRequest, Worker, trigger_input
-from .ncrontab import Schedule
+from shared.ncrontab import Schedule
 from .routes import RouteNotFound, Router, split_path
 from .settings import SettingsError, resolve_references
 from .wire import BadRequestBody, ClientLeft, ConnectionReader, HeadersTimeout, host_query_params, read_body

@@ -204,3 +204,18 @@ def test_a_refresh_of_several_servers_lists_the_vault_once(app_env, monkeypatch)
     report = maintenance.refresh_used_servers()
     assert len(report.refreshed) == len(named) and report.failed == []
     assert traffic.requests_to(app_env["KEY_VAULT_URI"]).count(listing) == pages
+
+
+@pytest.mark.parametrize("setting", ["REFRESH_KEYS_SCHEDULE", "SWEEP_KEYS_SCHEDULE"])
+def test_no_sweep_runs_while_a_schedule_is_invalid(server, shift_vault_time, vault_admin, monkeypatch, setting):
+    other = server("other-server")
+    other.generate("a", "ec-p256")
+    name = other.manager.naming().key_name("a")
+    me = server("this-server")
+    shift_vault_time(FIFTEEN_DAYS)
+    monkeypatch.setenv(setting, "0 */6 * * *")  # five fields: the Functions host reads six
+    status, body = me.sweep()
+    assert status == 503 and setting in body["error"]["message"], body
+    assert key_exists(vault_admin, name)
+    monkeypatch.delenv(setting)
+    assert me.sweep()[1]["deleted"] == [name]

@@ -62,7 +62,7 @@ def test_unparsable_content_is_503_and_left_untouched(app_env, monkeypatch, call
 
 
 def test_key_identifier_value_is_the_server_id_and_no_blob_is_used(app_env, monkeypatch, callers):
-    env = {**app_env, "KEY_METADATA_BLOB": "", "KEY_IDENTIFIER_VALUE": "fixed-server-1"}
+    env = {**app_env, **callers.settings(server_names=("",)), "KEY_METADATA_BLOB": "", "KEY_IDENTIFIER_VALUE": "fixed-server-1"}
     app = make_app(env, monkeypatch, callers)
     app.generate("a", "ec-p256")
     assert app.manager.naming().server_id == "fixed-server-1"

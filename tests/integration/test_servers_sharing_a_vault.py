@@ -20,6 +20,8 @@ def make_server_app(app_env: dict[str, str], monkeypatch, callers: Callers, serv
     """An app instance of a server whose id is configured (KEY_IDENTIFIER_VALUE, so no metadata blob)."""
     monkeypatch.delenv("KEY_METADATA_BLOB", raising=False)
     env = {name: value for name, value in app_env.items() if name != "KEY_METADATA_BLOB"}
+    # A configured id serves the default server alone: the callers may name no other.
+    env.update(callers.settings(server_names=("",)))
     return make_app({**env, "TRUST_DOMAIN": trust_domain, "KEY_IDENTIFIER_VALUE": server_id, **settings}, monkeypatch, callers)
 
 

@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from devtools.host.ncrontab import CronError, Schedule
+from shared.ncrontab import CronError, Schedule
 
 
 def nexts(expression: str, start: datetime, count: int = 3) -> list[datetime]:

@@ -1,9 +1,10 @@
+import json
 from datetime import timedelta
 
 import pytest
 
 from shared.errors import ConfigurationError
-from shared.settings import ClientSecret, DefaultChain, ManagedIdentity, load_settings
+from shared.settings import ClientSecret, DefaultChain, ManagedIdentity, Schedules, load_caller_settings, load_schedules, load_settings
 
 BASE = {
     "TRUST_DOMAIN": "example.org",
@@ -200,3 +201,30 @@ def test_unparsable_uris_are_configuration_errors(value):
 def test_a_count_out_of_range_reads_plainly():
     with pytest.raises(ConfigurationError, match=r"^SWEEP_MAX_DELETIONS must be a whole number from 1 to "):
         load_settings({**BASE, "SWEEP_MAX_DELETIONS": "0"})
+
+
+def test_schedules_default_to_every_six_hours_and_every_two_days():
+    assert load_schedules({}) == Schedules("0 0 */6 * * *", "0 0 0 */2 * *")
+    assert load_schedules({"REFRESH_KEYS_SCHEDULE": "0 30 */4 * * *"}).refresh == "0 30 */4 * * *"
+
+
+@pytest.mark.parametrize("setting", ["REFRESH_KEYS_SCHEDULE", "SWEEP_KEYS_SCHEDULE"])
+@pytest.mark.parametrize("value", ["0 */6 * * *", "0 0 */6 * * * *", "0 0 25 * * *", "0 0 0 30 2 *", "every day", "0 0 */0 * * *"])
+def test_a_schedule_must_be_six_ncrontab_fields_that_fire(setting, value):
+    with pytest.raises(ConfigurationError) as raised:
+        load_schedules({setting: value})
+    assert raised.value.message.startswith(f"{setting} must be an NCRONTAB schedule of six fields")
+
+
+_CALLERS = {"ENTRA_TENANT_ID": "72f988bf-86f1-41af-91ab-2d7cd011db47", "ENTRA_API_CLIENT_ID": "6e5b1c1a-2f4d-4a8e-9b1e-3c7d9f0a1b2c"}
+_IDENTITY = "0f6a4c3e-9d2b-4e1a-8c7f-5b3a2d1e0c9f"
+
+
+def test_key_identifier_value_serves_the_default_server_alone():
+    only_default = {**_CALLERS, "SPIRE_SERVER_IDENTITIES": json.dumps({_IDENTITY: [""]}), "KEY_IDENTIFIER_VALUE": "server-a"}
+    assert load_caller_settings(only_default).permissions.server_names == {_IDENTITY: frozenset({""})}
+    named = {**only_default, "SPIRE_SERVER_IDENTITIES": json.dumps({_IDENTITY: ["", "spire-a"]})}
+    with pytest.raises(ConfigurationError) as raised:
+        load_caller_settings(named)
+    assert "KEY_IDENTIFIER_VALUE" in raised.value.message and "SPIRE_SERVER_IDENTITIES" in raised.value.message
+    assert load_caller_settings({**named, "KEY_IDENTIFIER_VALUE": ""}).permissions.server_names == {_IDENTITY: frozenset({"", "spire-a"})}
