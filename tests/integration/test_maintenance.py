@@ -169,7 +169,7 @@ def test_refresh_and_sweep_cost_two_requests_per_key_plus_listing_pages(server, 
 
 def test_devhost_runs_the_refresh_timer_on_demand(app_env, callers, trust_domain, shift_vault_time, vault_admin):
     server_id = f"timer-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, **app_env, "TRUST_DOMAIN": trust_domain, "KEY_IDENTIFIER_VALUE": server_id}
+    env = {**os.environ, **app_env, **callers.settings(server_names=("",)), "TRUST_DOMAIN": trust_domain, "KEY_IDENTIFIER_VALUE": server_id}
     env["KEY_METADATA_BLOB"] = ""  # a configured server id needs no metadata blob; set, so local.settings.json cannot add one
     host = start_devhost(0, env, no_timers=True)
     try:
