@@ -24,7 +24,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Generic, Iterator, Sequence, TypeVar
 
 from shared.algorithms import KeyType, SignerOptions, signing_algorithm
-from shared.errors import FailedPrecondition, InvalidArgument, KeyManagerError, NameHeldByDeletedKey, NotFound, shortened
+from shared.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    KeyManagerError,
+    NameHeldByDeletedKey,
+    NotFound,
+    Unavailable,
+    shortened,
+)
 from shared.maintenance import Failure, RecordedUse, RefreshReport, SweepPolicy, SweepReport, is_aged, is_stale
 from shared.naming import KeyNaming
 from shared.ownership import TAG_SERVER_ID, Owner, owner_of, owner_tags
@@ -392,7 +400,14 @@ class KeyManager:
 
     def _recover(self, naming: KeyNaming, key_id: str, name: str) -> None:
         """Recover this server's soft-deleted key so that it can be rotated; put another's back as it was."""
-        recovered = self._ask(key_id, self._vault.recover_deleted_key, name)
+        try:
+            recovered = self._ask(key_id, self._vault.recover_deleted_key, name)
+        except NotFound:
+            # Gone from the deleted keys since this call's create was refused: another call recovered
+            # (or purged) it, and whose it is can be read only once that recovery lands.
+            raise Unavailable(
+                f'key "{shortened(key_id)}" is being recovered by another request: retry in a few seconds'
+            ) from None
         if not self._owns(naming, recovered):
             self._vault.delete_key(name)
             raise _name_of_another_server(key_id)

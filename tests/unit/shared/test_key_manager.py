@@ -6,7 +6,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from shared.algorithms import HashAlgorithm, KeyType, SignerOptions
-from shared.errors import FailedPrecondition, InvalidArgument, KeyManagerError, NotFound
+from shared.errors import FailedPrecondition, InvalidArgument, KeyManagerError, NotFound, Unavailable
 from shared.key_manager import KeyManager, SignRequest
 from shared.naming import KeyNaming
 from shared.public_keys import fingerprint
@@ -80,6 +80,22 @@ def test_a_key_id_whose_key_was_deleted_is_recovered_then_rotated(manager, vault
     assert vault.names() == ["get_key", "create_key", "recover_deleted_key", "create_key"]
     assert [v.key_type for v in vault.keys[name("a").lower()]] == [KeyType.EC_P256, KeyType.EC_P384]
     assert manager.get_public_key("a") == new != old
+
+
+def test_a_deleted_key_another_request_recovers_first_is_unavailable_not_a_wrong_not_found(manager, vault, monkeypatch):
+    manager.generate_key("a", KeyType.EC_P256)
+    vault.delete_key(name("a"))
+    refused_create = vault.create_key
+
+    def create_then_another_request_recovers(*args):
+        try:
+            return refused_create(*args)
+        finally:
+            vault.recover_deleted_key(name("a"))  # the other request, between this one's create and recover
+
+    monkeypatch.setattr(vault, "create_key", create_then_another_request_recovers)
+    with pytest.raises(Unavailable, match='key "a" is being recovered by another request'):
+        manager.generate_key("a", KeyType.EC_P256)
 
 
 def test_another_servers_deleted_key_is_not_recovered_for_good(manager, vault):
