@@ -4,6 +4,10 @@ Anyone may call it, and every server of the trust domain may share the vault it 
 instance checks its dependencies at most once per ``CHECK_INTERVAL`` and answers with that result in
 between. Settings and a stopped server (its id blob holds another id) are reported at once; a stopped
 server's blob is read again when its re-check is due, so that restoring it ends the stop.
+
+Health runs on the worker's thread pool, which signing shares, so no call ever waits for another
+caller's check: one check runs at a time, in the call that started it, and calls meanwhile answer at
+once with the last result, or, before the instance's first result, with a 503 saying a check is under way.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ CHECK_INTERVAL_SECONDS = 30.0
 # Anonymous callers learn that a server is stopped, never which blob or server name: the log says.
 STOPPED_SERVER = "a server id blob holds another server id than this instance has been using; the app's log names it"
 SERVER_ID_UNAVAILABLE = "the default server's id blob cannot be read or created now; the app's log names the blob and the cause"
+CHECK_UNDER_WAY = "this instance's first check of Blob storage and Key Vault is under way; ask again in a few seconds"
 _clock: Callable[[], float] = time.monotonic
 
 
@@ -63,13 +68,26 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def _dependencies(manager: KeyManager) -> _Answer:
-    """The last check's answer while it is recent and about the same key manager; else a new check."""
+    """The last check's answer while it is recent and about the same key manager; else a new check.
+
+    A call that finds another caller's check running answers at once rather than wait for it.
+    """
     global _last
-    with _lock:  # a burst waits for one check rather than starting its own
-        last = _last
-        if last is None or last.manager is not manager or _clock() - last.at >= CHECK_INTERVAL_SECONDS:
-            last = _last = _Checked(manager, _clock(), _check(manager))
-    return last.answer
+    last = _last
+    if _is_current(last, manager):
+        return last.answer
+    if not _lock.acquire(blocking=False):
+        return last.answer if last is not None and last.manager is manager else _NOT_CHECKED_YET
+    try:
+        if not _is_current(_last, manager):  # unless a check that ended just now answers already
+            _last = _Checked(manager, _clock(), _check(manager))
+        return _last.answer
+    finally:
+        _lock.release()
+
+
+def _is_current(last: _Checked | None, manager: KeyManager) -> bool:
+    return last is not None and last.manager is manager and _clock() - last.at < CHECK_INTERVAL_SECONDS
 
 
 def _check(manager: KeyManager) -> _Answer:
@@ -88,6 +106,9 @@ def _check(manager: KeyManager) -> _Answer:
 def _unavailable(dependency: str, error: KeyManagerError) -> _Answer:
     # The message names the failing setting or dependency; ids and secrets never enter it.
     return _Answer(503, {"status": "unavailable", "dependency": dependency, "error": {"code": error.code, "message": error.message}})
+
+
+_NOT_CHECKED_YET = _unavailable("not_checked_yet", Unavailable(CHECK_UNDER_WAY))
 
 
 def _render(answer: _Answer) -> func.HttpResponse:

@@ -1,6 +1,8 @@
 """Health: one dependency check per instance per 30 s; settings and stopped servers reported at once."""
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import azure.functions as func
@@ -106,6 +108,50 @@ def test_an_unreadable_id_blob_is_reported_without_naming_it(clock, vault, monke
 
 def test_caller_settings_that_refuse_every_call_make_health_503(clock, vault, monkeypatch):
     monkeypatch.setattr(app_context, "_callers", None)
+    monkeypatch.setenv("SPIRE_SERVER_IDENTITIES", '{"00000000-0000-0000-0000-000000000001": [""]}')  # valid: the tenant is what is missing
     monkeypatch.delenv("ENTRA_TENANT_ID", raising=False)
     status, body = call()
     assert status == 503 and body["dependency"] == "settings" and "ENTRA_TENANT_ID" in body["error"]["message"]
+
+
+class HangingProbe:
+    """A Key Vault probe that hangs until released, so that other callers come during the check."""
+
+    def __init__(self, vault: FakeVault) -> None:
+        self.vault = vault
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self) -> None:
+        self.vault.calls.append(("probe",))
+        self.entered.set()
+        assert self.release.wait(10), "the test never released the probe"
+
+
+def _call_during_a_hanging_check(vault: FakeVault, monkeypatch) -> tuple[tuple[int, dict], tuple[int, dict]]:
+    """(the answer of a call made while another caller's check hangs, the checking caller's answer)."""
+    probe = HangingProbe(vault)
+    monkeypatch.setattr(vault, "probe", probe)
+    with ThreadPoolExecutor(1) as checker:
+        checking = checker.submit(call)
+        assert probe.entered.wait(10)
+        during = call()  # never waits for the hanging check: were it to, the probe would time out first
+        probe.release.set()
+        return during, checking.result()
+
+
+def test_a_second_caller_during_a_cold_instances_check_answers_at_once_that_it_is_under_way(vault, clock, monkeypatch):
+    during, checked = _call_during_a_hanging_check(vault, monkeypatch)
+    assert during == (503, {"status": "unavailable", "dependency": "not_checked_yet",
+                            "error": {"code": "Unavailable", "message": health.CHECK_UNDER_WAY}})
+    assert checked == (200, {"status": "ok"})
+    assert vault.names() == ["probe"]  # one check at a time
+    assert call() == (200, {"status": "ok"})
+
+
+def test_a_second_caller_during_a_due_check_answers_at_once_with_the_last_result(vault, clock, monkeypatch):
+    assert call() == (200, {"status": "ok"})
+    clock.now += health.CHECK_INTERVAL_SECONDS
+    during, checked = _call_during_a_hanging_check(vault, monkeypatch)
+    assert during == (200, {"status": "ok"}) and checked == (200, {"status": "ok"})
+    assert vault.names() == ["probe", "probe"]
