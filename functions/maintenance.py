@@ -118,7 +118,9 @@ def refresh_keys_now(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def sweep_stale_keys_now(req: func.HttpRequest) -> func.HttpResponse:
     authorize_maintenance(req, "sweep")
-    dry_run = query_parameters(req, accepted=("dry_run",)).get("dry_run", "false")
+    dry_run = query_parameters(req, accepted=("dry_run",)).get("dry_run")
+    if dry_run is None:  # the sweep deletes: a real one only when asked for in so many words
+        raise InvalidArgument("dry_run is required: dry_run=true reports what the sweep would delete, dry_run=false deletes it")
     if dry_run not in ("true", "false"):
         raise InvalidArgument("dry_run must be true or false")
     return json_response(run_sweep(dry_run == "true").to_dict())
@@ -134,7 +136,7 @@ def query_parameters(req: func.HttpRequest, accepted: Collection[str]) -> dict[s
     """The query parameters as the caller sent them, each named in ``accepted``, once, with a value.
 
     Read from the URL itself: the Functions host drops empty values from ``req.params`` and joins
-    repeated ones, so ``?dry_run=`` would reach the function as no dry_run at all, a real sweep.
+    repeated ones, so ``?dry_run=`` would reach the function as no dry_run at all.
     Anything unknown, repeated, empty or without "=" is InvalidArgument, before anything runs.
     """
     found: dict[str, str] = {}

@@ -84,7 +84,11 @@ def test_a_dry_run_reports_what_the_real_run_then_deletes(api, maintainer_post, 
     assert not key_exists(vault_admin, abandoned_key)
 
 
-def test_refresh_and_sweep_without_a_query_run(api, maintainer_post):
+def test_refresh_without_a_query_runs_and_a_sweep_without_dry_run_does_not(api, maintainer_post, abandoned_key, shift_vault_time,
+                                                                            vault_admin):
     assert maintainer_post(f"{api}/maintenance/refresh") == (200, {"refreshed": [], "failed": []})
-    status, report = maintainer_post(f"{api}/maintenance/sweep")
-    assert status == 200 and report["dry_run"] is False
+    shift_vault_time(FIFTEEN_DAYS)
+    status, body = maintainer_post(f"{api}/maintenance/sweep")
+    assert (status, body["error"]["code"]) == (400, "InvalidArgument")
+    assert "dry_run=true" in body["error"]["message"] and "dry_run=false" in body["error"]["message"]
+    assert key_exists(vault_admin, abandoned_key)  # no sweep ran

@@ -73,7 +73,7 @@ def test_refresh_and_sweep_racing_with_use_never_delete_or_disable_own_keys(inst
         for _ in range(ROUNDS // 2):
             refreshed = send("POST", f"{b}/maintenance/refresh", callers.maintainer).json()
             assert refreshed["failed"] == [], refreshed
-            swept = send("POST", f"{b}/maintenance/sweep", callers.maintainer).json()
+            swept = send("POST", f"{b}/maintenance/sweep?dry_run=false", callers.maintainer).json()
             assert swept["deleted"] == [] and swept["failed"] == [], swept
 
     _run_together(use, maintain)

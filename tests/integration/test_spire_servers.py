@@ -128,7 +128,7 @@ def test_servers_in_use_survive_a_sweep_and_a_silent_one_is_swept(hosts, app_env
     refreshed = call(first, "POST", "/maintenance/refresh")
     assert refreshed.status_code == 200 and refreshed.json()["failed"] == [], refreshed.text
     assert len(refreshed.json()["refreshed"]) == 2  # spire-a's and spire-b's keys; the default server has none
-    swept = call(first, "POST", "/maintenance/sweep")
+    swept = call(first, "POST", "/maintenance/sweep", params={"dry_run": "false"})
     assert swept.status_code == 200 and len(swept.json()["deleted"]) == 1, swept.text
 
     for server, key in kept.items():
@@ -154,7 +154,7 @@ def test_the_sweep_keeps_keys_of_servers_that_called_within_the_age_though_no_re
     client.get_blob_client(f"{blob}.servers/spire-c").set_blob_metadata({LAST_USED: now.isoformat()})
     shift_vault_time(FIFTEEN_DAYS)  # no refresh ran: every key is 15 days old
 
-    swept = call(second, "POST", "/maintenance/sweep")
+    swept = call(second, "POST", "/maintenance/sweep", params={"dry_run": "false"})
     assert swept.status_code == 200 and len(swept.json()["deleted"]) == 1, swept.text
     assert listed(first, "spire-a") == [called]
     assert listed(second, "spire-c") == [recorded_before_ids_in_metadata]

@@ -285,6 +285,7 @@ def test_the_function_serves_the_document_as_json():
 
 
 def test_health_answers_match_their_schemas(monkeypatch):
+    from functions import health as health_module
     from functions.health import health
     from shared import app_context
 
@@ -295,6 +296,13 @@ def test_health_answers_match_their_schemas(monkeypatch):
     assert response.status_code == 503
     _validator("HealthUnavailable").validate(json.loads(response.get_body()))
     _validator("Health").validate({"status": "ok"})
+    _validator("HealthUnavailable").validate(health_module._NOT_CHECKED_YET.payload)  # a cold instance's answer during its first check
+
+
+def test_a_real_sweep_is_asked_for_in_so_many_words():
+    (dry_run,) = [_deref(p) for p in _operation("sweep_stale_keys_now")["parameters"] if _deref(p)["name"] == "dry_run"]
+    assert dry_run["in"] == "query" and dry_run["required"] is True
+    assert dry_run["schema"] == {"type": "string", "enum": ["true", "false"]}  # no default: none exists
 
 
 KEY_FUNCTIONS = ("generate_key", "get_public_key", "get_public_keys", "sign_data")

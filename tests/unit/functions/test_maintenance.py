@@ -79,11 +79,18 @@ def test_an_unknown_parameter_is_not_echoed():
     assert "a-secret-value" not in error.value.message and "dry_run" in error.value.message
 
 
-@pytest.mark.parametrize("query, dry_run", [("", False), ("dry_run=false", False), ("dry_run=true", True)])
+@pytest.mark.parametrize("query, dry_run", [("dry_run=false", False), ("dry_run=true", True)])
 def test_sweep_runs_as_asked(manager, query, dry_run):
     status, report = call(maintenance.sweep_stale_keys_now, "sweep", query)
     assert status == 200 and report["dry_run"] is dry_run
     assert manager.runs == [("sweep", dry_run)]
+
+
+def test_a_sweep_without_dry_run_is_400_saying_how_to_ask_and_nothing_runs(manager):
+    status, body = call(maintenance.sweep_stale_keys_now, "sweep", "")
+    assert status == 400 and body["error"]["code"] == "InvalidArgument"
+    assert "dry_run=true" in body["error"]["message"] and "dry_run=false" in body["error"]["message"]
+    assert manager.runs == []
 
 
 @pytest.mark.parametrize("query, params", [
