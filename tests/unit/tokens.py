@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import jwt
@@ -44,6 +45,21 @@ def policy(version: int = 2) -> TokenPolicy:
     return TokenPolicy.for_entra(AUTHORITY, TENANT_ID, API_CLIENT_ID, version)
 
 
+@dataclass(frozen=True)
+class SecondsFromNow:
+    """A time claim relative to when the token is made, not to when the test was collected."""
+
+    seconds: int
+
+    def at(self, now: int) -> int:
+        return now + self.seconds
+
+
+def resolved(claims: Mapping[str, Any], now: int) -> dict[str, Any]:
+    """``claims`` with every SecondsFromNow made a time, and None values left out."""
+    return {name: value.at(now) if isinstance(value, SecondsFromNow) else value for name, value in claims.items() if value is not None}
+
+
 def claims(object_id: str = SERVER_CALLER, version: int = 2, **overrides: Any) -> dict[str, Any]:
     """The claims of a valid app-only access token for the API, now; ``overrides`` change or (None) remove claims."""
     now = int(time.time())
@@ -61,7 +77,7 @@ def claims(object_id: str = SERVER_CALLER, version: int = 2, **overrides: Any) -
         "ver": f"{version}.0",
     }
     issued.update(overrides)
-    return {name: value for name, value in issued.items() if value is not None}
+    return resolved(issued, now)
 
 
 def token(object_id: str = SERVER_CALLER, key: rsa.RSAPrivateKey = SIGNING_KEY, kid: str = KID, **overrides: Any) -> str:

@@ -138,8 +138,8 @@ def test_a_jku_header_is_never_followed():
     ({"iss": f"https://sts.windows.net/{tokens.TENANT_ID}/", "ver": "1.0"}, "another issuer"),  # a v1 token where v2 is configured
     ({"tid": "8a5b6c7d-0000-4000-8000-000000000000"}, "another tenant"),
     ({"ver": "1.0"}, "v1.0 token"),
-    ({"exp": int(time.time()) - LEEWAY_SECONDS - 5}, "expired"),
-    ({"nbf": int(time.time()) + LEEWAY_SECONDS + 60}, "not valid yet"),
+    ({"exp": tokens.SecondsFromNow(-LEEWAY_SECONDS - 5)}, "expired"),
+    ({"nbf": tokens.SecondsFromNow(LEEWAY_SECONDS + 60)}, "not valid yet"),
     ({"scp": "user_impersonation"}, "user's (delegated) token"),
     ({"idtyp": "user"}, "user's (delegated) token"),
     ({"oid": None}, "no oid claim"),
