@@ -16,6 +16,8 @@ import logging
 import re
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 from azure.core.exceptions import (
@@ -77,19 +79,50 @@ _AZURE_POLICY_DENIAL = re.compile(r"(disallowed|denied) by (azure )?policy|polic
 POLICY_MESSAGE_LIMIT = 500
 
 
+@dataclass
+class KeyVaultCalls:
+    """One invocation's Key Vault requests: none is sent after ``send_by`` (``time.monotonic()``),
+    and whether a create it sent may have made a new key version current, now or later."""
+
+    send_by: float | None
+    create_may_have_landed: bool = False
+
+
+_calls: ContextVar[KeyVaultCalls | None] = ContextVar("key_vault_calls", default=None)
+
+
+@contextmanager
+def key_vault_calls(send_by: float | None) -> Iterator[KeyVaultCalls]:
+    """Run an invocation's Key Vault requests under ``send_by``, and learn what its creates did."""
+    calls = KeyVaultCalls(send_by)
+    token = _calls.set(calls)
+    try:
+        yield calls
+    finally:
+        _calls.reset(token)
+
+
+class DeadlinePassed(Unavailable):
+    """The caller stops waiting before a Key Vault request could be sent; none was sent."""
+
+
 class BudgetedRetryPolicy(RetryPolicy):
     """The SDK's retry policy, which never waits out a Retry-After that ends past the call's budget.
 
     The stock policy sleeps for any Retry-After and only then notices that its total ``timeout`` is
     spent. Here such a response goes straight back to the caller, who gets a 429 (or 503) with the
-    service's Retry-After instead of a request held open for nothing.
+    service's Retry-After instead of a request held open for nothing. Within ``key_vault_calls``, no
+    request, first or retry, is sent past its ``send_by``: the first is refused (DeadlinePassed),
+    and the last answer of a retried one goes back as it is.
 
     A 409 about a deletion or recovery still under way is retried too, with back-off, while the
     budget lasts: Key Vault finishes them a few seconds after answering.
 
-    Every Key Vault call the app makes may be repeated safely (a repeated sign is another valid
-    signature, a repeated create another version), so POST and PATCH are retried after a lost
-    connection too, not only on a 5xx as the SDK's default allows.
+    A repeated sign is another valid signature, so POST and PATCH are retried after a lost
+    connection too, not only on a 5xx as the SDK's default allows. A create is retried only when it
+    cannot have made a key version: after a 429, a 409 about a name in transition, or a connection
+    never made. After a read timeout, a connection lost once sent or a 5xx, Key Vault may have
+    created the version or may create it still, and a second create would make another one current.
     """
 
     RETRY_ON_METHODS = frozenset({"GET", "POST", "PATCH", "DELETE"})
@@ -97,16 +130,40 @@ class BudgetedRetryPolicy(RetryPolicy):
     def send(self, request):
         request.context.setdefault("retry_deadline", time.monotonic() + self.timeout)
         request.context.options.setdefault("retry_on_methods", self.RETRY_ON_METHODS)
+        if not _may_send_within(0):
+            raise DeadlinePassed("the caller's deadline leaves no time to ask Key Vault: nothing was sent")
         return super().send(request)
 
     def is_retry(self, settings, response) -> bool:
         if response.http_response.status_code == 409 and _is_name_in_transition(*_key_vault_error(response.http_response)):
             next_wait = self.get_backoff_time({**settings, "history": [*settings["history"], None]})
-            return bool(settings["total"]) and time.monotonic() + next_wait < response.context["retry_deadline"]
+            return bool(settings["total"]) and time.monotonic() + next_wait < response.context["retry_deadline"] and _may_send_within(next_wait)
         if not super().is_retry(settings, response):
             return False  # the common case, a success, stays cheap
+        if _is_create(response.http_request) and response.http_response.status_code != 429:
+            return False
         retry_after = self.get_retry_after(response)
-        return not (retry_after and time.monotonic() + retry_after > response.context["retry_deadline"])
+        next_wait = retry_after or self.get_backoff_time({**settings, "history": [*settings["history"], None]})
+        return not (retry_after and time.monotonic() + retry_after > response.context["retry_deadline"]) and _may_send_within(next_wait)
+
+    def increment(self, settings, response=None, error=None) -> bool:
+        if not super().increment(settings, response=response, error=error):
+            return False
+        if error is None:
+            return True
+        if _is_create(response.http_request) and not isinstance(error, ServiceRequestError):
+            return False
+        return _may_send_within(self.get_backoff_time(settings))
+
+
+def _is_create(request: Any) -> bool:
+    return request.method.upper() == "POST" and request.url.split("?")[0].rstrip("/").endswith("/create")
+
+
+def _may_send_within(wait: float) -> bool:
+    """Whether a request sent after ``wait`` seconds would go before the invocation's ``send_by``."""
+    calls = _calls.get()
+    return calls is None or calls.send_by is None or time.monotonic() + wait < calls.send_by
 
 
 class KeyVaultKeys:
@@ -116,11 +173,21 @@ class KeyVaultKeys:
         self._client = client
 
     def create_key(self, name: str, key_type: KeyType, tags: dict[str, str]) -> KeyVersion:
-        """Create the key, or add a new version to it (Key Vault's create on an existing name)."""
-        with _translated_errors(name):
-            key = self._client.create_key(
-                name, key_operations=KEY_OPERATIONS, tags=tags, **_CREATE_PARAMETERS[key_type]
-            )
+        """Create the key, or add a new version to it (Key Vault's create on an existing name).
+
+        Within ``key_vault_calls``, a create that fails in a way that may still make a version
+        current (a read timeout, a connection lost once sent, a 5xx) says so there.
+        """
+        try:
+            with _translated_errors(name):
+                key = self._client.create_key(
+                    name, key_operations=KEY_OPERATIONS, tags=tags, **_CREATE_PARAMETERS[key_type]
+                )
+        except KeyManagerError as error:
+            calls = _calls.get()
+            if calls is not None and not _created_nothing(error):
+                calls.create_may_have_landed = True
+            raise
         return _key_version(key)
 
     def get_key(self, name: str, version: str = LATEST) -> KeyVersion:
@@ -181,6 +248,15 @@ class KeyVaultKeys:
         """One cheap authenticated request: proves the vault answers and lets this identity list keys."""
         with _translated_errors():
             next(iter(self._client.list_properties_of_keys().by_page()), None)
+
+
+def _created_nothing(error: KeyManagerError) -> bool:
+    """Whether a failed create cannot have made a key version: never sent, or refused by Key Vault."""
+    cause = error.__cause__
+    if isinstance(error, DeadlinePassed) or isinstance(cause, ServiceRequestError):
+        return True
+    status = getattr(cause, "status_code", None) or 0
+    return isinstance(cause, HttpResponseError) and 400 <= status < 500 and status != 408
 
 
 def _version_in_kid(kid: object, name: str) -> str:

@@ -4,7 +4,13 @@ import json
 import time
 
 import pytest
-from azure.core.exceptions import ClientAuthenticationError, DecodeError, HttpResponseError, ServiceRequestError
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    DecodeError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.core.pipeline import Pipeline
 from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest import HttpRequest
@@ -15,7 +21,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from shared import errors
 from shared.algorithms import KeyType
-from shared.key_vault import BudgetedRetryPolicy, _translate, _version_in_kid, public_key_from_jwk
+from shared.key_vault import (
+    BudgetedRetryPolicy,
+    DeadlinePassed,
+    KeyVaultKeys,
+    _translate,
+    _version_in_kid,
+    key_vault_calls,
+    public_key_from_jwk,
+)
 
 
 def _der(public) -> bytes:
@@ -181,17 +195,26 @@ BEING_DELETED = (409, {"error": {"code": "Conflict", "message": "Key is currentl
 HELD = (409, {"error": {"code": "Conflict", "message": "deleted but recoverable", "innererror": {"code": "ObjectIsDeletedButRecoverable"}}})
 
 
+class _Closable:
+    def close(self):
+        pass
+
+
 class _Scripted(HttpTransport):
-    """A transport that answers with the given (status, JSON body) pairs in turn and records its sleeps."""
+    """A transport that answers with the given (status, JSON body[, headers]) tuples or raises the
+    given exceptions in turn, and records its sleeps."""
 
     def __init__(self, answers):
         self.answers, self.sent, self.slept = list(answers), 0, []
 
     def send(self, request, **kwargs):
         self.sent += 1
-        status, body = self.answers.pop(0)
-        response = HttpResponseImpl(request=request, internal_response=None, status_code=status, reason="reason",
-                                    content_type="application/json", headers={}, stream_download_generator=None)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        status, body, headers = (*answer, {})[:3]
+        response = HttpResponseImpl(request=request, internal_response=_Closable(), status_code=status, reason="reason",
+                                    content_type="application/json", headers=headers, stream_download_generator=None)
         response._content = json.dumps(body).encode()
         return response
 
@@ -208,9 +231,9 @@ class _Scripted(HttpTransport):
         pass
 
 
-def _run(transport, timeout=20, retry_total=3):
+def _run(transport, timeout=20, retry_total=3, method="POST", url="https://vault/keys/k/create"):
     pipeline = Pipeline(transport, [BudgetedRetryPolicy(timeout=timeout, retry_total=retry_total)])
-    return pipeline.run(HttpRequest("POST", "https://vault/keys/k/create")).http_response
+    return pipeline.run(HttpRequest(method, url)).http_response
 
 
 def test_a_name_being_deleted_is_tried_again_with_back_off_until_the_deletion_lands():
@@ -236,3 +259,93 @@ def test_a_name_still_being_deleted_when_the_budget_would_end_goes_back_as_it_is
 def test_other_conflicts_are_not_tried_again():
     transport = _Scripted([HELD])
     assert _run(transport).status_code == 409 and transport.sent == 1
+
+
+SIGN_URL = "https://vault/keys/k/v/sign"
+THROTTLED = (429, {"error": {"code": "Throttled", "message": "throttled"}}, {"Retry-After": "4"})
+
+
+def test_a_sign_is_sent_again_after_a_connection_lost_once_sent():
+    transport = _Scripted([ServiceResponseError("read timed out"), (200, {"kid": "x", "value": ""})])
+    assert _run(transport, url=SIGN_URL).status_code == 200 and transport.sent == 2
+
+
+@pytest.mark.parametrize("ambiguous", [ServiceResponseError("read timed out"), ServiceResponseError("connection reset")])
+def test_a_create_is_not_sent_again_once_it_may_have_reached_key_vault(ambiguous):
+    transport = _Scripted([ambiguous, (200, {"key": {}})])
+    with pytest.raises(ServiceResponseError):
+        _run(transport)
+    assert transport.sent == 1
+
+
+@pytest.mark.parametrize("status", [500, 503, 504])
+def test_a_create_key_vault_failed_to_answer_is_not_sent_again(status):
+    transport = _Scripted([(status, {"error": {"code": "InternalError", "message": "x"}}), (200, {"key": {}})])
+    assert _run(transport).status_code == status and transport.sent == 1
+
+
+def test_a_create_is_sent_again_when_the_connection_was_never_made_or_it_was_throttled():
+    transport = _Scripted([ServiceRequestError("connection refused"), (429, {}, {"Retry-After": "0"}), (200, {"key": {}})])
+    assert _run(transport).status_code == 200 and transport.sent == 3
+
+
+def test_no_request_is_sent_past_the_invocations_deadline():
+    transport = _Scripted([(200, {"key": {}})])
+    with key_vault_calls(time.monotonic() - 0.001), pytest.raises(DeadlinePassed):
+        _run(transport, method="GET", url="https://vault/keys/k/")
+    assert transport.sent == 0
+
+
+def test_no_retry_is_sent_past_the_invocations_deadline():
+    transport = _Scripted([THROTTLED, (200, {"key": {}})])
+    with key_vault_calls(time.monotonic() + 2):  # the Retry-After of 4 s ends past it, the budget of 20 s does not
+        assert _run(transport).status_code == 429
+    assert transport.sent == 1 and transport.slept == []
+    refused = ServiceRequestError("connection refused")
+    transport = _Scripted([refused, refused, (200, {"key": {}})])
+    with key_vault_calls(time.monotonic() + 1), pytest.raises(ServiceRequestError):
+        _run(transport, url=SIGN_URL)  # the first retry goes at once, the second after 1.6 s
+    assert transport.sent == 2
+
+
+def test_within_the_deadline_requests_are_retried_as_usual():
+    transport = _Scripted([(429, {}, {"Retry-After": "1"}), (200, {"key": {}})])
+    with key_vault_calls(time.monotonic() + 5):
+        assert _run(transport).status_code == 200
+    assert transport.sent == 2
+
+
+def _vault(transport) -> KeyVaultKeys:
+    from azure.keyvault.keys import KeyClient
+
+    class _Credential:
+        def get_token(self, *scopes, **kwargs):
+            from azure.core.credentials import AccessToken
+
+            return AccessToken("token", int(time.time()) + 3600)
+
+    return KeyVaultKeys(KeyClient("https://vault.vault.azure.net", _Credential(), transport=transport,
+                                  retry_policy=BudgetedRetryPolicy(timeout=20, retry_total=3)))
+
+
+@pytest.mark.parametrize(
+    "answer, may_have_landed",
+    [
+        (THROTTLED, False),
+        (ServiceRequestError("connection refused"), False),
+        (ServiceResponseError("read timed out"), True),
+        ((500, {"error": {"code": "InternalError", "message": "x"}}), True),
+    ],
+)
+def test_a_failed_create_says_whether_it_may_have_made_a_version(answer, may_have_landed):
+    transport = _Scripted([answer] * 4)
+    with key_vault_calls(time.monotonic() + 0.01) as calls, pytest.raises(errors.KeyManagerError):
+        _vault(transport).create_key("k", KeyType.EC_P256, {})
+    assert calls.create_may_have_landed is may_have_landed
+
+
+def test_a_create_refused_by_the_deadline_made_nothing():
+    transport = _Scripted([])
+    with key_vault_calls(time.monotonic() - 0.001) as calls, pytest.raises(DeadlinePassed):
+        _vault(transport).create_key("k", KeyType.EC_P256, {})
+    assert transport.sent == 0 and calls.create_may_have_landed is False
