@@ -22,7 +22,7 @@ import azure.functions as func
 
 from functions.http import handles_errors, json_response
 from shared import app_context
-from shared.errors import KeyManagerError, Unavailable
+from shared.errors import FailedPrecondition, KeyManagerError, Unavailable
 from shared.key_manager import KeyManager
 
 bp = func.Blueprint()
@@ -32,6 +32,7 @@ CHECK_INTERVAL_SECONDS = 30.0
 # Anonymous callers learn that a server is stopped, never which blob or server name: the log says.
 STOPPED_SERVER = "a server id blob holds another server id than this instance has been using; the app's log names it"
 SERVER_ID_UNAVAILABLE = "the default server's id blob cannot be read or created now; the app's log names the blob and the cause"
+SHARED_SERVER_NAME = "two SPIRE server processes share one server name; the log names it"
 CHECK_UNDER_WAY = "this instance's first check of Blob storage and Key Vault is under way; ask again in a few seconds"
 _clock: Callable[[], float] = time.monotonic
 
@@ -64,6 +65,8 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
         return _render(_unavailable("settings", error))
     if conflicts:
         return _render(_unavailable("blob_storage", Unavailable(STOPPED_SERVER)))
+    if app_context.instances().overlapping():
+        return _render(_unavailable("spire_servers", FailedPrecondition(SHARED_SERVER_NAME)))
     return _render(_dependencies(app_context.default_key_manager()))
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import azure.functions as func
@@ -12,6 +15,7 @@ from functions.http import (
     AUTHORIZATION_HEADER,
     audit,
     base64_field,
+    error_response,
     handles_errors,
     json_body,
     json_response,
@@ -23,11 +27,14 @@ from functions.http import (
 from shared import app_context
 from shared.algorithms import HashAlgorithm, KeyType, SignerOptions
 from shared.callers import Caller
-from shared.errors import InvalidArgument, shortened
+from shared.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable, shortened
+from shared.instances import parse_instance_id, shared_name_message
 from shared.key_manager import KeyManager, SignRequest
+from shared.key_vault import key_vault_calls
 from shared.public_keys import PublicKey
 
 bp = func.Blueprint()
+log = logging.getLogger(__name__)
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 # Go's rsa.PSSSaltLengthEqualsHash, and rsa.PSSSaltLengthAuto (also proto3's default when SPIRE sets
@@ -39,6 +46,16 @@ SALT_LENGTH_AUTO = 0
 # belongs to (refused unless it is the app's).
 SERVER_NAME_HEADER = "X-SPIRE-Server-Name"
 TRUST_DOMAIN_HEADER = "X-SPIRE-Trust-Domain"
+# Optional: the calling plugin process's random id, the same on all its calls, so that two live
+# processes under one server name are told from a restart (shared/instances.py).
+PLUGIN_INSTANCE_HEADER = "X-SPIRE-Plugin-Instance"
+# Optional on POST /api/keys: when the caller stops waiting for this attempt (RFC 3339). No Key
+# Vault request is sent later than DEADLINE_MARGIN_SECONDS before it, to allow for clock skew.
+DEADLINE_HEADER = "X-Request-Deadline"
+DEADLINE_MARGIN_SECONDS = 1.0
+# On a 429 or 503 from POST /api/keys, "false" when no key version was made nor can be made later
+# (no create was sent, or Key Vault refused each one): sending the request again is safe.
+KEY_CREATED_HEADER = "X-Key-Created"
 
 
 @bp.function_name("generate_key")
@@ -46,10 +63,22 @@ TRUST_DOMAIN_HEADER = "X-SPIRE-Trust-Domain"
 @handles_errors
 def generate_key(req: func.HttpRequest) -> func.HttpResponse:
     call = server_call(req)
+    if app_context.instances().overlaps(call.server_name):
+        # Each process would rotate the other's keys; reads and signs go on, so both keep serving.
+        raise FailedPrecondition(shared_name_message(call.server_name))
     body = json_body(req)
     key_id = required_string(body, "key_id", "key id is required")
     key_type = KeyType.parse(required_string(body, "key_type", "key type is required"))
-    public_key = call.manager.generate_key(key_id, key_type)
+    with key_vault_calls(_send_by(req.headers.get(DEADLINE_HEADER))) as calls:
+        try:
+            public_key = call.manager.generate_key(key_id, key_type)
+        except (ResourceExhausted, Unavailable) as error:
+            if calls.create_may_have_landed:
+                raise
+            log.warning("generate_key failed before any key was made: %s", error.message)
+            response = error_response(error)
+            response.headers[KEY_CREATED_HEADER] = "false"
+            return response
     call.audit("generate_key", key_id, public_key.version)
     return json_response({"public_key": _render(public_key)})
 
@@ -98,7 +127,25 @@ class ServerCall:
 def server_call(req: func.HttpRequest) -> ServerCall:
     """The caller proven by its token and authorized as a server, before anything else is read or done."""
     caller, server_name = app_context.callers().server_caller(req.headers.get(AUTHORIZATION_HEADER), req.headers.get(SERVER_NAME_HEADER))
-    return ServerCall(caller, server_name, app_context.key_manager(server_name, req.headers.get(TRUST_DOMAIN_HEADER)))
+    instance_id = parse_instance_id(req.headers.get(PLUGIN_INSTANCE_HEADER))
+    call = ServerCall(caller, server_name, app_context.key_manager(server_name, req.headers.get(TRUST_DOMAIN_HEADER)))
+    instances = app_context.instances()
+    if instance_id is not None and instances.note(server_name, instance_id) and instances.overlaps(server_name):
+        log.error("%s", shared_name_message(server_name))
+    return call
+
+
+def _send_by(deadline: str | None) -> float | None:
+    """The ``time.monotonic()`` after which no Key Vault request goes out for the caller's deadline."""
+    if deadline is None:
+        return None
+    try:
+        when = datetime.fromisoformat(deadline)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise InvalidArgument(f"{DEADLINE_HEADER} must be an RFC 3339 time with its offset, such as 2030-01-02T03:04:05.678Z")
+    return time.monotonic() + (when - datetime.now(timezone.utc)).total_seconds() - DEADLINE_MARGIN_SECONDS
 
 
 def parse_sign_request(key_id: str, body: dict[str, Any]) -> SignRequest:

@@ -23,6 +23,7 @@ from requests.utils import select_proxy
 from shared.caller_tokens import SigningKeys, TokenPolicy, TokenVerifier, jwks_fetcher
 from shared.callers import CallerGate
 from shared.errors import ConfigurationError, InvalidArgument, Unavailable
+from shared.instances import Instances
 from shared.key_manager import KeyManager
 from shared.key_vault import BudgetedRetryPolicy, KeyVaultKeys
 from shared.server_identity import (
@@ -60,6 +61,8 @@ _servers: SpireServers | None = None
 _callers: CallerGate | None = None
 # A key manager put here (by tests and benchmarks) serves every caller in place of the app's wiring.
 _key_manager: KeyManager | None = None
+# The plugin processes that call as each server, on this instance.
+_instances = Instances()
 
 
 class SpireServers:
@@ -148,6 +151,10 @@ class SpireServers:
                     identity = self._directory.identity(server_name)
                     server = self._servers[server_name] = (identity, self._build_manager(identity))
         return server
+
+
+def instances() -> Instances:
+    return _instances
 
 
 def callers() -> CallerGate:

@@ -312,12 +312,12 @@ def _header_parameters(function_name: str) -> dict[str, dict]:
     return {p["name"]: p for p in map(_deref, _operation(function_name).get("parameters", [])) if p["in"] == "header"}
 
 
-def test_the_key_functions_take_the_optional_server_name_and_trust_domain_headers():
-    from functions.keys import SERVER_NAME_HEADER, TRUST_DOMAIN_HEADER
+def test_the_key_functions_take_the_optional_server_name_trust_domain_and_plugin_instance_headers():
+    from functions.keys import PLUGIN_INSTANCE_HEADER, SERVER_NAME_HEADER, TRUST_DOMAIN_HEADER
 
     for name in KEY_FUNCTIONS:
         headers = _header_parameters(name)
-        assert set(headers) == {SERVER_NAME_HEADER, TRUST_DOMAIN_HEADER}, name
+        assert set(headers) == {SERVER_NAME_HEADER, TRUST_DOMAIN_HEADER, PLUGIN_INSTANCE_HEADER}, name
         assert not any(header["required"] for header in headers.values()), name
         assert "400" in _operation(name)["responses"], name
     for name in set(HTTP_FUNCTIONS) - set(KEY_FUNCTIONS):
