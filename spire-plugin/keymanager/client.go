@@ -3,6 +3,8 @@ package keymanager
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -57,6 +60,24 @@ type appClient struct {
 	http       *http.Client
 	logger     hclog.Logger
 	backoff    backoff
+	// The id this plugin process sends on every call: SPIRE configures the plugin once per start.
+	instance instanceID
+}
+
+// instanceID is made at the first call: 128 random bits in hex, X-SPIRE-Plugin-Instance. Two ids
+// that keep calling under one server name tell the app that two live SPIRE servers share the name.
+type instanceID struct {
+	once  sync.Once
+	value string
+}
+
+func (i *instanceID) get() string {
+	i.once.Do(func() {
+		random := make([]byte, 16)
+		_, _ = crand.Read(random) // it never returns an error (crypto/rand)
+		i.value = hex.EncodeToString(random)
+	})
+	return i.value
 }
 
 // apiErrorBody is the app's error document: {"error": {"code": "<gRPC code name>", "message"}}.
@@ -180,6 +201,7 @@ func (c *appClient) setHeaders(request *http.Request, accessToken string, hasBod
 		request.Header.Set("X-SPIRE-Server-Name", c.settings.serverName)
 	}
 	request.Header.Set("X-SPIRE-Trust-Domain", c.settings.trustDomain)
+	request.Header.Set("X-SPIRE-Plugin-Instance", c.instance.get())
 }
 
 // connectionFailure: the app did not answer; another attempt may find it up.
