@@ -1,0 +1,60 @@
+"""POST /api/keys over the real Key Vault adapter on a scripted transport: the caller's deadline, and
+whether a failed generate_key says that no key was made."""
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import azure.functions as func
+import pytest
+from azure.core.exceptions import ServiceResponseError
+
+from functions import keys
+from shared import app_context
+from shared.key_manager import KeyManager
+from tests.unit.fakes import FixedIdentity
+from tests.unit.shared.test_key_vault import _Scripted, _vault
+from tests.unit.tokens import bearer
+
+NOT_FOUND = (404, {"error": {"code": "KeyNotFound", "message": "not found"}})
+
+
+def _generate(monkeypatch, answers, deadline_in: float | None = None, deadline: str | None = None):
+    transport = _Scripted(answers)
+    manager = KeyManager(_vault(transport), FixedIdentity("0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"), "example.org")
+    monkeypatch.setattr(app_context, "_key_manager", manager)
+    headers = bearer()
+    if deadline_in is not None:
+        deadline = (datetime.now(timezone.utc) + timedelta(seconds=deadline_in)).isoformat()
+    if deadline is not None:
+        headers[keys.DEADLINE_HEADER] = deadline
+    body = json.dumps({"key_id": "x509-CA-A", "key_type": "ec-p256"}).encode()
+    response = keys.generate_key(func.HttpRequest("POST", "http://localhost/api/keys", body=body, headers=headers))
+    return response, transport
+
+
+def test_a_deadline_too_close_to_ask_key_vault_is_a_503_that_made_nothing(monkeypatch):
+    response, transport = _generate(monkeypatch, [], deadline_in=keys.DEADLINE_MARGIN_SECONDS - 0.1)
+    assert response.status_code == 503 and response.headers[keys.KEY_CREATED_HEADER] == "false"
+    assert "nothing was sent" in json.loads(response.get_body())["error"]["message"]
+    assert transport.sent == 0
+
+
+def test_a_create_throttled_past_the_deadline_is_a_429_that_made_nothing(monkeypatch):
+    throttled = (429, {"error": {"code": "Throttled", "message": "x"}}, {"Retry-After": "4"})
+    response, transport = _generate(monkeypatch, [NOT_FOUND, throttled], deadline_in=3)
+    assert response.status_code == 429 and response.headers["Retry-After"] == "4"
+    assert response.headers[keys.KEY_CREATED_HEADER] == "false"
+    assert transport.sent == 2  # the wait of 4 s would end past the deadline: no retry
+
+
+def test_a_create_that_may_have_reached_key_vault_does_not_say_that_nothing_was_made(monkeypatch):
+    response, transport = _generate(monkeypatch, [NOT_FOUND, ServiceResponseError("read timed out")], deadline_in=10)
+    assert response.status_code == 503 and keys.KEY_CREATED_HEADER not in response.headers
+    assert transport.sent == 2
+
+
+@pytest.mark.parametrize("deadline", ["soon", "2030-01-02T03:04:05"])
+def test_a_deadline_that_is_not_an_rfc_3339_time_is_refused(monkeypatch, deadline):
+    response, transport = _generate(monkeypatch, [], deadline=deadline)
+    assert response.status_code == 400 and keys.DEADLINE_HEADER in json.loads(response.get_body())["error"]["message"]
+    assert transport.sent == 0
