@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -95,11 +96,34 @@ type attemptFailure struct {
 	retryAfter time.Duration // what the app asked for; zero when it did not say
 	// The call's own deadline ended the attempt: it says nothing of the app.
 	cutShort bool
+	// The request cannot have reached Key Vault: no token, the connection refused, or the app
+	// said so (X-Key-Created: false on a 429 or 503).
+	unsent bool
 }
 
+// retryRule says which failed attempts a call sends again.
+type retryRule int
+
+const (
+	// Every failure another attempt may cure: reads and signs may be repeated.
+	retryWhatMayHelp retryRule = iota
+	// Only those whose request cannot have reached Key Vault: a key create that Key Vault may
+	// still make current must not be followed by another, which would make a second key current.
+	retryOnlyUnsent
+)
+
+const (
+	// The app sends no Key Vault request for an attempt past its deadline (less a margin).
+	deadlineHeader = "X-Request-Deadline"
+	// The app's word that no key version was made nor can be made later by a failed create.
+	keyCreatedHeader = "X-Key-Created"
+	deadlineFormat   = "2006-01-02T15:04:05.000Z07:00"
+)
+
 // call sends a request and decodes a 2xx JSON answer into out, retrying 429, 503, connection
-// failures and failures to get a token while the call's deadline leaves room for another attempt.
-func (c *appClient) call(ctx context.Context, method, path string, body, out any) error {
+// failures and failures to get a token, as far as the rule allows, while the call's deadline
+// leaves room for another attempt.
+func (c *appClient) call(ctx context.Context, rule retryRule, method, path string, body, out any) error {
 	var payload []byte
 	if body != nil {
 		var err error
@@ -120,7 +144,7 @@ func (c *appClient) call(ctx context.Context, method, path string, body, out any
 			// A last attempt the deadline cut short would hide what the app last answered.
 			return giveUp(previous, attempt)
 		}
-		if !failure.retryable {
+		if !failure.retryable || (rule == retryOnlyUnsent && !failure.unsent) {
 			return failure.status.Err()
 		}
 		wait := c.backoff.delay(attempt)
@@ -165,9 +189,10 @@ func (c *appClient) attempt(ctx context.Context, method, path string, payload []
 	}
 	accessToken, err := getToken(attemptCtx, c.credential, c.settings)
 	if err != nil {
-		return &attemptFailure{status: status.New(codes.Unavailable, err.Error()), retryable: true, cutShort: ctx.Err() != nil}
+		return &attemptFailure{status: status.New(codes.Unavailable, err.Error()), retryable: true, cutShort: ctx.Err() != nil, unsent: true}
 	}
-	c.setHeaders(request, accessToken, payload != nil)
+	deadline, _ := attemptCtx.Deadline()
+	c.setHeaders(request, accessToken, payload != nil, deadline)
 	response, err := c.http.Do(request)
 	if err != nil {
 		return c.connectionFailure(ctx, err)
@@ -178,10 +203,12 @@ func (c *appClient) attempt(ctx context.Context, method, path string, payload []
 		return c.connectionFailure(ctx, err)
 	}
 	if response.StatusCode/100 != 2 {
+		retryable := response.StatusCode == http.StatusTooManyRequests || response.StatusCode == http.StatusServiceUnavailable
 		return &attemptFailure{
 			status:     statusFromResponse(response, content, c.settings.serverName),
-			retryable:  response.StatusCode == http.StatusTooManyRequests || response.StatusCode == http.StatusServiceUnavailable,
+			retryable:  retryable,
 			retryAfter: parseRetryAfter(response.Header.Get("Retry-After")),
+			unsent:     retryable && response.Header.Get(keyCreatedHeader) == "false",
 		}
 	}
 	if err := json.Unmarshal(content, out); err != nil {
@@ -190,7 +217,7 @@ func (c *appClient) attempt(ctx context.Context, method, path string, payload []
 	return nil
 }
 
-func (c *appClient) setHeaders(request *http.Request, accessToken string, hasBody bool) {
+func (c *appClient) setHeaders(request *http.Request, accessToken string, hasBody bool, deadline time.Time) {
 	request.Header.Set("Authorization", "Bearer "+accessToken)
 	request.Header.Set("User-Agent", userAgent)
 	request.Header.Set("Accept", "application/json")
@@ -202,6 +229,7 @@ func (c *appClient) setHeaders(request *http.Request, accessToken string, hasBod
 	}
 	request.Header.Set("X-SPIRE-Trust-Domain", c.settings.trustDomain)
 	request.Header.Set("X-SPIRE-Plugin-Instance", c.instance.get())
+	request.Header.Set(deadlineHeader, deadline.UTC().Format(deadlineFormat))
 }
 
 // connectionFailure: the app did not answer; another attempt may find it up.
@@ -213,6 +241,7 @@ func (c *appClient) connectionFailure(ctx context.Context, err error) *attemptFa
 		status:    status.Newf(codes.Unavailable, "the app at %s did not answer: %v", c.settings.appURL, err),
 		retryable: true,
 		cutShort:  ctx.Err() != nil,
+		unsent:    errors.Is(err, syscall.ECONNREFUSED),
 	}
 }
 

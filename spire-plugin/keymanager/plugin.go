@@ -125,7 +125,9 @@ func (p *Plugin) GenerateKey(ctx context.Context, req *keymanagerv1.GenerateKeyR
 	if !ok {
 		return nil, status.Errorf(codes.InvalidArgument, "key type is required: one of EC_P256, EC_P384, RSA_2048, RSA_4096, not %s", req.KeyType)
 	}
-	publicKey, err := p.fetchPublicKey(ctx, req.KeyId, http.MethodPost, "", map[string]string{"key_id": req.KeyId, "key_type": keyType})
+	// A retried create that had reached Key Vault could make a second key current after SPIRE took
+	// the first; on such a failure SPIRE prepares the slot again itself.
+	publicKey, err := p.fetchPublicKey(ctx, req.KeyId, retryOnlyUnsent, http.MethodPost, "", map[string]string{"key_id": req.KeyId, "key_type": keyType})
 	if err != nil {
 		return nil, err
 	}
@@ -134,14 +136,14 @@ func (p *Plugin) GenerateKey(ctx context.Context, req *keymanagerv1.GenerateKeyR
 
 // GetPublicKey answers NotFound for a key id without a key, as SPIRE's contract expects.
 func (p *Plugin) GetPublicKey(ctx context.Context, req *keymanagerv1.GetPublicKeyRequest) (*keymanagerv1.GetPublicKeyResponse, error) {
-	publicKey, err := p.fetchPublicKey(ctx, req.KeyId, http.MethodGet, "/"+url.PathEscape(req.KeyId), nil)
+	publicKey, err := p.fetchPublicKey(ctx, req.KeyId, retryWhatMayHelp, http.MethodGet, "/"+url.PathEscape(req.KeyId), nil)
 	if err != nil {
 		return nil, err
 	}
 	return &keymanagerv1.GetPublicKeyResponse{PublicKey: publicKey}, nil
 }
 
-func (p *Plugin) fetchPublicKey(ctx context.Context, keyID, method, subPath string, body any) (*keymanagerv1.PublicKey, error) {
+func (p *Plugin) fetchPublicKey(ctx context.Context, keyID string, rule retryRule, method, subPath string, body any) (*keymanagerv1.PublicKey, error) {
 	if keyID == "" {
 		return nil, status.Error(codes.InvalidArgument, "key id is required")
 	}
@@ -150,7 +152,7 @@ func (p *Plugin) fetchPublicKey(ctx context.Context, keyID, method, subPath stri
 		return nil, err
 	}
 	var response publicKeyResponse
-	if err := client.call(ctx, method, "/api/keys"+subPath, body, &response); err != nil {
+	if err := client.call(ctx, rule, method, "/api/keys"+subPath, body, &response); err != nil {
 		return nil, err
 	}
 	if response.PublicKey == nil || response.PublicKey.ID != keyID {
@@ -168,7 +170,7 @@ func (p *Plugin) GetPublicKeys(ctx context.Context, _ *keymanagerv1.GetPublicKey
 	var response struct {
 		PublicKeys []*publicKeyJSON `json:"public_keys"`
 	}
-	if err := client.call(ctx, http.MethodGet, "/api/keys", nil, &response); err != nil {
+	if err := client.call(ctx, retryWhatMayHelp, http.MethodGet, "/api/keys", nil, &response); err != nil {
 		return nil, err
 	}
 	publicKeys := make([]*keymanagerv1.PublicKey, 0, len(response.PublicKeys))
@@ -203,7 +205,7 @@ func (p *Plugin) SignData(ctx context.Context, req *keymanagerv1.SignDataRequest
 		Signature      []byte `json:"signature"`
 		KeyFingerprint string `json:"key_fingerprint"`
 	}
-	if err := client.call(ctx, http.MethodPost, "/api/keys/"+url.PathEscape(req.KeyId)+"/sign", body, &response); err != nil {
+	if err := client.call(ctx, retryWhatMayHelp, http.MethodPost, "/api/keys/"+url.PathEscape(req.KeyId)+"/sign", body, &response); err != nil {
 		return nil, err
 	}
 	if len(response.Signature) == 0 {

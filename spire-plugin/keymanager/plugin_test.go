@@ -494,18 +494,24 @@ func TestALastAttemptTheDeadlineCutsShortReportsTheAppsLastAnswer(t *testing.T) 
 
 func TestConnectionFailuresAreRetried(t *testing.T) {
 	app := newFakeApp(t)
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
 	// The first two connections are dropped before an answer, as an app restarting would.
-	var dropped atomic.Int32
-	server := &httptest.Server{Listener: &droppingListener{Listener: listener, drop: 2, dropped: &dropped}, Config: &http.Server{Handler: app}}
-	server.Start()
-	defer server.Close()
+	server, dropped := serveDropping(t, app, 2)
 	s := serveConfigured(t, server, "")
-	_, err = s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "x509-CA-A"})
+	_, err := s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "x509-CA-A"})
 	require.NoError(t, err)
 	assert.Equal(t, int32(2), dropped.Load())
 	assert.Len(t, app.recorded(), 1)
+}
+
+// serveDropping serves handler, closing its first `drop` connections once accepted.
+func serveDropping(t *testing.T, handler http.Handler, drop int32) (*httptest.Server, *atomic.Int32) {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var dropped atomic.Int32
+	server := &httptest.Server{Listener: &droppingListener{Listener: listener, drop: drop, dropped: &dropped}, Config: &http.Server{Handler: handler}}
+	server.Start()
+	t.Cleanup(server.Close)
+	return server, &dropped
 }
 
 type droppingListener struct {
@@ -525,15 +531,21 @@ func (l *droppingListener) Accept() (net.Conn, error) {
 	}
 }
 
-func TestAnAppNotAnsweringInTheRequestTimeoutIsRetried(t *testing.T) {
+// holdingFirst holds the first request unanswered until the client gives up on it, then serves app.
+func holdingFirst(t *testing.T, app *fakeApp) (http.Handler, *atomic.Int32) {
 	release := make(chan struct{})
-	defer close(release)
-	handler, count := flakyApp(newFakeApp(t), 1, func(_ http.ResponseWriter, r *http.Request) {
+	t.Cleanup(func() { close(release) })
+	return flakyApp(app, 1, func(_ http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body) // so that the server sees the client hang up
 		select {
 		case <-release:
 		case <-r.Context().Done():
 		}
 	})
+}
+
+func TestAnAppNotAnsweringInTheRequestTimeoutIsRetried(t *testing.T) {
+	handler, count := holdingFirst(t, newFakeApp(t))
 	s := serveApp(t, handler, `request_timeout = "50ms"`)
 	_, err := s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "x509-CA-A"})
 	require.NoError(t, err)
