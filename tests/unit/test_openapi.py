@@ -313,15 +313,25 @@ def _header_parameters(function_name: str) -> dict[str, dict]:
 
 
 def test_the_key_functions_take_the_optional_server_name_trust_domain_and_plugin_instance_headers():
-    from functions.keys import PLUGIN_INSTANCE_HEADER, SERVER_NAME_HEADER, TRUST_DOMAIN_HEADER
+    from functions.keys import DEADLINE_HEADER, PLUGIN_INSTANCE_HEADER, SERVER_NAME_HEADER, TRUST_DOMAIN_HEADER
 
     for name in KEY_FUNCTIONS:
         headers = _header_parameters(name)
-        assert set(headers) == {SERVER_NAME_HEADER, TRUST_DOMAIN_HEADER, PLUGIN_INSTANCE_HEADER}, name
+        deadline = {DEADLINE_HEADER} if name == "generate_key" else set()
+        assert set(headers) == {SERVER_NAME_HEADER, TRUST_DOMAIN_HEADER, PLUGIN_INSTANCE_HEADER} | deadline, name
         assert not any(header["required"] for header in headers.values()), name
         assert "400" in _operation(name)["responses"], name
     for name in set(HTTP_FUNCTIONS) - set(KEY_FUNCTIONS):
         assert _header_parameters(name) == {}, name
+
+
+def test_generate_key_documents_when_its_429_or_503_made_no_key():
+    from functions.keys import KEY_CREATED_HEADER
+
+    responses = _operation("generate_key")["responses"]
+    for status in ("429", "503"):
+        header = _deref(responses[status])["headers"][KEY_CREATED_HEADER]
+        assert header["schema"] == {"type": "string", "enum": ["false"]} and header["required"] is False, status
 
 
 @pytest.mark.parametrize(
