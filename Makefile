@@ -75,6 +75,7 @@ spire-agent:
 # A real spire-server and spire-agent with the plugin against the local stack; prints each step's result.
 e2e: install plugin spire-server spire-agent
 	SPIRE_SERVER="$(SPIRE_SERVER)" SPIRE_AGENT="$(SPIRE_AGENT)" $(PY) -m devtools.spire.e2e
+	SPIRE_SERVER="$(SPIRE_SERVER)" $(PY) -m pytest tests/e2e
 
 # Request budgets, overhead, cold start, concurrency, memory and spire-server mint latency; writes bench-results.json.
 bench: install plugin spire-server

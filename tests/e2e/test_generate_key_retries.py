@@ -15,7 +15,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 
 from devtools.spire.server import (
     CLIENT_SECRET,
@@ -34,9 +33,6 @@ TRUST_DOMAIN = "retries.example.org"
 SERVER = "spire-a"
 CREATE = r"/create(\?|$)"
 RETRY_AFTER_SECONDS = 4  # twice request_timeout: the plugin gives the first attempt up first
-
-pytestmark = pytest.mark.skipif(not os.environ.get("SPIRE_SERVER"), reason="needs spire-server: SPIRE_SERVER names it (make spire-server)")
-
 
 def test_a_throttled_create_makes_one_key_that_spire_holds_and_signs_with(tmp_path: Path):
     spire_server, plugin = binaries()
