@@ -451,7 +451,7 @@ app_secret_env = "`+appSecretEnv+`"
 
 func TestRetiredFunctionKeySettingsAreRefusedWhateverTheQuotesOrCaseOfTheirName(t *testing.T) {
 	for _, tt := range []struct{ setting, named string }{
-		{`"function_key_env" = "SPIRE_KEY"`, "function_key_env is no longer used"},
+		{`"` + retiredFunctionKeyPrefix + `env" = "SPIRE_KEY"`, retiredFunctionKeyPrefix + "env is no longer used"},
 		{`"FUNCTION_KEY_FILE" = "/run/secrets/key"`, "FUNCTION_KEY_FILE is no longer used"},
 		{`Function_Key_Env = "SPIRE_KEY"`, "Function_Key_Env is no longer used"},
 		{`"function_key_ſecret" = "spire-key"`, "function_key_* settings are no longer used"},
