@@ -33,6 +33,10 @@ CHECK_INTERVAL_SECONDS = 30.0
 STOPPED_SERVER = "a server id blob holds another server id than this instance has been using; the app's log names it"
 SERVER_ID_UNAVAILABLE = "the default server's id blob cannot be read or created now; the app's log names the blob and the cause"
 SHARED_SERVER_NAME = "two SPIRE server processes share one server name; the log names it"
+REFRESH_INCOMPLETE = (
+    "the last key refresh on this instance did not refresh the keys of {count} server(s); the log names them; "
+    "the sweep keeps their keys while they call"
+)
 CHECK_UNDER_WAY = "this instance's first check of Blob storage and Key Vault is under way; ask again in a few seconds"
 _clock: Callable[[], float] = time.monotonic
 
@@ -67,7 +71,16 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
         return _render(_unavailable("blob_storage", Unavailable(STOPPED_SERVER)))
     if app_context.instances().overlapping():
         return _render(_unavailable("spire_servers", FailedPrecondition(SHARED_SERVER_NAME)))
-    return _render(_dependencies(app_context.default_key_manager()))
+    return _render(_with_refresh_warning(_dependencies(app_context.default_key_manager())))
+
+
+def _with_refresh_warning(answer: _Answer) -> _Answer:
+    """A healthy answer says when this instance's last refresh missed servers: signing works, keys age."""
+    failed_servers = app_context.last_refresh().failed_servers
+    if answer.status != 200 or not failed_servers:
+        return answer
+    warning = {"code": "refresh_incomplete", "message": REFRESH_INCOMPLETE.format(count=len(failed_servers))}
+    return _Answer(200, {**answer.payload, "warnings": [warning]})
 
 
 def _dependencies(manager: KeyManager) -> _Answer:

@@ -31,6 +31,7 @@ from shared.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from shared.instances import parse_instance_id, shared_name_message
 from shared.key_manager import KeyManager, SignRequest
 from shared.key_vault import key_vault_calls
+from shared.naming import server_label
 from shared.public_keys import PublicKey
 
 bp = func.Blueprint()
@@ -120,7 +121,7 @@ class ServerCall:
     def audit(self, operation: str, key_id: str, version: str) -> None:
         audit.info(
             "%s by caller %s as server %s: key %s version %s",
-            operation, self.caller.object_id, self.server_name or "(default)", key_id, version,
+            operation, self.caller.object_id, server_label(self.server_name), key_id, version,
         )
 
 

@@ -26,6 +26,7 @@ from shared.errors import ConfigurationError, InvalidArgument, Unavailable
 from shared.instances import Instances
 from shared.key_manager import KeyManager
 from shared.key_vault import BudgetedRetryPolicy, KeyVaultKeys
+from shared.maintenance import LastRefresh
 from shared.server_identity import (
     BlobServerDirectory,
     CheckedServerIdentity,
@@ -63,6 +64,7 @@ _callers: CallerGate | None = None
 _key_manager: KeyManager | None = None
 # The plugin processes that call as each server, on this instance.
 _instances = Instances()
+_last_refresh = LastRefresh()
 
 
 class SpireServers:
@@ -155,6 +157,10 @@ class SpireServers:
 
 def instances() -> Instances:
     return _instances
+
+
+def last_refresh() -> LastRefresh:
+    return _last_refresh
 
 
 def callers() -> CallerGate:

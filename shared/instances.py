@@ -19,6 +19,7 @@ import time
 from typing import Callable
 
 from shared.errors import InvalidArgument
+from shared.naming import server_label
 
 WINDOW_MINUTES = 5
 SHARED_MINUTES = 3
@@ -40,9 +41,8 @@ def parse_instance_id(value: str | None) -> str | None:
 
 
 def shared_name_message(server_name: str | None) -> str:
-    name = "(default)" if server_name is None else server_name
     return (
-        f"two SPIRE server processes call as server {name}: give each its own server_name (a StatefulSet), "
+        f"two SPIRE server processes call as server {server_label(server_name)}: give each its own server_name (a StatefulSet), "
         "or stop one; keys are not generated while both call"
     )
 

@@ -261,7 +261,7 @@ class KeyManager:
         aged = [key for key in self._vault.list_keys() if is_aged(key, naming.trust_domain, naming.server_id, now, policy.stale_key_age)]
         stale = [key for key in aged if self._is_stale(naming, key, now, recorded_use)]
         _log_aged_keys_kept(aged, stale, recorded_use, now - policy.stale_key_age)
-        report = SweepReport(dry_run, candidates=[key.name for key in stale])
+        report = SweepReport(dry_run, candidates=[key.name for key in stale], kept=[key.name for key in aged if key not in stale])
         if dry_run:
             report.cap_reached = len(stale) > policy.max_deletions
             return report

@@ -94,9 +94,25 @@ class Failure:
 class RefreshReport:
     refreshed: list[str] = field(default_factory=list)
     failed: list[Failure] = field(default_factory=list)
+    # Servers (by label) with a key, or their id, that the run could not refresh.
+    failed_servers: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class LastRefresh:
+    """Which servers this instance's last refresh run failed, for health to report until a run covers them."""
+
+    def __init__(self) -> None:
+        self._failed_servers: tuple[str, ...] = ()
+
+    def record(self, report: RefreshReport) -> None:
+        self._failed_servers = tuple(report.failed_servers)
+
+    @property
+    def failed_servers(self) -> tuple[str, ...]:
+        return self._failed_servers
 
 
 @dataclass
@@ -106,6 +122,8 @@ class SweepReport:
     deleted: list[str] = field(default_factory=list)
     failed: list[Failure] = field(default_factory=list)
     cap_reached: bool = False
+    # Keys their Updated time alone would have swept, kept because their servers still call (or may).
+    kept: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)

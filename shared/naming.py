@@ -29,6 +29,11 @@ SERVER_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?")
 SERVER_NAME_RULE = "1 to 63 lowercase letters, digits, '-', '.' or '_', starting and ending with a letter or digit"
 
 
+def server_label(server_name: str | None) -> str:
+    """A server as logs and reports name it: its name, or "(default)" for the server that names none."""
+    return "(default)" if server_name is None else server_name
+
+
 def validate_server_name(name: str) -> str:
     if not SERVER_NAME.fullmatch(name):
         raise InvalidArgument(f"the server name (X-SPIRE-Server-Name) must be {SERVER_NAME_RULE}")

@@ -17,7 +17,7 @@ from functions.keys import parse_sign_request
 from shared import errors
 from shared.algorithms import HashAlgorithm, KeyType
 from shared.errors import InvalidArgument
-from shared.maintenance import Failure, RefreshReport, SweepReport
+from shared.maintenance import Failure, LastRefresh, RefreshReport, SweepReport
 from shared.naming import MAX_KEY_ID_LENGTH, validate_key_id
 from tests.unit.test_function_app import FUNCTIONS  # get_functions() may run once per process
 
@@ -272,8 +272,8 @@ def test_the_responses_the_code_renders_match_their_schemas():
     with pytest.raises(ValidationError):
         _validator("PublicKeyResponse").validate({"public_key": {**_render(key), "extra": 1}})
     failure = Failure("spire-key-a-b", "Key Vault did not answer")
-    _validator("RefreshReport").validate(RefreshReport(["spire-key-a-b"], [failure]).to_dict())
-    _validator("SweepReport").validate(SweepReport(True, ["spire-key-c-d"], [], [failure], True).to_dict())
+    _validator("RefreshReport").validate(RefreshReport(["spire-key-a-b"], [failure], ["spire-a"]).to_dict())
+    _validator("SweepReport").validate(SweepReport(True, ["spire-key-c-d"], [], [failure], True, ["spire-key-e-f"]).to_dict())
 
 
 def test_the_function_serves_the_document_as_json():
@@ -296,6 +296,9 @@ def test_health_answers_match_their_schemas(monkeypatch):
     assert response.status_code == 503
     _validator("HealthUnavailable").validate(json.loads(response.get_body()))
     _validator("Health").validate({"status": "ok"})
+    monkeypatch.setattr(app_context, "_last_refresh", LastRefresh())
+    app_context.last_refresh().record(RefreshReport(failed_servers=["spire-a"]))
+    _validator("Health").validate(health_module._with_refresh_warning(health_module._Answer(200, {"status": "ok"})).payload)
     _validator("HealthUnavailable").validate(health_module._NOT_CHECKED_YET.payload)  # a cold instance's answer during its first check
 
 

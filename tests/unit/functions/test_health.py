@@ -13,6 +13,7 @@ from shared import app_context
 from shared.app_context import SpireServers
 from shared.errors import Unavailable
 from shared.key_manager import KeyManager
+from shared.maintenance import LastRefresh, RefreshReport
 from shared.server_identity import FixedServerDirectory
 from tests.unit.fakes import FakeVault, FixedIdentity
 
@@ -54,6 +55,18 @@ def test_a_burst_costs_one_key_vault_request_per_interval(vault, clock):
     clock.now += 0.001
     call()
     assert vault.names() == ["probe", "probe"]
+
+
+def test_a_refresh_that_missed_servers_is_a_warning_beside_an_ok_that_names_none(vault, clock, monkeypatch):
+    last_refresh = LastRefresh()
+    monkeypatch.setattr(app_context, "_last_refresh", last_refresh)
+    last_refresh.record(RefreshReport(failed_servers=["spire-a", "spire-b"]))
+    status, body = call()
+    assert status == 200 and body["status"] == "ok"
+    assert [warning["code"] for warning in body["warnings"]] == ["refresh_incomplete"]
+    assert "2 server" in body["warnings"][0]["message"] and "spire-a" not in json.dumps(body)
+    last_refresh.record(RefreshReport())
+    assert call() == (200, {"status": "ok"})  # the cached check, without the warning once a run covered every server
 
 
 def test_a_failed_check_is_reused_too(vault, clock, monkeypatch):

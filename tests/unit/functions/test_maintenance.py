@@ -8,7 +8,7 @@ import pytest
 from functions import maintenance
 from shared import app_context
 from shared.errors import InvalidArgument, ResourceExhausted
-from shared.maintenance import RefreshReport, SweepReport
+from shared.maintenance import Failure, LastRefresh, RefreshReport, SweepReport
 from tests.unit.tokens import MAINTAINER, SERVER_CALLER, bearer
 
 
@@ -138,3 +138,21 @@ def test_a_named_server_that_fails_its_refresh_does_not_stop_the_others(monkeypa
     assert managers[None].runs == [("list", None), ("refresh", None)]
     assert managers["spire-b"].runs == [("refresh", None)]  # on the default server's listing
     assert [failure.key_name for failure in report.failed] == ["(server spire-a)"]
+    assert report.failed_servers == ["spire-a"]
+
+
+class PartlyRefusedKeyManager(RecordingKeyManager):
+    def refresh(self, listing=None) -> RefreshReport:
+        return RefreshReport(refreshed=["k1"], failed=[Failure("k2", "Key Vault is read-only")])
+
+
+def test_a_server_with_a_key_the_refresh_could_not_update_is_named_and_health_warns_until_a_run_covers_it(monkeypatch):
+    managers = {None: PartlyRefusedKeyManager(), "spire-a": RecordingKeyManager()}
+    monkeypatch.setattr(app_context, "servers_to_maintain", lambda: list(managers))
+    monkeypatch.setattr(app_context, "key_manager_for_maintenance", managers.__getitem__)
+    monkeypatch.setattr(app_context, "_last_refresh", LastRefresh())
+    assert maintenance.run_refresh().failed_servers == ["(default)"]
+    assert app_context.last_refresh().failed_servers == ("(default)",)
+    managers[None] = RecordingKeyManager()
+    assert maintenance.run_refresh().failed_servers == []
+    assert app_context.last_refresh().failed_servers == ()
