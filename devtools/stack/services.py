@@ -99,11 +99,16 @@ def start_azurite(port: int, location: Path) -> Service:
 
 
 def start_localvault(port: int, token_port: int, cert_dir: Path, challenge_resource: str | None = None,
-                     sign_latency_ms: float = 0.0, delete_latency_ms: float = 0.0, recover_latency_ms: float = 0.0) -> Service:
-    """localvault; deletions and recoveries take effect at once unless given latencies (as Key Vault's, 1-5 s and 1 s)."""
+                     sign_latency_ms: float = 0.0, delete_latency_ms: float | None = None,
+                     recover_latency_ms: float | None = None) -> Service:
+    """localvault; deletions and recoveries settle after localvault's short default delays unless given others
+    (Key Vault's own are 1-5 s and about 1 s)."""
     argv = [sys.executable, "-m", "devtools.vault", "--port", str(port), "--token-port", str(token_port), "--cert-dir", str(cert_dir),
-            "--sign-latency-ms", str(sign_latency_ms), "--delete-latency-ms", str(delete_latency_ms),
-            "--recover-latency-ms", str(recover_latency_ms)]
+            "--sign-latency-ms", str(sign_latency_ms)]
+    if delete_latency_ms is not None:
+        argv += ["--delete-latency-ms", str(delete_latency_ms)]
+    if recover_latency_ms is not None:
+        argv += ["--recover-latency-ms", str(recover_latency_ms)]
     if challenge_resource is not None:
         argv += ["--challenge-resource", challenge_resource]
     process, match = start("localvault", argv, re.compile(r"localvault ready vault=(\S+) token=(\S+)"))

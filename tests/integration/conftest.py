@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from urllib.parse import urlencode, urlsplit
 import azure.functions as func
 import pytest
 import requests
+from azure.core.exceptions import ResourceNotFoundError
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 from azure.keyvault.keys import KeyClient
 
@@ -306,6 +308,18 @@ def vault_admin(vault, monkeypatch) -> KeyClient:
     return KeyClient(
         vault.url, credential, verify_challenge_resource=not is_on_this_machine(vault.url), connection_verify=vault.details["ca_bundle"]
     )
+
+
+def is_soft_deleted_soon(vault_admin, name: str, within_seconds: float = 15.0) -> bool:
+    """Whether the key shows among the deleted keys within the time Key Vault takes to settle a deletion (1-5 s)."""
+    deadline = time.monotonic() + within_seconds
+    while True:
+        try:
+            return vault_admin.get_deleted_key(name) is not None
+        except ResourceNotFoundError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
 
 
 @pytest.fixture

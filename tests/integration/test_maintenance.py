@@ -19,6 +19,7 @@ from shared import app_context
 from shared.algorithms import KeyType
 from shared.naming import KeyNaming
 from shared.settings import load_settings
+from tests.integration.conftest import is_soft_deleted_soon
 from tests.integration.test_servers_sharing_a_vault import make_server_app
 from tests.integration.verify import digest, verify
 
@@ -48,20 +49,20 @@ def key_exists(vault_admin, name: str) -> bool:
     except ResourceNotFoundError:
         return False
 
-
 def test_keys_of_another_server_are_deleted_once_stale_and_kept_while_young(server, shift_vault_time, vault_admin):
     other = server("other-server")
     other.generate("a", "ec-p256")
     other.generate("b", "rsa-2048")
     names = [other.manager.naming().key_name(k) for k in ("a", "b")]
     me = server("this-server")
-    assert me.sweep() == (200, {"dry_run": False, "candidates": [], "deleted": [], "failed": [], "cap_reached": False})
+    assert me.sweep() == (200, {"dry_run": False, "candidates": [], "deleted": [], "failed": [], "cap_reached": False, "kept": []})
     shift_vault_time(FIFTEEN_DAYS)
     status, report = me.sweep()
     assert status == 200
     assert sorted(report["candidates"]) == sorted(names) and sorted(report["deleted"]) == sorted(names)
     assert not any(key_exists(vault_admin, name) for name in names)
-    assert all(vault_admin.get_deleted_key(name) for name in names)  # soft-deleted, recoverable
+    assert all(is_soft_deleted_soon(vault_admin, name) for name in names)  # recoverable
+
 
 
 def test_own_keys_aged_past_the_limit_are_refreshed_kept_and_still_sign(server, shift_vault_time, vault_admin):
@@ -70,7 +71,7 @@ def test_own_keys_aged_past_the_limit_are_refreshed_kept_and_still_sign(server, 
     name = me.manager.naming().key_name("mine")
     shift_vault_time(FIFTEEN_DAYS)
     status, report = me.refresh()
-    assert status == 200 and report == {"refreshed": [name], "failed": []}
+    assert status == 200 and report == {"refreshed": [name], "failed": [], "failed_servers": []}
     updated = vault_admin.get_key(name).properties.updated_on
     assert datetime.now(timezone.utc) - updated < timedelta(minutes=1)
     assert vault_admin.get_key(name).key_operations == ["sign", "verify"]

@@ -86,7 +86,7 @@ def test_a_dry_run_reports_what_the_real_run_then_deletes(api, maintainer_post, 
 
 def test_refresh_without_a_query_runs_and_a_sweep_without_dry_run_does_not(api, maintainer_post, abandoned_key, shift_vault_time,
                                                                             vault_admin):
-    assert maintainer_post(f"{api}/maintenance/refresh") == (200, {"refreshed": [], "failed": []})
+    assert maintainer_post(f"{api}/maintenance/refresh") == (200, {"refreshed": [], "failed": [], "failed_servers": []})
     shift_vault_time(FIFTEEN_DAYS)
     status, body = maintainer_post(f"{api}/maintenance/sweep")
     assert (status, body["error"]["code"]) == (400, "InvalidArgument")
