@@ -463,9 +463,14 @@ func TestRetryAfterBeyondTheDeadlineFailsWithTheAppsMessage(t *testing.T) {
 		w.Header().Set("Retry-After", "120")
 		writeJSON(w, http.StatusTooManyRequests, apiError("ResourceExhausted", "Key Vault is throttling"))
 	})
-	err := getKeyWithin(serveApp(t, handler, ""), 30*time.Second)
+	s := serveApp(t, handler, "")
+	start := time.Now()
+	err := getKeyWithin(s, 30*time.Second)
 	assertStatus(t, err, codes.ResourceExhausted, "Key Vault is throttling (gave up after 1 attempts within the call's deadline)")
 	assert.Equal(t, int32(1), count.Load(), "a Retry-After past the deadline is not waited for")
+	// Sleeping out the Retry-After would hold the call until its deadline, 29 s; one answer from a
+	// local server takes far less than 10 s even on a loaded machine.
+	assert.Less(t, time.Since(start), 10*time.Second, "the call waited for a Retry-After that ends past its deadline")
 }
 
 func TestRetriesStopAtTheCallsDeadline(t *testing.T) {
