@@ -351,6 +351,22 @@ func TestSignDataRefusesASignatureByAnotherKeyThanThePinnedOne(t *testing.T) {
 	assertStatus(t, err, codes.FailedPrecondition, `with the key of fingerprint "another-key", not "`+app.fingerprint()+`"`)
 }
 
+func TestReconfiguringDropsThePinsOfThePreviousConfiguration(t *testing.T) {
+	first, second := newFakeApp(t), newFakeApp(t)
+	s := serveConfigured(t, newFakeServer(t, first), "")
+	ctx := context.Background()
+	_, err := s.km.GetPublicKey(ctx, &keymanagerv1.GetPublicKeyRequest{KeyId: "x509-CA-A"})
+	require.NoError(t, err)
+
+	require.NoError(t, s.configure(t, pluginConfig(newFakeServer(t, second).URL)))
+	digest := sha256.Sum256([]byte("data"))
+	_, err = s.km.SignData(ctx, &keymanagerv1.SignDataRequest{
+		KeyId: "x509-CA-A", Data: digest[:], SignerOpts: &keymanagerv1.SignDataRequest_HashAlgorithm{HashAlgorithm: keymanagerv1.HashAlgorithm_SHA256},
+	})
+	require.NoError(t, err, "the key pinned under the previous configuration was held against the new one")
+	assert.NotContains(t, second.recorded()[0].body, "key_fingerprint")
+}
+
 func TestRequestsTheAppCannotServeAreRefusedHere(t *testing.T) {
 	app := newFakeApp(t)
 	s := serveApp(t, app, "")
