@@ -114,7 +114,7 @@ func (p *Plugin) signIn(ctx context.Context, s *settings) (azcore.TokenCredentia
 // Validate checks a configuration without applying it (spire-server validate).
 func (p *Plugin) Validate(_ context.Context, req *configv1.ValidateRequest) (*configv1.ValidateResponse, error) {
 	if _, err := parseSettings(req.HclConfiguration, req.GetCoreConfiguration().GetTrustDomain()); err != nil {
-		return &configv1.ValidateResponse{Valid: false, Notes: []string{err.Error()}}, nil
+		return &configv1.ValidateResponse{Valid: false, Notes: settingsNotes(err)}, nil
 	}
 	return &configv1.ValidateResponse{Valid: true}, nil
 }
