@@ -34,7 +34,8 @@ const (
 	inlineSecretSetting = "app_secret"
 )
 
-// The app's rule for server names: they become part of blob paths and Key Vault key names.
+// The app's rule for server names. A name selects the server id the app acts under: the id in the
+// blob <blob path>.servers/<server name>, or the one derived from the name.
 var serverNamePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
 
 var (
