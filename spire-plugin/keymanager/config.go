@@ -34,7 +34,8 @@ const (
 	inlineSecretSetting = "app_secret"
 )
 
-// The app's rule for server names: they become part of blob paths and Key Vault key names.
+// The app's rule for server names. A name selects the server id the app acts under: the id in the
+// blob <blob path>.servers/<server name>, or the one derived from the name.
 var serverNamePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
 
 var (
@@ -162,43 +163,48 @@ type credentialSettings struct {
 	disableInstanceDiscovery bool
 }
 
-// parseSettings decodes and validates plugin_data; every error names the setting at fault.
+// settingsErrors collects every error plugin_data holds, so that Configure and Validate report
+// them all at once, as SPIRE's pluginconf.Build does, rather than one per attempt.
+type settingsErrors []error
+
+func (e *settingsErrors) add(err error) {
+	if err != nil {
+		*e = append(*e, err)
+	}
+}
+
+// parseSettings decodes and validates plugin_data. Its error joins (errors.Join) every error found,
+// each naming the setting at fault.
 func parseSettings(hclConfiguration, trustDomain string) (*settings, error) {
 	file, err := parsePluginData(hclConfiguration)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkSettingNames(file); err != nil {
-		return nil, err
-	}
+	var errs settingsErrors
+	checkSettingNames(file, &errs)
 	var data pluginData
 	if err := hcl.DecodeObject(&data, file); err != nil {
-		return nil, fmt.Errorf("unable to decode plugin_data: %s", withoutQuotedText(err.Error()))
+		errs.add(fmt.Errorf("unable to decode plugin_data: %s", withoutQuotedText(err.Error())))
+		return nil, errors.Join(errs...)
 	}
 	if trustDomain == "" {
-		return nil, fmt.Errorf("the server's trust domain is missing from the core configuration")
+		errs.add(fmt.Errorf("the server's trust domain is missing from the core configuration"))
 	}
 	appURL, err := parseAppURL(data.AppURL)
-	if err != nil {
-		return nil, err
-	}
+	errs.add(err)
 	if data.ServerName != "" && !serverNamePattern.MatchString(data.ServerName) {
-		return nil, fmt.Errorf("server_name is invalid: 1 to 63 lowercase letters, digits, '-', '.' or '_', starting and ending with a letter or digit; "+
-			"this value %s (%s)", serverNameFault(data.ServerName), notRepeated)
+		errs.add(fmt.Errorf("server_name is invalid: 1 to 63 lowercase letters, digits, '-', '.' or '_', starting and ending with a letter or digit; "+
+			"this value %s (%s)", serverNameFault(data.ServerName), notRepeated))
 	}
 	timeout, err := parseRequestTimeout(data.RequestTimeout)
-	if err != nil {
-		return nil, err
-	}
+	errs.add(err)
 	if data.APIClientID == "" {
-		return nil, fmt.Errorf("api_client_id is required: the client id of the app's API application in Microsoft Entra ID")
+		errs.add(fmt.Errorf("api_client_id is required: the client id of the app's API application in Microsoft Entra ID"))
 	}
-	if err := validateClientID("api_client_id", data.APIClientID); err != nil {
-		return nil, err
-	}
-	credential, err := parseCredential(&data)
-	if err != nil {
-		return nil, err
+	errs.add(validateClientID("api_client_id", data.APIClientID))
+	credential := parseCredential(&data, &errs)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return &settings{
 		appURL:         appURL,
@@ -226,6 +232,19 @@ func parsePluginData(configuration string) (*ast.File, error) {
 	return file, nil
 }
 
+// settingsNotes are the errors parseSettings reports, one note each, for Validate.
+func settingsNotes(err error) []string {
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []string{err.Error()}
+	}
+	var notes []string
+	for _, each := range joined.Unwrap() {
+		notes = append(notes, each.Error())
+	}
+	return notes
+}
+
 // checkSettingNames refuses the settings of the retired function key scheme, naming what
 // replaced them, a secret written into the configuration, and a setting given more than once.
 // Other unknown settings are ignored, as SPIRE's own plugins do.
@@ -233,7 +252,7 @@ func parsePluginData(configuration string) (*ast.File, error) {
 // A setting's name is compared as HCL's decoder matches it to a field: unquoted, and with
 // strings.EqualFold, so that "app_secret" or APP_SECRET is refused like app_secret, and
 // "Server_Name", which the decoder takes for server_name, counts as server_name.
-func checkSettingNames(file *ast.File) error {
+func checkSettingNames(file *ast.File, errs *settingsErrors) {
 	var items []*ast.ObjectItem
 	switch node := file.Node.(type) {
 	case *ast.ObjectList:
@@ -242,6 +261,7 @@ func checkSettingNames(file *ast.File) error {
 		items = node.List.Items
 	}
 	given := make(map[string][]token.Pos)
+	reported := make(map[string]bool)
 	for _, item := range items {
 		if len(item.Keys) == 0 {
 			continue
@@ -258,9 +278,14 @@ func checkSettingNames(file *ast.File) error {
 			if environmentVariablePattern.MatchString(name) && len(name) <= 64 {
 				shown = name + " is"
 			}
-			return fmt.Errorf("%s no longer used: the app takes no function keys; the plugin signs in to Microsoft Entra ID instead: set credential and api_client_id", shown)
-		case folded == foldCase(inlineSecretSetting):
-			return fmt.Errorf("%s is refused: a secret does not belong in the configuration; set app_secret_file or app_secret_env to where it is", inlineSecretSetting)
+			// Names that are not shown would each give the same error: it is given once.
+			if !reported[shown] {
+				reported[shown] = true
+				errs.add(fmt.Errorf("%s no longer used: the app takes no function keys; the plugin signs in to Microsoft Entra ID instead: set credential and api_client_id", shown))
+			}
+		case folded == foldCase(inlineSecretSetting) && !reported[inlineSecretSetting]:
+			reported[inlineSecretSetting] = true
+			errs.add(fmt.Errorf("%s is refused: a secret does not belong in the configuration; set app_secret_file or app_secret_env to where it is", inlineSecretSetting))
 		}
 		if setting, known := knownSettings[folded]; known {
 			given[setting] = append(given[setting], key.Pos)
@@ -272,22 +297,24 @@ func checkSettingNames(file *ast.File) error {
 			repeated = append(repeated, setting)
 		}
 	}
-	if len(repeated) == 0 {
-		return nil
-	}
 	slices.Sort(repeated)
-	setting := repeated[0]
+	for _, setting := range repeated {
+		errs.add(repeatedSettingError(setting, given[setting]))
+	}
+}
+
+func repeatedSettingError(setting string, positions []token.Pos) error {
 	var at []string
-	for _, position := range given[setting] {
+	for _, position := range positions {
 		if position.IsValid() {
 			at = append(at, position.String())
 		}
 	}
 	where := ""
-	if len(at) == len(given[setting]) {
+	if len(at) == len(positions) {
 		where = " (at " + strings.Join(at, ", ") + ")"
 	}
-	return fmt.Errorf("%s is set %d times%s, in whatever case or quotes: set it once; the decoder would silently have taken the last", setting, len(given[setting]), where)
+	return fmt.Errorf("%s is set %d times%s, in whatever case or quotes: set it once; the decoder would silently have taken the last", setting, len(positions), where)
 }
 
 // foldCase maps each character to the smallest of those strings.EqualFold takes for it, so that
@@ -404,25 +431,26 @@ func parseRequestTimeout(raw string) (time.Duration, error) {
 
 // parseCredential validates the credential settings of the kind named, and reads what that kind
 // takes from the environment or a file.
-func parseCredential(data *pluginData) (credentialSettings, error) {
+func parseCredential(data *pluginData, errs *settingsErrors) credentialSettings {
 	kind := credentialKind(data.Credential)
 	takes, known := settingsOfCredential[kind]
 	switch {
 	case data.Credential == "":
-		return credentialSettings{}, fmt.Errorf("credential is required: how to sign in to Microsoft Entra ID, one of %s", credentialKinds)
+		errs.add(fmt.Errorf("credential is required: how to sign in to Microsoft Entra ID, one of %s", credentialKinds))
+		return credentialSettings{}
 	case !known && shownCredentialPattern.MatchString(data.Credential):
-		return credentialSettings{}, fmt.Errorf("credential %q is not one of %s", data.Credential, credentialKinds)
+		errs.add(fmt.Errorf("credential %q is not one of %s", data.Credential, credentialKinds))
+		return credentialSettings{}
 	case !known:
-		return credentialSettings{}, fmt.Errorf("credential is not one of %s (%s)", credentialKinds, notRepeated)
+		errs.add(fmt.Errorf("credential is not one of %s (%s)", credentialKinds, notRepeated))
+		return credentialSettings{}
 	}
 	for _, name := range data.namedCredentialSettings() {
 		if !slices.Contains(takes, name) {
-			return credentialSettings{}, fmt.Errorf("%s does not apply to credential %q, which takes only %s", name, kind, strings.Join(takes, ", "))
+			errs.add(fmt.Errorf("%s does not apply to credential %q, which takes only %s", name, kind, strings.Join(takes, ", ")))
 		}
 	}
-	if err := validateIDs(data); err != nil {
-		return credentialSettings{}, err
-	}
+	validateIDs(data, errs)
 	credential := credentialSettings{
 		kind:                     kind,
 		tenantID:                 data.TenantID,
@@ -432,38 +460,36 @@ func parseCredential(data *pluginData) (credentialSettings, error) {
 	}
 	if data.AuthorityHost != "" {
 		authority, err := parseBaseURL("authority_host", data.AuthorityHost, func(*url.URL) bool { return false })
-		if err != nil {
-			return credentialSettings{}, err
+		if err == nil {
+			credential.authorityHost = authority.String() + "/"
 		}
-		credential.authorityHost = authority.String() + "/"
+		errs.add(err)
 	}
-	var err error
 	switch kind {
 	case workloadIdentity:
-		err = credential.readWorkloadIdentityEnvironment()
+		errs.add(credential.readWorkloadIdentityEnvironment())
 	case clientSecret:
-		switch {
-		case data.TenantID == "":
-			err = fmt.Errorf("tenant_id is required with credential %q: the tenant of the app registration it signs in as", kind)
-		case data.AppID == "":
-			err = fmt.Errorf("app_id is required with credential %q: the client id of the app registration it signs in as", kind)
-		default:
-			credential.appSecret, credential.appSecretSource, err = readAppSecret(data)
+		if data.TenantID == "" {
+			errs.add(fmt.Errorf("tenant_id is required with credential %q: the tenant of the app registration it signs in as", kind))
 		}
+		if data.AppID == "" {
+			errs.add(fmt.Errorf("app_id is required with credential %q: the client id of the app registration it signs in as", kind))
+		}
+		var err error
+		credential.appSecret, credential.appSecretSource, err = readAppSecret(data)
+		errs.add(err)
 	}
-	return credential, err
+	return credential
 }
 
-func validateIDs(data *pluginData) error {
+func validateIDs(data *pluginData, errs *settingsErrors) {
 	if data.TenantID != "" && !tenantIDPattern.MatchString(data.TenantID) {
 		// A tenant id tenantIDPattern refuses is never one shownIDPattern would show.
-		return fmt.Errorf("tenant_id is not a tenant id: a GUID, or a domain such as contoso.onmicrosoft.com; "+
-			"this value holds characters neither can, or is too long (%s)", notRepeated)
+		errs.add(fmt.Errorf("tenant_id is not a tenant id: a GUID, or a domain such as contoso.onmicrosoft.com; "+
+			"this value holds characters neither can, or is too long (%s)", notRepeated))
 	}
-	if err := validateClientID("app_id", data.AppID); err != nil {
-		return err
-	}
-	return validateClientID("managed_identity_client_id", data.ManagedIdentityClientID)
+	errs.add(validateClientID("app_id", data.AppID))
+	errs.add(validateClientID("managed_identity_client_id", data.ManagedIdentityClientID))
 }
 
 // validateClientID accepts an empty value, which the caller has dealt with, or a GUID.

@@ -1,6 +1,7 @@
 package keymanager
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
@@ -499,5 +501,39 @@ app_secret_file = "/run/secrets/app-secret"
 			_, err := parseSettings(tt.config, trustDomain)
 			assert.ErrorContains(t, err, tt.message)
 		})
+	}
+}
+
+func TestEveryInvalidSettingIsReportedAtOnce(t *testing.T) {
+	config := `app_url = "http://app.example.net"
+server_name = "Spire-1"
+request_timeout = "31s"
+credential = "managed_identity"
+app_id = "spire"
+"function_key_env" = "SPIRE_KEY"`
+	messages := []string{
+		"function_key_env is no longer used",
+		`app_url "http://app.example.net" must use https`,
+		"server_name is invalid",
+		"request_timeout 31s must be more than 0 and at most 30s",
+		"api_client_id is required",
+		`app_id does not apply to credential "managed_identity"`,
+		`app_id "spire" is not a client id`,
+	}
+	_, err := parseSettings(config, "")
+	require.Error(t, err)
+	for _, message := range append(messages, "the server's trust domain is missing") {
+		assert.ErrorContains(t, err, message)
+	}
+
+	s := serve(t)
+	response, err := s.config.Validate(context.Background(), &configv1.ValidateRequest{
+		HclConfiguration: config, CoreConfiguration: &configv1.CoreConfiguration{TrustDomain: trustDomain},
+	})
+	require.NoError(t, err)
+	assert.False(t, response.Valid)
+	require.Len(t, response.Notes, len(messages), "one note per error: %q", response.Notes)
+	for i, message := range messages {
+		assert.Contains(t, response.Notes[i], message)
 	}
 }

@@ -92,8 +92,8 @@ func jwt(payload string) string {
 	return encode([]byte(`{"alg":"RS256","typ":"JWT"}`)) + "." + encode([]byte(payload)) + "."
 }
 
-// azidentityError reads like azidentity's AuthenticationFailedError: several lines between rules.
-var azidentityError = errors.New("ClientSecretCredential authentication failed. \n" +
+// errAuthenticationFailed reads like azidentity's AuthenticationFailedError: several lines between rules.
+var errAuthenticationFailed = errors.New("ClientSecretCredential authentication failed. \n" +
 	"POST https://login.microsoftonline.com/" + signedInTenantID + "/oauth2/v2.0/token\n" +
 	"--------------------------------------------------------------------------------\n" +
 	"RESPONSE 401: 401 Unauthorized\n" +
@@ -136,7 +136,7 @@ func TestAV1TokensAppIDIsItsClientID(t *testing.T) {
 
 func TestConfigureFailsClearlyWhenSignInFails(t *testing.T) {
 	s := serve(t)
-	s.credential.failWith(func(context.Context, int) error { return azidentityError })
+	s.credential.failWith(func(context.Context, int) error { return errAuthenticationFailed })
 	err := s.configure(t, pluginConfig("https://app.example.net"))
 	assertStatus(t, err, codes.Unavailable, `unable to sign in to Microsoft Entra ID: unable to get an access token for `+tokenScope+
 		` from Microsoft Entra ID with credential "managed_identity": ClientSecretCredential authentication failed. POST https://login.microsoftonline.com/`)
@@ -170,7 +170,7 @@ func TestTheTokenIsAskedForOnEveryAttemptAndAFailureIsRetried(t *testing.T) {
 	s := serveApp(t, app, "")
 	s.credential.failWith(func(_ context.Context, call int) error {
 		if call == 2 || call == 3 {
-			return azidentityError
+			return errAuthenticationFailed
 		}
 		return nil
 	})
@@ -191,7 +191,7 @@ func TestATokenThatNeverComesFailsUnavailableWithinTheDeadline(t *testing.T) {
 	s := serveApp(t, app, "")
 	s.credential.failWith(func(_ context.Context, call int) error {
 		if call > 1 {
-			return azidentityError
+			return errAuthenticationFailed
 		}
 		return nil
 	})
@@ -289,7 +289,7 @@ app_secret_env = "`+appSecretEnv+`"
 	require.NoError(t, err)
 	_, err = s.km.GetPublicKey(context.Background(), &keymanagerv1.GetPublicKeyRequest{KeyId: "missing"})
 	errs = append(errs, err)
-	s.credential.failWith(func(context.Context, int) error { return azidentityError })
+	s.credential.failWith(func(context.Context, int) error { return errAuthenticationFailed })
 	errs = append(errs, getKeyWithin(s, 100*time.Millisecond))
 
 	log := s.log.String()
@@ -306,7 +306,7 @@ app_secret_env = "`+appSecretEnv+`"
 
 func TestOneLineKeepsEveryLineButTheRules(t *testing.T) {
 	assert.Equal(t, "first line second line { \"a\": 1 }", oneLine(errors.New("first  line\n-----\n second line\n{\n  \"a\": 1\n}\n")))
-	assert.False(t, strings.Contains(oneLine(azidentityError), "\n"))
+	assert.False(t, strings.Contains(oneLine(errAuthenticationFailed), "\n"))
 }
 
 // realCredential builds azidentity's credential as Configure does, from settings parsed from

@@ -28,8 +28,18 @@ type Plugin struct {
 	backoff       backoff
 	newCredential newCredentialFunc
 
+	// Replaced whole by each Configure, as the SDK's template replaces its configuration, so that
+	// nothing of a previous configuration, its pins included, outlives it.
 	mu     sync.RWMutex
+	config *configuration
+}
+
+// configuration is what one Configure builds: the client of the app it names, and the keys
+// pinned while it is in force.
+type configuration struct {
 	client *appClient
+
+	mu sync.RWMutex
 	// The fingerprint of the key each key id last had here; SignData sends it so that a key
 	// rotated behind SPIRE's back fails rather than signs with a key SPIRE does not hold.
 	fingerprints map[string]string
@@ -41,7 +51,6 @@ func New() *Plugin {
 		logger:        hclog.NewNullLogger(),
 		backoff:       defaultBackoff,
 		newCredential: newAzureCredential,
-		fingerprints:  make(map[string]string),
 	}
 }
 
@@ -62,9 +71,12 @@ func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) 
 	if err != nil {
 		return nil, err
 	}
-	client := &appClient{settings: settings, credential: credential, http: newHTTPClient(), logger: p.logger, backoff: p.backoff}
+	config := &configuration{
+		client:       &appClient{settings: settings, credential: credential, http: newHTTPClient(), logger: p.logger, backoff: p.backoff},
+		fingerprints: make(map[string]string),
+	}
 	p.mu.Lock()
-	p.client = client
+	p.config = config
 	p.mu.Unlock()
 	p.logger.Info("Configured", "app_url", settings.appURL.String(), "server_name", settings.serverName,
 		"trust_domain", settings.trustDomain, "request_timeout", settings.requestTimeout.String())
@@ -102,7 +114,7 @@ func (p *Plugin) signIn(ctx context.Context, s *settings) (azcore.TokenCredentia
 // Validate checks a configuration without applying it (spire-server validate).
 func (p *Plugin) Validate(_ context.Context, req *configv1.ValidateRequest) (*configv1.ValidateResponse, error) {
 	if _, err := parseSettings(req.HclConfiguration, req.GetCoreConfiguration().GetTrustDomain()); err != nil {
-		return &configv1.ValidateResponse{Valid: false, Notes: []string{err.Error()}}, nil
+		return &configv1.ValidateResponse{Valid: false, Notes: settingsNotes(err)}, nil
 	}
 	return &configv1.ValidateResponse{Valid: true}, nil
 }
@@ -127,7 +139,7 @@ func (p *Plugin) GenerateKey(ctx context.Context, req *keymanagerv1.GenerateKeyR
 	}
 	// A retried create that had reached Key Vault could make a second key current after SPIRE took
 	// the first; on such a failure SPIRE prepares the slot again itself.
-	publicKey, err := p.fetchPublicKey(ctx, req.KeyId, retryOnlyUnsent, http.MethodPost, "", map[string]string{"key_id": req.KeyId, "key_type": keyType})
+	publicKey, err := p.callForPublicKey(ctx, req.KeyId, retryOnlyUnsent, http.MethodPost, "", map[string]string{"key_id": req.KeyId, "key_type": keyType})
 	if err != nil {
 		return nil, err
 	}
@@ -136,46 +148,48 @@ func (p *Plugin) GenerateKey(ctx context.Context, req *keymanagerv1.GenerateKeyR
 
 // GetPublicKey answers NotFound for a key id without a key, as SPIRE's contract expects.
 func (p *Plugin) GetPublicKey(ctx context.Context, req *keymanagerv1.GetPublicKeyRequest) (*keymanagerv1.GetPublicKeyResponse, error) {
-	publicKey, err := p.fetchPublicKey(ctx, req.KeyId, retryWhatMayHelp, http.MethodGet, "/"+url.PathEscape(req.KeyId), nil)
+	publicKey, err := p.callForPublicKey(ctx, req.KeyId, retryWhatMayHelp, http.MethodGet, "/"+url.PathEscape(req.KeyId), nil)
 	if err != nil {
 		return nil, err
 	}
 	return &keymanagerv1.GetPublicKeyResponse{PublicKey: publicKey}, nil
 }
 
-func (p *Plugin) fetchPublicKey(ctx context.Context, keyID string, rule retryRule, method, subPath string, body any) (*keymanagerv1.PublicKey, error) {
+// callForPublicKey sends a call the app answers with one key id's public key, a create (GenerateKey)
+// or a read (GetPublicKey), and pins the key it answers with.
+func (p *Plugin) callForPublicKey(ctx context.Context, keyID string, rule retryRule, method, subPath string, body any) (*keymanagerv1.PublicKey, error) {
 	if keyID == "" {
 		return nil, status.Error(codes.InvalidArgument, "key id is required")
 	}
-	client, err := p.configuredClient()
+	config, err := p.configuration()
 	if err != nil {
 		return nil, err
 	}
 	var response publicKeyResponse
-	if err := client.call(ctx, rule, method, "/api/keys"+subPath, body, &response); err != nil {
+	if err := config.client.call(ctx, rule, method, "/api/keys"+subPath, body, &response); err != nil {
 		return nil, err
 	}
 	if response.PublicKey == nil || response.PublicKey.ID != keyID {
 		return nil, status.Errorf(codes.Internal, "the app answered for key %q without its public key", keyID)
 	}
-	return p.remember(response.PublicKey)
+	return config.remember(response.PublicKey)
 }
 
 // GetPublicKeys lists this server's keys.
 func (p *Plugin) GetPublicKeys(ctx context.Context, _ *keymanagerv1.GetPublicKeysRequest) (*keymanagerv1.GetPublicKeysResponse, error) {
-	client, err := p.configuredClient()
+	config, err := p.configuration()
 	if err != nil {
 		return nil, err
 	}
 	var response struct {
 		PublicKeys []*publicKeyJSON `json:"public_keys"`
 	}
-	if err := client.call(ctx, retryWhatMayHelp, http.MethodGet, "/api/keys", nil, &response); err != nil {
+	if err := config.client.call(ctx, retryWhatMayHelp, http.MethodGet, "/api/keys", nil, &response); err != nil {
 		return nil, err
 	}
 	publicKeys := make([]*keymanagerv1.PublicKey, 0, len(response.PublicKeys))
 	for _, key := range response.PublicKeys {
-		publicKey, err := p.remember(key)
+		publicKey, err := config.remember(key)
 		if err != nil {
 			return nil, err
 		}
@@ -194,18 +208,16 @@ func (p *Plugin) SignData(ctx context.Context, req *keymanagerv1.SignDataRequest
 	if err != nil {
 		return nil, err
 	}
-	client, err := p.configuredClient()
+	config, err := p.configuration()
 	if err != nil {
 		return nil, err
 	}
-	p.mu.RLock()
-	body.KeyFingerprint = p.fingerprints[req.KeyId]
-	p.mu.RUnlock()
+	body.KeyFingerprint = config.pinned(req.KeyId)
 	var response struct {
 		Signature      []byte `json:"signature"`
 		KeyFingerprint string `json:"key_fingerprint"`
 	}
-	if err := client.call(ctx, retryWhatMayHelp, http.MethodPost, "/api/keys/"+url.PathEscape(req.KeyId)+"/sign", body, &response); err != nil {
+	if err := config.client.call(ctx, retryWhatMayHelp, http.MethodPost, "/api/keys/"+url.PathEscape(req.KeyId)+"/sign", body, &response); err != nil {
 		return nil, err
 	}
 	if len(response.Signature) == 0 {
@@ -278,8 +290,8 @@ var keyTypesByName = func() map[string]keymanagerv1.KeyType {
 	return byName
 }()
 
-// remember converts the app's public key and records its fingerprint for SignData.
-func (p *Plugin) remember(key *publicKeyJSON) (*keymanagerv1.PublicKey, error) {
+// remember converts the app's public key and pins its fingerprint for SignData.
+func (c *configuration) remember(key *publicKeyJSON) (*keymanagerv1.PublicKey, error) {
 	if key == nil {
 		return nil, status.Error(codes.Internal, "the app answered with an empty public key")
 	}
@@ -287,17 +299,26 @@ func (p *Plugin) remember(key *publicKeyJSON) (*keymanagerv1.PublicKey, error) {
 	if !ok || key.ID == "" || len(key.PKIXData) == 0 || key.Fingerprint == "" {
 		return nil, status.Errorf(codes.Internal, "the app answered with an incomplete public key for key %q", key.ID)
 	}
-	p.mu.Lock()
-	p.fingerprints[key.ID] = key.Fingerprint
-	p.mu.Unlock()
+	c.mu.Lock()
+	c.fingerprints[key.ID] = key.Fingerprint
+	c.mu.Unlock()
 	return &keymanagerv1.PublicKey{Id: key.ID, Type: keyType, PkixData: key.PKIXData, Fingerprint: key.Fingerprint}, nil
 }
 
-func (p *Plugin) configuredClient() (*appClient, error) {
+// pinned is the fingerprint of the key the key id last had under this configuration, or "".
+func (c *configuration) pinned(keyID string) string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.fingerprints[keyID]
+}
+
+// configuration is the one in force: a call keeps the one it started with, so that a Configure
+// during the call cannot pin the previous app's key in the new configuration.
+func (p *Plugin) configuration() (*configuration, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	if p.client == nil {
+	if p.config == nil {
 		return nil, status.Error(codes.FailedPrecondition, "not configured")
 	}
-	return p.client, nil
+	return p.config, nil
 }

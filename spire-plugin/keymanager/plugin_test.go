@@ -351,6 +351,22 @@ func TestSignDataRefusesASignatureByAnotherKeyThanThePinnedOne(t *testing.T) {
 	assertStatus(t, err, codes.FailedPrecondition, `with the key of fingerprint "another-key", not "`+app.fingerprint()+`"`)
 }
 
+func TestReconfiguringDropsThePinsOfThePreviousConfiguration(t *testing.T) {
+	first, second := newFakeApp(t), newFakeApp(t)
+	s := serveConfigured(t, newFakeServer(t, first), "")
+	ctx := context.Background()
+	_, err := s.km.GetPublicKey(ctx, &keymanagerv1.GetPublicKeyRequest{KeyId: "x509-CA-A"})
+	require.NoError(t, err)
+
+	require.NoError(t, s.configure(t, pluginConfig(newFakeServer(t, second).URL)))
+	digest := sha256.Sum256([]byte("data"))
+	_, err = s.km.SignData(ctx, &keymanagerv1.SignDataRequest{
+		KeyId: "x509-CA-A", Data: digest[:], SignerOpts: &keymanagerv1.SignDataRequest_HashAlgorithm{HashAlgorithm: keymanagerv1.HashAlgorithm_SHA256},
+	})
+	require.NoError(t, err, "the key pinned under the previous configuration was held against the new one")
+	assert.NotContains(t, second.recorded()[0].body, "key_fingerprint")
+}
+
 func TestRequestsTheAppCannotServeAreRefusedHere(t *testing.T) {
 	app := newFakeApp(t)
 	s := serveApp(t, app, "")
@@ -463,9 +479,14 @@ func TestRetryAfterBeyondTheDeadlineFailsWithTheAppsMessage(t *testing.T) {
 		w.Header().Set("Retry-After", "120")
 		writeJSON(w, http.StatusTooManyRequests, apiError("ResourceExhausted", "Key Vault is throttling"))
 	})
-	err := getKeyWithin(serveApp(t, handler, ""), 30*time.Second)
+	s := serveApp(t, handler, "")
+	start := time.Now()
+	err := getKeyWithin(s, 30*time.Second)
 	assertStatus(t, err, codes.ResourceExhausted, "Key Vault is throttling (gave up after 1 attempts within the call's deadline)")
 	assert.Equal(t, int32(1), count.Load(), "a Retry-After past the deadline is not waited for")
+	// Sleeping out the Retry-After would hold the call until its deadline, 29 s; one answer from a
+	// local server takes far less than 10 s even on a loaded machine.
+	assert.Less(t, time.Since(start), 10*time.Second, "the call waited for a Retry-After that ends past its deadline")
 }
 
 func TestRetriesStopAtTheCallsDeadline(t *testing.T) {
