@@ -247,3 +247,14 @@ def test_a_stopped_servers_restored_blob_ends_its_stop_without_it_calling_again(
     assert servers.conflicts() == []
     assert servers.check("spire-a") == known
 
+
+def test_use_is_recorded_only_while_the_blob_has_the_etag_given(storage):
+    container, _ = storage
+    blob = container.get_blob_client("key-metadata")
+    store = BlobIdStore(container, blob)
+    known, now = str(uuid.uuid4()), datetime(2026, 1, 1, tzinfo=timezone.utc)
+    etag = store.create(known, now)
+    assert store.record_use(known, now + USE_RECORD_INTERVAL, etag) is not None
+    blob.upload_blob(str(uuid.uuid4()).encode(), overwrite=True)  # replaced: its ETag is another
+    assert store.record_use(known, now + 2 * USE_RECORD_INTERVAL, etag) is None
+    assert blob.get_blob_properties().metadata == {}  # what replaced it is left as it is
