@@ -23,17 +23,13 @@ from requests.utils import select_proxy
 from shared.caller_tokens import SigningKeys, TokenPolicy, TokenVerifier, jwks_fetcher
 from shared.callers import CallerGate
 from shared.errors import ConfigurationError, InvalidArgument, Unavailable
+from shared.id_blobs import BlobIdStores
+from shared.identity_port import CheckedServerIdentity, ServerDirectory, ServerIdentity
 from shared.instances import Instances
 from shared.key_manager import KeyManager
 from shared.key_vault import BudgetedRetryPolicy, KeyVaultKeys
 from shared.maintenance import LastRefresh
-from shared.server_identity import (
-    BlobServerDirectory,
-    CheckedServerIdentity,
-    FixedServerDirectory,
-    ServerDirectory,
-    ServerIdentity,
-)
+from shared.server_ids import FixedServerDirectory, StoredServerDirectory
 from shared.settings import BlobLocation, CallerSettings, ClientSecret, ManagedIdentity, Settings, load_caller_settings, load_settings
 from shared.vault_http import PooledTransport
 
@@ -300,7 +296,8 @@ def build_server_directory(settings: Settings, credential: TokenCredential, **cl
     location = settings.metadata_blob
     assert location is not None  # settings require one of the two
     options = _client_options(None, {**BLOB_RETRY, **client_options})
-    return BlobServerDirectory(_blob_service(location, credential, options).get_container_client(location.container), location.blob)
+    container = _blob_service(location, credential, options).get_container_client(location.container)
+    return StoredServerDirectory(BlobIdStores(container, location.blob))
 
 
 def _blob_service(location: BlobLocation, credential: TokenCredential, options: Mapping[str, Any]) -> BlobServiceClient:

@@ -33,11 +33,11 @@ from shared.errors import (
     Unavailable,
     shortened,
 )
+from shared.identity_port import ServerIdentity
 from shared.maintenance import Failure, RecordedUse, RefreshReport, SweepPolicy, SweepReport, is_aged, is_stale
 from shared.naming import KeyNaming
 from shared.ownership import TAG_SERVER_ID, Owner, owner_of, owner_tags
 from shared.public_keys import PublicKey, fingerprint, signature_for_spire
-from shared.server_identity import ServerIdentity
 from shared.vault_port import LATEST, KeySummary, KeyVersion, SignedDigest, Vault
 
 log = logging.getLogger(__name__)

@@ -17,14 +17,8 @@ from devtools.stack.faultproxy import FaultProxy
 from devtools.stack.traffic import Traffic
 from shared import app_context
 from shared.errors import Unavailable
-from shared.server_identity import (
-    LAST_USED,
-    MAX_BLOB_BYTES,
-    RECHECK_INTERVAL,
-    USE_RECORD_INTERVAL,
-    BlobServerDirectory,
-    BlobServerIdentity,
-)
+from shared.id_blobs import LAST_USED, MAX_BLOB_BYTES, BlobIdStore, BlobIdStores
+from shared.server_ids import RECHECK_INTERVAL, USE_RECORD_INTERVAL, StoredServerDirectory, StoredServerIdentity
 from shared.settings import load_settings
 
 
@@ -60,8 +54,8 @@ def storage(app_env):
     return container, transport
 
 
-def identity_on(container, clock: Clock, blob: str = "key-metadata") -> BlobServerIdentity:
-    return BlobServerIdentity(container, container.get_blob_client(blob), clock)
+def identity_on(container, clock: Clock, blob: str = "key-metadata") -> StoredServerIdentity:
+    return StoredServerIdentity(BlobIdStore(container, container.get_blob_client(blob)), clock)
 
 
 def test_an_unchanged_blob_costs_one_conditional_read_every_interval(storage, caplog):
@@ -94,7 +88,7 @@ def test_a_deleted_blob_is_restored_with_the_known_id(storage):
     assert identity_on(container, Clock()).server_id() == known
 
 
-def replaced_while_serving(container, clock: Clock) -> tuple[BlobServerIdentity, str, object]:
+def replaced_while_serving(container, clock: Clock) -> tuple[StoredServerIdentity, str, object]:
     """An identity that has served its id, and whose blob now holds another one, due for a re-check."""
     identity = identity_on(container, clock)
     known = identity.server_id()
@@ -195,7 +189,7 @@ def test_use_is_written_once_an_interval_and_read_by_other_instances(storage):
 def test_named_servers_used_within_the_age_are_listed(storage):
     container, _ = storage
     clock = Clock()
-    directory = BlobServerDirectory(container, "dir/key-metadata", clock)
+    directory = StoredServerDirectory(BlobIdStores(container, "dir/key-metadata"), clock)
     assert directory.names_used_since(clock.now) == []  # no container yet
     for name in ("b", "a", "old"):
         directory.identity(name).server_id()
@@ -238,7 +232,7 @@ def test_a_stopped_servers_restored_blob_ends_its_stop_without_it_calling_again(
     """Health asks for the conflicts: a stopped server's blob is read again when due, not only when it calls."""
     container, transport = storage
     clock = Clock()
-    servers = app_context.SpireServers("example.org", BlobServerDirectory(container, "key-metadata", clock),
+    servers = app_context.SpireServers("example.org", StoredServerDirectory(BlobIdStores(container, "key-metadata"), clock),
                                        lambda identity: None, timedelta(days=14))
     known = servers.check("spire-a")
     blob = container.get_blob_client("key-metadata.servers/spire-a")
@@ -252,3 +246,15 @@ def test_a_stopped_servers_restored_blob_ends_its_stop_without_it_calling_again(
     clock.advance(RECHECK_INTERVAL)
     assert servers.conflicts() == []
     assert servers.check("spire-a") == known
+
+
+def test_use_is_recorded_only_while_the_blob_has_the_etag_given(storage):
+    container, _ = storage
+    blob = container.get_blob_client("key-metadata")
+    store = BlobIdStore(container, blob)
+    known, now = str(uuid.uuid4()), datetime(2026, 1, 1, tzinfo=timezone.utc)
+    etag = store.create(known, now)
+    assert store.record_use(known, now + USE_RECORD_INTERVAL, etag) is not None
+    blob.upload_blob(str(uuid.uuid4()).encode(), overwrite=True)  # replaced: its ETag is another
+    assert store.record_use(known, now + 2 * USE_RECORD_INTERVAL, etag) is None
+    assert blob.get_blob_properties().metadata == {}  # what replaced it is left as it is

@@ -15,7 +15,7 @@ import pytest
 import requests
 from azure.storage.blob import BlobServiceClient
 
-from shared.server_identity import LAST_USED
+from shared.id_blobs import LAST_USED
 from tests.integration.conftest import Callers
 from tests.integration.test_maintenance import FIFTEEN_DAYS
 from tests.integration.verify import digest, verify

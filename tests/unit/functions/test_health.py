@@ -14,7 +14,7 @@ from shared.app_context import SpireServers
 from shared.errors import Unavailable
 from shared.key_manager import KeyManager
 from shared.maintenance import LastRefresh, RefreshReport
-from shared.server_identity import FixedServerDirectory
+from shared.server_ids import FixedServerDirectory
 from tests.unit.fakes import FakeVault, FixedIdentity
 
 

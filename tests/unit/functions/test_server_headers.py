@@ -11,7 +11,7 @@ from functions import keys, maintenance
 from shared import app_context
 from shared.app_context import SpireServers
 from shared.key_manager import KeyManager
-from shared.server_identity import FixedServerDirectory, derived_server_id
+from shared.server_ids import FixedServerDirectory, derived_server_id
 from tests.unit.fakes import FakeVault
 from tests.unit import tokens
 from tests.unit.tokens import bearer
