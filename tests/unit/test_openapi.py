@@ -289,7 +289,6 @@ def test_health_answers_match_their_schemas(monkeypatch):
     from functions.health import health
     from shared import app_context
 
-    monkeypatch.setattr(app_context, "_key_manager", None)
     monkeypatch.delenv("TRUST_DOMAIN", raising=False)
     monkeypatch.setenv("KEY_VAULT_URI", "https://localhost:1")
     response = health(func.HttpRequest("GET", "http://localhost/api/health", body=b""))

@@ -11,9 +11,10 @@ from functions import keys
 from functions.health import SHARED_SERVER_NAME, health
 from functions.openapi import DOCUMENT_PATH
 from shared import app_context
+from shared.app_context import SpireServers
 from shared.instances import Instances
-from shared.key_manager import KeyManager
-from tests.unit.fakes import FakeVault, FixedIdentity
+from shared.server_ids import FixedServerDirectory
+from tests.unit.fakes import FakeVault
 from tests.unit.tokens import bearer
 
 FIRST = "1" * 32
@@ -31,7 +32,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch):
     clock = Clock()
-    monkeypatch.setattr(app_context, "_key_manager", KeyManager(FakeVault(), FixedIdentity("app-server"), "example.org"))
+    app_context.install_servers(SpireServers("example.org", FixedServerDirectory("app-server"), FakeVault()))
     monkeypatch.setattr(app_context, "_instances", Instances(clock))
     return clock
 

@@ -10,7 +10,6 @@ import pytest
 from functions import keys, maintenance
 from shared import app_context
 from shared.app_context import SpireServers
-from shared.key_manager import KeyManager
 from shared.server_ids import FixedServerDirectory, derived_server_id
 from tests.unit.fakes import FakeVault
 from tests.unit import tokens
@@ -21,16 +20,9 @@ VALUE = "app-server"
 
 
 @pytest.fixture
-def vault(monkeypatch):
+def vault():
     fake = FakeVault()
-    servers = SpireServers(
-        TRUST_DOMAIN,
-        FixedServerDirectory(VALUE),
-        lambda identity: KeyManager(fake, identity, TRUST_DOMAIN),
-        timedelta(days=14),
-    )
-    monkeypatch.setattr(app_context, "_key_manager", None)
-    monkeypatch.setattr(app_context, "_servers", servers)
+    app_context.install_servers(SpireServers(TRUST_DOMAIN, FixedServerDirectory(VALUE), fake))
     return fake
 
 
@@ -111,9 +103,7 @@ def test_maintenance_covers_the_named_servers_used_within_the_stale_key_age():
     fake = FakeVault()
     now = datetime.now(timezone.utc)
     moments = iter([now - timedelta(days=15), now])
-    servers = SpireServers(
-        TRUST_DOMAIN, FixedServerDirectory(VALUE, lambda: next(moments)), lambda identity: KeyManager(fake, identity, TRUST_DOMAIN), timedelta(days=14)
-    )
+    servers = SpireServers(TRUST_DOMAIN, FixedServerDirectory(VALUE, lambda: next(moments)), fake)
     servers.serve("silent")  # last called 15 days ago
     servers.serve("busy")
     servers.check("checked-only")  # known, never called
