@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
@@ -23,9 +24,9 @@ from requests.utils import select_proxy
 from shared.caller_tokens import SigningKeys, TokenPolicy, TokenVerifier, jwks_fetcher
 from shared.callers import CallerGate
 from shared.errors import ConfigurationError, InvalidArgument, Unavailable
-from shared.id_blobs import BlobIdStores
+from shared.id_blobs import BlobIdStores, InstanceBlobs
 from shared.identity_port import CheckedServerIdentity, ServerDirectory, ServerIdentity
-from shared.instances import Instances
+from shared.instances import InstanceRecords, Instances, SharedInstances
 from shared.key_manager import KeyManager
 from shared.key_vault import BudgetedRetryPolicy, KeyVaultKeys
 from shared.maintenance import LastRefresh
@@ -58,8 +59,10 @@ _servers: SpireServers | None = None
 _callers: CallerGate | None = None
 # A key manager put here (by tests and benchmarks) serves every caller in place of the app's wiring.
 _key_manager: KeyManager | None = None
-# The plugin processes that call as each server, on this instance.
-_instances = Instances()
+# The plugin processes that call as each server, on this instance (its in-process tests' key manager's).
+_instances = SharedInstances(Instances())
+# Shares those records with the app's other instances off the requests, one at a time.
+_sharing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="instance-records")
 _last_refresh = LastRefresh()
 
 
@@ -76,8 +79,11 @@ class SpireServers:
         directory: ServerDirectory,
         build_manager: Callable[[ServerIdentity], KeyManager],
         stale_key_age: timedelta,
+        instances: SharedInstances | None = None,
     ) -> None:
         self.trust_domain = trust_domain
+        # The plugin processes that call as each server, shared with the app's other instances when ids are in blobs.
+        self.instances = instances or SharedInstances(Instances())
         self._directory = directory
         self._build_manager = build_manager
         self._stale_key_age = stale_key_age
@@ -151,8 +157,8 @@ class SpireServers:
         return server
 
 
-def instances() -> Instances:
-    return _instances
+def instances() -> SharedInstances:
+    return _instances if _key_manager is not None else servers().instances
 
 
 def last_refresh() -> LastRefresh:
@@ -237,13 +243,14 @@ def build_servers(settings: Settings, **client_options: Any) -> SpireServers:
         **options,
     )
     vault = KeyVaultKeys(key_client)
-    directory = build_server_directory(settings, credential, **client_options)
+    directory, instance_records = build_server_directory(settings, credential, **client_options)
     return SpireServers(
         settings.trust_domain,
         directory,
         # The sweep weighs what the id blobs record beside Updated, so a server the refresh missed keeps its keys.
         lambda identity: KeyManager(vault, identity, settings.trust_domain, settings.sweep_policy, recorded_use=directory.recorded_use),
         settings.sweep_policy.stale_key_age,
+        SharedInstances(Instances(), instance_records, _sharing.submit),
     )
 
 
@@ -290,14 +297,17 @@ def build_credential(settings: Settings, **client_options: Any) -> TokenCredenti
     return DefaultAzureCredential(**client_options)
 
 
-def build_server_directory(settings: Settings, credential: TokenCredential, **client_options: Any) -> ServerDirectory:
+def build_server_directory(
+    settings: Settings, credential: TokenCredential, **client_options: Any
+) -> tuple[ServerDirectory, InstanceRecords | None]:
+    """The servers' ids, and the record through which the app's instances share their plugin callers (none without blobs)."""
     if settings.server_id is not None:
-        return FixedServerDirectory(settings.server_id)
+        return FixedServerDirectory(settings.server_id), None
     location = settings.metadata_blob
     assert location is not None  # settings require one of the two
     options = _client_options(None, {**BLOB_RETRY, **client_options})
     container = _blob_service(location, credential, options).get_container_client(location.container)
-    return StoredServerDirectory(BlobIdStores(container, location.blob))
+    return StoredServerDirectory(BlobIdStores(container, location.blob)), InstanceBlobs(container, location.blob)
 
 
 def _blob_service(location: BlobLocation, credential: TokenCredential, options: Mapping[str, Any]) -> BlobServiceClient:

@@ -11,7 +11,7 @@ from functions import keys
 from functions.health import SHARED_SERVER_NAME, health
 from functions.openapi import DOCUMENT_PATH
 from shared import app_context
-from shared.instances import Instances
+from shared.instances import Instances, SharedInstances
 from shared.key_manager import KeyManager
 from tests.unit.fakes import FakeVault, FixedIdentity
 from tests.unit.tokens import bearer
@@ -32,7 +32,7 @@ class Clock:
 def clock(monkeypatch):
     clock = Clock()
     monkeypatch.setattr(app_context, "_key_manager", KeyManager(FakeVault(), FixedIdentity("app-server"), "example.org"))
-    monkeypatch.setattr(app_context, "_instances", Instances(clock))
+    monkeypatch.setattr(app_context, "_instances", SharedInstances(Instances(clock)))
     return clock
 
 
