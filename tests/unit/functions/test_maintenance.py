@@ -8,7 +8,7 @@ import pytest
 from functions import maintenance
 from shared import app_context
 from shared.errors import InvalidArgument, ResourceExhausted
-from shared.maintenance import RefreshReport, SweepReport
+from shared.maintenance import Failure, RefreshReport, SweepReport
 from tests.unit.tokens import MAINTAINER, SERVER_CALLER, bearer
 
 
@@ -138,3 +138,22 @@ def test_a_named_server_that_fails_its_refresh_does_not_stop_the_others(monkeypa
     assert managers[None].runs == [("list", None), ("refresh", None)]
     assert managers["spire-b"].runs == [("refresh", None)]  # on the default server's listing
     assert [failure.key_name for failure in report.failed] == ["(server spire-a)"]
+
+
+class PartlyFailingKeyManager(RecordingKeyManager):
+    def refresh(self, listing=None) -> RefreshReport:
+        return RefreshReport(refreshed=["a"], failed=[Failure("b", "Key Vault failed to answer (HTTP 503)")])
+
+    def sweep(self, dry_run: bool = False) -> SweepReport:
+        return SweepReport(dry_run, candidates=["c", "d"], deleted=["c"], failed=[Failure("d", "Key Vault failed to answer (HTTP 503)")])
+
+
+@pytest.mark.parametrize("timer, message", [
+    (maintenance.refresh_keys, "refreshing 1 of 2 keys failed"),
+    (maintenance.sweep_stale_keys, "deleting 1 stale keys failed"),
+])
+def test_a_timer_run_in_which_some_keys_failed_fails(monkeypatch, timer, message):
+    monkeypatch.setattr(app_context, "servers_to_maintain", lambda: [None])
+    monkeypatch.setattr(app_context, "key_manager_for_maintenance", lambda server_name: PartlyFailingKeyManager())
+    with pytest.raises(maintenance.MaintenanceFailed, match=message):
+        timer(func.TimerRequest())
