@@ -177,6 +177,7 @@ def test_devhost_runs_the_refresh_timer_on_demand(app_env, callers, trust_domain
         requests.post(f"{api}/keys", json={"key_id": "timed", "key_type": "ec-p256"}, headers=callers.headers(), timeout=30).raise_for_status()
         name = KeyNaming(trust_domain, server_id).key_name("timed")
         shift_vault_time(FIFTEEN_DAYS)
+        assert datetime.now(timezone.utc) - vault_admin.get_key(name).properties.updated_on > timedelta(days=14)
         assert requests.post(f"{host.url}/admin/functions/refresh_keys", json={}, timeout=30).status_code == 202
         deadline = time.monotonic() + 20
         while datetime.now(timezone.utc) - vault_admin.get_key(name).properties.updated_on > timedelta(minutes=1):
