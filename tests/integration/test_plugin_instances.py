@@ -8,14 +8,13 @@ instances that share what they saw through Blob storage.
 from __future__ import annotations
 
 import base64
-import os
 import time
 import uuid
 
 import pytest
 import requests
 
-from devtools.stack.services import start_devhost
+from tests.hermetic import start_app_host
 from tests.integration.conftest import Callers
 from tests.integration.verify import digest
 
@@ -25,7 +24,7 @@ SHARED = "two SPIRE server processes call as server spire-a: give each its own s
 
 @pytest.fixture
 def api(app_env):
-    host = start_devhost(0, {**os.environ, **app_env}, no_timers=True)
+    host = start_app_host(app_env)
     yield host.url + "/api"
     host.stop()
 
