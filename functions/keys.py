@@ -64,7 +64,7 @@ KEY_CREATED_HEADER = "X-Key-Created"
 @handles_errors
 def generate_key(req: func.HttpRequest) -> func.HttpResponse:
     call = server_call(req)
-    if app_context.instances().overlaps(call.server_name):
+    if app_context.instances().overlaps_on_any_instance(call.server_name):
         # Each process would rotate the other's keys; reads and signs go on, so both keep serving.
         raise FailedPrecondition(shared_name_message(call.server_name))
     body = json_body(req)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any, Callable, Mapping
@@ -19,9 +20,9 @@ from azure.storage.blob import BlobServiceClient
 from shared.caller_tokens import SigningKeys, TokenPolicy, TokenVerifier, jwks_fetcher
 from shared.callers import CallerGate
 from shared.errors import ConfigurationError, InvalidArgument, Unavailable
-from shared.id_blobs import BlobIdStores
+from shared.id_blobs import BlobIdStores, InstanceBlobs
 from shared.identity_port import CheckedServerIdentity, ServerDirectory, ServerIdentity
-from shared.instances import Instances
+from shared.instances import InstanceRecords, Instances, SharedInstances
 from shared.key_manager import KeyManager
 from shared.key_vault_client import key_vault_keys
 from shared.maintenance import LastRefresh, SweepPolicy
@@ -49,8 +50,8 @@ MAX_NAMED_SERVERS = 10_000
 _lock = threading.Lock()
 _servers: SpireServers | None = None
 _callers: CallerGate | None = None
-# The plugin processes that call as each server, on this instance.
-_instances = Instances()
+# Shares the records of plugin processes with the app's other instances off the requests, one at a time.
+_sharing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="instance-records")
 _last_refresh = LastRefresh()
 
 
@@ -67,9 +68,12 @@ class SpireServers:
         directory: ServerDirectory,
         vault: Vault,
         sweep_policy: SweepPolicy = SweepPolicy(),
+        instances: SharedInstances | None = None,
         clock: Callable[[], datetime] = partial(datetime.now, timezone.utc),
     ) -> None:
         self.trust_domain = trust_domain
+        # The plugin processes that call as each server, shared with the app's other instances when ids are in blobs.
+        self.instances = instances or SharedInstances(Instances())
         self._directory = directory
         self._vault = vault
         self._sweep_policy = sweep_policy
@@ -148,8 +152,8 @@ class SpireServers:
         return KeyManager(self._vault, identity, self.trust_domain, self._sweep_policy, self._clock, recorded_use=self._directory.recorded_use)
 
 
-def instances() -> Instances:
-    return _instances
+def instances() -> SharedInstances:
+    return servers().instances
 
 
 def last_refresh() -> LastRefresh:
@@ -229,8 +233,9 @@ def build_servers(settings: Settings, **client_options: Any) -> SpireServers:
         retry_seconds=settings.key_vault_retry_seconds,
         **_client_options(client_options),
     )
-    directory = build_server_directory(settings, credential, **client_options)
-    return SpireServers(settings.trust_domain, directory, vault, settings.sweep_policy)
+    directory, instance_records = build_server_directory(settings, credential, **client_options)
+    instances = SharedInstances(Instances(), instance_records, _sharing.submit)
+    return SpireServers(settings.trust_domain, directory, vault, settings.sweep_policy, instances)
 
 
 def build_credential(settings: Settings, **client_options: Any) -> TokenCredential:
@@ -242,14 +247,17 @@ def build_credential(settings: Settings, **client_options: Any) -> TokenCredenti
     return DefaultAzureCredential(**client_options)
 
 
-def build_server_directory(settings: Settings, credential: TokenCredential, **client_options: Any) -> ServerDirectory:
+def build_server_directory(
+    settings: Settings, credential: TokenCredential, **client_options: Any
+) -> tuple[ServerDirectory, InstanceRecords | None]:
+    """The servers' ids, and the record through which the app's instances share their plugin callers (none without blobs)."""
     if settings.server_id is not None:
-        return FixedServerDirectory(settings.server_id)
+        return FixedServerDirectory(settings.server_id), None
     location = settings.metadata_blob
     assert location is not None  # settings require one of the two
     options = _client_options({**BLOB_RETRY, **client_options})
     container = _blob_service(location, credential, options).get_container_client(location.container)
-    return StoredServerDirectory(BlobIdStores(container, location.blob))
+    return StoredServerDirectory(BlobIdStores(container, location.blob)), InstanceBlobs(container, location.blob)
 
 
 def _blob_service(location: BlobLocation, credential: TokenCredential, options: Mapping[str, Any]) -> BlobServiceClient:

@@ -1,5 +1,8 @@
 """The server ids' store in Blob storage: one blob per server, written only by conditional requests.
 
+Beside them, ``<blob>.instances/<name>`` records which plugin processes called as each server in the
+last minutes (``InstanceBlobs``), so that the app's instances see each other's callers.
+
 With ``KEY_METADATA_BLOB`` the default server's id lives in that blob and a named server's in
 ``<blob>.servers/<name>`` beside it; use is recorded in each blob's metadata (``last_used``, and
 ``server_id``, the blob's id, so that one listing tells which server each blob is of). The rules
@@ -9,6 +12,7 @@ translates the storage SDK's errors, once, into what the store port returns or r
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from datetime import datetime
@@ -26,6 +30,7 @@ from azure.storage.blob import BlobClient, ContainerClient
 
 from shared.errors import Unavailable
 from shared.identity_port import Absent, NotAnId, Stored, UseRecord
+from shared.instances import Seen, is_instance_id
 from shared.naming import SERVER_NAME
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,11 @@ MAX_BLOB_BYTES = 4 * 1024
 LAST_USED = "last_used"
 SERVER_ID_METADATA = "server_id"
 NAMED_SERVERS_SUFFIX = ".servers/"
+INSTANCES_SUFFIX = ".instances/"
+# The default server's record: no server name starts with "_".
+DEFAULT_SERVER_RECORD = "_default"
+# A record holds at most a few dozen ids of a few minutes each: a larger blob is not read.
+MAX_INSTANCE_RECORD_BYTES = 16 * 1024
 
 
 def named_server_blob(default_blob: str, server_name: str) -> str:
@@ -164,3 +174,81 @@ def _timestamp(text: str | None) -> datetime | None:
     except ValueError:
         return None
     return moment if moment is not None and moment.tzinfo is not None else None
+
+
+class InstanceBlobs:
+    """Per server name, the minutes in which each plugin instance called, as JSON ``{"<id>": [<minute>, ...]}``."""
+
+    def __init__(self, container: ContainerClient, default_blob: str) -> None:
+        self._container = container
+        self._default_blob = default_blob
+
+    def read(self, server_name: str | None) -> tuple[dict[str, frozenset[int]], str | None]:
+        blob = self._blob(server_name)
+        try:
+            download = blob.download_blob(offset=0, length=MAX_INSTANCE_RECORD_BYTES + 1)
+            content = download.readall()
+        except ResourceNotFoundError:
+            return {}, None
+        except HttpResponseError as exc:
+            if exc.status_code == 416:  # a range of an empty blob
+                return {}, self._etag(blob)
+            raise self._failed("Reading", exc) from exc
+        except AzureError as exc:
+            raise self._failed("Reading", exc) from exc
+        return _parse_instances(content, blob.blob_name), download.properties.etag
+
+    def write(self, server_name: str | None, seen: Seen, version: str | None) -> bool:
+        content = json.dumps({instance_id: sorted(minutes) for instance_id, minutes in seen.items()}).encode()
+        conditions = {"overwrite": False} if version is None else {
+            "overwrite": True, "etag": version, "match_condition": MatchConditions.IfNotModified,
+        }
+        try:
+            self._blob(server_name).upload_blob(content, **conditions)
+        except (ResourceExistsError, ResourceModifiedError):
+            return False
+        except ResourceNotFoundError:
+            if version is not None:
+                return False  # deleted since it was read
+            try:
+                self._container.create_container()
+            except ResourceExistsError:
+                pass
+            except AzureError as exc:
+                raise self._failed("Writing", exc) from exc
+            return False  # no container yet: the caller reads again and writes
+        except AzureError as exc:
+            raise self._failed("Writing", exc) from exc
+        return True
+
+    def _blob(self, server_name: str | None) -> BlobClient:
+        return self._container.get_blob_client(f"{self._default_blob}{INSTANCES_SUFFIX}{server_name or DEFAULT_SERVER_RECORD}")
+
+    def _etag(self, blob: BlobClient) -> str | None:
+        try:
+            return str(blob.get_blob_properties().etag)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise self._failed("Reading", exc) from exc
+
+    @staticmethod
+    def _failed(action: str, exc: AzureError) -> Unavailable:
+        log.warning("%s the record of plugin instances failed: %s", action, type(exc).__name__)
+        return Unavailable("could not share the record of plugin instances through Blob storage")
+
+
+def _parse_instances(content: bytes, blob_name: str) -> dict[str, frozenset[int]]:
+    """The record's minutes by instance id; an unreadable record counts as empty, and the next share replaces it."""
+    try:
+        if len(content) > MAX_INSTANCE_RECORD_BYTES:
+            raise ValueError("too large")
+        record = json.loads(content)
+        return {
+            instance_id: frozenset(int(minute) for minute in minutes)
+            for instance_id, minutes in record.items()
+            if is_instance_id(instance_id) and isinstance(minutes, list)
+        }
+    except (ValueError, TypeError, AttributeError):
+        log.warning("The record of plugin instances %s is not one this app wrote; the next share replaces it", blob_name)
+        return {}

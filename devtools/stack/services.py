@@ -129,8 +129,10 @@ def start_entra(port: int, msi_port: int, state_dir: Path) -> Service:
     })
 
 
-def start_devhost(port: int, env: dict[str, str], no_timers: bool = False) -> Service:
-    argv = [sys.executable, "-m", "devtools.host", "--port", str(port)] + (["--no-timers"] if no_timers else [])
+def start_devhost(port: int, env: dict[str, str], no_timers: bool = False, local_settings: str = "local.settings.json") -> Service:
+    """devhost serving the app in ROOT with ``env``, plus what ``local_settings`` (relative to ROOT) holds that ``env`` does not."""
+    argv = [sys.executable, "-m", "devtools.host", "--port", str(port), "--settings", local_settings]
+    argv += ["--no-timers"] if no_timers else []
     process, match = start("devhost", argv, re.compile(r"devhost ready (http://\S+)"), env=env)
     return Service("devhost", process, match.group(1))
 

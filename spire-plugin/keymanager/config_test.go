@@ -89,7 +89,7 @@ authority_host = "https://login.chinacloudapi.cn/"`, credentialSettings{kind: de
 			require.NoError(t, err)
 			assert.Equal(t, tt.want, parsed.credential)
 			assert.Equal(t, tokenScope, parsed.tokenScope)
-			assert.Equal(t, defaultRequestTimeout, parsed.requestTimeout)
+			assert.Equal(t, 10*time.Second, parsed.requestTimeout) // the README's default attempt
 		})
 	}
 }

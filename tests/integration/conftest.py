@@ -32,7 +32,6 @@ from devtools.stack.services import (
     app_settings,
     is_on_this_machine,
     start_azurite,
-    start_devhost,
     start_entra,
     start_localvault,
 )
@@ -42,6 +41,7 @@ from shared import app_context
 from shared.app_context import SpireServers
 from shared.key_manager import KeyManager
 from shared.settings import load_caller_settings, load_settings
+from tests.hermetic import start_app_host
 
 EXTERNAL_VAULT_SETTINGS = ("TEST_KEY_VAULT_URI", "TEST_KEY_VAULT_TOKEN_ENDPOINT", "TEST_KEY_VAULT_CA_BUNDLE", "TEST_KEY_VAULT_TIME_SHIFT")
 TIME_SHIFT_FIXTURE = "shift_vault_time"
@@ -331,11 +331,10 @@ def is_soft_deleted_soon(vault_admin, name: str, within_seconds: float = 15.0) -
 @pytest.fixture
 def instances(app_env):
     """Two devhost processes started at the same moment on a fresh metadata container."""
-    env = {**os.environ, **app_env}
     started: list = [None, None]
 
     def start(index: int) -> None:
-        started[index] = start_devhost(0, env, no_timers=True)
+        started[index] = start_app_host(app_env)
 
     threads = [threading.Thread(target=start, args=(i,)) for i in range(2)]
     for thread in threads:

@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from schemathesis.specs.openapi.formats import unregister_string_format
 
-from devtools.stack.services import start_devhost
+from tests.hermetic import start_app_host
 
 CHECKS = [
     not_a_server_error,
@@ -94,8 +94,7 @@ def digest_sized_bytes():
 @pytest.fixture
 def api(app_env):
     """One devhost instance in a trust domain of its own."""
-    env = {**os.environ, **app_env}  # app_env's trust domain is this test's own
-    service = start_devhost(0, env, no_timers=True)
+    service = start_app_host(app_env)  # app_env's trust domain is this test's own
     try:
         yield service.url + "/api"
     finally:

@@ -8,7 +8,6 @@ health calls made meanwhile must answer at once rather than take the threads a s
 from __future__ import annotations
 
 import base64
-import os
 import statistics
 import threading
 import time
@@ -18,7 +17,7 @@ import pytest
 import requests
 
 from devtools.stack.faultproxy import FaultProxy, make_server_certificate
-from devtools.stack.services import start_devhost
+from tests.hermetic import start_app_host
 from tests.integration.verify import digest
 
 WORKER_THREADS = 4  # fewer threads than waiting health calls: a pool they hold would stall the sign
@@ -34,14 +33,13 @@ def api_behind_proxy(app_env, vault, tmp_path):
     cert, key, ca = make_server_certificate(tmp_path / "proxy-cert")
     with FaultProxy(vault.url, ca_bundle=vault.details["ca_bundle"], tls=(cert, key), rewrite_body_urls=True) as proxy:
         env = {
-            **os.environ,
             **app_env,
             "KEY_VAULT_URI": proxy.url,
             "KEY_VAULT_CA_BUNDLE": ca,
             "KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION": "true",  # the vault's challenge never names the proxy
             "PYTHON_THREADPOOL_THREAD_COUNT": str(WORKER_THREADS),
         }
-        host = start_devhost(0, env, no_timers=True)
+        host = start_app_host(env)
         try:
             yield host.url + "/api", proxy
         finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -12,7 +11,7 @@ import pytest
 import requests
 from azure.core.exceptions import ResourceNotFoundError
 
-from devtools.stack.services import start_devhost
+from tests.hermetic import start_app_host
 from devtools.stack.traffic import Traffic
 from functions import maintenance
 from shared import app_context
@@ -170,14 +169,15 @@ def test_refresh_and_sweep_cost_two_requests_per_key_plus_listing_pages(server, 
 
 def test_devhost_runs_the_refresh_timer_on_demand(app_env, callers, trust_domain, shift_vault_time, vault_admin):
     server_id = f"timer-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, **app_env, **callers.settings(server_names=("",)), "TRUST_DOMAIN": trust_domain, "KEY_IDENTIFIER_VALUE": server_id}
-    env["KEY_METADATA_BLOB"] = ""  # a configured server id needs no metadata blob; set, so local.settings.json cannot add one
-    host = start_devhost(0, env, no_timers=True)
+    env = {**app_env, **callers.settings(server_names=("",)), "TRUST_DOMAIN": trust_domain, "KEY_IDENTIFIER_VALUE": server_id}
+    env["KEY_METADATA_BLOB"] = ""  # a configured server id needs no metadata blob
+    host = start_app_host(env)
     try:
         api = host.url + "/api"
         requests.post(f"{api}/keys", json={"key_id": "timed", "key_type": "ec-p256"}, headers=callers.headers(), timeout=30).raise_for_status()
         name = KeyNaming(trust_domain, server_id).key_name("timed")
         shift_vault_time(FIFTEEN_DAYS)
+        assert datetime.now(timezone.utc) - vault_admin.get_key(name).properties.updated_on > timedelta(days=14)
         assert requests.post(f"{host.url}/admin/functions/refresh_keys", json={}, timeout=30).status_code == 202
         deadline = time.monotonic() + 20
         while datetime.now(timezone.utc) - vault_admin.get_key(name).properties.updated_on > timedelta(minutes=1):

@@ -6,7 +6,6 @@ ones joined), so these are the requests Azure would deliver: a malformed one mus
 
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Callable
@@ -14,7 +13,7 @@ from typing import Callable
 import pytest
 import requests
 
-from devtools.stack.services import start_devhost
+from tests.hermetic import start_app_host
 from tests.integration.conftest import make_app
 from tests.integration.test_maintenance import FIFTEEN_DAYS, key_exists
 
@@ -27,7 +26,7 @@ MALFORMED_REFRESHES = ["dry_run=true", "code=k&code=k", "force="]
 @pytest.fixture
 def api(app_env):
     """This server: devhost serving the app on the stack, with a metadata blob (so a server id) of its own."""
-    host = start_devhost(0, {**os.environ, **app_env}, no_timers=True)
+    host = start_app_host(app_env)
     yield host.url + "/api"
     host.stop()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import threading
 
+import requests
+
 from tests.integration.test_app_instances import send  # noqa: F401  (a fixture: requests with a caller's token)
 from tests.integration.verify import digest, verify
 
@@ -57,27 +59,39 @@ def test_concurrent_rotations_and_signatures_always_verify(instances, send):
         verify(by_fingerprint[signed["key_fingerprint"]], signed["signature"], data, "SHA256")
 
 
-def test_refresh_and_sweep_racing_with_use_never_delete_or_disable_own_keys(instances, callers, send):
+FIFTEEN_DAYS = 15 * 24 * 3600
+
+
+def test_refresh_and_sweep_racing_with_use_never_delete_or_disable_a_live_servers_keys(instances, callers, send, shift_vault_time):
+    """Instance a serves server spire-a; instance b, the default server, refreshes and sweeps the vault.
+
+    spire-a's keys are aged past STALE_KEY_AGE: "idle" is only signed with, so that the sweep's
+    candidates include it and only spire-a's recorded use keeps it until b's refresh.
+    """
     a, b = instances
-    for key_id in ("k1", "k2", "k3"):
-        send("POST", f"{a}/keys", json={"key_id": key_id, "key_type": "ec-p256"}).raise_for_status()
+    as_spire_a = {**callers.headers(), "X-SPIRE-Server-Name": "spire-a"}
+    key_ids = ("k1", "k2", "k3", "idle")
+    for key_id in key_ids:
+        requests.post(f"{a}/keys", json={"key_id": key_id, "key_type": "ec-p256"}, headers=as_spire_a, timeout=30).raise_for_status()
+    shift_vault_time(FIFTEEN_DAYS)
+    body = {"data": base64.b64encode(digest("SHA256")).decode(), "hash_algorithm": "SHA256"}
 
     def use() -> None:
         for round_ in range(ROUNDS):
             key_id = f"k{round_ % 3 + 1}"
-            send("POST", f"{a}/keys", json={"key_id": key_id, "key_type": "ec-p256"}).raise_for_status()
-            body = {"data": base64.b64encode(digest("SHA256")).decode(), "hash_algorithm": "SHA256"}
-            send("POST", f"{a}/keys/{key_id}/sign", json=body).raise_for_status()
+            requests.post(f"{a}/keys", json={"key_id": key_id, "key_type": "ec-p256"}, headers=as_spire_a, timeout=30).raise_for_status()
+            for signed in (key_id, "idle"):
+                requests.post(f"{a}/keys/{signed}/sign", json=body, headers=as_spire_a, timeout=30).raise_for_status()
 
     def maintain() -> None:
         for _ in range(ROUNDS // 2):
-            refreshed = send("POST", f"{b}/maintenance/refresh", callers.maintainer).json()
-            assert refreshed["failed"] == [], refreshed
             swept = send("POST", f"{b}/maintenance/sweep?dry_run=false", callers.maintainer).json()
             assert swept["deleted"] == [] and swept["failed"] == [], swept
+            refreshed = send("POST", f"{b}/maintenance/refresh", callers.maintainer).json()
+            assert refreshed["failed"] == [], refreshed
 
     _run_together(use, maintain)
-    listed = send("GET", f"{b}/keys").json()["public_keys"]
-    assert sorted(key["id"] for key in listed) == ["k1", "k2", "k3"]
-    for key_id in ("k1", "k2", "k3"):
-        assert send("GET", f"{a}/keys/{key_id}").status_code == 200
+    listed = requests.get(f"{b}/keys", headers=as_spire_a, timeout=30).json()["public_keys"]
+    assert sorted(key["id"] for key in listed) == sorted(key_ids)
+    for key_id in key_ids:
+        assert requests.get(f"{a}/keys/{key_id}", headers=as_spire_a, timeout=30).status_code == 200

@@ -6,14 +6,13 @@ read-only) on a devhost instance whose Key Vault traffic crosses the fault proxy
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
 from devtools.stack.faultproxy import FaultProxy, make_server_certificate
-from devtools.stack.services import start_devhost
 from shared.ownership import TAG_SERVER_ID
+from tests.hermetic import start_app_host
 from tests.integration.test_maintenance import FIFTEEN_DAYS
 from tests.integration.test_spire_servers import Host, call, generate, listed, sign, stored_id
 
@@ -23,14 +22,13 @@ def host_through_proxy(app_env, vault, callers, tmp_path):
     cert, key, ca = make_server_certificate(tmp_path / "proxy-cert")
     with FaultProxy(vault.url, ca_bundle=vault.details["ca_bundle"], tls=(cert, key), rewrite_body_urls=True) as proxy:
         env = {
-            **os.environ,
             **app_env,
             "KEY_VAULT_URI": proxy.url,
             "KEY_VAULT_CA_BUNDLE": ca,
             "KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION": "true",  # the vault's challenge never names the proxy
             "KEY_VAULT_RETRY_SECONDS": "2",
         }
-        devhost = start_devhost(0, env, no_timers=True)
+        devhost = start_app_host(env)
         try:
             yield Host(devhost.url + "/api", callers), proxy
         finally:

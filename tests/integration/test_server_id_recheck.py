@@ -22,6 +22,10 @@ from shared.server_ids import RECHECK_INTERVAL, USE_RECORD_INTERVAL, StoredServe
 from shared.settings import load_settings
 from tests.unit.fakes import FakeVault
 
+# The README's intervals, by value: the id re-checked every 2 minutes, use recorded once an hour.
+TWO_MINUTES = timedelta(minutes=2)
+ONE_HOUR = timedelta(hours=1)
+
 
 class Clock:
     def __init__(self) -> None:
@@ -67,8 +71,10 @@ def test_an_unchanged_blob_costs_one_conditional_read_every_interval(storage, ca
     transport.sent.clear()
     for _ in range(50):
         assert identity.server_id() == known
+    clock.advance(TWO_MINUTES - timedelta(microseconds=1))
+    assert identity.server_id() == known
     assert transport.sent == []  # within the interval: no request at all
-    clock.advance(RECHECK_INTERVAL)
+    clock.advance(timedelta(microseconds=1))
     assert identity.server_id() == known
     ((method, _, headers),) = transport.sent
     assert method == "GET" and headers["If-None-Match"].strip('"')
@@ -167,8 +173,10 @@ def test_use_is_written_once_an_interval_and_read_by_other_instances(storage):
     transport.sent.clear()
     for _ in range(100):
         identity.record_use()
+    clock.advance(ONE_HOUR - timedelta(microseconds=1))
+    identity.record_use()
     assert transport.sent == []
-    clock.advance(USE_RECORD_INTERVAL)
+    clock.advance(timedelta(microseconds=1))
     for _ in range(100):
         identity.record_use()
     assert [method for method, _, _ in transport.sent] == ["PUT"]
@@ -223,6 +231,7 @@ def test_a_blob_outage_while_serving_keeps_the_known_id_and_stops_maintenance(ap
         proxy.respond(503, times=None)
         clock.advance(RECHECK_INTERVAL)
         assert identity.server_id() == known  # the check failed; serving goes on with the known id
+        assert proxy.faults_injected == 1  # the re-check ran, and failed
         with pytest.raises(Unavailable, match="could not read"):
             identity.confirm()  # maintenance does not run on an id it could not confirm
         proxy.clear()

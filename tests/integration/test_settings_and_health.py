@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 import threading
 import time
 
@@ -11,7 +10,7 @@ import pytest
 import requests
 
 from devtools.stack.faultproxy import FaultProxy, make_server_certificate
-from devtools.stack.services import start_devhost
+from tests.hermetic import start_app_host
 from functions.health import CHECK_INTERVAL_SECONDS
 
 TIMEOUT = 30
@@ -35,7 +34,7 @@ def devhosts(app_env):
         services: list = [None] * len(envs)
 
         def run(index: int) -> None:
-            services[index] = start_devhost(0, {**os.environ, **app_env, **envs[index]}, no_timers=True)
+            services[index] = start_app_host({**app_env, **envs[index]})
 
         threads = [threading.Thread(target=run, args=(i,)) for i in range(len(envs))]
         for thread in threads:

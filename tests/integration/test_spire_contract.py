@@ -16,7 +16,8 @@ import sys
 import uuid
 
 from devtools.spire.server import CLIENT_SECRET, entra_sign_in, plugin_data
-from devtools.stack.services import ROOT, start_devhost
+from devtools.stack.services import ROOT
+from tests.hermetic import start_app_host
 
 # Four key types, each signing with its algorithms less the pairs Key Vault cannot sign, across
 # GenerateKey, GetKey and GetKeys, plus the error cases: every subtest of the suite at v1.13.3.
@@ -30,7 +31,7 @@ def test_spire_keymanager_contract_suite_passes_against_the_app(app_env, entra_s
     assert go, "the Go toolchain is needed to run SPIRE's contract suite: put go on PATH"
     server_names = [f"contract-{uuid.uuid4().hex[:12]}" for _ in range(CONTRACT_CASES)]
     sign_in = entra_sign_in(entra_service, callers.api, callers.server, CLIENT_SECRET)
-    devhost = start_devhost(0, {**os.environ, **app_env, **callers.settings(server_names)}, no_timers=True)
+    devhost = start_app_host({**app_env, **callers.settings(server_names)})
     try:
         env = {
             **os.environ,

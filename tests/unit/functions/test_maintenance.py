@@ -141,13 +141,28 @@ def test_a_named_server_that_fails_its_refresh_does_not_stop_the_others(monkeypa
     assert report.failed_servers == ["spire-a"]
 
 
-class PartlyRefusedKeyManager(RecordingKeyManager):
+class PartlyFailingKeyManager(RecordingKeyManager):
     def refresh(self, listing=None) -> RefreshReport:
-        return RefreshReport(refreshed=["k1"], failed=[Failure("k2", "Key Vault is read-only")])
+        return RefreshReport(refreshed=["a"], failed=[Failure("b", "Key Vault failed to answer (HTTP 503)")])
+
+    def sweep(self, dry_run: bool = False) -> SweepReport:
+        return SweepReport(dry_run, candidates=["c", "d"], deleted=["c"], failed=[Failure("d", "Key Vault failed to answer (HTTP 503)")])
+
+
+@pytest.mark.parametrize("timer, message", [
+    (maintenance.refresh_keys, "refreshing 1 of 2 keys failed"),
+    (maintenance.sweep_stale_keys, "deleting 1 stale keys failed"),
+])
+def test_a_timer_run_in_which_some_keys_failed_fails(monkeypatch, timer, message):
+    monkeypatch.setattr(app_context, "servers_to_maintain", lambda: [None])
+    monkeypatch.setattr(app_context, "key_manager_for_maintenance", lambda server_name: PartlyFailingKeyManager())
+    monkeypatch.setattr(app_context, "_last_refresh", LastRefresh())
+    with pytest.raises(maintenance.MaintenanceFailed, match=message):
+        timer(func.TimerRequest())
 
 
 def test_a_server_with_a_key_the_refresh_could_not_update_is_named_and_health_warns_until_a_run_covers_it(monkeypatch):
-    managers = {None: PartlyRefusedKeyManager(), "spire-a": RecordingKeyManager()}
+    managers = {None: PartlyFailingKeyManager(), "spire-a": RecordingKeyManager()}
     monkeypatch.setattr(app_context, "servers_to_maintain", lambda: list(managers))
     monkeypatch.setattr(app_context, "key_manager_for_maintenance", managers.__getitem__)
     monkeypatch.setattr(app_context, "_last_refresh", LastRefresh())

@@ -12,7 +12,7 @@ from functions.health import SHARED_SERVER_NAME, health
 from functions.openapi import DOCUMENT_PATH
 from shared import app_context
 from shared.app_context import SpireServers
-from shared.instances import Instances
+from shared.instances import Instances, SharedInstances
 from shared.server_ids import FixedServerDirectory
 from tests.unit.fakes import FakeVault
 from tests.unit.tokens import bearer
@@ -32,8 +32,8 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch):
     clock = Clock()
-    app_context.install_servers(SpireServers("example.org", FixedServerDirectory("app-server"), FakeVault()))
-    monkeypatch.setattr(app_context, "_instances", Instances(clock))
+    servers = SpireServers("example.org", FixedServerDirectory("app-server"), FakeVault(), instances=SharedInstances(Instances(clock)))
+    app_context.install_servers(servers)
     return clock
 
 

@@ -10,6 +10,7 @@ import pytest
 from functions import keys, maintenance
 from shared import app_context
 from shared.app_context import SpireServers
+from shared.errors import Unavailable
 from shared.server_ids import FixedServerDirectory, derived_server_id
 from tests.unit.fakes import FakeVault
 from tests.unit import tokens
@@ -118,6 +119,14 @@ def test_an_instance_serves_a_bounded_number_of_named_servers(vault, monkeypatch
     assert status == 503 and "2 named SPIRE servers" in body["error"]["message"]
     assert call(keys.get_public_keys, method="GET", headers=named("a"))[0] == 200  # known ones go on
     assert call(keys.get_public_keys, method="GET")[0] == 200
+
+
+def test_an_instance_serves_10_000_named_servers_and_refuses_the_next():
+    servers = SpireServers(TRUST_DOMAIN, FixedServerDirectory(VALUE), FakeVault())
+    for index in range(10_000):
+        servers.check(f"server-{index}")
+    with pytest.raises(Unavailable, match="already serves 10000 named SPIRE servers"):
+        servers.check("one-more")
 
 
 ALL_KEY_CALLS = [

@@ -2,8 +2,8 @@
 
 import pytest
 
-from shared.errors import InvalidArgument
-from shared.instances import MAX_IDS_PER_SERVER, Instances, parse_instance_id, shared_name_message
+from shared.errors import InvalidArgument, Unavailable
+from shared.instances import MAX_IDS_PER_SERVER, Instances, SharedInstances, parse_instance_id, shared_name_message
 
 A = "a" * 32
 B = "b" * 32
@@ -129,3 +129,103 @@ def test_no_instance_id_is_none_and_a_valid_one_is_itself():
 def test_the_message_names_the_server_and_the_fix():
     assert "as server spire-a: give each its own server_name (a StatefulSet), or stop one" in shared_name_message("spire-a")
     assert "as server (default)" in shared_name_message(None)
+
+
+class MemoryRecords:
+    """Shared records as the blobs keep them: a write lands only on the version it read."""
+
+    def __init__(self) -> None:
+        self.records: dict[str | None, tuple[dict[str, frozenset[int]], str]] = {}
+        self.writes = 0
+        self.unavailable = False
+
+    def read(self, server_name):
+        if self.unavailable:
+            raise Unavailable("Blob storage does not answer")
+        seen, version = self.records.get(server_name, ({}, None))
+        return dict(seen), version
+
+    def write(self, server_name, seen, version):
+        if self.records.get(server_name, (None, None))[1] != version:
+            return False
+        self.writes += 1
+        self.records[server_name] = (dict(seen), f"v{self.writes}")
+        return True
+
+
+def app_instance(clock, records) -> SharedInstances:
+    return SharedInstances(Instances(clock), records, submit=lambda share, *args: share(*args))
+
+
+def test_two_processes_on_two_app_instances_overlap_through_the_shared_record(clock):
+    records = MemoryRecords()
+    one, other = app_instance(clock, records), app_instance(clock, records)
+    for _ in range(3):
+        one.note("spire-a", A)
+        other.note("spire-a", B)
+        clock.minutes(1)
+    clock.minutes(-1)  # still in the third minute
+    assert not one.overlaps("spire-a"), "neither instance saw both processes itself"
+    assert one.overlaps_on_any_instance("spire-a") and other.overlaps_on_any_instance("spire-a")
+    assert one.overlapping() == ["spire-a"]  # health, once a generate read the record
+
+
+def test_a_restart_onto_another_app_instance_never_overlaps(clock):
+    records = MemoryRecords()
+    one, other = app_instance(clock, records), app_instance(clock, records)
+    for _ in range(5):
+        one.note("spire-a", A)
+        clock.minutes(1)
+    clock.minutes(-0.5)  # the new process starts in the old one's last minute, on the other instance
+    for _ in range(6):
+        other.note("spire-a", B)
+        assert not other.overlaps_on_any_instance("spire-a") and not one.overlaps_on_any_instance("spire-a")
+        clock.minutes(1)
+
+
+def test_an_instance_shares_at_most_once_a_minute_per_server_name(clock):
+    records = MemoryRecords()
+    one = app_instance(clock, records)
+    for second in range(0, 60, 5):
+        one.note("spire-a", A)
+        one.note("spire-a", B)
+        one.note("spire-b", A)
+        clock.now += 5
+    assert records.writes == 2  # one a name; the second id's minute goes out with the next minute's share
+    one.note("spire-a", A)
+    assert records.writes == 3 and set(records.records["spire-a"][0]) == {A, B}
+
+
+def test_a_share_that_loses_a_race_reads_again_and_keeps_both_instances_minutes(clock):
+    records = MemoryRecords()
+    one, other = app_instance(clock, records), app_instance(clock, records)
+    one.note("spire-a", A)
+    original_read = records.read
+
+    def read_then_other_writes(server_name):
+        seen = original_read(server_name)
+        records.read = original_read
+        other.note("spire-a", B)  # lands between this share's read and its write
+        return seen
+
+    clock.minutes(1)
+    records.read = read_then_other_writes
+    one.note("spire-a", A)
+    assert records.records["spire-a"][0] == {A: frozenset({clock.now // 60 - 1, clock.now // 60}), B: frozenset({clock.now // 60})}
+
+
+def test_without_the_record_a_generate_is_judged_by_this_instances_calls_and_never_refused_for_it(clock, caplog):
+    records = MemoryRecords()
+    one = app_instance(clock, records)
+    records.unavailable = True
+    one.note("spire-a", A)  # the share fails and says so; the call goes on
+    assert not one.overlaps_on_any_instance("spire-a")
+    assert "record of plugin instances failed" in caplog.text
+
+
+def test_minutes_of_a_record_outside_the_window_change_nothing(clock):
+    records = MemoryRecords()
+    records.records["spire-a"] = ({B: frozenset({0, 10**12})}, "v0")
+    one = app_instance(clock, records)
+    both = [one.note("spire-a", A), one.overlaps_on_any_instance("spire-a")]
+    assert both == [True, False] and set(one._instances.seen("spire-a")) == {A}

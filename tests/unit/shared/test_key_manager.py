@@ -172,6 +172,25 @@ def test_listing_and_refresh_agree_on_which_keys_are_this_servers(manager, vault
     assert listed == [name("mine")] and manager.refresh().refreshed == listed
 
 
+def retag_after_listing(vault, key_id: str) -> list:
+    """The vault's listing as it was, then ``key_id``'s key re-tagged for another server before it is read."""
+    listing = list(vault.list_keys())
+    versions = vault.keys[name(key_id).lower()]
+    versions[-1] = dataclasses.replace(versions[-1], tags=OTHER_TAGS)
+    vault.list_keys = lambda: iter(listing)
+    return listing
+
+
+def test_listing_and_refresh_skip_a_key_retagged_between_the_listing_and_its_read(manager, vault):
+    manager.generate_key("mine", KeyType.EC_P256)
+    manager.generate_key("retagged", KeyType.EC_P256)
+    listing = retag_after_listing(vault, "retagged")
+    assert [key.id for key in manager.get_public_keys()] == ["mine"]
+    vault.calls.clear()
+    assert manager.refresh(listing).refreshed == [name("mine")]
+    assert [call[1] for call in vault.calls if call[0] == "update_key_operations"] == [name("mine")]
+
+
 def test_a_warm_sign_does_not_sign_with_a_key_retagged_to_another_server_at_a_new_version(manager, vault):
     manager.generate_key("a", KeyType.EC_P256)
     vault.add_version(name("a"), KeyType.EC_P256, OTHER_TAGS)  # someone wrote a version for another server
@@ -411,3 +430,15 @@ def test_keys_read_within_the_settle_time_of_their_update_are_read_again(vault):
     vault.calls.clear()
     manager.get_public_keys()
     assert vault.names() == ["list_keys", "get_key"]
+
+
+@pytest.mark.parametrize("read_after, requests", [(5, ["list_keys", "get_key"]), (5.001, ["list_keys"])])
+def test_a_key_is_read_again_until_5_seconds_after_its_update(read_after, requests):
+    updated = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    vault = FakeVault(clock=lambda: updated)
+    manager = KeyManager(vault, FixedIdentity(SERVER_ID), TD, clock=lambda: updated + timedelta(seconds=read_after))
+    manager.generate_key("a", KeyType.EC_P256)
+    manager.get_public_keys()
+    vault.calls.clear()
+    manager.get_public_keys()
+    assert vault.names() == requests

@@ -207,3 +207,8 @@ def test_one_failing_refresh_does_not_stop_the_others(vault):
     report = _manager(vault).refresh()
     assert report.refreshed == [mine("second")]
     assert [f.key_name for f in report.failed] == [mine("mine")]
+
+
+def test_refresh_includes_disabled_keys(vault):
+    vault.add_version(mine("disabled"), KeyType.EC_P256, {"spire-server-td": TD, "spire-server-id": ME}, enabled=False)
+    assert _manager(vault).refresh().refreshed == [mine("mine"), mine("disabled")]
