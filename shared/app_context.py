@@ -16,7 +16,6 @@ from azure.core.credentials import TokenCredential
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import HTTPPolicy
 from azure.identity import ClientSecretCredential, DefaultAzureCredential, ManagedIdentityCredential
-from azure.keyvault.keys import KeyClient
 from azure.storage.blob import BlobServiceClient
 from requests import Session
 from requests.utils import select_proxy
@@ -28,7 +27,7 @@ from shared.id_blobs import BlobIdStores, InstanceBlobs
 from shared.identity_port import CheckedServerIdentity, ServerDirectory, ServerIdentity
 from shared.instances import InstanceRecords, Instances, SharedInstances
 from shared.key_manager import KeyManager
-from shared.key_vault import BudgetedRetryPolicy, KeyVaultKeys
+from shared.key_vault import KeyVaultKeys, key_client
 from shared.maintenance import LastRefresh
 from shared.server_ids import FixedServerDirectory, StoredServerDirectory
 from shared.settings import BlobLocation, CallerSettings, ClientSecret, ManagedIdentity, Settings, load_caller_settings, load_settings
@@ -233,16 +232,17 @@ def build_servers(settings: Settings, **client_options: Any) -> SpireServers:
     options = _client_options(settings.key_vault_ca_bundle, client_options)
     if "transport" not in options:
         options["transport"] = vault_transport(settings.key_vault_uri, options)
-    key_client = KeyClient(
+    client = key_client(
         settings.key_vault_uri,
         credential,
+        options.pop("transport"),
+        settings.key_vault_retry_seconds,
+        options.pop("retry_total"),
         verify_challenge_resource=settings.verify_challenge_resource,
-        # Total time the retries of one call may take, Retry-After waits included.
-        retry_policy=BudgetedRetryPolicy(timeout=settings.key_vault_retry_seconds, retry_total=options.pop("retry_total")),
         per_call_policies=[ChallengeResourcePolicy()],
         **options,
     )
-    vault = KeyVaultKeys(key_client)
+    vault = KeyVaultKeys(client)
     directory, instance_records = build_server_directory(settings, credential, **client_options)
     return SpireServers(
         settings.trust_domain,

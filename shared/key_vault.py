@@ -29,6 +29,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.core.pipeline.policies import RetryPolicy
+from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest import HttpRequest
 from azure.keyvault.keys import JsonWebKey, KeyClient, KeyVaultKey
 from cryptography.hazmat.primitives import serialization
@@ -154,6 +155,48 @@ class BudgetedRetryPolicy(RetryPolicy):
         if _is_create(response.http_request) and not isinstance(error, ServiceRequestError):
             return False
         return _may_send_within(self.get_backoff_time(settings))
+
+
+class DeadlineTransport(HttpTransport):  # type: ignore[type-arg]
+    """Sends nothing past the invocation's ``send_by``: the last check, made once the authentication
+    step has its token, which it may have waited seconds for (a slow managed-identity endpoint)."""
+
+    def __init__(self, transport: HttpTransport) -> None:  # type: ignore[type-arg]
+        self._transport = transport
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        if not _may_send_within(0):
+            raise DeadlinePassed("the caller's deadline passed before the request to Key Vault could go out: nothing was sent")
+        return self._transport.send(request, **kwargs)
+
+    def sleep(self, duration: float) -> None:
+        self._transport.sleep(duration)
+
+    def open(self) -> None:
+        self._transport.open()
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> DeadlineTransport:
+        self._transport.__enter__()
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        self._transport.__exit__(*args)
+
+
+def key_client(vault_uri: str, credential: Any, transport: HttpTransport, retry_seconds: float, retry_total: int,  # type: ignore[type-arg]
+               **options: Any) -> KeyClient:
+    """The Key Vault client as the app uses it: retries within ``retry_seconds`` (Retry-After waits
+    included), and nothing sent past the caller's deadline."""
+    return KeyClient(
+        vault_uri,
+        credential,
+        transport=DeadlineTransport(transport),
+        retry_policy=BudgetedRetryPolicy(timeout=retry_seconds, retry_total=retry_total),
+        **options,
+    )
 
 
 def _is_create(request: Any) -> bool:

@@ -15,6 +15,7 @@ from functions import openapi as openapi_function
 from functions.http import STATUS_BY_ERROR
 from functions.keys import parse_sign_request
 from shared import errors
+from shared.instances import Instances, SharedInstances
 from shared.algorithms import HashAlgorithm, KeyType
 from shared.errors import InvalidArgument
 from shared.maintenance import Failure, LastRefresh, RefreshReport, SweepReport
@@ -298,7 +299,16 @@ def test_health_answers_match_their_schemas(monkeypatch):
     _validator("Health").validate({"status": "ok"})
     monkeypatch.setattr(app_context, "_last_refresh", LastRefresh())
     app_context.last_refresh().record(RefreshReport(failed_servers=["spire-a"]))
-    _validator("Health").validate(health_module._with_refresh_warning(health_module._Answer(200, {"status": "ok"})).payload)
+    monkeypatch.setattr(app_context, "_key_manager", object())
+    now = [0.0]
+    monkeypatch.setattr(app_context, "_instances", SharedInstances(Instances(clock=lambda: now[0])))
+    for minute in range(3):  # two processes call as spire-a in three minutes
+        now[0] = minute * 60.0
+        for instance_id in ("1" * 32, "2" * 32):
+            app_context.instances().note("spire-a", instance_id)
+    answer = health_module._with_warnings(health_module._Answer(200, {"status": "ok"}))
+    assert [warning["code"] for warning in answer.payload["warnings"]] == ["server_name_shared", "refresh_incomplete"]
+    _validator("Health").validate(answer.payload)
     _validator("HealthUnavailable").validate(health_module._NOT_CHECKED_YET.payload)  # a cold instance's answer during its first check
 
 

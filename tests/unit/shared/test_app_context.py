@@ -67,7 +67,7 @@ def _vault_transport(settings, monkeypatch, **environment):
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    return app_context.build_key_manager(settings)._vault._client._client._client._pipeline._transport
+    return app_context.build_key_manager(settings)._vault._client._client._client._pipeline._transport._transport
 
 
 def test_the_vault_transport_takes_the_proxy_and_ca_bundle_requests_would_use(monkeypatch):

@@ -27,6 +27,7 @@ from shared.key_vault import (
     KeyVaultKeys,
     _translate,
     _version_in_kid,
+    key_client,
     key_vault_calls,
     public_key_from_jwk,
 )
@@ -315,17 +316,24 @@ def test_within_the_deadline_requests_are_retried_as_usual():
     assert transport.sent == 2
 
 
-def _vault(transport) -> KeyVaultKeys:
-    from azure.keyvault.keys import KeyClient
+class _Credential:
+    """Tokens at once, each good for an hour; ``refresh_seconds`` makes every token after the first take that long."""
 
-    class _Credential:
-        def get_token(self, *scopes, **kwargs):
-            from azure.core.credentials import AccessToken
+    def __init__(self, lifetime_seconds: int = 3600, refresh_seconds: float = 0) -> None:
+        self.lifetime_seconds, self.refresh_seconds, self.tokens = lifetime_seconds, refresh_seconds, 0
 
-            return AccessToken("token", int(time.time()) + 3600)
+    def get_token(self, *scopes, **kwargs):
+        from azure.core.credentials import AccessToken
 
-    return KeyVaultKeys(KeyClient("https://vault.vault.azure.net", _Credential(), transport=transport,
-                                  retry_policy=BudgetedRetryPolicy(timeout=20, retry_total=3)))
+        self.tokens += 1
+        if self.tokens > 1:
+            time.sleep(self.refresh_seconds)
+        return AccessToken("token", int(time.time()) + self.lifetime_seconds)
+
+
+def _vault(transport, credential=None) -> KeyVaultKeys:
+    """The adapter over the Key Vault client the app builds (key_client), on ``transport``."""
+    return KeyVaultKeys(key_client("https://vault.vault.azure.net", credential or _Credential(), transport, retry_seconds=20, retry_total=3))
 
 
 @pytest.mark.parametrize(
