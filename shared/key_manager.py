@@ -80,7 +80,7 @@ class KeyManager:
         self._trust_domain = trust_domain
         self._sweep_policy = sweep_policy
         self._clock = clock
-        # When the app's servers last called (their id blobs), read once per sweep; without blobs, nothing.
+        # Reads, once per sweep, when each server last called as its id blob records it (nothing without blobs).
         self._recorded_use = recorded_use
         self._naming: KeyNaming | None = None
         self._versions = VersionCache()
@@ -318,8 +318,8 @@ class KeyManager:
         try:
             recovered = self._ask(key_id, self._vault.recover_deleted_key, name)
         except NotFound:
-            # Gone from the deleted keys since this call's create was refused: another call recovered
-            # (or purged) it, and whose it is can be read only once that recovery lands.
+            # Another call recovered (or purged) the key after this call's create was refused, so whose
+            # it is can be read only once that recovery lands.
             raise Unavailable(
                 f'key "{shortened(key_id)}" is being recovered by another request: retry in a few seconds'
             ) from None
