@@ -34,8 +34,8 @@ _ALGORITHMS = {
 }
 
 
-class FakeVault:
-    """Keeps versions in memory and records every call, so tests can count Key Vault requests.
+class InMemoryVault:
+    """The vault port in memory: keeps versions and records every call, so tests can count Key Vault requests.
 
     ``clock`` gives the Updated time of what is written (tests that judge ages fix it).
     """

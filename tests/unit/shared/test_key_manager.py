@@ -11,7 +11,7 @@ from shared.key_manager import KeyManager, SignRequest
 from shared.naming import KeyNaming
 from shared.public_keys import fingerprint
 from shared.vault_port import LATEST
-from tests.unit.fakes import FakeVault, FixedIdentity
+from tests.unit.fakes import InMemoryVault, FixedIdentity
 
 SERVER_ID = "0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"
 OTHER_SERVER = "11111111-2222-3333-4444-555555555555"
@@ -23,7 +23,7 @@ DIGEST_256 = hashlib.sha256(b"x").digest()
 
 @pytest.fixture
 def vault():
-    return FakeVault()
+    return InMemoryVault()
 
 
 @pytest.fixture
