@@ -36,7 +36,7 @@ def serve() -> None:
     from devtools.host.settings import read_route_prefix
     from shared import app_context
 
-    app_context._key_manager = fakes.build_fake_manager(fakes.FakeVault(delay=VAULT_DELAY))
+    app_context._key_manager = fakes.build_fake_manager(fakes.FakeKeyVaultTransport(delay=VAULT_DELAY))
     authorization = fakes.install_caller_gate()["Authorization"]
     server = DevHostServer(("127.0.0.1", 0), DevHost(load_app(ROOT), read_route_prefix(ROOT)))
     # The caller's token is the bench tenant's, made in this process: the client reads it from here.

@@ -15,7 +15,7 @@ from shared.errors import Unavailable
 from shared.key_manager import KeyManager
 from shared.maintenance import LastRefresh, RefreshReport
 from shared.server_ids import FixedServerDirectory
-from tests.unit.fakes import FakeVault, FixedIdentity
+from tests.unit.fakes import InMemoryVault, FixedIdentity
 
 
 class Clock:
@@ -35,8 +35,8 @@ def clock(monkeypatch) -> Clock:
 
 
 @pytest.fixture
-def vault(monkeypatch) -> FakeVault:
-    fake = FakeVault()
+def vault(monkeypatch) -> InMemoryVault:
+    fake = InMemoryVault()
     monkeypatch.setattr(app_context, "_key_manager", KeyManager(fake, FixedIdentity("server"), "example.org"))
     return fake
 
@@ -91,7 +91,7 @@ def test_invalid_settings_are_reported_on_every_call_and_never_cached(clock, mon
 
 
 def test_a_stopped_server_is_reported_at_once_despite_a_recent_ok(clock, monkeypatch):
-    fake = FakeVault()
+    fake = InMemoryVault()
     directory = FixedServerDirectory("server")
     servers = SpireServers("example.org", directory, lambda identity: KeyManager(fake, identity, "example.org"), timedelta(days=14))
     monkeypatch.setattr(app_context, "_key_manager", None)
@@ -130,7 +130,7 @@ def test_caller_settings_that_refuse_every_call_make_health_503(clock, vault, mo
 class HangingProbe:
     """A Key Vault probe that hangs until released, so that other callers come during the check."""
 
-    def __init__(self, vault: FakeVault) -> None:
+    def __init__(self, vault: InMemoryVault) -> None:
         self.vault = vault
         self.entered = threading.Event()
         self.release = threading.Event()
@@ -141,7 +141,7 @@ class HangingProbe:
         assert self.release.wait(10), "the test never released the probe"
 
 
-def _call_during_a_hanging_check(vault: FakeVault, monkeypatch) -> tuple[tuple[int, dict], tuple[int, dict]]:
+def _call_during_a_hanging_check(vault: InMemoryVault, monkeypatch) -> tuple[tuple[int, dict], tuple[int, dict]]:
     """(the answer of a call made while another caller's check hangs, the checking caller's answer)."""
     probe = HangingProbe(vault)
     monkeypatch.setattr(vault, "probe", probe)

@@ -11,7 +11,7 @@ from functions import keys
 from functions.health import health
 from shared import app_context
 from shared.key_manager import KeyManager
-from tests.unit.fakes import FakeVault, FixedIdentity
+from tests.unit.fakes import InMemoryVault, FixedIdentity
 from tests.unit.tokens import SERVER_CALLER, bearer
 
 SERVER_ID = "0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"
@@ -19,7 +19,7 @@ SERVER_ID = "0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"
 
 @pytest.fixture(autouse=True)
 def vault(monkeypatch):
-    fake = FakeVault()
+    fake = InMemoryVault()
     monkeypatch.setattr(app_context, "_key_manager", KeyManager(fake, FixedIdentity(SERVER_ID), "example.org"))
     return fake
 

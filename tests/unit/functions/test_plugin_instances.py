@@ -13,7 +13,7 @@ from functions.openapi import DOCUMENT_PATH
 from shared import app_context
 from shared.instances import Instances, SharedInstances
 from shared.key_manager import KeyManager
-from tests.unit.fakes import FakeVault, FixedIdentity
+from tests.unit.fakes import InMemoryVault, FixedIdentity
 from tests.unit.tokens import bearer
 
 FIRST = "1" * 32
@@ -31,7 +31,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch):
     clock = Clock()
-    monkeypatch.setattr(app_context, "_key_manager", KeyManager(FakeVault(), FixedIdentity("app-server"), "example.org"))
+    monkeypatch.setattr(app_context, "_key_manager", KeyManager(InMemoryVault(), FixedIdentity("app-server"), "example.org"))
     monkeypatch.setattr(app_context, "_instances", SharedInstances(Instances(clock)))
     return clock
 

@@ -13,7 +13,7 @@ from shared.app_context import SpireServers
 from shared.errors import Unavailable
 from shared.key_manager import KeyManager
 from shared.server_ids import FixedServerDirectory, derived_server_id
-from tests.unit.fakes import FakeVault
+from tests.unit.fakes import InMemoryVault
 from tests.unit import tokens
 from tests.unit.tokens import bearer
 
@@ -23,7 +23,7 @@ VALUE = "app-server"
 
 @pytest.fixture
 def vault(monkeypatch):
-    fake = FakeVault()
+    fake = InMemoryVault()
     servers = SpireServers(
         TRUST_DOMAIN,
         FixedServerDirectory(VALUE),
@@ -109,7 +109,7 @@ def test_refresh_covers_the_default_server_and_the_named_servers_that_called(vau
 
 
 def test_maintenance_covers_the_named_servers_used_within_the_stale_key_age():
-    fake = FakeVault()
+    fake = InMemoryVault()
     now = datetime.now(timezone.utc)
     moments = iter([now - timedelta(days=15), now])
     servers = SpireServers(
