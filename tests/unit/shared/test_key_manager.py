@@ -414,7 +414,7 @@ def test_keys_read_within_the_settle_time_of_their_update_are_read_again(vault):
 @pytest.mark.parametrize("read_after, requests", [(5, ["list_keys", "get_key"]), (5.001, ["list_keys"])])
 def test_a_key_is_read_again_until_5_seconds_after_its_update(read_after, requests):
     updated = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    vault = FakeVault(clock=lambda: updated)
+    vault = InMemoryVault(clock=lambda: updated)
     manager = KeyManager(vault, FixedIdentity(SERVER_ID), TD, clock=lambda: updated + timedelta(seconds=read_after))
     manager.generate_key("a", KeyType.EC_P256)
     manager.get_public_keys()
