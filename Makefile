@@ -9,7 +9,7 @@ INFRA_VENV := .tools/infra-checkers
 
 .PHONY: install python run test unit go-unit plugin spire-server spire-agent e2e bench clean
 
-install: $(VENV)/.installed-3.13 $(INFRA_VENV)/.installed node_modules/.installed
+install: $(VENV)/.installed-3.13 node_modules/.installed
 
 python:
 	@test -n "$(PYTHON)" || { echo "Python 3.13 is needed: put python3.13 on PATH (or install it with pyenv), or run make PYTHON=/path/to/python3.13" >&2; exit 1; }
@@ -32,15 +32,13 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-local.settings.json:
-	cp local.settings.sample.json $@
-
-# Azurite (10000), the local Key Vault (8443, token 8080) and the app on devhost (7071).
-run: install local.settings.json
-	$(PY) -m devtools.stack
+# Azurite (10000), the local Key Vault (8443, token 8080), the local Entra ID (8444, managed identity
+# 8081) and the app on devhost (7071); other ports with ARGS, e.g. make run ARGS="--port 27071".
+run: install
+	$(PY) -m devtools.stack $(ARGS)
 
 # The whole suite; integration tests start their own stand-ins on free ports.
-test: install go-unit
+test: install $(INFRA_VENV)/.installed go-unit
 	$(PY) -m pytest
 
 # The unit tests alone: no stand-ins, no network.
