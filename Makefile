@@ -69,11 +69,20 @@ go-unit:
 	cd spire-plugin && go vet ./... && $(STATICCHECK) ./... && go test ./...
 	cd devtools/spire && go vet ./mintbench && $(STATICCHECK) ./mintbench && go test ./mintbench
 
-# The SPIRE KeyManager plugin: one static binary.
+# The SPIRE KeyManager plugin: static binaries for linux/amd64 and linux/arm64 (SPIRE's server images)
+# with their SHA256SUMS, and bin/azure-kv-keymanager for this machine (e2e and bench run it).
+# Reproducible: the toolchain go.mod names (go fetches it from the module proxy if the local go is
+# another), the environment that changes code generation fixed, no paths, VCS stamp or build id.
 PLUGIN := spire-plugin/bin/azure-kv-keymanager
+PLUGIN_PLATFORMS := linux/amd64 linux/arm64
+GO_BUILD = GOTOOLCHAIN=$(shell sed -n 's/^toolchain //p' spire-plugin/go.mod) \
+	CGO_ENABLED=0 GOFLAGS= GOAMD64=v1 GOARM64=v8.0 GOEXPERIMENT= go build -trimpath -buildvcs=false -ldflags='-s -w -buildid='
 plugin:
-	cd spire-plugin && CGO_ENABLED=0 go build -trimpath -o bin/azure-kv-keymanager .
-	sha256sum $(PLUGIN)
+	cd spire-plugin && for platform in $(PLUGIN_PLATFORMS); do \
+		GOOS=$${platform%/*} GOARCH=$${platform#*/} $(GO_BUILD) -o bin/azure-kv-keymanager-$${platform%/*}-$${platform#*/} . || exit; \
+	done
+	cd spire-plugin/bin && sha256sum $(foreach platform,$(PLUGIN_PLATFORMS),azure-kv-keymanager-$(subst /,-,$(platform))) > SHA256SUMS && cat SHA256SUMS
+	cd spire-plugin && $(GO_BUILD) -o bin/azure-kv-keymanager .
 
 # spire-server at the version devtools/spire/go.mod pins, built from the Go module proxy once per
 # version into a cache outside the clone (a cold build takes about 20 minutes on 2 cores).
