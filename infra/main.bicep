@@ -111,7 +111,7 @@ param storageSkuName string = 'Standard_GRS'
   'software'
   'hsm'
 ])
-@description('Protection of the keys: hsm makes a created vault Premium, whose keys can be HSM-protected (RSA-HSM, EC-HSM). Managed HSM is not supported')
+@description('Protection of the keys: hsm makes a created vault Premium, whose keys can be HSM-protected (RSA-HSM, EC-HSM); the app does not yet ask for those key types (README, Deployment). Managed HSM is not supported')
 param keyProtection string = 'software'
 
 @description('A CanNotDelete lock on a created vault: deleting it, or its resource group (azd down), fails until the lock is removed')
