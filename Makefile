@@ -7,19 +7,32 @@ PY := $(VENV)/bin/python
 # checkov, which scans infra/ in the tests, with its own pinned dependencies.
 INFRA_VENV := .tools/infra-checkers
 
-.PHONY: install python run test unit go-unit plugin spire-server spire-agent e2e bench clean
+.PHONY: install lock python run test unit go-unit plugin spire-server spire-agent e2e bench clean
 
-install: $(VENV)/.installed-3.13 $(INFRA_VENV)/.installed node_modules/.installed
+install: $(VENV)/.installed-3.13 node_modules/.installed
 
 python:
 	@test -n "$(PYTHON)" || { echo "Python 3.13 is needed: put python3.13 on PATH (or install it with pyenv), or run make PYTHON=/path/to/python3.13" >&2; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' || { echo "$(PYTHON) is not Python 3.13" >&2; exit 1; }
 
+# The lock first, checked against its hashes as a deployment installs it; then the tools, held to the
+# versions just installed (pip's hash checking would demand hashes of the tools too if the
+# constraints were the lock itself), so the tests run exactly what a deployment runs.
 $(VENV)/.installed-3.13: requirements.txt requirements-dev.txt | python
 	$(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --require-hashes -r requirements.txt
+	$(PY) -m pip freeze --all > $(VENV)/runtime-constraints.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c $(VENV)/runtime-constraints.txt
 	touch $@
+
+# requirements.txt: requirements.in's ranges resolved for Azure Functions' Linux x86_64 Python 3.13,
+# with the hashes of every file of each version. It keeps the versions it holds while they still
+# fit requirements.in; `make lock LOCK_FLAGS=--upgrade` moves everything to the newest that fits.
+lock: $(VENV)/.installed-3.13
+	$(VENV)/bin/uv pip compile requirements.in --output-file requirements.txt --generate-hashes \
+		--python-version 3.13 --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
+		--quiet $(LOCK_FLAGS)
 
 $(INFRA_VENV)/.installed: requirements-infra.txt | python
 	$(PYTHON) -m venv --clear $(INFRA_VENV)
@@ -32,15 +45,13 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-local.settings.json:
-	cp local.settings.sample.json $@
-
-# Azurite (10000), the local Key Vault (8443, token 8080) and the app on devhost (7071).
-run: install local.settings.json
-	$(PY) -m devtools.stack
+# Azurite (10000), the local Key Vault (8443, token 8080), the local Entra ID (8444, managed identity
+# 8081) and the app on devhost (7071); other ports with ARGS, e.g. make run ARGS="--port 27071".
+run: install
+	$(PY) -m devtools.stack $(ARGS)
 
 # The whole suite; integration tests start their own stand-ins on free ports.
-test: install go-unit
+test: install $(INFRA_VENV)/.installed go-unit
 	$(PY) -m pytest
 
 # The unit tests alone: no stand-ins, no network.
@@ -56,11 +67,20 @@ go-unit:
 	cd spire-plugin && go vet ./... && $(STATICCHECK) ./... && go test ./...
 	cd devtools/spire && go vet ./mintbench && $(STATICCHECK) ./mintbench && go test ./mintbench
 
-# The SPIRE KeyManager plugin: one static binary.
+# The SPIRE KeyManager plugin: static binaries for linux/amd64 and linux/arm64 (SPIRE's server images)
+# with their SHA256SUMS, and bin/azure-kv-keymanager for this machine (e2e and bench run it).
+# Reproducible: the toolchain go.mod names (go fetches it from the module proxy if the local go is
+# another), the environment that changes code generation fixed, no paths, VCS stamp or build id.
 PLUGIN := spire-plugin/bin/azure-kv-keymanager
+PLUGIN_PLATFORMS := linux/amd64 linux/arm64
+GO_BUILD = GOTOOLCHAIN=$(shell sed -n 's/^toolchain //p' spire-plugin/go.mod) \
+	CGO_ENABLED=0 GOFLAGS= GOAMD64=v1 GOARM64=v8.0 GOEXPERIMENT= go build -trimpath -buildvcs=false -ldflags='-s -w -buildid='
 plugin:
-	cd spire-plugin && CGO_ENABLED=0 go build -trimpath -o bin/azure-kv-keymanager .
-	sha256sum $(PLUGIN)
+	cd spire-plugin && for platform in $(PLUGIN_PLATFORMS); do \
+		GOOS=$${platform%/*} GOARCH=$${platform#*/} $(GO_BUILD) -o bin/azure-kv-keymanager-$${platform%/*}-$${platform#*/} . || exit; \
+	done
+	cd spire-plugin/bin && sha256sum $(foreach platform,$(PLUGIN_PLATFORMS),azure-kv-keymanager-$(subst /,-,$(platform))) > SHA256SUMS && cat SHA256SUMS
+	cd spire-plugin && $(GO_BUILD) -o bin/azure-kv-keymanager .
 
 # spire-server at the version devtools/spire/go.mod pins, built from the Go module proxy once per
 # version into a cache outside the clone (a cold build takes about 20 minutes on 2 cores).

@@ -35,7 +35,7 @@ def serve() -> None:
     from devtools.host.server import DevHost, DevHostServer
     from devtools.host.settings import read_route_prefix
 
-    fakes.install_fake_servers(fakes.FakeVault(delay=VAULT_DELAY))
+    fakes.install_fake_servers(fakes.FakeKeyVaultTransport(delay=VAULT_DELAY))
     authorization = fakes.install_caller_gate()["Authorization"]
     server = DevHostServer(("127.0.0.1", 0), DevHost(load_app(ROOT), read_route_prefix(ROOT)))
     # The caller's token is the bench tenant's, made in this process: the client reads it from here.

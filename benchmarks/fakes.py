@@ -37,7 +37,7 @@ KEY_VERSION = "0123456789abcdef0123456789abcdef"
 CHALLENGE = 'Bearer authorization="https://login.microsoftonline.com/tenant", resource="https://vault.azure.net"'
 FAR_FUTURE = 4_000_000_000  # 2096: no token refresh while the bench runs
 
-# The app settings of an instance served by FakeVault: its managed-identity path, a fixed server id.
+# The app settings of an instance served by FakeKeyVaultTransport: its managed-identity path, a fixed server id.
 SETTINGS = {
     "TRUST_DOMAIN": TRUST_DOMAIN,
     "KEY_VAULT_URI": VAULT_URL,
@@ -58,7 +58,7 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-class FakeVault(HttpTransport):
+class FakeKeyVaultTransport(HttpTransport):
     """Answers Key Vault's keys API for one EC P-256 key, after ``delay`` seconds (0: at once)."""
 
     def __init__(self, delay: float = 0.0) -> None:
@@ -136,7 +136,7 @@ class StaticCredential:
         return AccessTokenInfo("bench-token", FAR_FUTURE)
 
 
-def install_fake_servers(transport: FakeVault) -> None:
+def install_fake_servers(transport: FakeKeyVaultTransport) -> None:
     """The app's own wiring (build_servers) on the fake transport, SETTINGS being the app settings, serving the app.
 
     Warmed by one get_public_key (challenge, token, key read) while SETTINGS are in os.environ, where

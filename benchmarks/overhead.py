@@ -26,7 +26,7 @@ CALLER_GATE_BUDGET_US = 100.0
 NEW_TOKENS = 200
 
 
-def handler_calls(transport: fakes.FakeVault) -> tuple[Callable[[], None], Callable[[], None]]:
+def handler_calls(transport: fakes.FakeKeyVaultTransport) -> tuple[Callable[[], None], Callable[[], None]]:
     """Warm sign_data and get_public_key handler calls (each one Key Vault request) on ``transport``."""
     fakes.install_fake_servers(transport)
     headers = fakes.install_caller_gate()
@@ -46,7 +46,7 @@ def handler_calls(transport: fakes.FakeVault) -> tuple[Callable[[], None], Calla
     return sign, get
 
 
-def bare_calls(transport: fakes.FakeVault) -> tuple[Callable[[], None], Callable[[], None]]:
+def bare_calls(transport: fakes.FakeKeyVaultTransport) -> tuple[Callable[[], None], Callable[[], None]]:
     """The same Key Vault requests made with a bare KeyClient."""
     client = KeyClient(fakes.VAULT_URL, fakes.StaticCredential(), transport=transport)
     digest = base64.urlsafe_b64encode(hashlib.sha256(b"bench").digest()).rstrip(b"=").decode()
@@ -80,7 +80,7 @@ def interleaved(app: Callable[[], None], bare: Callable[[], None]) -> list[tuple
 
 
 def run() -> list[Figure]:
-    transport = fakes.FakeVault()
+    transport = fakes.FakeKeyVaultTransport()
     app_sign, app_get = handler_calls(transport)
     bare_sign, bare_get = bare_calls(transport)
     for call in (app_sign, app_get, bare_sign, bare_get):

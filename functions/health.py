@@ -22,7 +22,7 @@ import azure.functions as func
 
 from functions.http import handles_errors, json_response
 from shared import app_context
-from shared.errors import FailedPrecondition, KeyManagerError, Unavailable
+from shared.errors import KeyManagerError, Unavailable
 from shared.key_manager import KeyManager
 
 bp = func.Blueprint()
@@ -32,7 +32,7 @@ CHECK_INTERVAL_SECONDS = 30.0
 # Anonymous callers learn that a server is stopped, never which blob or server name: the log says.
 STOPPED_SERVER = "a server id blob holds another server id than this instance has been using; the app's log names it"
 SERVER_ID_UNAVAILABLE = "the default server's id blob cannot be read or created now; the app's log names the blob and the cause"
-SHARED_SERVER_NAME = "two SPIRE server processes share one server name; the log names it"
+SHARED_SERVER_NAME = "two SPIRE server processes share one server name: its keys are not generated; the log names it"
 REFRESH_INCOMPLETE = (
     "the last key refresh on this instance did not refresh the keys of {count} server(s); the log names them; "
     "the sweep keeps their keys while they call"
@@ -69,18 +69,21 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
         return _render(_unavailable("settings", error))
     if conflicts:
         return _render(_unavailable("blob_storage", Unavailable(STOPPED_SERVER)))
-    if app_context.instances().overlapping():
-        return _render(_unavailable("spire_servers", FailedPrecondition(SHARED_SERVER_NAME)))
-    return _render(_with_refresh_warning(_dependencies(app_context.default_key_manager())))
+    return _render(_with_warnings(_dependencies(app_context.default_key_manager())))
 
 
-def _with_refresh_warning(answer: _Answer) -> _Answer:
-    """A healthy answer says when this instance's last refresh missed servers: signing works, keys age."""
-    failed_servers = app_context.last_refresh().failed_servers
-    if answer.status != 200 or not failed_servers:
+def _with_warnings(answer: _Answer) -> _Answer:
+    """A healthy answer says what touches some servers only, and never stops the others from signing:
+    a server name two processes share (only its GenerateKey is refused), a refresh that missed servers."""
+    if answer.status != 200:
         return answer
-    warning = {"code": "refresh_incomplete", "message": REFRESH_INCOMPLETE.format(count=len(failed_servers))}
-    return _Answer(200, {**answer.payload, "warnings": [warning]})
+    warnings = []
+    if app_context.instances().overlapping():
+        warnings.append({"code": "server_name_shared", "message": SHARED_SERVER_NAME})
+    failed_servers = app_context.last_refresh().failed_servers
+    if failed_servers:
+        warnings.append({"code": "refresh_incomplete", "message": REFRESH_INCOMPLETE.format(count=len(failed_servers))})
+    return _Answer(200, {**answer.payload, "warnings": warnings}) if warnings else answer
 
 
 def _dependencies(manager: KeyManager) -> _Answer:

@@ -38,10 +38,9 @@ bp = func.Blueprint()
 log = logging.getLogger(__name__)
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
-# Go's rsa.PSSSaltLengthEqualsHash, and rsa.PSSSaltLengthAuto (also proto3's default when SPIRE sets
-# none): Key Vault's salt as long as the digest is what the first asks and a valid choice for the second.
-SALT_LENGTH_EQUALS_HASH = -1
-SALT_LENGTH_AUTO = 0
+# Key Vault's PSS salt is as long as the digest, which both of Go's special salt lengths accept.
+SALT_LENGTH_EQUALS_HASH = -1  # Go's rsa.PSSSaltLengthEqualsHash
+SALT_LENGTH_AUTO = 0  # Go's rsa.PSSSaltLengthAuto, also proto3's default when SPIRE sets none
 # Every key call carries an Entra ID access token. Optional: which SPIRE server the caller acts as
 # (one of the names it holds; a caller holding one name may leave it out), and the trust domain it
 # belongs to (refused unless it is the app's).

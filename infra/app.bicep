@@ -33,6 +33,18 @@ param sweepKeysSchedule string
 
 param maximumInstanceCount int
 param instanceMemoryMB int
+param alwaysReadyInstanceCount int
+param httpPerInstanceConcurrency int
+
+param storageSkuName string
+param logRetentionDays int
+
+// Private networking (main.bicep's privateNetworking): the app's outbound traffic goes through
+// appSubnetId, and storage takes traffic only from its private endpoint in privateEndpointSubnetId.
+param privateNetworking bool
+param appSubnetId string
+param privateEndpointSubnetId string
+param blobPrivateDnsZoneId string
 
 // Built-in roles (their ids are the same in every tenant).
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
@@ -58,16 +70,16 @@ var subnetRules = [for (subnetId, index) in allowedSubnetIds: {
 var inboundRules = concat(ipAddressRules, subnetRules)
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  // checkov:skip=CKV_AZURE_35:the Flex Consumption app reaches its storage from no fixed address or network unless it is put in a virtual network; access is by Entra ID only (shared keys are off)
-  // checkov:skip=CKV_AZURE_59:as above: without a virtual network and private endpoints the app reaches its storage over the public endpoint
-  // checkov:skip=CKV_AZURE_206:locally redundant costs least and what it holds can be rebuilt: the package by a deployment, the host's keys and locks by the host (no caller uses those keys), and a lost server id blob makes SPIRE generate new keys
+  // checkov:skip=CKV_AZURE_35:checkov cannot evaluate the conditional; by default (privateNetworking) the firewall denies all and the app comes through the private endpoint (tests/infra asserts both values)
+  // checkov:skip=CKV_AZURE_59:checkov cannot evaluate the conditional; by default (privateNetworking) public network access is off (tests/infra asserts both values)
+  // checkov:skip=CKV_AZURE_206:checkov cannot evaluate the parameter; its default is geo-redundant (Standard_GRS), and the locally or zone-redundant choices are the operator's: what the account holds can be rebuilt
   // checkov:skip=CKV_AZURE_43:the name is st followed by uniqueString (13 lowercase letters and digits), within the rules; checkov cannot evaluate the expression
   name: 'st${resourceToken}'
   location: location
   tags: tags
   kind: 'StorageV2'
   sku: {
-    name: 'Standard_LRS'
+    name: storageSkuName
   }
   properties: {
     allowSharedKeyAccess: false
@@ -78,11 +90,24 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     isSftpEnabled: false
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'
     networkAcls: {
-      defaultAction: 'Allow'
+      defaultAction: privateNetworking ? 'Deny' : 'Allow'
       bypass: 'AzureServices'
     }
+  }
+}
+
+module storagePrivateEndpoint 'private-endpoint.bicep' = if (privateNetworking) {
+  name: 'storage-private-endpoint'
+  params: {
+    name: 'pe-blob-${resourceToken}'
+    location: location
+    tags: tags
+    subnetId: privateEndpointSubnetId
+    serviceId: storage.id
+    groupId: 'blob'
+    privateDnsZoneId: blobPrivateDnsZoneId
   }
 }
 
@@ -90,6 +115,9 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
   parent: storage
   name: 'default'
   properties: {
+    // Every overwrite of a blob (the server id blobs, the host's) keeps the former content as a version,
+    // and a deleted blob stays recoverable for 7 days: a mistaken write or delete of an id blob is undone.
+    isVersioningEnabled: true
     deleteRetentionPolicy: {
       enabled: true
       days: 7
@@ -97,6 +125,37 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
     containerDeleteRetentionPolicy: {
       enabled: true
       days: 7
+    }
+  }
+}
+
+// The host and the id blobs' use records write often: former versions go after 7 days.
+resource formerVersionsExpire 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'former-versions-expire'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+            }
+            actions: {
+              version: {
+                delete: {
+                  daysAfterCreationGreaterThan: 7
+                }
+              }
+            }
+          }
+        }
+      ]
     }
   }
 }
@@ -127,7 +186,8 @@ resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
     sku: {
       name: 'PerGB2018'
     }
-    retentionInDays: 30
+    // Also how long Key Vault's audit events (key-vault-diagnostics.bicep) are kept.
+    retentionInDays: logRetentionDays
     features: {
       disableLocalAuth: true
     }
@@ -164,7 +224,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_17:SPIRE servers prove themselves with Entra ID access tokens that the app verifies itself (README, Security); client certificates would need a PKI for them
   // checkov:skip=CKV_AZURE_222:SPIRE servers call the API over its public endpoint, limited to their networks when allowedInboundIpRanges or allowedSubnetIds name them; every key route needs an Entra ID token
-  // checkov:skip=CKV_AZURE_212:the plan scales from zero; always-ready instances would bill while the API is idle, and a new instance starts on the next request
+  // checkov:skip=CKV_AZURE_212:the check reads numberOfWorkers, which Flex Consumption does not use; the plan keeps alwaysReadyInstanceCount instances (1 by default) and scales out on demand up to maximumInstanceCount
   // checkov:skip=CKV_AZURE_213:/api/health reports Key Vault and storage outages, which recycling instances does not fix, so it is not the platform's health check
   name: 'func-${resourceToken}'
   location: location
@@ -178,6 +238,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   }
   properties: {
     serverFarmId: plan.id
+    virtualNetworkSubnetId: privateNetworking ? appSubnetId : null
     httpsOnly: true
     clientCertEnabled: false
     siteConfig: {
@@ -288,6 +349,12 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'SWEEP_KEYS_SCHEDULE'
           value: sweepKeysSchedule
         }
+        {
+          // The key functions are synchronous and spend their time waiting on Key Vault: each request
+          // an instance takes at once holds a worker thread, so there are as many threads as requests.
+          name: 'PYTHON_THREADPOOL_THREAD_COUNT'
+          value: string(httpPerInstanceConcurrency)
+        }
       ]
     }
     functionAppConfig: {
@@ -304,6 +371,18 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        // Kept started for the HTTP functions, so that a SPIRE server's call does not wait for a cold start.
+        alwaysReady: (alwaysReadyInstanceCount == 0) ? [] : [
+          {
+            name: 'http'
+            instanceCount: alwaysReadyInstanceCount
+          }
+        ]
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'
@@ -313,6 +392,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   }
   dependsOn: [
     storageBlobDataOwnerAssignment
+    storagePrivateEndpoint
   ]
 }
 
@@ -359,4 +439,6 @@ resource monitoringMetricsPublisherAssignment 'Microsoft.Authorization/roleAssig
 }
 
 output name string = functionApp.name
+output appInsightsId string = appInsights.id
+output logAnalyticsWorkspaceId string = logAnalytics.id
 output defaultHostName string = functionApp.properties.defaultHostName

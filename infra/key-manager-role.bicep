@@ -54,3 +54,4 @@ resource keyManagerAssignment 'Microsoft.Authorization/roleAssignments@2022-04-0
 }
 
 output keyVaultUri string = keyVault.properties.vaultUri
+output keyVaultId string = keyVault.id

@@ -69,6 +69,15 @@ param sweepKeysSchedule string = ''
 @description('Most instances the plan may run at once')
 param maximumInstanceCount int = 40
 
+@minValue(0)
+@description('Instances kept started for the HTTP functions, so that no SPIRE server call waits for a cold start; each bills its memory while idle (README, Deployment). 0: scale from zero')
+param alwaysReadyInstanceCount int = 1
+
+@minValue(1)
+@maxValue(1000)
+@description('HTTP requests each instance takes at once (Flex Consumption\'s default for Python is 1), and as many Python worker threads (PYTHON_THREADPOOL_THREAD_COUNT)')
+param httpPerInstanceConcurrency int = 16
+
 @allowed([
   512
   2048
@@ -76,6 +85,45 @@ param maximumInstanceCount int = 40
 ])
 @description('Memory of each instance, in MB')
 param instanceMemoryMB int = 2048
+
+@description('Reach Key Vault and storage through private endpoints in a virtual network of the template\'s, with their public network access off (an existing vault\'s is left as it is), and the app\'s outbound traffic through that network')
+param privateNetworking bool = true
+
+@description('Address space of that virtual network (privateNetworking)')
+param virtualNetworkAddressPrefix string = '10.70.0.0/16'
+
+@description('Its subnet for the app\'s outbound traffic, delegated to Flex Consumption')
+param appSubnetAddressPrefix string = '10.70.0.0/24'
+
+@description('Its subnet for the private endpoints of Key Vault and storage')
+param privateEndpointSubnetAddressPrefix string = '10.70.1.0/24'
+
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+])
+@description('Redundancy of the app\'s storage account (the server id blobs, the deployed package, the host\'s state)')
+param storageSkuName string = 'Standard_GRS'
+
+@allowed([
+  'software'
+  'hsm'
+])
+@description('Protection of the keys: hsm makes a created vault Premium, whose keys can be HSM-protected (RSA-HSM, EC-HSM); the app does not yet ask for those key types (README, Deployment). Managed HSM is not supported')
+param keyProtection string = 'software'
+
+@description('A CanNotDelete lock on a created vault: deleting it, or its resource group (azd down), fails until the lock is removed')
+param keyVaultDeleteLock bool = true
+
+@minValue(30)
+@maxValue(730)
+@description('Days the Log Analytics workspace keeps the app\'s telemetry and Key Vault\'s audit events')
+param logRetentionDays int = 90
+
+@description('Resource id of an existing action group that the alerts notify; empty: the alerts are created and show in the portal, notifying no one')
+param alertActionGroupId string = ''
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -111,6 +159,62 @@ module keyVault 'key-vault.bicep' = if (createKeyVault) {
     name: vaultName
     location: location
     tags: tags
+    skuName: (keyProtection == 'hsm') ? 'premium' : 'standard'
+    privateNetworking: privateNetworking
+    deleteLock: keyVaultDeleteLock
+  }
+}
+
+module network 'network.bicep' = if (privateNetworking) {
+  name: 'network'
+  scope: rg
+  params: {
+    name: 'vnet-${resourceToken}'
+    location: location
+    tags: tags
+    addressPrefix: virtualNetworkAddressPrefix
+    appSubnetPrefix: appSubnetAddressPrefix
+    privateEndpointSubnetPrefix: privateEndpointSubnetAddressPrefix
+  }
+}
+
+// The vault's private endpoint, created or existing: the app resolves the vault's name to it.
+module keyVaultPrivateEndpoint 'private-endpoint.bicep' = if (privateNetworking) {
+  name: 'key-vault-private-endpoint'
+  scope: rg
+  params: {
+    name: 'pe-vault-${resourceToken}'
+    location: location
+    tags: tags
+    subnetId: privateNetworking ? network.outputs.privateEndpointSubnetId : ''
+    serviceId: keyManagerRole.outputs.keyVaultId
+    groupId: 'vault'
+    privateDnsZoneId: privateNetworking ? network.outputs.vaultDnsZoneId : ''
+  }
+}
+
+module keyVaultDiagnostics 'key-vault-diagnostics.bicep' = {
+  name: 'key-vault-diagnostics'
+  scope: resourceGroup(vaultResourceGroupName)
+  params: {
+    keyVaultName: vaultName
+    workspaceId: app.outputs.logAnalyticsWorkspaceId
+  }
+  dependsOn: [
+    keyVault
+  ]
+}
+
+module alerts 'alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    appInsightsId: app.outputs.appInsightsId
+    keyVaultId: keyManagerRole.outputs.keyVaultId
+    actionGroupId: alertActionGroupId
   }
 }
 
@@ -164,6 +268,14 @@ module app 'app.bicep' = {
     sweepKeysSchedule: sweepKeysSchedule
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    alwaysReadyInstanceCount: alwaysReadyInstanceCount
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
+    storageSkuName: storageSkuName
+    logRetentionDays: logRetentionDays
+    privateNetworking: privateNetworking
+    appSubnetId: privateNetworking ? network.outputs.appSubnetId : ''
+    privateEndpointSubnetId: privateNetworking ? network.outputs.privateEndpointSubnetId : ''
+    blobPrivateDnsZoneId: privateNetworking ? network.outputs.blobDnsZoneId : ''
   }
 }
 

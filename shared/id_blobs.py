@@ -183,10 +183,12 @@ class InstanceBlobs:
         self._container = container
         self._default_blob = default_blob
 
-    def read(self, server_name: str | None) -> tuple[dict[str, frozenset[int]], str | None]:
+    def read(self, server_name: str | None, within_seconds: float | None = None) -> tuple[dict[str, frozenset[int]], str | None]:
         blob = self._blob(server_name)
+        # One attempt, its connecting and its reading each given half of the time.
+        quick = {} if within_seconds is None else {"retry_total": 0, "connection_timeout": within_seconds / 2, "read_timeout": within_seconds / 2}
         try:
-            download = blob.download_blob(offset=0, length=MAX_INSTANCE_RECORD_BYTES + 1)
+            download = blob.download_blob(offset=0, length=MAX_INSTANCE_RECORD_BYTES + 1, **quick)
             content = download.readall()
         except ResourceNotFoundError:
             return {}, None
@@ -244,11 +246,12 @@ def _parse_instances(content: bytes, blob_name: str) -> dict[str, frozenset[int]
         if len(content) > MAX_INSTANCE_RECORD_BYTES:
             raise ValueError("too large")
         record = json.loads(content)
-        return {
-            instance_id: frozenset(int(minute) for minute in minutes)
+        seen = {
+            instance_id: frozenset(minute for minute in minutes if type(minute) is int)  # not bool, not float
             for instance_id, minutes in record.items()
             if is_instance_id(instance_id) and isinstance(minutes, list)
         }
-    except (ValueError, TypeError, AttributeError):
+        return {instance_id: minutes for instance_id, minutes in seen.items() if minutes}
+    except (ValueError, AttributeError, RecursionError):
         log.warning("The record of plugin instances %s is not one this app wrote; the next share replaces it", blob_name)
         return {}

@@ -31,6 +31,8 @@ from shared.naming import server_label
 WINDOW_MINUTES = 5
 SHARED_MINUTES = 3
 STILL_CALLING_MINUTES = 2
+# How long a GenerateKey waits for the shared record, at most, before it judges by this instance's calls.
+RECORD_READ_SECONDS = 1.0
 # Ids kept per server name: a server restarting in a loop cannot grow memory beyond this.
 MAX_IDS_PER_SERVER = 32
 INSTANCE_ID_DIGITS = 32
@@ -134,8 +136,9 @@ class Instances:
 class InstanceRecords(Protocol):
     """Where the app's instances share the minutes they saw, one record per server name."""
 
-    def read(self, server_name: str | None) -> tuple[dict[str, frozenset[int]], str | None]:
-        """The record's minutes and its version (None: no record yet); raises Unavailable."""
+    def read(self, server_name: str | None, within_seconds: float | None = None) -> tuple[dict[str, frozenset[int]], str | None]:
+        """The record's minutes and its version (None: no record yet), in one attempt of at most
+        ``within_seconds`` when given; raises Unavailable."""
         ...
 
     def write(self, server_name: str | None, seen: Seen, version: str | None) -> bool:
@@ -146,7 +149,8 @@ class InstanceRecords(Protocol):
 class SharedInstances:
     """``Instances`` of this app instance, shared with the others through ``records`` when there are any.
 
-    ``submit`` runs a share off the request that asked for it (a one-thread executor's ``submit``).
+    ``submit`` runs a share off the request that asked for it (a one-thread executor's ``submit``);
+    a name has at most one share waiting or running, so a stalled Blob storage queues nothing more.
     """
 
     def __init__(
@@ -160,6 +164,7 @@ class SharedInstances:
         self._submit = submit
         self._lock = threading.Lock()
         self._shared_minute: dict[str | None, int] = {}
+        self._pending: set[str | None] = set()
 
     def note(self, server_name: str | None, instance_id: str) -> bool:
         """Note a call; the first of a minute for a server name also starts a share of its record."""
@@ -178,7 +183,7 @@ class SharedInstances:
         """Whether two ids keep calling as this server on this or another instance (reads the shared record)."""
         if self._records is not None:
             try:
-                seen, _ = self._records.read(server_name)
+                seen, _ = self._records.read(server_name, within_seconds=RECORD_READ_SECONDS)
             except Unavailable as error:  # judged by this instance's calls alone: a record never stops a generate
                 log.warning("Reading the record of plugin instances failed: %s", error.message)
             else:
@@ -197,11 +202,15 @@ class SharedInstances:
             log.warning("The record of plugin instances kept changing; this instance shares it again next minute")
         except Unavailable as error:
             log.warning("Sharing the record of plugin instances failed: %s", error.message)
+        finally:
+            with self._lock:
+                self._pending.discard(server_name)
 
     def _claim_share(self, server_name: str | None) -> bool:
         minute = self._instances.current_minute()
         with self._lock:
-            if self._shared_minute.get(server_name) == minute:
+            if self._shared_minute.get(server_name) == minute or server_name in self._pending:
                 return False
             self._shared_minute[server_name] = minute
+            self._pending.add(server_name)
             return True

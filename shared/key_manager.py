@@ -2,26 +2,17 @@
 
 Plain Python over two ports, the vault and the server identity, so the rules are testable without a
 network. Which version of a key is current is always Key Vault's answer, so a rotation through
-another instance is seen by the next request: a signature is made by the key's current version
-(Key Vault's empty-version sign) and the answer names the version that made it.
-
-Three bounded caches, none of which can make a request act on stale state:
-- the facts of each key version seen (type and fingerprint, which never change, and whether it is
-  this server's as of its last read: every read of the version renews that, and only the one-request
-  sign relies on it), so that a signature's version costs no request once seen;
-- the version each key name had when last seen current, only a hint of the algorithm to sign with
-  (Key Vault refuses an algorithm that does not fit the key, and then the key is read);
-- the current version read for a key whose listing showed a given Updated time.
+another instance is seen by the next request: a warm sign asks Key Vault to sign with the key's
+current version, and the answer names the version that made it. What this instance remembers of
+key versions (``version_cache``) only saves reads.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Generic, Iterator, Sequence, TypeVar
+from datetime import datetime, timezone
+from typing import Callable, Iterator, Sequence, TypeVar
 
 from shared.algorithms import KeyType, SignerOptions, signing_algorithm
 from shared.errors import (
@@ -34,18 +25,25 @@ from shared.errors import (
     shortened,
 )
 from shared.identity_port import ServerIdentity
-from shared.maintenance import Failure, RecordedUse, RefreshReport, SweepPolicy, SweepReport, is_aged, is_stale
+from shared.maintenance import (
+    Failure,
+    RecordedUse,
+    RefreshReport,
+    SweepOutcome,
+    SweepPolicy,
+    SweepReport,
+    is_aged,
+    is_stale,
+)
 from shared.naming import KeyNaming
 from shared.ownership import TAG_SERVER_ID, Owner, owner_of, owner_tags
-from shared.public_keys import PublicKey, fingerprint, signature_for_spire
+from shared.public_keys import PublicKey, signature_for_spire
 from shared.vault_port import LATEST, KeySummary, KeyVersion, SignedDigest, Vault
+from shared.version_cache import VersionCache, VersionFacts
 
 log = logging.getLogger(__name__)
 
-K = TypeVar("K")
-V = TypeVar("V")
 R = TypeVar("R")
-UPDATED_SETTLE_TIME = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -61,57 +59,6 @@ class Signature:
     signature: bytes
     key_fingerprint: str
     version: str  # the Key Vault key version that signed
-
-
-@dataclass(frozen=True)
-class _VersionFacts:
-    """What this instance knows of a key version: its type and fingerprint never change."""
-
-    key_type: KeyType | None
-    fingerprint: str
-    ours: bool  # its name and tags were this server's (``ownership``) when last read
-
-
-@dataclass(frozen=True)
-class _SeenVersion:
-    """The version a key name had when this instance last saw which was current: a hint, never trusted."""
-
-    version: str
-    facts: _VersionFacts
-
-
-class _BoundedCache(Generic[K, V]):
-    """A thread-safe LRU map, bounded so that memory cannot grow with the keys ever seen."""
-
-    def __init__(self, capacity: int = 4096) -> None:
-        self._capacity = capacity
-        self._entries: OrderedDict[K, V] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def put(self, key: K, value: V) -> None:
-        with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
-
-    def get(self, key: K) -> V | None:
-        with self._lock:
-            return self._entries.get(key)
-
-
-@dataclass(frozen=True)
-class _ListedKey:
-    """The current version read for a key whose listing showed ``updated_on``; read at ``read_at``."""
-
-    updated_on: datetime
-    read_at: datetime
-    current: KeyVersion
-
-    def still_current(self, listed_updated_on: datetime | None) -> bool:
-        # Key Vault's Updated has one-second granularity: a change made in the second of the read
-        # (or within a clock skew of it) could keep the same Updated, so such entries are read again.
-        return listed_updated_on == self.updated_on and self.updated_on < self.read_at - UPDATED_SETTLE_TIME
 
 
 def _utc_now() -> datetime:
@@ -133,16 +80,10 @@ class KeyManager:
         self._trust_domain = trust_domain
         self._sweep_policy = sweep_policy
         self._clock = clock
-        # When the app's servers last called (their id blobs), read once per sweep; without blobs, nothing.
+        # Reads, once per sweep, when each server last called as its id blob records it (nothing without blobs).
         self._recorded_use = recorded_use
         self._naming: KeyNaming | None = None
-        # Keyed by lowercase key name (Key Vault names are case-insensitive).
-        self._facts: _BoundedCache[tuple[str, str], _VersionFacts] = _BoundedCache()
-        self._last_seen: _BoundedCache[str, _SeenVersion] = _BoundedCache()
-        self._listed: _BoundedCache[str, _ListedKey] = _BoundedCache()
-        # Key Vault signs with a key's current version when the path's version is empty; a vault
-        # that answers 404 there (Lowkey Vault) is noticed once, and its keys are read, then signed.
-        self._signs_current_version = True
+        self._versions = VersionCache()
 
     def naming(self) -> KeyNaming:
         """This server's naming scheme, for the server id its identity holds now."""
@@ -197,20 +138,17 @@ class KeyManager:
         return sorted(keys, key=lambda key: key.id)
 
     def sign_data(self, request: SignRequest) -> Signature:
-        """Sign with the key id's current version; ``key_fingerprint``, if given, must be that version's."""
+        """Sign with the key id's current version; ``key_fingerprint``, if given, must be that version's.
+
+        Warm, one request: Key Vault signs with the key's current version, by the algorithm of the
+        version this instance last saw current. Cold (no version seen yet, or that algorithm refused:
+        the key was rotated to another type), two: the current version is read, then signs.
+        """
         naming = self.naming()
         name = naming.key_name(request.key_id)
         _check_digest(request)
-        seen = self._last_seen.get(name.lower()) if self._signs_current_version else None
-        signed, current_version_refused = None, False
-        if seen is not None:
-            try:
-                signed = self._sign_as_last_seen(request, name, seen.facts)
-            except NotFound:
-                current_version_refused = True  # the key is gone, or the vault cannot sign by the empty version
-        if signed is None:
-            signed = self._read_then_sign(naming, request, name, current_version_refused)
-        facts = self._version_facts(naming, request.key_id, name, signed.version)
+        signed = self._sign_as_last_seen(request, name) or self._read_then_sign(naming, request, name)
+        facts = self._signing_version_facts(naming, request.key_id, name, signed.version)
         if not facts.ours:
             raise NotFound(_not_found(request.key_id))  # the signature is not given out
         if facts.key_type is None:
@@ -278,11 +216,11 @@ class KeyManager:
             log.info(
                 "Stale key %s %s, last updated %s",
                 key.name,
-                outcome,
+                outcome.value,
                 key.updated_on.isoformat() if key.updated_on else "unknown",
-                extra={"custom_dimensions": {"key_name": key.name, "last_updated": str(key.updated_on), "outcome": outcome}},
+                extra={"custom_dimensions": {"key_name": key.name, "last_updated": str(key.updated_on), "outcome": outcome.value}},
             )
-            if outcome != _KEPT:
+            if outcome is not SweepOutcome.KEPT:
                 report.deleted.append(key.name)
         return report
 
@@ -320,80 +258,57 @@ class KeyManager:
             raise FailedPrecondition(f'key "{shortened(key_id)}" is disabled in Key Vault')
         if current.key_type is None:
             raise FailedPrecondition(f'key "{shortened(key_id)}" in Key Vault is not of a supported key type')
-        self._last_seen.put(name.lower(), _SeenVersion(current.version, facts))
+        self._versions.saw_current(name, facts)
         return current
 
     def _listed_current_version(self, summary: KeySummary) -> KeyVersion:
-        cached = self._listed.get(summary.name.lower())
-        if cached is not None and cached.still_current(summary.updated_on):
-            return cached.current
-        read_at = self._clock()
-        current = self._vault.get_key(summary.name)
-        if summary.updated_on is not None:
-            self._listed.put(summary.name.lower(), _ListedKey(summary.updated_on, read_at, current))
+        current = self._versions.listed_current(summary)
+        if current is None:
+            read_at = self._clock()
+            current = self._vault.get_key(summary.name)
+            self._versions.read_after_listing(summary, read_at, current)
         return current
 
-    def _sign_as_last_seen(self, request: SignRequest, name: str, seen: _VersionFacts) -> SignedDigest | None:
-        """One request: the current version signs, with the algorithm of the version last seen current.
+    def _sign_as_last_seen(self, request: SignRequest, name: str) -> SignedDigest | None:
+        """The warm path: the current version signs, by the algorithm of the version last seen current.
 
-        None when Key Vault refuses the algorithm: the key was rotated to a type it does not fit.
+        None when no version was seen, or the algorithm does not fit: the key may have been rotated
+        to another type (Key Vault refuses the algorithm then), so it is read.
         """
-        if seen.key_type is None:
+        seen = self._versions.last_current(name)
+        if seen is None or seen.key_type is None:
             return None
         try:
             algorithm = signing_algorithm(seen.key_type, request.options)
-        except InvalidArgument:
-            return None  # the key may have been rotated to a type that fits: read it
-        try:
             return self._ask(request.key_id, self._vault.sign, name, LATEST, algorithm, request.data)
         except InvalidArgument:
             return None
 
-    def _read_then_sign(self, naming: KeyNaming, request: SignRequest, name: str, current_version_refused: bool) -> SignedDigest:
-        """Read the current version, then sign with it: the cold path, and the only one on a vault
-        that cannot sign by the empty version (noticed here: it refuses while the key exists)."""
+    def _read_then_sign(self, naming: KeyNaming, request: SignRequest, name: str) -> SignedDigest:
+        """The cold path: read the current version, then sign with that version."""
         current = self._current_version(naming, request.key_id, name)
         assert current.key_type is not None  # _current_version refuses keys of other types
         algorithm = signing_algorithm(current.key_type, request.options)
-        if self._signs_current_version and not current_version_refused:
-            try:
-                return self._ask(request.key_id, self._vault.sign, name, LATEST, algorithm, request.data)
-            except InvalidArgument:
-                # Rotated to a type the algorithm does not fit since the read: the version read,
-                # current when this call began, signs (the call overlapped the rotation).
-                return self._ask(request.key_id, self._vault.sign, name, current.version, algorithm, request.data)
-            except NotFound:
-                pass  # the key was there a moment ago
-        signed = self._ask(request.key_id, self._vault.sign, name, current.version, algorithm, request.data)
-        if self._signs_current_version:
-            self._signs_current_version = False
-            log.warning("Key Vault answers 404 to signing by the empty version: this instance reads each key before signing")
-        return signed
+        return self._ask(request.key_id, self._vault.sign, name, current.version, algorithm, request.data)
 
-    def _version_facts(self, naming: KeyNaming, key_id: str, name: str, version: str) -> _VersionFacts:
-        """The facts of the version that signed: from the cache, or one read the first time."""
-        facts = self._facts.get((name.lower(), version))
+    def _signing_version_facts(self, naming: KeyNaming, key_id: str, name: str, version: str) -> VersionFacts:
+        """The facts of the version that signed: remembered, or read the first time."""
+        facts = self._versions.facts(name, version)
         if facts is None:
             facts = self._remember(naming, self._ask(key_id, self._vault.get_key, name, version))
         if facts.ours:
-            self._last_seen.put(name.lower(), _SeenVersion(version, facts))
+            self._versions.saw_current(name, facts)
         return facts
 
-    def _remember(self, naming: KeyNaming, version: KeyVersion) -> _VersionFacts:
+    def _remember(self, naming: KeyNaming, version: KeyVersion) -> VersionFacts:
         """The facts of a version just read; whose it is comes from this read, since tags can be changed."""
-        ours = self._owns(naming, version)
-        facts = self._facts.get((version.name.lower(), version.version))
-        if facts is None or facts.ours != ours:
-            key_fingerprint = fingerprint(version.pkix_data) if version.key_type is not None else ""
-            facts = _VersionFacts(version.key_type, key_fingerprint, ours)
-            self._facts.put((version.name.lower(), version.version), facts)
-        return facts
+        return self._versions.remember(version, self._owns(naming, version))
 
     def _public_key(self, naming: KeyNaming, key_id: str, version: KeyVersion) -> PublicKey:
         if version.key_type is None:
             raise FailedPrecondition(f'key "{shortened(key_id)}" in Key Vault is not of a supported key type')
         facts = self._remember(naming, version)
-        self._last_seen.put(version.name.lower(), _SeenVersion(version.version, facts))
+        self._versions.saw_current(version.name, facts)
         return PublicKey(key_id, version.key_type, version.pkix_data, facts.fingerprint, version.version)
 
     # --- writing ----------------------------------------------------------------------------------------------------
@@ -403,8 +318,8 @@ class KeyManager:
         try:
             recovered = self._ask(key_id, self._vault.recover_deleted_key, name)
         except NotFound:
-            # Gone from the deleted keys since this call's create was refused: another call recovered
-            # (or purged) it, and whose it is can be read only once that recovery lands.
+            # Another call recovered (or purged) the key after this call's create was refused, so whose
+            # it is can be read only once that recovery lands.
             raise Unavailable(
                 f'key "{shortened(key_id)}" is being recovered by another request: retry in a few seconds'
             ) from None
@@ -413,15 +328,15 @@ class KeyManager:
             raise _name_of_another_server(key_id)
         log.info("Recovered soft-deleted key %s to rotate it", name)
 
-    def _delete_if_still_stale(self, naming: KeyNaming, name: str, now: datetime, recorded_use: RecordedUse) -> str:
+    def _delete_if_still_stale(self, naming: KeyNaming, name: str, now: datetime, recorded_use: RecordedUse) -> SweepOutcome:
         """Read the key again and delete it only if it is still stale and still another server's."""
         try:
             if not self._is_stale(naming, self._vault.get_key(name), now, recorded_use):
-                return _KEPT
+                return SweepOutcome.KEPT
             self._vault.delete_key(name)
         except NotFound:
-            return _ALREADY_DELETED  # done all the same
-        return "deleted"
+            return SweepOutcome.ALREADY_DELETED
+        return SweepOutcome.DELETED
 
     @staticmethod
     def _ask(key_id: str, call: Callable[..., R], *args: object) -> R:
@@ -432,10 +347,6 @@ class KeyManager:
             raise NotFound(_not_found(key_id)) from None
         except FailedPrecondition as error:
             raise type(error)(f'key "{shortened(key_id)}" cannot be used: {error.message}') from None
-
-
-_KEPT = "kept: its owner used it since the listing"
-_ALREADY_DELETED = "already deleted by another sweep"
 
 
 def _log_aged_keys_kept(aged: Sequence[KeySummary], stale: Sequence[KeySummary], recorded_use: RecordedUse, cutoff: datetime) -> None:

@@ -29,6 +29,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.core.pipeline.policies import RetryPolicy
+from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest import HttpRequest
 from azure.keyvault.keys import JsonWebKey, KeyClient, KeyVaultKey
 from cryptography.hazmat.primitives import serialization
@@ -59,8 +60,8 @@ _CREATE_PARAMETERS: dict[KeyType, dict[str, Any]] = {
 _CURVES = {"P-256": (ec.SECP256R1(), KeyType.EC_P256), "P-384": (ec.SECP384R1(), KeyType.EC_P384)}
 _RSA_SIZES = {2048: KeyType.RSA_2048, 4096: KeyType.RSA_4096}
 _DEFAULT_RETRY_AFTER_SECONDS = 1
-# Key Vault recovers a deleted key in the background (in about a second); how long generate_key
-# waits for it, and how often it looks (the SDK's default is every 2 s).
+# How long generate_key waits for Key Vault to recover a deleted key (it takes about a second), and
+# how often it looks (the SDK looks every 2 s).
 RECOVERY_WAIT_SECONDS = 30
 RECOVERY_POLL_SECONDS = 0.25
 # Key Vault's 403s about the key itself (its inner error codes, and its messages for vaults that
@@ -156,6 +157,48 @@ class BudgetedRetryPolicy(RetryPolicy):
         return _may_send_within(self.get_backoff_time(settings))
 
 
+class DeadlineTransport(HttpTransport):  # type: ignore[type-arg]
+    """Sends nothing past the invocation's ``send_by``: the last check, made once the authentication
+    step has its token, which it may have waited seconds for (a slow managed-identity endpoint)."""
+
+    def __init__(self, transport: HttpTransport) -> None:  # type: ignore[type-arg]
+        self._transport = transport
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        if not _may_send_within(0):
+            raise DeadlinePassed("the caller's deadline passed before the request to Key Vault could go out: nothing was sent")
+        return self._transport.send(request, **kwargs)
+
+    def sleep(self, duration: float) -> None:
+        self._transport.sleep(duration)
+
+    def open(self) -> None:
+        self._transport.open()
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> DeadlineTransport:
+        self._transport.__enter__()
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        self._transport.__exit__(*args)
+
+
+def key_client(vault_uri: str, credential: Any, transport: HttpTransport, retry_seconds: float, retry_total: int,  # type: ignore[type-arg]
+               **options: Any) -> KeyClient:
+    """The Key Vault client as the app uses it: retries within ``retry_seconds`` (Retry-After waits
+    included), and nothing sent past the caller's deadline."""
+    return KeyClient(
+        vault_uri,
+        credential,
+        transport=DeadlineTransport(transport),
+        retry_policy=BudgetedRetryPolicy(timeout=retry_seconds, retry_total=retry_total),
+        **options,
+    )
+
+
 def _is_create(request: Any) -> bool:
     return request.method.upper() == "POST" and request.url.split("?")[0].rstrip("/").endswith("/create")
 
@@ -171,6 +214,8 @@ class KeyVaultKeys:
 
     def __init__(self, client: KeyClient) -> None:
         self._client = client
+        # False once a sign by the empty version was answered 404 for a key that exists (Lowkey Vault).
+        self._signs_by_empty_version = True
 
     def create_key(self, name: str, key_type: KeyType, tags: dict[str, str]) -> KeyVersion:
         """Create the key, or add a new version to it (Key Vault's create on an existing name).
@@ -204,7 +249,23 @@ class KeyVaultKeys:
         """Sign a digest with a version of a key, or (``LATEST``) with its current version.
 
         The answer's ``kid`` names the version that signed; Key Vault encodes the signature as JWS does.
+        On a vault that cannot sign by the empty version, the current version is read, then signs.
         """
+        if version != LATEST:
+            return self._sign(name, version, algorithm, digest)
+        if not self._signs_by_empty_version:
+            return self._sign(name, self.get_key(name).version, algorithm, digest)
+        try:
+            return self._sign(name, LATEST, algorithm, digest)
+        except NotFound:
+            current = self.get_key(name).version  # NotFound again: the key is gone
+        signed = self._sign(name, current, algorithm, digest)
+        if self._signs_by_empty_version:
+            self._signs_by_empty_version = False
+            log.warning("Key Vault answers 404 to signing by the empty version: this instance reads each key before signing")
+        return signed
+
+    def _sign(self, name: str, version: str, algorithm: str, digest: bytes) -> SignedDigest:
         body = {"alg": algorithm, "value": _b64url_encode(digest)}
         result = self._send(HttpRequest("POST", f"/keys/{name}/{version}/sign", json=body))
         try:

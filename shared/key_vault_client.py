@@ -1,4 +1,4 @@
-"""The Key Vault client as the app builds it: its transport, its retry budget and its challenge check."""
+"""The Key Vault adapter as the app builds it: its transport, and its check of the vault's challenge."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from azure.core.credentials import TokenCredential
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import HTTPPolicy
 from azure.core.pipeline.transport import HttpTransport
-from azure.keyvault.keys import KeyClient
 from requests import Session
 from requests.utils import select_proxy
 
 from shared.errors import ConfigurationError
-from shared.key_vault import BudgetedRetryPolicy, KeyVaultKeys
+from shared.key_vault import KeyVaultKeys, key_client
 from shared.vault_http import PooledTransport
 
 # A Key Vault authentication challenge that does not fit the vault's URI raises ValueError in the SDK.
@@ -33,23 +32,23 @@ def key_vault_keys(
     transport: HttpTransport | None = None,
     **client_options: Any,
 ) -> KeyVaultKeys:
-    """The vault adapter over a KeyClient on ``transport`` (by default the vault's own, ``vault_transport``).
+    """The vault adapter over the app's KeyClient on ``transport`` (by default the vault's own, ``vault_transport``).
 
     ``client_options`` are the SDK client's (a ``raw_request_hook``, ...).
     """
     if transport is None:
         transport = vault_transport(vault_uri, ca_bundle, connection_timeout, read_timeout)
-    key_client = KeyClient(
+    client = key_client(
         vault_uri,
         credential,
+        transport,
+        retry_seconds,
+        retry_total,
         verify_challenge_resource=verify_challenge_resource,
-        # Total time the retries of one call may take, Retry-After waits included.
-        retry_policy=BudgetedRetryPolicy(timeout=retry_seconds, retry_total=retry_total),
         per_call_policies=[ChallengeResourcePolicy()],
-        transport=transport,
         **client_options,
     )
-    return KeyVaultKeys(key_client)
+    return KeyVaultKeys(client)
 
 
 def vault_transport(vault_uri: str, ca_bundle: str | None, connection_timeout: float, read_timeout: float) -> PooledTransport:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Mapping, Protocol
 
 from shared.ownership import TAG_SERVER_ID, Owner, owner_of
@@ -113,6 +114,14 @@ class LastRefresh:
     @property
     def failed_servers(self) -> tuple[str, ...]:
         return self._failed_servers
+
+
+class SweepOutcome(Enum):
+    """What became of a stale key the sweep read again just before deleting it."""
+
+    DELETED = "deleted"
+    ALREADY_DELETED = "already deleted by another sweep"  # reported as deleted all the same
+    KEPT = "kept: its owner used it since the listing"
 
 
 @dataclass

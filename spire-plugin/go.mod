@@ -2,6 +2,8 @@ module azure-kv-keymanager/spire-plugin
 
 go 1.25.3
 
+toolchain go1.26.8
+
 require (
 	github.com/Azure/azure-sdk-for-go/sdk/azcore v1.19.1
 	github.com/Azure/azure-sdk-for-go/sdk/azidentity v1.13.0

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from devtools.ports import taken_port
 from devtools.vault.certs import ensure_certificates
 
 from .server import LocalEntra
@@ -39,6 +40,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    taken = taken_port("127.0.0.1", {"--port": args.port, "--msi-port": args.msi_port})
+    if taken:
+        print(f"localentra: {taken}", file=sys.stderr)
+        return 1
     try:
         entra = LocalEntra(args.port, args.msi_port, args.state_dir, ensure_certificates(args.state_dir))
     except (OSError, ValueError, KeyError) as error:  # port taken, state directory not writable, state file damaged

@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 from typing import Optional
 
+from devtools.ports import taken_port
+
 from .functions import AppError, load_app
 from .server import HEADERS_TIMEOUT_SECONDS, KEEP_ALIVE_TIMEOUT_SECONDS, DevHost, DevHostServer
 from .settings import SettingsError, load_local_settings, read_route_prefix
@@ -32,6 +34,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     # stderr carries our log lines and whatever the functions log, as func start shows them.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="[%(asctime)s] %(message)s")
 
+    taken = taken_port(args.host, {"--port": args.port})
+    if taken:
+        print(f"devhost: {taken}", file=sys.stderr)
+        return 1
     app_dir = Path(args.app_dir).resolve()
     try:
         # Settings first: function_app.py may read them at import time.
@@ -42,7 +48,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"devhost: {exc}", file=sys.stderr)
         return 1
 
-    server = DevHostServer((args.host, args.port), devhost, args.keep_alive_timeout, args.headers_timeout)
+    try:
+        server = DevHostServer((args.host, args.port), devhost, args.keep_alive_timeout, args.headers_timeout)
+    except OSError:  # taken since the check
+        print(f"devhost: {taken_port(args.host, {'--port': args.port}) or f'port {args.port} (--port) cannot be listened on'}",
+              file=sys.stderr)
+        return 1
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -21,12 +21,15 @@ from pathspec import GitIgnoreSpec
 
 
 def _requirement_lines(path: Path) -> Iterator[str]:
-    for raw in path.read_text(encoding="utf-8").splitlines():
+    # As pip reads them: a trailing backslash continues the line (a lock's "name==1.0 \" then its
+    # "--hash=..." lines), and options after a requirement (--hash) do not change which package it is.
+    text = path.read_text(encoding="utf-8").replace("\\\n", " ")
+    for raw in text.splitlines():
         line = raw.split(" #", 1)[0].strip()
         if line.startswith(("-r ", "--requirement ")):
             yield from _requirement_lines(path.parent / line.split(None, 1)[1])
         elif line and not line.startswith(("#", "-")):  # other pip options select no package
-            yield line
+            yield line.split(" --", 1)[0]
 
 
 def deployed_distributions(requirements: Path) -> list[metadata.Distribution]:

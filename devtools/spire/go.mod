@@ -2,6 +2,8 @@ module azure-kv-keymanager/devtools/spire
 
 go 1.25.3
 
+toolchain go1.26.8
+
 tool (
 	github.com/spiffe/spire/cmd/spire-agent
 	github.com/spiffe/spire/cmd/spire-server

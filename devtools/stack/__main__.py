@@ -3,7 +3,9 @@ Entra ID (8444, managed identity 8081) and devhost (7071).
 
 Stops everything on Ctrl-C or SIGTERM. The app reaches the stand-ins this started, on whatever ports
 were chosen: their addresses are passed to devhost as environment, which wins over
-local.settings.json (as with `func start`); the other settings come from local.settings.json.
+local.settings.json (as with `func start`); the other settings come from local.settings.json, made
+from local.settings.sample.json when there is none yet. "Stack ready" comes once the app's health
+answers 200; a port already taken, or an app that is not healthy, stops the stack with the reason.
 """
 
 from __future__ import annotations
@@ -13,10 +15,25 @@ import os
 import signal
 import sys
 import threading
+import time
+
+import requests
 
 from devtools.entra.client import LocalEntra
+from devtools.ports import taken_port
 from devtools.stack.callers import local_callers, token_command
-from devtools.stack.services import ROOT, StackError, app_settings, start_azurite, start_devhost, start_entra, start_localvault
+from devtools.stack.services import (
+    LOCAL_SETTINGS,
+    ROOT,
+    SAMPLE_SETTINGS,
+    StackError,
+    app_settings,
+    ensure_local_settings,
+    start_azurite,
+    start_devhost,
+    start_entra,
+    start_localvault,
+)
 
 
 def main() -> int:
@@ -27,7 +44,18 @@ def main() -> int:
     parser.add_argument("--entra-port", type=int, default=8444, help="the local Entra ID's port (HTTPS)")
     parser.add_argument("--msi-port", type=int, default=8081, help="its managed-identity endpoint's port")
     parser.add_argument("--port", type=int, default=7071, help="devhost's port")
+    parser.add_argument("--settings", default=str(LOCAL_SETTINGS.relative_to(ROOT)),
+                        help="the app's settings file, relative to the repository (made from the sample when it is the default and missing)")
     args = parser.parse_args()
+    taken = taken_port("127.0.0.1", {
+        "--blob-port": args.blob_port, "--vault-port": args.vault_port, "--token-port": args.token_port,
+        "--entra-port": args.entra_port, "--msi-port": args.msi_port, "--port": args.port,
+    })
+    if taken:
+        print(f"devstack: {taken}", file=sys.stderr)
+        return 1
+    if args.settings == str(LOCAL_SETTINGS.relative_to(ROOT)) and ensure_local_settings(LOCAL_SETTINGS):
+        print(f"devstack: made {LOCAL_SETTINGS.name} from {SAMPLE_SETTINGS.name}", flush=True)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -42,8 +70,9 @@ def main() -> int:
         services.append(entra_service)
         entra = LocalEntra(entra_service)
         callers = local_callers(entra, ROOT / ".local" / "localentra")
-        devhost = start_devhost(args.port, {**os.environ, **app_settings(azurite, vault), **callers.settings(entra)})
+        devhost = start_devhost(args.port, {**os.environ, **app_settings(azurite, vault), **callers.settings(entra)}, local_settings=args.settings)
         services.append(devhost)
+        wait_until_healthy(f"{devhost.url}/api/health")
         print(f"Stack ready: the API is at {devhost.url}/api (Ctrl-C stops everything)", flush=True)
         print(
             f"Callers: the API application's client id is {callers.api.client_id}. The local SPIRE server's identity "
@@ -63,6 +92,27 @@ def main() -> int:
     finally:
         for service in reversed(services):
             service.stop()
+
+
+def wait_until_healthy(health_url: str, timeout_seconds: float = 60) -> None:
+    """Return once the app's health answers 200; raise StackError with its reason when it answers 503 for
+    anything but its first dependency check, or when it never answers in time."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            response = requests.get(health_url, timeout=10)
+        except requests.RequestException as error:
+            reason = f"the app did not answer its health check: {type(error).__name__}"
+        else:
+            if response.status_code == 200:
+                return
+            body = response.json() if response.headers.get("Content-Type", "").startswith("application/json") else {}
+            reason = f"the app is not healthy ({body.get('dependency', response.status_code)}): {body.get('error', {}).get('message', response.text)}"
+            if body.get("dependency") not in (None, "not_checked_yet"):
+                raise StackError(reason)
+        if time.monotonic() > deadline:
+            raise StackError(reason)
+        time.sleep(0.5)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,9 @@ from devtools.entra.server import IDENTITY_HEADER_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 AZURITE = ROOT / "node_modules" / ".bin" / "azurite-blob"
+# The app's local settings, as `func start` reads them, and the sample the first run makes them from.
+LOCAL_SETTINGS = ROOT / "local.settings.json"
+SAMPLE_SETTINGS = ROOT / "local.settings.sample.json"
 # Azurite's documented development account; the key is public and only opens the local emulator.
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -96,6 +100,14 @@ def start_azurite(port: int, location: Path) -> Service:
         f"BlobEndpoint={url}/{AZURITE_ACCOUNT};"
     )
     return Service("azurite", process, url, {"connection_string": connection_string})
+
+
+def ensure_local_settings(settings: Path) -> bool:
+    """Make the app's local settings from the sample when there are none yet (a fresh clone); True when made."""
+    if settings.exists():
+        return False
+    shutil.copyfile(SAMPLE_SETTINGS, settings)
+    return True
 
 
 def start_localvault(port: int, token_port: int, cert_dir: Path, challenge_resource: str | None = None,

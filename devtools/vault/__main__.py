@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 from typing import Optional
 
+from devtools.ports import taken_port
+
 from .api import DEFAULT_CHALLENGE_RESOURCE
 from .certs import ensure_certificates
 from .server import LocalVault
@@ -53,6 +55,10 @@ def _milliseconds(text: str) -> float:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    taken = taken_port(args.host, {"--port": args.port, "--token-port": args.token_port})
+    if taken:
+        print(f"localvault: {taken}", file=sys.stderr)
+        return 1
     try:
         vault = LocalVault(args.host, args.port, args.token_port, ensure_certificates(args.cert_dir),
                            args.challenge_resource, args.sign_latency_ms, args.delete_latency_ms,

@@ -92,6 +92,7 @@ FUNCTIONS = {
 OPERATORS = {
     "add": lambda left, right: left + right,
     "substract": lambda left, right: left - right,
+    "equals": lambda left, right: left == right,
 }
 
 
@@ -118,10 +119,11 @@ def evaluate(expression: Any, file: str, values: dict[str, Any]) -> Any:
             return [value(item, scope) for item in node]
         if "loop_type" in node:
             loop = node["loop_type"]
-            assert loop["type"] == "array_index" and node["condition"] is None, f"loop not evaluated: {loop}"
+            assert loop["type"] in ("array", "array_index") and node["condition"] is None, f"loop not evaluated: {loop}"
             detail = loop["detail"]
+            index_names = [detail["index_name"]] if loop["type"] == "array_index" else []
             return [
-                value(node["config"], {**scope, detail["item_name"]: item, detail["index_name"]: index})
+                value(node["config"], {**scope, detail["item_name"]: item, **dict.fromkeys(index_names, index)})
                 for index, item in enumerate(value(detail["array_name"], scope))
             ]
         if "function" in node:
@@ -144,6 +146,8 @@ def evaluate(expression: Any, file: str, values: dict[str, Any]) -> Any:
                 return value(operands[chosen], scope)
             if operator["type"] == "property_accessor":
                 return _property(value(operands["operand_1"], scope), operands["operand_2"])
+            if operator["type"] == "index_accessor":
+                return value(operands["operand_1"], scope)[value(operands["operand_2"], scope)]
             assert operator["type"] in OPERATORS, f"operator not evaluated: {operator['type']}"
             return OPERATORS[operator["type"]](value(operands["operand_1"], scope), value(operands["operand_2"], scope))
         return {key: value(item, scope) for key, item in node.items()}
@@ -152,8 +156,11 @@ def evaluate(expression: Any, file: str, values: dict[str, Any]) -> Any:
 
 
 def _property(base: Any, path: Any) -> Any:
-    """base.a.b, with pycep's path `a.b` nested as an accessor of `a` and `b`."""
+    """base.a.b, with pycep's path `a.b` nested as an accessor of `a` and `b` (`a` may be indexed: `a[0]`)."""
     if isinstance(path, str):
         return base[path]
-    operands = path["operator"]["operands"]
-    return _property(base[operands["operand_1"]], operands["operand_2"])
+    operator = path["operator"]
+    operands = operator["operands"]
+    if operator["type"] == "index_accessor":  # a.b[0], with a literal index
+        return _property(base, operands["operand_1"])[operands["operand_2"]]
+    return _property(_property(base, operands["operand_1"]), operands["operand_2"])

@@ -31,6 +31,7 @@ RUNTIME_ONLY = {
     "AzureWebJobsStorage__clientId": "that identity is the user-assigned one",
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "where telemetry goes (an identifier, not a secret: local auth is off)",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "telemetry authenticates with Entra ID",
+    "PYTHON_THREADPOOL_THREAD_COUNT": "the Python worker's threads for synchronous functions: one per concurrent HTTP request",
 }
 
 

@@ -34,21 +34,19 @@ _ALGORITHMS = {
 }
 
 
-class FakeVault:
-    """Keeps versions in memory and records every call, so tests can count Key Vault requests.
+class InMemoryVault:
+    """The vault port in memory: keeps versions and records every call, so tests can count Key Vault requests.
 
-    ``signs_current_version`` False makes it answer 404 to a sign by the empty version, as Lowkey
-    Vault does. ``clock`` gives the Updated time of what is written (tests that judge ages fix it).
+    ``clock`` gives the Updated time of what is written (tests that judge ages fix it).
     """
 
-    def __init__(self, signs_current_version: bool = True, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.clock = clock
         self.keys: dict[str, list[KeyVersion]] = {}
         self.deleted: dict[str, list[KeyVersion]] = {}
         self.updated: dict[str, datetime] = {}
         self.calls: list[tuple] = []
         self.failing: dict[str, Exception] = {}  # key name -> error its update or delete raises
-        self.signs_current_version = signs_current_version
 
     def add_version(
         self, name: str, key_type: KeyType | None, tags: dict[str, str], enabled: bool = True, key_ops=("sign", "verify")
@@ -89,8 +87,6 @@ class FakeVault:
 
     def sign(self, name, version, algorithm, digest):
         self.calls.append(("sign", name, version, algorithm))
-        if version == LATEST and not self.signs_current_version:
-            raise NotFound("not found in Key Vault")
         key = self._version(name, version)
         if not key.enabled:
             raise FailedPrecondition("it is disabled in Key Vault")

@@ -39,7 +39,7 @@ def test_environ_restores_the_environment(monkeypatch):
 def test_the_fake_vault_serves_the_apps_handlers_one_request_per_warm_sign(monkeypatch):
     # Restored after the test: handler_calls installs its caller gate (and servers, which every test's end removes).
     monkeypatch.setattr(app_context, "_callers", None)
-    transport = fakes.FakeVault()
+    transport = fakes.FakeKeyVaultTransport()
     sign, get = overhead.handler_calls(transport)
     before = transport.requests
     sign()
@@ -54,7 +54,7 @@ def test_the_fake_vault_serves_the_apps_handlers_one_request_per_warm_sign(monke
 
 def test_the_fake_vault_challenges_a_bare_client_first():
     http_challenge_cache.clear()  # the SDK caches challenges per process; a new process starts empty
-    transport = fakes.FakeVault()
+    transport = fakes.FakeKeyVaultTransport()
     client = KeyClient(fakes.VAULT_URL, fakes.StaticCredential(), transport=transport)
     assert client.get_key(fakes.KEY_NAME).key_type == "EC"
     assert transport.requests == 2  # the unauthenticated challenge, then the request

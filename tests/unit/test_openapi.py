@@ -15,6 +15,7 @@ from functions import openapi as openapi_function
 from functions.http import STATUS_BY_ERROR
 from functions.keys import parse_sign_request
 from shared import errors
+from shared.instances import Instances, SharedInstances
 from shared.algorithms import HashAlgorithm, KeyType
 from shared.errors import InvalidArgument
 from shared.maintenance import Failure, LastRefresh, RefreshReport, SweepReport
@@ -288,6 +289,9 @@ def test_health_answers_match_their_schemas(monkeypatch):
     from functions import health as health_module
     from functions.health import health
     from shared import app_context
+    from shared.app_context import SpireServers
+    from shared.server_ids import FixedServerDirectory
+    from tests.unit.fakes import InMemoryVault
 
     monkeypatch.delenv("TRUST_DOMAIN", raising=False)
     monkeypatch.setenv("KEY_VAULT_URI", "https://localhost:1")
@@ -297,7 +301,16 @@ def test_health_answers_match_their_schemas(monkeypatch):
     _validator("Health").validate({"status": "ok"})
     monkeypatch.setattr(app_context, "_last_refresh", LastRefresh())
     app_context.last_refresh().record(RefreshReport(failed_servers=["spire-a"]))
-    _validator("Health").validate(health_module._with_refresh_warning(health_module._Answer(200, {"status": "ok"})).payload)
+    now = [0.0]
+    instances = SharedInstances(Instances(clock=lambda: now[0]))
+    app_context.install_servers(SpireServers("example.org", FixedServerDirectory("app-server"), InMemoryVault(), instances=instances))
+    for minute in range(3):  # two processes call as spire-a in three minutes
+        now[0] = minute * 60.0
+        for instance_id in ("1" * 32, "2" * 32):
+            app_context.instances().note("spire-a", instance_id)
+    answer = health_module._with_warnings(health_module._Answer(200, {"status": "ok"}))
+    assert [warning["code"] for warning in answer.payload["warnings"]] == ["server_name_shared", "refresh_incomplete"]
+    _validator("Health").validate(answer.payload)
     _validator("HealthUnavailable").validate(health_module._NOT_CHECKED_YET.payload)  # a cold instance's answer during its first check
 
 

@@ -25,6 +25,16 @@ def test_deployed_packages_are_the_requirements_and_what_they_depend_on(tmp_path
     assert "requests" not in deployed and "pytest" not in deployed
 
 
+def test_a_lock_with_hashes_deploys_its_pins(tmp_path: Path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(
+        "azure-functions==2.3.0 \\\n"
+        "    --hash=sha256:0000000000000000000000000000000000000000000000000000000000000000 \\\n"
+        "    --hash=sha256:1111111111111111111111111111111111111111111111111111111111111111\n"
+        "    # via -r requirements.in\n")
+    assert {"azure-functions", "werkzeug"} <= names(requirements)
+
+
 def test_extras_bring_their_dependencies_and_only_then(tmp_path: Path):
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("azure-functions\n")

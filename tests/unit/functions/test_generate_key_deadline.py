@@ -12,15 +12,15 @@ from functions import keys
 from shared import app_context
 from shared.app_context import SpireServers
 from shared.server_ids import FixedServerDirectory
-from tests.unit.shared.test_key_vault import _Scripted, _vault
+from tests.unit.shared.test_key_vault import _Credential, _Scripted, _vault
 from tests.unit.tokens import bearer
 
 NOT_FOUND = (404, {"error": {"code": "KeyNotFound", "message": "not found"}})
 
 
-def _generate(monkeypatch, answers, deadline_in: float | None = None, deadline: str | None = None):
+def _generate(monkeypatch, answers, deadline_in: float | None = None, deadline: str | None = None, credential=None):
     transport = _Scripted(answers)
-    app_context.install_servers(SpireServers("example.org", FixedServerDirectory("0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"), _vault(transport)))
+    app_context.install_servers(SpireServers("example.org", FixedServerDirectory("0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"), _vault(transport, credential)))
     headers = bearer()
     if deadline_in is not None:
         deadline = (datetime.now(timezone.utc) + timedelta(seconds=deadline_in)).isoformat()
@@ -44,6 +44,16 @@ def test_a_create_throttled_past_the_deadline_is_a_429_that_made_nothing(monkeyp
     assert response.status_code == 429 and response.headers["Retry-After"] == "4"
     assert response.headers[keys.KEY_CREATED_HEADER] == "false"
     assert transport.sent == 2  # the wait of 4 s would end past the deadline: no retry
+
+
+def test_no_create_goes_out_past_the_deadline_when_the_token_comes_late(monkeypatch):
+    challenge = (401, {}, {"WWW-Authenticate": 'Bearer authorization="https://login.microsoftonline.com/t", resource="https://vault.azure.net"'})
+    # Each token lasts a minute, so the challenge step asks for a new one before every request; after the first, each takes 3 s.
+    slow_tokens = _Credential(lifetime_seconds=60, refresh_seconds=3)
+    response, transport = _generate(monkeypatch, [challenge, NOT_FOUND], deadline_in=3.5, credential=slow_tokens)
+    assert transport.sent == 2  # the challenge and the read; the create's token came past the deadline, so it never went out
+    assert response.status_code == 503 and response.headers[keys.KEY_CREATED_HEADER] == "false"
+    assert "nothing was sent" in json.loads(response.get_body())["error"]["message"]
 
 
 def test_a_create_that_may_have_reached_key_vault_does_not_say_that_nothing_was_made(monkeypatch):

@@ -13,7 +13,7 @@ from shared.app_context import SpireServers
 from shared.errors import Unavailable
 from shared.maintenance import LastRefresh, RefreshReport
 from shared.server_ids import FixedServerDirectory
-from tests.unit.fakes import FakeVault
+from tests.unit.fakes import InMemoryVault
 
 
 class Clock:
@@ -33,8 +33,8 @@ def clock(monkeypatch) -> Clock:
 
 
 @pytest.fixture
-def vault() -> FakeVault:
-    fake = FakeVault()
+def vault() -> InMemoryVault:
+    fake = InMemoryVault()
     app_context.install_servers(SpireServers("example.org", FixedServerDirectory("server"), fake))
     return fake
 
@@ -87,7 +87,7 @@ def test_invalid_settings_are_reported_on_every_call_and_never_cached(clock, mon
 
 
 def test_a_stopped_server_is_reported_at_once_despite_a_recent_ok(clock, monkeypatch):
-    fake = FakeVault()
+    fake = InMemoryVault()
     directory = FixedServerDirectory("server")
     servers = SpireServers("example.org", directory, fake)
     app_context.install_servers(servers)
@@ -125,7 +125,7 @@ def test_caller_settings_that_refuse_every_call_make_health_503(clock, vault, mo
 class HangingProbe:
     """A Key Vault probe that hangs until released, so that other callers come during the check."""
 
-    def __init__(self, vault: FakeVault) -> None:
+    def __init__(self, vault: InMemoryVault) -> None:
         self.vault = vault
         self.entered = threading.Event()
         self.release = threading.Event()
@@ -136,7 +136,7 @@ class HangingProbe:
         assert self.release.wait(10), "the test never released the probe"
 
 
-def _call_during_a_hanging_check(vault: FakeVault, monkeypatch) -> tuple[tuple[int, dict], tuple[int, dict]]:
+def _call_during_a_hanging_check(vault: InMemoryVault, monkeypatch) -> tuple[tuple[int, dict], tuple[int, dict]]:
     """(the answer of a call made while another caller's check hangs, the checking caller's answer)."""
     probe = HangingProbe(vault)
     monkeypatch.setattr(vault, "probe", probe)

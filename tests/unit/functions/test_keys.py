@@ -12,7 +12,7 @@ from functions.health import health
 from shared import app_context
 from shared.app_context import SpireServers
 from shared.server_ids import FixedServerDirectory
-from tests.unit.fakes import FakeVault
+from tests.unit.fakes import InMemoryVault
 from tests.unit.tokens import SERVER_CALLER, bearer
 
 SERVER_ID = "0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"
@@ -20,7 +20,7 @@ SERVER_ID = "0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"
 
 @pytest.fixture(autouse=True)
 def vault():
-    fake = FakeVault()
+    fake = InMemoryVault()
     app_context.install_servers(SpireServers("example.org", FixedServerDirectory(SERVER_ID), fake))
     return fake
 

@@ -12,7 +12,7 @@ from shared import app_context
 from shared.app_context import SpireServers
 from shared.errors import Unavailable
 from shared.server_ids import FixedServerDirectory, derived_server_id
-from tests.unit.fakes import FakeVault
+from tests.unit.fakes import InMemoryVault
 from tests.unit import tokens
 from tests.unit.tokens import bearer
 
@@ -22,7 +22,7 @@ VALUE = "app-server"
 
 @pytest.fixture
 def vault():
-    fake = FakeVault()
+    fake = InMemoryVault()
     app_context.install_servers(SpireServers(TRUST_DOMAIN, FixedServerDirectory(VALUE), fake))
     return fake
 
@@ -101,7 +101,7 @@ def test_refresh_covers_the_default_server_and_the_named_servers_that_called(vau
 
 
 def test_maintenance_covers_the_named_servers_used_within_the_stale_key_age():
-    fake = FakeVault()
+    fake = InMemoryVault()
     now = datetime.now(timezone.utc)
     moments = iter([now - timedelta(days=15), now])
     servers = SpireServers(TRUST_DOMAIN, FixedServerDirectory(VALUE, lambda: next(moments)), fake)
@@ -122,7 +122,7 @@ def test_an_instance_serves_a_bounded_number_of_named_servers(vault, monkeypatch
 
 
 def test_an_instance_serves_10_000_named_servers_and_refuses_the_next():
-    servers = SpireServers(TRUST_DOMAIN, FixedServerDirectory(VALUE), FakeVault())
+    servers = SpireServers(TRUST_DOMAIN, FixedServerDirectory(VALUE), InMemoryVault())
     for index in range(10_000):
         servers.check(f"server-{index}")
     with pytest.raises(Unavailable, match="already serves 10000 named SPIRE servers"):

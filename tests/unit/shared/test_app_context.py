@@ -14,7 +14,7 @@ from shared.maintenance import SweepPolicy
 from shared.server_ids import FixedServerDirectory
 from shared.settings import load_settings
 from shared.vault_http import PooledTransport
-from tests.unit.fakes import FakeVault
+from tests.unit.fakes import InMemoryVault
 
 BASE = {
     "TRUST_DOMAIN": "example.org",
@@ -107,7 +107,7 @@ def test_the_ca_bundle_setting_wins_over_the_environments(monkeypatch, tmp_path)
 @pytest.mark.parametrize("days_since_use, maintained", [(14, [None, "spire-a"]), (15, [None])])
 def test_maintenance_covers_the_servers_used_within_the_stale_key_age_by_their_clock(days_since_use, maintained):
     used_at = datetime(2040, 1, 1, tzinfo=timezone.utc)  # never the wall clock's time
-    servers = app_context.SpireServers("example.org", FixedServerDirectory("app-server", lambda: used_at), FakeVault(),
+    servers = app_context.SpireServers("example.org", FixedServerDirectory("app-server", lambda: used_at), InMemoryVault(),
                                        SweepPolicy(stale_key_age=timedelta(days=14)), clock=lambda: used_at + timedelta(days=days_since_use))
     servers.serve("spire-a")
     assert servers.maintained() == maintained

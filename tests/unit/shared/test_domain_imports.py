@@ -23,6 +23,7 @@ DOMAIN_MODULES = [
     "shared.public_keys",
     "shared.server_ids",
     "shared.vault_port",
+    "shared.version_cache",
 ]
 REPOSITORY = Path(__file__).resolve().parents[3]
 

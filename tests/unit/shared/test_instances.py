@@ -3,7 +3,7 @@
 import pytest
 
 from shared.errors import InvalidArgument, Unavailable
-from shared.instances import MAX_IDS_PER_SERVER, Instances, SharedInstances, parse_instance_id, shared_name_message
+from shared.instances import MAX_IDS_PER_SERVER, RECORD_READ_SECONDS, Instances, SharedInstances, parse_instance_id, shared_name_message
 
 A = "a" * 32
 B = "b" * 32
@@ -138,8 +138,10 @@ class MemoryRecords:
         self.records: dict[str | None, tuple[dict[str, frozenset[int]], str]] = {}
         self.writes = 0
         self.unavailable = False
+        self.read_within: list[float | None] = []
 
-    def read(self, server_name):
+    def read(self, server_name, within_seconds=None):
+        self.read_within.append(within_seconds)
         if self.unavailable:
             raise Unavailable("Blob storage does not answer")
         seen, version = self.records.get(server_name, ({}, None))
@@ -202,7 +204,7 @@ def test_a_share_that_loses_a_race_reads_again_and_keeps_both_instances_minutes(
     one.note("spire-a", A)
     original_read = records.read
 
-    def read_then_other_writes(server_name):
+    def read_then_other_writes(server_name, within_seconds=None):
         seen = original_read(server_name)
         records.read = original_read
         other.note("spire-a", B)  # lands between this share's read and its write
@@ -229,3 +231,26 @@ def test_minutes_of_a_record_outside_the_window_change_nothing(clock):
     one = app_instance(clock, records)
     both = [one.note("spire-a", A), one.overlaps_on_any_instance("spire-a")]
     assert both == [True, False] and set(one._instances.seen("spire-a")) == {A}
+
+
+def test_a_generate_waits_for_the_record_one_second_at_most_and_a_share_as_long_as_storage_takes(clock):
+    records = MemoryRecords()
+    one = app_instance(clock, records)
+    one.note("spire-a", A)
+    one.overlaps_on_any_instance("spire-a")
+    assert records.read_within == [None, RECORD_READ_SECONDS] and RECORD_READ_SECONDS == 1.0
+
+
+def test_shares_do_not_pile_up_while_blob_storage_stalls(clock):
+    records = MemoryRecords()
+    queued = []
+    one = SharedInstances(Instances(clock), records, submit=lambda share, *args: queued.append(args))
+    for _ in range(60):  # an hour in which no share ends
+        for name in ("spire-a", "spire-b"):
+            one.note(name, A)
+            one.note(name, B)
+        clock.minutes(1)
+    assert queued == [("spire-a",), ("spire-b",)]
+    one.share("spire-a")  # ends at last: the next minute's call queues again
+    one.note("spire-a", A)
+    assert queued[-1] == ("spire-a",) and len(queued) == 3

@@ -11,7 +11,7 @@ from shared.key_manager import KeyManager, SignRequest
 from shared.naming import KeyNaming
 from shared.public_keys import fingerprint
 from shared.vault_port import LATEST
-from tests.unit.fakes import FakeVault, FixedIdentity
+from tests.unit.fakes import InMemoryVault, FixedIdentity
 
 SERVER_ID = "0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"
 OTHER_SERVER = "11111111-2222-3333-4444-555555555555"
@@ -23,7 +23,7 @@ DIGEST_256 = hashlib.sha256(b"x").digest()
 
 @pytest.fixture
 def vault():
-    return FakeVault()
+    return InMemoryVault()
 
 
 @pytest.fixture
@@ -217,7 +217,7 @@ def test_a_cold_sign_of_a_key_with_200_versions_costs_two_requests(manager, vaul
     instance = cold(vault)
     vault.calls.clear()
     assert sign(instance, fp=current.fingerprint).key_fingerprint == current.fingerprint
-    assert vault.names() == ["get_key", "sign"]
+    assert vault.calls == [("get_key", name("a"), LATEST), ("sign", name("a"), current.version, "ES256")]  # the version read signs
     vault.calls.clear()
     sign(instance, fp=current.fingerprint)
     assert vault.names() == ["sign"]
@@ -253,11 +253,15 @@ def test_a_rotation_to_another_type_between_read_and_sign_signs_with_the_version
 
     vault.get_key = read_then_another_instance_rotates
     manager = cold(vault)
-    assert sign(manager).key_fingerprint == old.fingerprint  # ES256 by the empty version is refused: the read version signs
-    assert [call[2] for call in vault.calls if call[0] == "sign"][-2:] == [LATEST, vault.keys[name("a").lower()][0].version]
-    rotated = sign(manager)
-    assert rotated.key_fingerprint == fingerprint(vault.keys[name("a").lower()][-1].pkix_data)
-    assert vault.calls[-1][2] == LATEST  # the instance still signs by the empty version
+    assert sign(manager).key_fingerprint == old.fingerprint  # the version read signs, by its own algorithm
+    assert [call[2:] for call in vault.calls if call[0] == "sign"] == [(old.version, "ES256")]
+    vault.calls.clear()
+    new = vault.keys[name("a").lower()][-1]
+    assert sign(manager).key_fingerprint == fingerprint(new.pkix_data)
+    assert [call[0::2] for call in vault.calls] == [("sign", LATEST), ("get_key", LATEST), ("sign", new.version)]  # ES256 refused
+    vault.calls.clear()
+    sign(manager)
+    assert vault.calls == [("sign", name("a"), LATEST, "RS256")]  # the instance still signs by the empty version
 
 
 def test_a_key_retagged_for_another_server_is_not_found_by_the_next_read(manager, vault):
@@ -285,31 +289,6 @@ def test_a_fingerprint_that_is_not_the_current_versions_gets_no_signature(manage
     manager.generate_key("a", KeyType.EC_P256)
     with pytest.raises(FailedPrecondition, match="rotated"):
         sign(manager, fp="0" * 64)
-
-
-def test_a_vault_that_cannot_sign_by_the_empty_version_is_noticed_once():
-    vault = FakeVault(signs_current_version=False)
-    manager = KeyManager(vault, FixedIdentity(SERVER_ID), TD)
-    public = manager.generate_key("a", KeyType.EC_P256)
-    version = vault.keys[name("a").lower()][-1].version
-    vault.calls.clear()
-    assert sign(manager, fp=public.fingerprint).key_fingerprint == public.fingerprint
-    assert [call[0::2] for call in vault.calls] == [("sign", LATEST), ("get_key", LATEST), ("sign", version)]
-    for _ in range(2):
-        vault.calls.clear()
-        sign(manager)
-        assert [call[0::2] for call in vault.calls] == [("get_key", LATEST), ("sign", version)]
-
-
-def test_a_cold_instance_notices_a_vault_that_cannot_sign_by_the_empty_version():
-    vault = FakeVault(signs_current_version=False)
-    KeyManager(vault, FixedIdentity(SERVER_ID), TD).generate_key("a", KeyType.EC_P256)
-    version = vault.keys[name("a").lower()][-1].version
-    instance = cold(vault)
-    vault.calls.clear()
-    sign(instance)
-    sign(instance)
-    assert [call[0::2] for call in vault.calls] == [("get_key", LATEST), ("sign", LATEST), ("sign", version), ("get_key", LATEST), ("sign", version)]
 
 
 def test_a_missing_key_does_not_pass_for_a_vault_that_cannot_sign_by_the_empty_version(manager, vault):
@@ -435,7 +414,7 @@ def test_keys_read_within_the_settle_time_of_their_update_are_read_again(vault):
 @pytest.mark.parametrize("read_after, requests", [(5, ["list_keys", "get_key"]), (5.001, ["list_keys"])])
 def test_a_key_is_read_again_until_5_seconds_after_its_update(read_after, requests):
     updated = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    vault = FakeVault(clock=lambda: updated)
+    vault = InMemoryVault(clock=lambda: updated)
     manager = KeyManager(vault, FixedIdentity(SERVER_ID), TD, clock=lambda: updated + timedelta(seconds=read_after))
     manager.generate_key("a", KeyType.EC_P256)
     manager.get_public_keys()

@@ -1,7 +1,9 @@
 """Pure parts of the Key Vault adapter: JSON web keys to DER, and SDK errors to key manager errors."""
 
+import base64
 import json
 import time
+from urllib.parse import urlsplit
 
 import pytest
 from azure.core.exceptions import (
@@ -21,12 +23,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from shared import errors
 from shared.algorithms import KeyType
+from shared.vault_port import LATEST, SignedDigest
 from shared.key_vault import (
     BudgetedRetryPolicy,
     DeadlinePassed,
     KeyVaultKeys,
     _translate,
     _version_in_kid,
+    key_client,
     key_vault_calls,
     public_key_from_jwk,
 )
@@ -202,13 +206,14 @@ class _Closable:
 
 class _Scripted(HttpTransport):
     """A transport that answers with the given (status, JSON body[, headers]) tuples or raises the
-    given exceptions in turn, and records its sleeps."""
+    given exceptions in turn, and records the requests (method, path) and its sleeps."""
 
     def __init__(self, answers):
-        self.answers, self.sent, self.slept = list(answers), 0, []
+        self.answers, self.sent, self.slept, self.requests = list(answers), 0, [], []
 
     def send(self, request, **kwargs):
         self.sent += 1
+        self.requests.append((request.method, urlsplit(request.url).path))
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
@@ -315,17 +320,24 @@ def test_within_the_deadline_requests_are_retried_as_usual():
     assert transport.sent == 2
 
 
-def _vault(transport) -> KeyVaultKeys:
-    from azure.keyvault.keys import KeyClient
+class _Credential:
+    """Tokens at once, each good for an hour; ``refresh_seconds`` makes every token after the first take that long."""
 
-    class _Credential:
-        def get_token(self, *scopes, **kwargs):
-            from azure.core.credentials import AccessToken
+    def __init__(self, lifetime_seconds: int = 3600, refresh_seconds: float = 0) -> None:
+        self.lifetime_seconds, self.refresh_seconds, self.tokens = lifetime_seconds, refresh_seconds, 0
 
-            return AccessToken("token", int(time.time()) + 3600)
+    def get_token(self, *scopes, **kwargs):
+        from azure.core.credentials import AccessToken
 
-    return KeyVaultKeys(KeyClient("https://vault.vault.azure.net", _Credential(), transport=transport,
-                                  retry_policy=BudgetedRetryPolicy(timeout=20, retry_total=3)))
+        self.tokens += 1
+        if self.tokens > 1:
+            time.sleep(self.refresh_seconds)
+        return AccessToken("token", int(time.time()) + self.lifetime_seconds)
+
+
+def _vault(transport, credential=None) -> KeyVaultKeys:
+    """The adapter over the Key Vault client the app builds (key_client), on ``transport``."""
+    return KeyVaultKeys(key_client("https://vault.vault.azure.net", credential or _Credential(), transport, retry_seconds=20, retry_total=3))
 
 
 @pytest.mark.parametrize(
@@ -349,3 +361,39 @@ def test_a_create_refused_by_the_deadline_made_nothing():
     with key_vault_calls(time.monotonic() - 0.001) as calls, pytest.raises(DeadlinePassed):
         _vault(transport).create_key("k", KeyType.EC_P256, {})
     assert transport.sent == 0 and calls.create_may_have_landed is False
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+_POINT = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
+CURRENT_KEY = (200, {"key": {"kid": "https://vault.vault.azure.net/keys/k/v1", "kty": "EC", "crv": "P-256",
+                             "x": _b64url(_bytes(_POINT.x, 32)), "y": _b64url(_bytes(_POINT.y, 32))},
+                     "attributes": {"enabled": True}})
+SIGNED_BY_V1 = (200, {"kid": "https://vault.vault.azure.net/keys/k/v1", "value": _b64url(b"signature")})
+NOT_FOUND = (404, {"error": {"code": "NotFound", "message": "No static resource keys."}})
+EMPTY_VERSION_SIGN, READ, SIGN_BY_V1 = ("POST", "/keys/k//sign"), ("GET", "/keys/k/"), ("POST", "/keys/k/v1/sign")
+
+
+def test_a_vault_that_cannot_sign_by_the_empty_version_is_noticed_once():
+    transport = _Scripted([NOT_FOUND, CURRENT_KEY, SIGNED_BY_V1] + [CURRENT_KEY, SIGNED_BY_V1] * 2)
+    vault = _vault(transport)
+    assert vault.sign("k", LATEST, "ES256", b"d" * 32) == SignedDigest("v1", b"signature")
+    assert transport.requests == [EMPTY_VERSION_SIGN, READ, SIGN_BY_V1]  # a 404 for a key that exists
+    for _ in range(2):
+        transport.requests.clear()
+        assert vault.sign("k", LATEST, "ES256", b"d" * 32) == SignedDigest("v1", b"signature")
+        assert transport.requests == [READ, SIGN_BY_V1]  # read the current version and sign it
+
+
+def test_a_missing_key_does_not_pass_for_a_vault_that_cannot_sign_by_the_empty_version():
+    transport = _Scripted([NOT_FOUND, NOT_FOUND, SIGNED_BY_V1])
+    vault = _vault(transport)
+    with pytest.raises(errors.NotFound):
+        vault.sign("k", LATEST, "ES256", b"d" * 32)
+    assert transport.requests == [EMPTY_VERSION_SIGN, READ]
+    transport.requests.clear()
+    assert vault.sign("k", LATEST, "ES256", b"d" * 32).version == "v1"
+    assert transport.requests == [EMPTY_VERSION_SIGN]
+

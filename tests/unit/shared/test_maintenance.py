@@ -10,7 +10,7 @@ from shared.key_manager import KeyManager
 from shared.maintenance import RecordedUse, SweepPolicy, is_stale
 from shared.naming import KeyNaming
 from shared.vault_port import KeySummary
-from tests.unit.fakes import FakeVault, FixedIdentity
+from tests.unit.fakes import InMemoryVault, FixedIdentity
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 AGE = timedelta(days=14)
@@ -85,7 +85,7 @@ def _add(vault, name, server_id, td=TD):
 
 @pytest.fixture
 def vault():
-    vault = FakeVault(clock=lambda: NOW)  # keys written at NOW; the managers judge them later
+    vault = InMemoryVault(clock=lambda: NOW)  # keys written at NOW; the managers judge them later
     for i in range(3):
         _add(vault, others(f"k{i}"), OTHER)
     _add(vault, mine("mine"), ME)
