@@ -1,5 +1,5 @@
 """Command line: ``python -m devtools.vault [--host H] [--port P] [--token-port T] [--cert-dir D] [--challenge-resource R]
-[--sign-latency-ms S] [--delete-latency-ms D] [--recover-latency-ms R]``."""
+[--sign-latency-ms S] [--delete-latency-ms D] [--recover-latency-ms R] [--sku premium|standard]``."""
 
 from __future__ import annotations
 
@@ -43,6 +43,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--recover-latency-ms", type=_milliseconds, default=DEFAULT_RECOVER_LATENCY * 1000,
                         help="how long a recovery takes to take effect: meanwhile the key is 404 "
                              "(Key Vault takes about 1 s; default: %(default)s)")
+    parser.add_argument("--sku", choices=("premium", "standard"), default="premium",
+                        help="the vault's pricing tier: a standard vault refuses to create HSM-protected keys "
+                             "(RSA-HSM, EC-HSM) as Key Vault does (default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -62,7 +65,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         vault = LocalVault(args.host, args.port, args.token_port, ensure_certificates(args.cert_dir),
                            args.challenge_resource, args.sign_latency_ms, args.delete_latency_ms,
-                           args.recover_latency_ms)
+                           args.recover_latency_ms, args.sku)
     except OSError as error:  # port taken, address not local, cert dir not writable
         print(f"localvault: cannot start: {error}", file=sys.stderr)
         return 1

@@ -170,12 +170,17 @@ class VaultApi:
     ``expiry_policies`` stands for Azure Policy assignments of "Key Vault keys should have an
     expiration date" with the Deny effect: assignment name -> the key name prefix it covers ("" for
     all). Tests set them through ``PUT``/``DELETE /management/policy/assignments/{assignment}``.
+
+    ``premium`` is the vault's SKU: a Premium vault creates HSM-protected keys (RSA-HSM, EC-HSM), a
+    Standard one refuses them as Key Vault does.
     """
 
-    def __init__(self, store: KeyStore, is_valid_token: Callable[[str], bool], sign_latency: float = 0.0) -> None:
+    def __init__(self, store: KeyStore, is_valid_token: Callable[[str], bool], sign_latency: float = 0.0,
+                 premium: bool = True) -> None:
         self.store = store
         self.is_valid_token = is_valid_token
         self.sign_latency = sign_latency
+        self.premium = premium
         self.challenge = challenge(DEFAULT_CHALLENGE_RESOURCE)
         self.expiry_policies: dict[str, str] = {}
         # (method, path pattern, handler); "{x}" segments are passed to the handler. First match wins.
@@ -273,6 +278,8 @@ class VaultApi:
 
     def create_key(self, req: Request, name: str) -> Result:
         body = req.json()
+        if body.get("kty") in crypto.HSM_KEY_TYPES and not self.premium:
+            raise bad_parameter("Hardware key operation not allowed on standard vault")
         kty, private_key = crypto.generate_key(body.get("kty"), body.get("key_size"), body.get("crv"))
         attributes = _parse_attributes(body.get("attributes"))
         if attributes.get("exp") is None:

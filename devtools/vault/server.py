@@ -189,16 +189,17 @@ class LocalVault:
     ``challenge_resource`` is the resource the vault's 401 challenge names; "{port}" in it stands for
     the vault's port (which may be chosen only when it binds). ``sign_latency_ms`` holds each
     signature back that long (see VaultApi); ``delete_latency_ms`` and ``recover_latency_ms`` are how
-    long a deletion and a recovery take to take effect (see KeyStore).
+    long a deletion and a recovery take to take effect (see KeyStore); ``sku`` is "premium" (HSM-protected
+    keys allowed) or "standard" (see VaultApi).
     """
 
     def __init__(self, host: str, port: int, token_port: int, certs: CertPaths,
                  challenge_resource: str = DEFAULT_CHALLENGE_RESOURCE, sign_latency_ms: float = 0.0,
                  delete_latency_ms: float = DEFAULT_DELETE_LATENCY * 1000,
-                 recover_latency_ms: float = DEFAULT_RECOVER_LATENCY * 1000) -> None:
+                 recover_latency_ms: float = DEFAULT_RECOVER_LATENCY * 1000, sku: str = "premium") -> None:
         tokens = TokenIssuer()
         store = KeyStore(delete_latency=delete_latency_ms / 1000, recover_latency=recover_latency_ms / 1000)
-        api = VaultApi(store, tokens.is_valid, sign_latency_ms / 1000)
+        api = VaultApi(store, tokens.is_valid, sign_latency_ms / 1000, premium=sku == "premium")
         self.vault = VaultServer(host, port, api, certs)
         api.challenge = challenge(challenge_resource.replace("{port}", str(self.vault.server_port)))
         self.token = TokenServer(host, token_port, tokens)
