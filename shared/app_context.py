@@ -242,7 +242,7 @@ def build_servers(settings: Settings, **client_options: Any) -> SpireServers:
         per_call_policies=[ChallengeResourcePolicy()],
         **options,
     )
-    vault = KeyVaultKeys(client)
+    vault = KeyVaultKeys(client, settings.hsm_keys)
     directory, instance_records = build_server_directory(settings, credential, **client_options)
     return SpireServers(
         settings.trust_domain,
