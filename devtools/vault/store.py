@@ -47,6 +47,7 @@ class KeyVersion:
     updated: int
     exp: Optional[int] = None
     nbf: Optional[int] = None
+    hsm: bool = False  # created as RSA-HSM or EC-HSM: Key Vault's limits are lower for these
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class KeyStore:
         enabled: bool = True,
         exp: Optional[int] = None,
         nbf: Optional[int] = None,
+        hsm: bool = False,
     ) -> KeyVersion:
         """Add a key, or a new version of an existing one (a deleted name cannot be reused)."""
         with self._lock:
@@ -146,7 +148,7 @@ class KeyStore:
             now = self._clock()
             version = KeyVersion(
                 name=entry.name, version=uuid.uuid4().hex, kty=kty, private_key=private_key, key_ops=key_ops,
-                tags=tags, enabled=enabled, created=now, updated=now, exp=exp, nbf=nbf,
+                tags=tags, enabled=enabled, created=now, updated=now, exp=exp, nbf=nbf, hsm=hsm,
             )
             entry.versions.append(version)
             return version
@@ -155,6 +157,15 @@ class KeyStore:
         """A version of a key that is not deleted; an empty version means the latest."""
         with self._lock:
             return self._find(self._active(name), name, version)[1]
+
+    def held(self, name: str, version: str = "") -> Optional[KeyVersion]:
+        """The named version of a key the vault holds in any state (live, deleted, settling), else its latest
+        version; None for a name it does not hold."""
+        with self._lock:
+            entry = self._entries.get(name.lower())
+            if entry is None:
+                return None
+            return next((v for v in entry.versions if v.version == version), entry.versions[-1])
 
     def latest_versions(self) -> list[KeyVersion]:
         with self._lock:
