@@ -229,6 +229,7 @@ def build_servers(settings: Settings, **client_options: Any) -> SpireServers:
         settings.key_vault_uri,
         credential,
         ca_bundle=settings.key_vault_ca_bundle,
+        hsm_keys=settings.hsm_keys,
         verify_challenge_resource=settings.verify_challenge_resource,
         retry_seconds=settings.key_vault_retry_seconds,
         **_client_options(client_options),

@@ -24,6 +24,7 @@ def key_vault_keys(
     credential: TokenCredential,
     *,
     ca_bundle: str | None,
+    hsm_keys: bool,
     verify_challenge_resource: bool,
     retry_seconds: float,
     retry_total: int,
@@ -34,7 +35,7 @@ def key_vault_keys(
 ) -> KeyVaultKeys:
     """The vault adapter over the app's KeyClient on ``transport`` (by default the vault's own, ``vault_transport``).
 
-    ``client_options`` are the SDK client's (a ``raw_request_hook``, ...).
+    ``hsm_keys``: create HSM-protected keys; ``client_options`` are the SDK client's (a ``raw_request_hook``, ...).
     """
     if transport is None:
         transport = vault_transport(vault_uri, ca_bundle, connection_timeout, read_timeout)
@@ -48,7 +49,7 @@ def key_vault_keys(
         per_call_policies=[ChallengeResourcePolicy()],
         **client_options,
     )
-    return KeyVaultKeys(client)
+    return KeyVaultKeys(client, hsm_keys)
 
 
 def vault_transport(vault_uri: str, ca_bundle: str | None, connection_timeout: float, read_timeout: float) -> PooledTransport:
