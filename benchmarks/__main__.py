@@ -57,13 +57,19 @@ def main() -> int:
     all_hold = all(figure.holds is not False for figure in figures)
     print(table(figures))
     print(f"\n{sum(f.holds is True for f in figures)} budgets hold, {sum(f.holds is False for f in figures)} fail; {seconds} s")
-    RESULTS.write_text(json.dumps({
-        "all_budgets_hold": all_hold,
-        "seconds": seconds,
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "figures": [figure.as_dict() for figure in figures],
-    }, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "all_budgets_hold": all_hold,
+                "seconds": seconds,
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "figures": [figure.as_dict() for figure in figures],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return 0 if all_hold else 1
 
 

@@ -48,11 +48,20 @@ def run() -> list[Figure]:
         attempts += [line for _, err in results.values() for line in err.splitlines() if NETWORK_MARKER in line]
     app_times, sdk_times = sorted(a for a, _ in rounds), sorted(b for _, b in rounds)
     return [
-        Figure("cold start: import function_app / import SDKs", round(median_ratio(rounds), 3), "x", BUDGET,
-               f"median of {ROUNDS} interleaved rounds of fresh processes, app byte-compiled like the SDKs"),
+        Figure(
+            "cold start: import function_app / import SDKs",
+            round(median_ratio(rounds), 3),
+            "x",
+            BUDGET,
+            f"median of {ROUNDS} interleaved rounds of fresh processes, app byte-compiled like the SDKs",
+        ),
         Figure("cold start: import function_app", round(app_times[ROUNDS // 2] * 1000), "ms"),
         Figure("cold start: import SDKs only", round(sdk_times[ROUNDS // 2] * 1000), "ms"),
-        Figure("cold start: network at import", "none" if not attempts else f"{len(attempts)} attempts", "", "none",
-               "; ".join(attempts[:3]) or "socket connect/getaddrinfo guarded in every run"),
+        Figure(
+            "cold start: network at import",
+            "none" if not attempts else f"{len(attempts)} attempts",
+            "",
+            "none",
+            "; ".join(attempts[:3]) or "socket connect/getaddrinfo guarded in every run",
+        ),
     ]
-

@@ -5,10 +5,10 @@ from __future__ import annotations
 import gc
 import os
 import statistics
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -97,8 +97,7 @@ def _median_ms(values) -> float:
 
 
 def run() -> list[Figure]:
-    process = subprocess.Popen([sys.executable, "-m", "benchmarks.concurrency"], cwd=ROOT,
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "benchmarks.concurrency"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline() if process.stdout else ""
         if "ready" not in line:
@@ -108,8 +107,10 @@ def run() -> list[Figure]:
         key = _call(_connect(address), "GET", f"/api/keys/{fakes.KEY_ID}", authorization)
         body = fakes.sign_body(key["public_key"]["fingerprint"])
         _signs_at_once(address, authorization, body, 1), _signs_at_once(address, authorization, body, CONCURRENT)  # warm both paths
-        rounds = [(_signs_at_once(address, authorization, body, CONCURRENT), _signs_at_once(address, authorization, body, 1))
-                  for _ in range(ROUNDS)]
+        rounds = [
+            (_signs_at_once(address, authorization, body, CONCURRENT), _signs_at_once(address, authorization, body, 1))
+            for _ in range(ROUNDS)
+        ]
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -117,12 +118,21 @@ def run() -> list[Figure]:
     threads = _pool_threads()
     floor = math.ceil(CONCURRENT / threads)  # the worker itself can do no better
     return [
-        Figure(f"concurrency: {CONCURRENT} signs at once / 1 sign", round(ratio, 2), "x", floor + ALLOWANCE,
-               f"devhost, Key Vault answering after {VAULT_DELAY * 1000:.0f} ms; median of {ROUNDS} rounds; "
-               f"a pool of {threads} threads: {floor} x at best"),
+        Figure(
+            f"concurrency: {CONCURRENT} signs at once / 1 sign",
+            round(ratio, 2),
+            "x",
+            floor + ALLOWANCE,
+            f"devhost, Key Vault answering after {VAULT_DELAY * 1000:.0f} ms; median of {ROUNDS} rounds; "
+            f"a pool of {threads} threads: {floor} x at best",
+        ),
         Figure("concurrency: 1 sign", _median_ms(one for _, one in rounds), "ms"),
-        Figure(f"concurrency: {CONCURRENT} signs at once", _median_ms(many for many, _ in rounds), "ms",
-               notes="each on a connection of its own, opened at the start"),
+        Figure(
+            f"concurrency: {CONCURRENT} signs at once",
+            _median_ms(many for many, _ in rounds),
+            "ms",
+            notes="each on a connection of its own, opened at the start",
+        ),
     ]
 
 

@@ -65,8 +65,13 @@ class FakeKeyVaultTransport(HttpTransport):
         self.delay = delay
         self.requests = 0
         numbers = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
-        self._jwk = {"kty": "EC", "crv": "P-256", "key_ops": ["sign", "verify"],
-                     "x": _b64url(numbers.x.to_bytes(32, "big")), "y": _b64url(numbers.y.to_bytes(32, "big"))}
+        self._jwk = {
+            "kty": "EC",
+            "crv": "P-256",
+            "key_ops": ["sign", "verify"],
+            "x": _b64url(numbers.x.to_bytes(32, "big")),
+            "y": _b64url(numbers.y.to_bytes(32, "big")),
+        }
         # r||s, both non-zero: any 64 bytes the DER conversion accepts will do.
         self._signature = _b64url(bytes(range(1, 65)))
         self._bodies: dict[tuple[str, str], bytes] = {}

@@ -28,17 +28,23 @@ def measure() -> dict[str, float]:
 
 
 def run() -> list[Figure]:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.memory"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.memory"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"the memory benchmark failed: {done.stderr[-2000:]}")
     readings = json.loads(done.stdout.strip().splitlines()[-1])
     first, last = readings["rss_after_1k_mib"], readings[f"rss_after_{THOUSANDS}k_mib"]
     return [
-        Figure("memory: RSS after 1,000 signatures", round(first, 1), "MiB", notes=f"warm, before signing: {readings['rss_warm_mib']:.1f} MiB"),
+        Figure(
+            "memory: RSS after 1,000 signatures", round(first, 1), "MiB", notes=f"warm, before signing: {readings['rss_warm_mib']:.1f} MiB"
+        ),
         Figure(f"memory: RSS after {THOUSANDS},000 signatures", round(last, 1), "MiB"),
-        Figure(f"memory: growth from 1,000 to {THOUSANDS},000 signatures", round(last - first, 2), "MiB", GROWTH_BUDGET_MIB,
-               "sign_data handler in a fresh process; gc.collect() before each reading"),
+        Figure(
+            f"memory: growth from 1,000 to {THOUSANDS},000 signatures",
+            round(last - first, 2),
+            "MiB",
+            GROWTH_BUDGET_MIB,
+            "sign_data handler in a fresh process; gc.collect() before each reading",
+        ),
     ]
 
 

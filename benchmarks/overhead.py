@@ -7,7 +7,7 @@ import hashlib
 import json
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import azure.functions as func
 from azure.core.rest import HttpRequest
@@ -34,8 +34,9 @@ def handler_calls(transport: fakes.FakeKeyVaultTransport) -> tuple[Callable[[], 
     response = keys.get_public_key(get_request)
     assert response.status_code == 200, response.get_body()
     body = fakes.sign_body(json.loads(response.get_body())["public_key"]["fingerprint"])
-    request = func.HttpRequest("POST", "http://localhost/api/keys/sign", body=json.dumps(body).encode(), headers=headers,
-                               route_params={"key_id": fakes.KEY_ID})
+    request = func.HttpRequest(
+        "POST", "http://localhost/api/keys/sign", body=json.dumps(body).encode(), headers=headers, route_params={"key_id": fakes.KEY_ID}
+    )
 
     def sign() -> None:
         assert keys.sign_data(request).status_code == 200
@@ -89,8 +90,13 @@ def run() -> list[Figure]:
     for label, app, bare in (("sign_data", app_sign, bare_sign), ("get_public_key", app_get, bare_get)):
         rounds = interleaved(app, bare)
         figures += [
-            Figure(f"overhead: {label} handler / bare KeyClient", round(median_ratio(rounds), 3), "x", BUDGET,
-                   f"median of {ROUNDS} interleaved rounds x {CALLS} calls, instant in-process transport"),
+            Figure(
+                f"overhead: {label} handler / bare KeyClient",
+                round(median_ratio(rounds), 3),
+                "x",
+                BUDGET,
+                f"median of {ROUNDS} interleaved rounds x {CALLS} calls, instant in-process transport",
+            ),
             Figure(f"overhead: {label} handler per call", round(statistics.median(a for a, _ in rounds) / CALLS * 1e6, 1), "us"),
             Figure(f"overhead: {label} bare KeyClient per call", round(statistics.median(b for _, b in rounds) / CALLS * 1e6, 1), "us"),
         ]
@@ -119,9 +125,17 @@ def caller_gate_figures() -> list[Figure]:
         gate.server_caller(token, None)
         verify_times.append((time.perf_counter() - started) * 1e6)
     return [
-        Figure("overhead: caller gate, a token seen before", round(statistics.median(per_call), 1), "us", CALLER_GATE_BUDGET_US,
-               f"median of {ROUNDS} rounds x {CALLS} calls: the token's SHA-256 and the authorization list"),
-        Figure("overhead: caller gate, a new token", round(statistics.median(verify_times), 1), "us",
-               notes=f"median of {NEW_TOKENS} tokens: the RS256 verification and every claim check, once per token"),
+        Figure(
+            "overhead: caller gate, a token seen before",
+            round(statistics.median(per_call), 1),
+            "us",
+            CALLER_GATE_BUDGET_US,
+            f"median of {ROUNDS} rounds x {CALLS} calls: the token's SHA-256 and the authorization list",
+        ),
+        Figure(
+            "overhead: caller gate, a new token",
+            round(statistics.median(verify_times), 1),
+            "us",
+            notes=f"median of {NEW_TOKENS} tokens: the RS256 verification and every claim check, once per token",
+        ),
     ]
-

@@ -93,9 +93,12 @@ def single_operations(vault: Service, container: str) -> list[Figure]:
     signed, sign_known = app.counted(keys.sign_data, with_fingerprint, key_id="a")
     assert signed["status"] == 200, signed
     _, sign_current = app.counted(keys.sign_data, sign, key_id="a")
-    return [_figure("generate_key", generate, 2), _figure("get_public_key", get, 1),
-            _figure("sign_data warm, with key_fingerprint", sign_known, 1),
-            _figure("sign_data warm, without key_fingerprint", sign_current, 1)]
+    return [
+        _figure("generate_key", generate, 2),
+        _figure("get_public_key", get, 1),
+        _figure("sign_data warm, with key_fingerprint", sign_known, 1),
+        _figure("sign_data warm, without key_fingerprint", sign_current, 1),
+    ]
 
 
 def cold_sign(vault: Service, container: str) -> list[Figure]:
@@ -123,8 +126,10 @@ def cold_instance(vault: Service, container: str) -> list[Figure]:
     sent = [(services.get(host, "blob"), method) for method, host, _ in cold.traffic.sent]
     sequence = " > ".join(f"{service} {method}" for service, method in sent)
     counts = Counter(service for service, _ in sent)
-    return [Figure(f"requests: cold instance first get_public_key, {service}", counts[service], "requests", budget, sequence)
-            for service, budget in (("blob", 1), ("token", 1), ("key vault", 2))]
+    return [
+        Figure(f"requests: cold instance first get_public_key, {service}", counts[service], "requests", budget, sequence)
+        for service, budget in (("blob", 1), ("token", 1), ("key vault", 2))
+    ]
 
 
 def sweep(vault: Service) -> list[Figure]:
@@ -185,4 +190,3 @@ def run() -> list[Figure]:
         finally:
             azurite.stop(grace_seconds=0)
             app_context.install_servers(None)
-

@@ -22,8 +22,8 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlsplit
 
 import azure.functions as func
@@ -66,18 +66,24 @@ def run() -> list[Figure]:
         mint_client = _build_mint_client(Path(tmp))
         samples, through_plugin, in_app = _measure(spire_server, plugin, mint_client)
         remote, _, _ = _measure(spire_server, plugin, mint_client, REMOTE_SIGN_MS)
-    return (_comparison(samples) + _breakdown(samples, through_plugin, in_app)
-            + _comparison(remote, f"vault signing in {REMOTE_SIGN_MS} ms", budget=None))
+    return (
+        _comparison(samples)
+        + _breakdown(samples, through_plugin, in_app)
+        + _comparison(remote, f"vault signing in {REMOTE_SIGN_MS} ms", budget=None)
+    )
 
 
-def _measure(spire_server: Path, plugin: Path, mint_client: Path,
-             vault_sign_latency_ms: float = 0.0) -> tuple[dict[str, list[float]], dict, dict]:
+def _measure(
+    spire_server: Path, plugin: Path, mint_client: Path, vault_sign_latency_ms: float = 0.0
+) -> tuple[dict[str, list[float]], dict, dict]:
     """Mint latencies per KeyManager and the plugin's stages on a fresh local stack; and, on the plain
     vault only (the breakdown's), the in-app stages."""
     # devhost sends its Server-Timing only when asked (the Functions host never does); it inherits this.
-    with (environ({"DEVHOST_SERVER_TIMING": "1"}), tempfile.TemporaryDirectory(prefix="spire-bench-") as tmp,
-          local_app(Path(tmp), TRUST_DOMAIN, {IDENTITY: (PLUGIN_SERVER, STAGES_SERVER)}, CHALLENGE_RESOURCE,
-                    vault_sign_latency_ms) as app):
+    with (
+        environ({"DEVHOST_SERVER_TIMING": "1"}),
+        tempfile.TemporaryDirectory(prefix="spire-bench-") as tmp,
+        local_app(Path(tmp), TRUST_DOMAIN, {IDENTITY: (PLUGIN_SERVER, STAGES_SERVER)}, CHALLENGE_RESOURCE, vault_sign_latency_ms) as app,
+    ):
         work = Path(tmp)
         servers = _servers(spire_server, plugin, app, work)
         try:
@@ -106,11 +112,16 @@ def _servers(spire_server: Path, plugin: Path, app: LocalApp, work: Path) -> dic
     return {
         MEMORY: SpireServer(spire_server, work / "memory", TRUST_DOMAIN, MemoryKeyManager()),
         BUILT_IN: SpireServer(
-            spire_server, work / "built-in", TRUST_DOMAIN,
+            spire_server,
+            work / "built-in",
+            TRUST_DOMAIN,
             AzureKeyVaultKeyManager(f"https://127.0.0.1:{vault_port}", "bench-built-in", built_in_env),
         ),
         PLUGIN: SpireServer(
-            spire_server, work / "plugin", TRUST_DOMAIN, PluginKeyManager(plugin, app.devhost.url, PLUGIN_SERVER, sign_in),
+            spire_server,
+            work / "plugin",
+            TRUST_DOMAIN,
+            PluginKeyManager(plugin, app.devhost.url, PLUGIN_SERVER, sign_in),
         ),
     }
 
@@ -127,8 +138,18 @@ def _mint(mint_client: Path, servers: list[SpireServer], app: LocalApp) -> tuple
     The client signs in in its own process as the plugin in spire-server does, from its environment.
     """
     sign_in = app.sign_in(IDENTITY, CLIENT_SECRET)
-    argv = [str(mint_client), "-trust-domain", TRUST_DOMAIN, "-warmup", str(WARMUP), "-rounds", str(ROUNDS),
-            "-plugin-data", plugin_data(app.devhost.url, sign_in, STAGES_SERVER), *(str(server.socket_path) for server in servers)]
+    argv = [
+        str(mint_client),
+        "-trust-domain",
+        TRUST_DOMAIN,
+        "-warmup",
+        str(WARMUP),
+        "-rounds",
+        str(ROUNDS),
+        "-plugin-data",
+        plugin_data(app.devhost.url, sign_in, STAGES_SERVER),
+        *(str(server.socket_path) for server in servers),
+    ]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=600, env={**os.environ, **sign_in.env})
     if result.returncode != 0:
         raise RuntimeError(f"mintbench failed: {result.stderr.strip()[-500:]}")
@@ -158,8 +179,9 @@ def _sign_in_app(app: LocalApp) -> dict[str, list[float]]:
     body = json.dumps({"data": "q" * 43 + "=", "hash_algorithm": "SHA256", "key_fingerprint": key.fingerprint}).encode()
     token = app.entra.token(app.identities[IDENTITY], app.api)
     headers = {"Authorization": f"Bearer {token}", "X-SPIRE-Server-Name": STAGES_SERVER}
-    request = func.HttpRequest("POST", "http://localhost/api/keys/bench-in-app/sign", body=body, headers=headers,
-                               route_params={"key_id": "bench-in-app"})
+    request = func.HttpRequest(
+        "POST", "http://localhost/api/keys/bench-in-app/sign", body=body, headers=headers, route_params={"key_id": "bench-in-app"}
+    )
     app_context.install_servers(servers)
     app_context._callers = app_context.build_caller_gate(load_caller_settings(app.env))
     handler_times: list[float] = []
@@ -204,17 +226,23 @@ def _comparison(samples: dict[str, list[float]], condition: str = "", budget: fl
         figures.append(Figure(f"{mint}, {label}: p99", _ms(_percentile(seconds, 99)), "ms"))
     for name, statistic in (("median", statistics.median), ("p90", lambda s: _percentile(s, 90)), ("p99", lambda s: _percentile(s, 99))):
         ratio = statistic(samples[PLUGIN]) / statistic(samples[BUILT_IN])
-        figures.append(Figure(f"{mint} {name}, {PLUGIN} / {BUILT_IN}", round(ratio, 2), "x",
-                              budget if name == "median" else None, "same vault, same run"))
+        figures.append(
+            Figure(
+                f"{mint} {name}, {PLUGIN} / {BUILT_IN}", round(ratio, 2), "x", budget if name == "median" else None, "same vault, same run"
+            )
+        )
     return figures
 
 
 def _breakdown(samples: dict[str, list[float]], through_plugin: dict[str, list[float]], in_app: dict[str, list[float]]) -> list[Figure]:
-    median = {name: statistics.median(values) for name, values in {
-        **{f"mint {label}": seconds for label, seconds in samples.items()},
-        **{f"plugin {name}": values for name, values in through_plugin.items()},
-        **{f"app {name}": values for name, values in in_app.items()},
-    }.items()}
+    median = {
+        name: statistics.median(values)
+        for name, values in {
+            **{f"mint {label}": seconds for label, seconds in samples.items()},
+            **{f"plugin {name}": values for name, values in through_plugin.items()},
+            **{f"app {name}": values for name, values in in_app.items()},
+        }.items()
+    }
     stages = [
         ("SPIRE itself (a mint with the in-memory KeyManager)", median[f"mint {MEMORY}"]),
         ("SPIRE -> plugin (go-plugin gRPC)", median[f"mint {PLUGIN}"] - median[f"mint {MEMORY}"] - median["plugin sign"]),
@@ -227,14 +255,28 @@ def _breakdown(samples: dict[str, list[float]], through_plugin: dict[str, list[f
         ("the Python SDK and TLS, client side", median["app vault_call"] - median["app vault"]),
         ("the vault's own time (localvault)", median["app vault"]),
     ]
-    figures = [Figure(f"mint stage: {name}", _ms(seconds), "ms", notes="difference of medians; the stages add up to the mint")
-               for name, seconds in stages]
-    figures.append(Figure("mint stage: the app's function on devhost (whole)", _ms(median["plugin function"]), "ms",
-                          notes="devhost's Server-Timing"))
+    figures = [
+        Figure(f"mint stage: {name}", _ms(seconds), "ms", notes="difference of medians; the stages add up to the mint")
+        for name, seconds in stages
+    ]
+    figures.append(
+        Figure("mint stage: the app's function on devhost (whole)", _ms(median["plugin function"]), "ms", notes="devhost's Server-Timing")
+    )
     go_sdk = median[f"mint {BUILT_IN}"] - median[f"mint {MEMORY}"] - median["app vault"]
-    figures.append(Figure("mint stage, built-in: the Go SDK and TLS, client side", _ms(go_sdk), "ms",
-                          notes="built-in mint - in-memory mint - the vault's own time"))
+    figures.append(
+        Figure(
+            "mint stage, built-in: the Go SDK and TLS, client side",
+            _ms(go_sdk),
+            "ms",
+            notes="built-in mint - in-memory mint - the vault's own time",
+        )
+    )
     without_devhost = median[f"mint {PLUGIN}"] - (median["plugin round_trip"] - median["plugin function"])
-    figures.append(Figure(f"mint median, {PLUGIN} without the HTTP hop and devhost / {BUILT_IN}",
-                          round(without_devhost / median[f"mint {BUILT_IN}"], 2), "x"))
+    figures.append(
+        Figure(
+            f"mint median, {PLUGIN} without the HTTP hop and devhost / {BUILT_IN}",
+            round(without_devhost / median[f"mint {BUILT_IN}"], 2),
+            "x",
+        )
+    )
     return figures

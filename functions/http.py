@@ -8,7 +8,8 @@ import functools
 import json
 import logging
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import azure.functions as func
 
@@ -48,9 +49,7 @@ Handler = Callable[[func.HttpRequest], func.HttpResponse]
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(
-        json.dumps(payload), status_code=status, headers=headers, mimetype="application/json", charset="utf-8"
-    )
+    return func.HttpResponse(json.dumps(payload), status_code=status, headers=headers, mimetype="application/json", charset="utf-8")
 
 
 def error_response(error: KeyManagerError) -> func.HttpResponse:

@@ -6,7 +6,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import azure.functions as func
@@ -120,7 +120,11 @@ class ServerCall:
     def audit(self, operation: str, key_id: str, version: str) -> None:
         audit.info(
             "%s by caller %s as server %s: key %s version %s",
-            operation, self.caller.object_id, server_label(self.server_name), key_id, version,
+            operation,
+            self.caller.object_id,
+            server_label(self.server_name),
+            key_id,
+            version,
         )
 
 
@@ -145,7 +149,7 @@ def _send_by(deadline: str | None) -> float | None:
         when = None
     if when is None or when.tzinfo is None:
         raise InvalidArgument(f"{DEADLINE_HEADER} must be an RFC 3339 time with its offset, such as 2030-01-02T03:04:05.678Z")
-    return time.monotonic() + (when - datetime.now(timezone.utc)).total_seconds() - DEADLINE_MARGIN_SECONDS
+    return time.monotonic() + (when - datetime.now(UTC)).total_seconds() - DEADLINE_MARGIN_SECONDS
 
 
 def parse_sign_request(key_id: str, body: dict[str, Any]) -> SignRequest:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Callable, Collection
+from collections.abc import Callable, Collection
 from urllib.parse import unquote_plus, urlsplit
 
 import azure.functions as func

@@ -22,7 +22,7 @@ class KeyType(str, enum.Enum):
         return self in (KeyType.RSA_2048, KeyType.RSA_4096)
 
     @classmethod
-    def parse(cls, value: str) -> "KeyType":
+    def parse(cls, value: str) -> KeyType:
         return _parse(cls, value, "key type")
 
 
@@ -36,7 +36,7 @@ class HashAlgorithm(str, enum.Enum):
         return {"SHA256": 32, "SHA384": 48, "SHA512": 64}[self.value]
 
     @classmethod
-    def parse(cls, value: str) -> "HashAlgorithm":
+    def parse(cls, value: str) -> HashAlgorithm:
         return _parse(cls, value, "hash algorithm")
 
 
@@ -76,7 +76,5 @@ def signing_algorithm(key_type: KeyType, options: SignerOptions) -> str:
     algorithm = None if options.pss else _EC.get((key_type, options.hash_algorithm))
     if algorithm is None:
         hashing = f"{options.hash_algorithm.value}{' with PSS' if options.pss else ''}"
-        raise InvalidArgument(
-            f"unsupported combination of key type: {key_type.value} and hashing algorithm: {hashing}"
-        )
+        raise InvalidArgument(f"unsupported combination of key type: {key_type.value} and hashing algorithm: {hashing}")
     return algorithm

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from azure.core.credentials import TokenCredential
 from azure.identity import ClientSecretCredential, DefaultAzureCredential, ManagedIdentityCredential
@@ -69,7 +70,7 @@ class SpireServers:
         vault: Vault,
         sweep_policy: SweepPolicy = SweepPolicy(),
         instances: SharedInstances | None = None,
-        clock: Callable[[], datetime] = partial(datetime.now, timezone.utc),
+        clock: Callable[[], datetime] = partial(datetime.now, UTC),
     ) -> None:
         self.trust_domain = trust_domain
         # The plugin processes that call as each server, shared with the app's other instances when ids are in blobs.
@@ -149,7 +150,9 @@ class SpireServers:
 
     def _manager(self, identity: ServerIdentity) -> KeyManager:
         # The sweep weighs what the id blobs record beside Updated, so a server the refresh missed keeps its keys.
-        return KeyManager(self._vault, identity, self.trust_domain, self._sweep_policy, self._clock, recorded_use=self._directory.recorded_use)
+        return KeyManager(
+            self._vault, identity, self.trust_domain, self._sweep_policy, self._clock, recorded_use=self._directory.recorded_use
+        )
 
 
 def instances() -> SharedInstances:

@@ -23,8 +23,9 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import jwt
 import requests
@@ -82,8 +83,12 @@ FetchKeys = Callable[[], Mapping[str, Any]]
 class SigningKeys:
     """The tenant's published signing keys by key id, fetched with ``fetch`` (the JWKS document)."""
 
-    def __init__(self, fetch: FetchKeys, clock: Callable[[], float] = time.monotonic,
-                 in_background: Callable[[Callable[[], None]], None] | None = None) -> None:
+    def __init__(
+        self,
+        fetch: FetchKeys,
+        clock: Callable[[], float] = time.monotonic,
+        in_background: Callable[[Callable[[], None]], None] | None = None,
+    ) -> None:
         self._fetch = fetch
         self._clock = clock
         self._in_background = in_background or _start_thread
@@ -184,8 +189,11 @@ class SigningKeys:
             keys = parse_jwks(self._fetch())
         except Exception as error:  # noqa: BLE001 - any failure keeps the last good keys
             self._failed_at = self._clock()
-            log.warning("Fetching Entra ID's signing keys failed (%s); %s", type(error).__name__,
-                        "keeping the last good keys" if self._keys is not None else "no keys yet")
+            log.warning(
+                "Fetching Entra ID's signing keys failed (%s); %s",
+                type(error).__name__,
+                "keeping the last good keys" if self._keys is not None else "no keys yet",
+            )
             return False
         self._keys, self._fetched_at = keys, self._clock()
         return True
@@ -248,8 +256,13 @@ class TokenVerifier:
         policy = self._policy
         try:
             claims = jwt.decode(
-                token, key, algorithms=[ALGORITHM], audience=policy.audience, issuer=policy.issuer,
-                leeway=LEEWAY_SECONDS, options={"require": _REQUIRED_CLAIMS, "strict_aud": True},
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=policy.audience,
+                issuer=policy.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": _REQUIRED_CLAIMS, "strict_aud": True},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("the bearer token has expired; the caller's Azure identity library gets a new one") from None
@@ -259,8 +272,7 @@ class TokenVerifier:
             raise Unauthenticated(f"the bearer token is for another audience: ask Entra ID for scope {self._scope()}") from None
         except jwt.InvalidIssuerError:
             raise Unauthenticated(
-                f"the bearer token is from another issuer: the app accepts v{policy.version[0]} tokens of tenant "
-                f"{policy.tenant_id} only"
+                f"the bearer token is from another issuer: the app accepts v{policy.version[0]} tokens of tenant {policy.tenant_id} only"
             ) from None
         except jwt.MissingRequiredClaimError as error:
             raise Unauthenticated(f"the bearer token has no {error.claim} claim: it is not an Entra ID access token") from None
@@ -277,7 +289,9 @@ class TokenVerifier:
         if claims["tid"] != policy.tenant_id:
             raise Unauthenticated(f"the bearer token is from another tenant: the app accepts tenant {policy.tenant_id} only")
         if claims["ver"] != policy.version:
-            raise Unauthenticated(f"the bearer token is a v{shortened(str(claims['ver']), 8)} token: the app accepts v{policy.version} only")
+            raise Unauthenticated(
+                f"the bearer token is a v{shortened(str(claims['ver']), 8)} token: the app accepts v{policy.version} only"
+            )
         if "scp" in claims or claims.get("idtyp", "app") != "app":
             raise Unauthenticated(
                 "the bearer token is a user's (delegated) token: the app accepts app-only tokens, which a workload or "
@@ -354,8 +368,14 @@ def jwks_fetcher(jwks_uri: str, ca_bundle: str | None = None) -> FetchKeys:
 
     def fetch() -> Mapping[str, Any]:
         deadline = time.monotonic() + JWKS_DEADLINE_SECONDS
-        with requests.get(jwks_uri, timeout=JWKS_TIMEOUT, verify=ca_bundle or True, stream=True,
-                          headers={"Accept": "application/json"}, allow_redirects=False) as response:
+        with requests.get(
+            jwks_uri,
+            timeout=JWKS_TIMEOUT,
+            verify=ca_bundle or True,
+            stream=True,
+            headers={"Accept": "application/json"},
+            allow_redirects=False,
+        ) as response:
             if response.status_code != 200:
                 raise ValueError(f"the JWKS endpoint answered {response.status_code}")
             body = bytearray()

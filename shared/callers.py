@@ -8,8 +8,8 @@ StatefulSet share one workload identity); it acts only as a name it holds.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from shared.errors import PermissionDenied
 from shared.naming import validate_server_name
@@ -44,8 +44,7 @@ class CallerPermissions:
         names = self.server_names.get(caller.object_id)
         if not names:
             raise PermissionDenied(
-                f"caller {caller.object_id} may not act as any SPIRE server: its object id is not in the app's "
-                "SPIRE_SERVER_IDENTITIES"
+                f"caller {caller.object_id} may not act as any SPIRE server: its object id is not in the app's SPIRE_SERVER_IDENTITIES"
             )
         if requested is None:
             if DEFAULT_SERVER in names:
@@ -58,8 +57,7 @@ class CallerPermissions:
             )
         if requested not in names:
             raise PermissionDenied(
-                f'caller {caller.object_id} may not act as SPIRE server "{requested}": SPIRE_SERVER_IDENTITIES does '
-                "not give it that name"
+                f'caller {caller.object_id} may not act as SPIRE server "{requested}": SPIRE_SERVER_IDENTITIES does not give it that name'
             )
         return requested
 

@@ -155,8 +155,8 @@ class BlobIdStores:
             metadata = blob.metadata or {}
             if blob.name == self._default_blob:
                 server_name = None
-            elif blob.name.startswith(prefix) and SERVER_NAME.fullmatch(blob.name[len(prefix):]):
-                server_name = blob.name[len(prefix):]
+            elif blob.name.startswith(prefix) and SERVER_NAME.fullmatch(blob.name[len(prefix) :]):
+                server_name = blob.name[len(prefix) :]
             else:
                 continue
             records.append(UseRecord(server_name, metadata.get(SERVER_ID_METADATA), _timestamp(metadata.get(LAST_USED))))
@@ -186,7 +186,11 @@ class InstanceBlobs:
     def read(self, server_name: str | None, within_seconds: float | None = None) -> tuple[dict[str, frozenset[int]], str | None]:
         blob = self._blob(server_name)
         # One attempt, its connecting and its reading each given half of the time.
-        quick = {} if within_seconds is None else {"retry_total": 0, "connection_timeout": within_seconds / 2, "read_timeout": within_seconds / 2}
+        quick = (
+            {}
+            if within_seconds is None
+            else {"retry_total": 0, "connection_timeout": within_seconds / 2, "read_timeout": within_seconds / 2}
+        )
         try:
             download = blob.download_blob(offset=0, length=MAX_INSTANCE_RECORD_BYTES + 1, **quick)
             content = download.readall()
@@ -202,9 +206,15 @@ class InstanceBlobs:
 
     def write(self, server_name: str | None, seen: Seen, version: str | None) -> bool:
         content = json.dumps({instance_id: sorted(minutes) for instance_id, minutes in seen.items()}).encode()
-        conditions = {"overwrite": False} if version is None else {
-            "overwrite": True, "etag": version, "match_condition": MatchConditions.IfNotModified,
-        }
+        conditions = (
+            {"overwrite": False}
+            if version is None
+            else {
+                "overwrite": True,
+                "etag": version,
+                "match_condition": MatchConditions.IfNotModified,
+            }
+        )
         try:
             self._blob(server_name).upload_blob(content, **conditions)
         except (ResourceExistsError, ResourceModifiedError):

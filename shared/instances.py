@@ -23,7 +23,8 @@ import logging
 import re
 import threading
 import time
-from typing import Callable, Mapping, Protocol
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from shared.errors import InvalidArgument, Unavailable
 from shared.naming import server_label

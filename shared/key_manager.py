@@ -10,9 +10,10 @@ key versions (``version_cache``) only saves reads.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable, Iterator, Sequence, TypeVar
+from datetime import UTC, datetime
+from typing import TypeVar
 
 from shared.algorithms import KeyType, SignerOptions, signing_algorithm
 from shared.errors import (
@@ -62,7 +63,7 @@ class Signature:
 
 
 def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class KeyManager:
@@ -320,9 +321,7 @@ class KeyManager:
         except NotFound:
             # Another call recovered (or purged) the key after this call's create was refused, so whose
             # it is can be read only once that recovery lands.
-            raise Unavailable(
-                f'key "{shortened(key_id)}" is being recovered by another request: retry in a few seconds'
-            ) from None
+            raise Unavailable(f'key "{shortened(key_id)}" is being recovered by another request: retry in a few seconds') from None
         if not self._owns(naming, recovered):
             self._vault.delete_key(name)
             raise _name_of_another_server(key_id)
@@ -365,9 +364,7 @@ def _log_aged_keys_kept(aged: Sequence[KeySummary], stale: Sequence[KeySummary],
 
 
 def _name_of_another_server(key_id: str) -> FailedPrecondition:
-    return FailedPrecondition(
-        f'key id "{shortened(key_id)}" cannot be generated: its Key Vault key name belongs to another server'
-    )
+    return FailedPrecondition(f'key id "{shortened(key_id)}" cannot be generated: its Key Vault key name belongs to another server')
 
 
 def _not_found(key_id: str) -> str:

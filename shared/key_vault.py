@@ -15,10 +15,11 @@ import json
 import logging
 import re
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from azure.core.exceptions import (
     AzureError,
@@ -142,7 +143,11 @@ class BudgetedRetryPolicy(RetryPolicy):
     def is_retry(self, settings, response) -> bool:
         if response.http_response.status_code == 409 and _is_name_in_transition(*_key_vault_error(response.http_response)):
             next_wait = self.get_backoff_time({**settings, "history": [*settings["history"], None]})
-            return bool(settings["total"]) and time.monotonic() + next_wait < response.context["retry_deadline"] and _may_send_within(next_wait)
+            return (
+                bool(settings["total"])
+                and time.monotonic() + next_wait < response.context["retry_deadline"]
+                and _may_send_within(next_wait)
+            )
         if not super().is_retry(settings, response):
             return False  # the common case, a success, stays cheap
         if _is_create(response.http_request) and response.http_response.status_code != 429:
@@ -190,8 +195,14 @@ class DeadlineTransport(HttpTransport):  # type: ignore[type-arg]
         self._transport.__exit__(*args)
 
 
-def key_client(vault_uri: str, credential: Any, transport: HttpTransport, retry_seconds: float, retry_total: int,  # type: ignore[type-arg]
-               **options: Any) -> KeyClient:
+def key_client(
+    vault_uri: str,
+    credential: Any,
+    transport: HttpTransport,
+    retry_seconds: float,
+    retry_total: int,  # type: ignore[type-arg]
+    **options: Any,
+) -> KeyClient:
     """The Key Vault client as the app uses it: retries within ``retry_seconds`` (Retry-After waits
     included), and nothing sent past the caller's deadline."""
     return KeyClient(
@@ -231,9 +242,7 @@ class KeyVaultKeys:
         """
         try:
             with _translated_errors(name):
-                key = self._client.create_key(
-                    name, key_operations=KEY_OPERATIONS, tags=tags, **self._create_parameters[key_type]
-                )
+                key = self._client.create_key(name, key_operations=KEY_OPERATIONS, tags=tags, **self._create_parameters[key_type])
         except KeyManagerError as error:
             calls = _calls.get()
             if calls is not None and not _created_nothing(error):
@@ -343,7 +352,9 @@ def public_key_from_jwk(jwk: JsonWebKey) -> tuple[KeyType | None, bytes]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _public_key(kty: str | None, crv: str | None, n: bytes | None, e: bytes | None, x: bytes | None, y: bytes | None) -> tuple[KeyType | None, bytes]:
+def _public_key(
+    kty: str | None, crv: str | None, n: bytes | None, e: bytes | None, x: bytes | None, y: bytes | None
+) -> tuple[KeyType | None, bytes]:
     # Cached: a key version's public key never changes, and decoding it is most of a read's own cost.
     if kty in ("RSA", "RSA-HSM"):
         public = rsa.RSAPublicNumbers(_int(e), _int(n)).public_key()

@@ -7,10 +7,11 @@ delete, so they are kept small and apart, with a test beside them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Mapping, Protocol
+from typing import Protocol
 
 from shared.ownership import TAG_SERVER_ID, Owner, owner_of
 
@@ -71,9 +72,7 @@ def is_aged(key: DatedKey, trust_domain: str, server_id: str, now: datetime, sta
     )
 
 
-def is_stale(
-    key: DatedKey, trust_domain: str, server_id: str, now: datetime, stale_key_age: timedelta, recorded_use: RecordedUse
-) -> bool:
+def is_stale(key: DatedKey, trust_domain: str, server_id: str, now: datetime, stale_key_age: timedelta, recorded_use: RecordedUse) -> bool:
     """An aged key whose server's recorded use is older than ``stale_key_age`` too.
 
     A refresh can miss a server that still calls (a failed run, Key Vault read-only during a

@@ -67,7 +67,7 @@ class KeyNaming:
     def key_id(self, key_name: str) -> str | None:
         """The SPIRE key id a Key Vault key name stands for, or None when the name is not in this namespace."""
         if key_name[: len(self._prefix)].lower() == self._prefix and len(key_name) > len(self._prefix):
-            return key_name[len(self._prefix):]
+            return key_name[len(self._prefix) :]
         return None
 
 
@@ -75,9 +75,7 @@ def validate_key_id(key_id: str) -> None:
     if not key_id:
         raise InvalidArgument("key id is required")
     if not _KEY_ID_CHARS.fullmatch(key_id):
-        raise InvalidArgument(
-            f'key id "{shortened(key_id)}" is invalid: Key Vault key names allow only letters, digits and "-"'
-        )
+        raise InvalidArgument(f'key id "{shortened(key_id)}" is invalid: Key Vault key names allow only letters, digits and "-"')
     if len(key_id) > MAX_KEY_ID_LENGTH:
         raise InvalidArgument(
             f"key id is {len(key_id)} characters long: at most {MAX_KEY_ID_LENGTH} fit in a Key Vault key name "

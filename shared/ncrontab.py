@@ -8,6 +8,7 @@ Day-of-month and day-of-week: the Functions host uses the NCrontab library, whic
 requires BOTH to match (``0 0 9 13 * FRI`` = Friday the 13th), unlike classic cron;
 devhost does the same, for fidelity.
 """
+
 from __future__ import annotations
 
 import calendar
@@ -64,7 +65,7 @@ class Schedule:
     weekdays: frozenset[int]  # 0 = Sunday
 
     @classmethod
-    def parse(cls, expression: str) -> "Schedule":
+    def parse(cls, expression: str) -> Schedule:
         fields = expression.split()
         if len(fields) == 5:
             fields.insert(0, "0")
@@ -72,9 +73,12 @@ class Schedule:
             raise CronError(f"expected 6 fields (or 5), got {len(fields)} in {expression!r}")
         try:
             sec, minute, hour, day, month = (
-                _parse_field(fields[0], 0, 59), _parse_field(fields[1], 0, 59),
-                _parse_field(fields[2], 0, 23), _parse_field(fields[3], 1, 31),
-                _parse_field(fields[4], 1, 12, MONTHS, base=1))
+                _parse_field(fields[0], 0, 59),
+                _parse_field(fields[1], 0, 59),
+                _parse_field(fields[2], 0, 23),
+                _parse_field(fields[3], 1, 31),
+                _parse_field(fields[4], 1, 12, MONTHS, base=1),
+            )
             weekdays = frozenset(d % 7 for d in _parse_field(fields[5], 0, 7, DAYS))
         except CronError as exc:
             raise CronError(f"{exc} (schedule {expression!r})") from None
@@ -87,8 +91,13 @@ class Schedule:
         return when.day in self.days and (when.weekday() + 1) % 7 in self.weekdays  # Python: Monday = 0
 
     def matches(self, when: datetime) -> bool:
-        return (when.month in self.months and self._day_matches(when) and when.hour in self.hours
-                and when.minute in self.minutes and when.second in self.seconds)
+        return (
+            when.month in self.months
+            and self._day_matches(when)
+            and when.hour in self.hours
+            and when.minute in self.minutes
+            and when.second in self.seconds
+        )
 
     def next_after(self, when: datetime) -> datetime:
         """First occurrence strictly after ``when`` (whole seconds; tzinfo is kept)."""

@@ -8,7 +8,7 @@ key), nor is the name alone (a key of the right name may have been created by ha
 from __future__ import annotations
 
 import enum
-from typing import Mapping
+from collections.abc import Mapping
 
 from shared.naming import KeyNaming
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Literal
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from shared.errors import Unavailable
 from shared.identity_port import Absent, IdStore, IdStores, NotAnId, Stored
@@ -37,7 +38,7 @@ RECHECK_INTERVAL = timedelta(minutes=2)
 USE_RECORD_INTERVAL = timedelta(hours=1)
 # The namespace of the ids derived for named servers from KEY_IDENTIFIER_VALUE (UUID version 5).
 NAMED_SERVER_NAMESPACE = uuid.UUID("6f1e0b8e-3c2a-5d4f-9b7a-2e5c8d1a4f60")
-_NEVER = datetime.min.replace(tzinfo=timezone.utc)
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 def derived_server_id(key_identifier_value: str, server_name: str) -> str:
@@ -46,7 +47,7 @@ def derived_server_id(key_identifier_value: str, server_name: str) -> str:
 
 
 def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class FixedServerIdentity:

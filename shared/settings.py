@@ -8,9 +8,9 @@ import ipaddress
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Mapping
 from urllib.parse import SplitResult, urlsplit
 
 from shared.callers import DEFAULT_SERVER, CallerPermissions
@@ -124,8 +124,16 @@ def load_caller_settings(environ: Mapping[str, str]) -> CallerSettings:
     env = {name: value.strip() for name, value in environ.items()}
     authority_host = env.get("ENTRA_AUTHORITY_HOST") or DEFAULT_ENTRA_AUTHORITY_HOST
     parts = _url_parts(authority_host)
-    if (parts is None or parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/") or parts.query
-            or parts.fragment or parts.username is not None or parts.password is not None):
+    if (
+        parts is None
+        or parts.scheme != "https"
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+        or parts.password is not None
+    ):
         raise ConfigurationError("ENTRA_AUTHORITY_HOST must be Entra ID's https authority, such as https://login.microsoftonline.com")
     ca_bundle = env.get("ENTRA_CA_BUNDLE") or None
     if ca_bundle is not None:
@@ -164,7 +172,10 @@ def load_schedules(environ: Mapping[str, str]) -> Schedules:
 
 def _schedule(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name) or default
-    shape = f"{name} must be an NCRONTAB schedule of six fields ({{second}} {{minute}} {{hour}} {{day}} {{month}} {{day of week}}), such as {default}"
+    shape = (
+        f"{name} must be an NCRONTAB schedule of six fields ({{second}} {{minute}} {{hour}} {{day}} {{month}} {{day of week}}), "
+        f"such as {default}"
+    )
     if len(value.split()) != 6:
         raise ConfigurationError(shape)
     try:
@@ -186,7 +197,7 @@ def _guid(env: Mapping[str, str], name: str, meaning: str) -> str:
 def _server_identities(env: Mapping[str, str]) -> dict[str, frozenset[str]]:
     name = "SPIRE_SERVER_IDENTITIES"
     shape = (
-        f'{name} must be a JSON object from each caller\'s object id to the SPIRE server names it may act as, '
+        f"{name} must be a JSON object from each caller's object id to the SPIRE server names it may act as, "
         'such as {"<object id>": ["spire-a"]}'
     )
     value = env.get(name, "")
@@ -236,9 +247,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     key_vault_uri = _key_vault_uri(env)
     server_id = env.get("KEY_IDENTIFIER_VALUE") or None
     if server_id is not None and not _SERVER_ID.fullmatch(server_id):
-        raise ConfigurationError(
-            "KEY_IDENTIFIER_VALUE must be 1 to 64 letters, digits or dashes: it becomes part of Key Vault key names"
-        )
+        raise ConfigurationError("KEY_IDENTIFIER_VALUE must be 1 to 64 letters, digits or dashes: it becomes part of Key Vault key names")
     if server_id is not None and env.get("KEY_METADATA_BLOB"):
         raise ConfigurationError("KEY_IDENTIFIER_VALUE and KEY_METADATA_BLOB cannot both be set: choose one way to keep the server id")
     skip_challenge_check = _boolean(env, "KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION")
@@ -263,9 +272,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
 def _key_protection(env: Mapping[str, str]) -> str:
     value = env.get("KEY_VAULT_KEY_PROTECTION", "").lower() or "software"
     if value not in KEY_PROTECTIONS:
-        raise ConfigurationError(
-            "KEY_VAULT_KEY_PROTECTION must be software or hsm (HSM-protected keys, which need a Premium vault)"
-        )
+        raise ConfigurationError("KEY_VAULT_KEY_PROTECTION must be software or hsm (HSM-protected keys, which need a Premium vault)")
     return value
 
 
@@ -314,9 +321,7 @@ def _trust_domain(env: Mapping[str, str]) -> str:
     if not value:
         raise ConfigurationError("TRUST_DOMAIN is required")
     if not _TRUST_DOMAIN.fullmatch(value):
-        raise ConfigurationError(
-            'TRUST_DOMAIN is not a SPIFFE trust domain name: use lowercase letters, digits, ".", "-" and "_"'
-        )
+        raise ConfigurationError('TRUST_DOMAIN is not a SPIFFE trust domain name: use lowercase letters, digits, ".", "-" and "_"')
     return value
 
 
@@ -367,7 +372,8 @@ def _metadata_blob(env: Mapping[str, str]) -> BlobLocation:
                 raise ConfigurationError(f"{setting} must be the storage account's blob service URL")
             return BlobLocation(container, blob, account_url=account_url, connection_setting=setting)
     raise ConfigurationError(
-        "KEY_METADATA_STORAGE (or KEY_METADATA_STORAGE__blobServiceUri, or the app's AzureWebJobsStorage) is required to reach KEY_METADATA_BLOB"
+        "KEY_METADATA_STORAGE (or KEY_METADATA_STORAGE__blobServiceUri, or the app's AzureWebJobsStorage) "
+        "is required to reach KEY_METADATA_BLOB"
     )
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import urllib3
 from azure.core.exceptions import (
@@ -49,9 +50,7 @@ class PooledTransport(HttpTransport):
     ``proxy`` is the proxy URL for the vault, credentials included, or None.
     """
 
-    def __init__(
-        self, *, verify: bool | str, connection_timeout: float, read_timeout: float, proxy: str | None = None
-    ) -> None:
+    def __init__(self, *, verify: bool | str, connection_timeout: float, read_timeout: float, proxy: str | None = None) -> None:
         ca = DEFAULT_CA_BUNDLE_PATH if verify is True else verify
         if not isinstance(ca, str):
             raise ValueError("the Key Vault transport always verifies TLS: give True or a CA bundle path")
@@ -66,8 +65,13 @@ class PooledTransport(HttpTransport):
             self.pool = urllib3.ProxyManager(proxy, proxy_headers=headers, **options)
 
     def send(
-        self, request: HttpRequest, *, stream: bool = False, connection_timeout: float | None = None,
-        read_timeout: float | None = None, **unsupported: Any,
+        self,
+        request: HttpRequest,
+        *,
+        stream: bool = False,
+        connection_timeout: float | None = None,
+        read_timeout: float | None = None,
+        **unsupported: Any,
     ) -> HttpResponse:
         if stream:
             raise ValueError("the Key Vault transport reads answers whole: stream=True is not supported")
@@ -77,11 +81,19 @@ class PooledTransport(HttpTransport):
             raise TypeError("the Key Vault transport sends azure.core.rest requests only")
         timeout = self.timeout
         if connection_timeout is not None or read_timeout is not None:
-            timeout = urllib3.Timeout(connect=connection_timeout or self.timeout.connect_timeout, read=read_timeout or self.timeout.read_timeout)
+            timeout = urllib3.Timeout(
+                connect=connection_timeout or self.timeout.connect_timeout, read=read_timeout or self.timeout.read_timeout
+            )
         try:
             answer = self.pool.urlopen(
-                request.method, request.url, body=_body(request), headers=dict(request.headers),
-                redirect=False, retries=False, timeout=timeout, preload_content=True,
+                request.method,
+                request.url,
+                body=_body(request),
+                headers=dict(request.headers),
+                redirect=False,
+                retries=False,
+                timeout=timeout,
+                preload_content=True,
             )
         except NewConnectionError as error:
             raise ServiceRequestError(error, error=error) from error

@@ -6,9 +6,10 @@ in-process fakes of the unit tests do too.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator, Protocol
+from typing import Protocol
 
 from shared.algorithms import KeyType
 
@@ -54,9 +55,11 @@ class Vault(Protocol):
     def sign(self, name: str, version: str, algorithm: str, digest: bytes) -> SignedDigest:
         """Sign with a version of the key; with ``LATEST``, with whichever version is current then."""
         ...
+
     def update_key_operations(self, name: str, version: str, key_ops: tuple[str, ...]) -> None: ...
     def delete_key(self, name: str) -> None: ...
     def recover_deleted_key(self, name: str) -> KeyVersion:
         """Undelete a soft-deleted key; returns its current version once it can be used again."""
         ...
+
     def probe(self) -> None: ...

@@ -14,10 +14,21 @@ from devtools.stack.services import Service, start_devhost
 
 # What a process needs on this machine (a shell, a locale, TLS trust, the Go toolchain) and what
 # configures the suite itself (make sets SPIRE_SERVER and SPIRE_AGENT); no app setting is among them.
-PROCESS_VARIABLES = frozenset({
-    "PATH", "HOME", "USER", "LANG", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
-    "DEVSTACK_ECHO", "FUZZ_MAX_EXAMPLES", "SPIRE_SERVER", "SPIRE_AGENT",
-})
+PROCESS_VARIABLES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LANG",
+        "TMPDIR",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "DEVSTACK_ECHO",
+        "FUZZ_MAX_EXAMPLES",
+        "SPIRE_SERVER",
+        "SPIRE_AGENT",
+    }
+)
 PROCESS_PREFIXES = ("LC_", "GO", "TEST_KEY_VAULT_")
 
 

@@ -13,7 +13,6 @@ import argparse
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
 
 from devtools.ports import taken_port
 from devtools.vault.certs import ensure_certificates
@@ -23,22 +22,24 @@ from .server import LocalEntra
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m devtools.entra",
         description="Local Microsoft Entra ID (discovery, keys, client credentials tokens) over HTTPS on 127.0.0.1, "
-                    "with an App Service managed-identity endpoint over HTTP.",
+        "with an App Service managed-identity endpoint over HTTP.",
     )
     parser.add_argument("--port", type=int, default=8444, help="HTTPS port, 0 = any free (default: %(default)s)")
-    parser.add_argument("--msi-port", type=int, default=8081,
-                        help="managed-identity HTTP port, 0 = any free (default: %(default)s)")
-    parser.add_argument("--state-dir", type=Path, default=Path(".local/localentra"),
-                        help="where the CA (ca.pem), the tenant, its keys and its registry are kept "
-                             "(default: %(default)s)")
+    parser.add_argument("--msi-port", type=int, default=8081, help="managed-identity HTTP port, 0 = any free (default: %(default)s)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".local/localentra"),
+        help="where the CA (ca.pem), the tenant, its keys and its registry are kept (default: %(default)s)",
+    )
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     taken = taken_port("127.0.0.1", {"--port": args.port, "--msi-port": args.msi_port})
     if taken:
@@ -52,8 +53,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     # Blocked before the server threads exist, so they inherit the mask and only sigwait receives the signals.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     entra.start()
-    print(f"localentra ready authority={entra.authority} tenant={entra.directory.tenant_id} msi={entra.msi_endpoint}",
-          flush=True)
+    print(f"localentra ready authority={entra.authority} tenant={entra.directory.tenant_id} msi={entra.msi_endpoint}", flush=True)
     signal.sigwait(STOP_SIGNALS)
     entra.stop()
     return 0

@@ -16,7 +16,8 @@ No real service has it and the app never calls it. Bodies are JSON; answers are 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from . import cluster
 from .directory import TOKEN_EXCHANGE_AUDIENCE, Directory, FederatedCredential
@@ -39,7 +40,7 @@ class AdminApi:
             "federated-tokens": self.federated_token,
         }
 
-    def handle(self, method: str, name: str, body: bytes) -> tuple[int, Optional[dict]]:
+    def handle(self, method: str, name: str, body: bytes) -> tuple[int, dict | None]:
         route = self.routes.get(name)
         if route is None:
             return 404, None
@@ -58,34 +59,47 @@ class AdminApi:
 
     def register_application(self, request: dict) -> tuple[int, dict]:
         application = self.directory.register_application(_field(request, "token_version", int, 2))
-        return 201, {"client_id": application.client_id, "object_id": application.object_id,
-                     "identifier_uri": application.identifier_uri, "token_version": application.token_version}
+        return 201, {
+            "client_id": application.client_id,
+            "object_id": application.object_id,
+            "identifier_uri": application.identifier_uri,
+            "token_version": application.token_version,
+        }
 
     def register_principal(self, request: dict) -> tuple[int, dict]:
         federated = _field(request, "federated_credential", dict, None)
-        credential = None if federated is None else FederatedCredential(
-            _field(federated, "issuer", str, self.cluster_issuer),
-            _required(federated, "subject", str),
-            tuple(str(audience) for audience in _field(federated, "audiences", list, [TOKEN_EXCHANGE_AUDIENCE])),
+        credential = (
+            None
+            if federated is None
+            else FederatedCredential(
+                _field(federated, "issuer", str, self.cluster_issuer),
+                _required(federated, "subject", str),
+                tuple(str(audience) for audience in _field(federated, "audiences", list, [TOKEN_EXCHANGE_AUDIENCE])),
+            )
         )
         principal, secret = self.directory.register_principal(
-            _required(request, "name", str), _field(request, "secret", bool, True), credential,
-            _field(request, "managed_identity", str, ""))
-        return 201, {"name": principal.name, "client_id": principal.client_id, "object_id": principal.object_id,
-                     "secret": secret, "managed_identity": principal.managed_identity,
-                     "federated_credential": None if credential is None else {
-                         "issuer": credential.issuer, "subject": credential.subject,
-                         "audiences": list(credential.audiences)}}
+            _required(request, "name", str), _field(request, "secret", bool, True), credential, _field(request, "managed_identity", str, "")
+        )
+        return 201, {
+            "name": principal.name,
+            "client_id": principal.client_id,
+            "object_id": principal.object_id,
+            "secret": secret,
+            "managed_identity": principal.managed_identity,
+            "federated_credential": None
+            if credential is None
+            else {"issuer": credential.issuer, "subject": credential.subject, "audiences": list(credential.audiences)},
+        }
 
     def add_signing_key(self, request: dict) -> tuple[int, dict]:
         current, published = _field(request, "current", bool, True), _field(request, "published", bool, True)
-        return 201, {"kid": self.directory.add_signing_key(current, published).kid, "current": current,
-                     "published": published}
+        return 201, {"kid": self.directory.add_signing_key(current, published).kid, "current": current, "published": published}
 
     def sign(self, request: dict) -> tuple[int, dict]:
         try:
-            token = self.issuer.sign(_required(request, "claims", dict), _field(request, "header", dict, None),
-                                     _field(request, "kid", str, None))
+            token = self.issuer.sign(
+                _required(request, "claims", dict), _field(request, "header", dict, None), _field(request, "kid", str, None)
+            )
         except KeyError:
             raise AdminError(404, f"no signing key {request.get('kid')!r}") from None
         return 200, {"token": token}
@@ -105,9 +119,12 @@ class AdminApi:
 
     def federated_token(self, request: dict) -> tuple[int, dict]:
         token = cluster.service_account_token(
-            self.directory.cluster_key, _field(request, "issuer", str, self.cluster_issuer),
-            _required(request, "subject", str), _field(request, "audience", str, TOKEN_EXCHANGE_AUDIENCE),
-            _field(request, "lifetime", int, 3600))
+            self.directory.cluster_key,
+            _field(request, "issuer", str, self.cluster_issuer),
+            _required(request, "subject", str),
+            _field(request, "audience", str, TOKEN_EXCHANGE_AUDIENCE),
+            _field(request, "lifetime", int, 3600),
+        )
         return 200, {"token": token, "kid": public_key_id(self.directory.cluster_key)}
 
 

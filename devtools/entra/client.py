@@ -7,7 +7,6 @@ test holds is what an Azure SDK would have got. Everything else goes through the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import requests
 
@@ -35,8 +34,8 @@ class Principal:
     name: str
     client_id: str
     object_id: str
-    secret: Optional[str]
-    federated_subject: Optional[str]
+    secret: str | None
+    federated_subject: str | None
 
 
 class LocalEntra:
@@ -66,29 +65,35 @@ class LocalEntra:
         body = self._admin("applications", {"token_version": token_version})
         return Api(body["client_id"], body["object_id"], body["identifier_uri"])
 
-    def register_principal(self, name: str, secret: bool = True, federated_subject: Optional[str] = None,
-                           managed_identity: bool = False) -> Principal:
-        body = self._admin("principals", {
-            "name": name,
-            "secret": secret,
-            "federated_credential": None if federated_subject is None else {"subject": federated_subject},
-            "managed_identity": USER_ASSIGNED if managed_identity else "",
-        })
+    def register_principal(
+        self, name: str, secret: bool = True, federated_subject: str | None = None, managed_identity: bool = False
+    ) -> Principal:
+        body = self._admin(
+            "principals",
+            {
+                "name": name,
+                "secret": secret,
+                "federated_credential": None if federated_subject is None else {"subject": federated_subject},
+                "managed_identity": USER_ASSIGNED if managed_identity else "",
+            },
+        )
         return Principal(name, body["client_id"], body["object_id"], body["secret"], federated_subject)
 
     def token(self, principal: Principal, api: Api, via: str = "secret") -> str:
         """An access token for ``api`` got as an SDK gets it: with the secret, as a managed identity, or with a
         federated service-account token for the principal's subject (workload identity)."""
         if via == "managed_identity":
-            response = self._http.get(self._msi_endpoint, headers={"X-IDENTITY-HEADER": self._msi_header}, params={
-                "api-version": API_VERSION, "resource": api.identifier_uri, "client_id": principal.client_id},
-                timeout=TIMEOUT_SECONDS)
+            response = self._http.get(
+                self._msi_endpoint,
+                headers={"X-IDENTITY-HEADER": self._msi_header},
+                params={"api-version": API_VERSION, "resource": api.identifier_uri, "client_id": principal.client_id},
+                timeout=TIMEOUT_SECONDS,
+            )
         elif via == "secret" and principal.secret is not None:
             response = self._client_credentials(principal, api, {"client_secret": principal.secret})
         elif via == "workload" and principal.federated_subject is not None:
             assertion = self.federated_token(principal.federated_subject)
-            response = self._client_credentials(principal, api, {"client_assertion_type": JWT_BEARER,
-                                                                 "client_assertion": assertion})
+            response = self._client_credentials(principal, api, {"client_assertion_type": JWT_BEARER, "client_assertion": assertion})
         else:
             raise ValueError(f"via is one of {VIA}, and {principal.name} was registered with what it needs")
         response.raise_for_status()
@@ -102,20 +107,26 @@ class LocalEntra:
     def add_signing_key(self, current: bool = True, published: bool = True) -> str:
         return self._admin("signing-keys", {"current": current, "published": published})["kid"]
 
-    def sign(self, claims: dict, header: Optional[dict] = None, kid: Optional[str] = None) -> str:
+    def sign(self, claims: dict, header: dict | None = None, kid: str | None = None) -> str:
         """``claims`` signed with key ``kid`` (the current signing key by default); ``header`` fields override the
         usual ones, and a None value leaves one out."""
         return self._admin("sign", {"claims": claims, "header": header, "kid": kid})["token"]
 
     def claims_for(self, principal: Principal, api: Api, version: int = 2) -> dict:
         """The claims of a token the principal would get now with its secret, in token format ``version``."""
-        return self._admin("claims", {"client_id": principal.client_id, "resource": api.client_id,
-                                      "version": version})["claims"]
+        return self._admin("claims", {"client_id": principal.client_id, "resource": api.client_id, "version": version})["claims"]
 
     def _client_credentials(self, principal: Principal, api: Api, credential: dict[str, str]) -> requests.Response:
-        return self._http.post(f"{self.authority}/{self.tenant_id}/oauth2/v2.0/token", timeout=TIMEOUT_SECONDS, data={
-            "grant_type": "client_credentials", "client_id": principal.client_id,
-            "scope": f"{api.identifier_uri}/.default", **credential})
+        return self._http.post(
+            f"{self.authority}/{self.tenant_id}/oauth2/v2.0/token",
+            timeout=TIMEOUT_SECONDS,
+            data={
+                "grant_type": "client_credentials",
+                "client_id": principal.client_id,
+                "scope": f"{api.identifier_uri}/.default",
+                **credential,
+            },
+        )
 
     def _admin(self, name: str, body: dict) -> dict:
         response = self._http.post(f"{self.authority}/_local/{name}", json=body, timeout=TIMEOUT_SECONDS)

@@ -23,7 +23,6 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -72,7 +71,7 @@ class ServicePrincipal:
     name: str
     client_id: str
     object_id: str
-    secret_sha256: Optional[str] = None
+    secret_sha256: str | None = None
     federated_credentials: tuple[FederatedCredential, ...] = ()
     managed_identity: str = ""
 
@@ -125,7 +124,7 @@ class Directory:
         with self._lock:
             return [key for key in self._keys if key.published]
 
-    def signing_key(self, kid: str) -> Optional[SigningKey]:
+    def signing_key(self, kid: str) -> SigningKey | None:
         with self._lock:
             return next((key for key in self._keys if key.kid == kid), None)
 
@@ -141,8 +140,9 @@ class Directory:
             self._save()
         return application
 
-    def register_principal(self, name: str, with_secret: bool, federated_credential: Optional[FederatedCredential],
-                           managed_identity: str) -> tuple[ServicePrincipal, Optional[str]]:
+    def register_principal(
+        self, name: str, with_secret: bool, federated_credential: FederatedCredential | None, managed_identity: str
+    ) -> tuple[ServicePrincipal, str | None]:
         """The new principal and its secret (None without one), which only this answer ever shows.
 
         A new system-assigned identity replaces the old one, as when an app's identity is turned off and on.
@@ -153,8 +153,13 @@ class Directory:
             raise ValueError(f"federated credentials trust this stand-in's cluster issuer {self.cluster_issuer}")
         secret = _new_secret() if with_secret else None
         principal = ServicePrincipal(
-            name, str(uuid.uuid4()), str(uuid.uuid4()), None if secret is None else _sha256(secret),
-            () if federated_credential is None else (federated_credential,), managed_identity)
+            name,
+            str(uuid.uuid4()),
+            str(uuid.uuid4()),
+            None if secret is None else _sha256(secret),
+            () if federated_credential is None else (federated_credential,),
+            managed_identity,
+        )
         with self._lock:
             if managed_identity == SYSTEM_ASSIGNED:
                 self._principals = [p for p in self._principals if p.managed_identity != SYSTEM_ASSIGNED]
@@ -162,17 +167,16 @@ class Directory:
             self._save()
         return principal, secret
 
-    def application(self, resource: str) -> Optional[Application]:
+    def application(self, resource: str) -> Application | None:
         """The API a resource names: by its identifier URI, or by its client id."""
         with self._lock:
-            return next((a for a in self._applications
-                         if resource == a.identifier_uri or resource.lower() == a.client_id), None)
+            return next((a for a in self._applications if resource == a.identifier_uri or resource.lower() == a.client_id), None)
 
-    def principal(self, client_id: str) -> Optional[ServicePrincipal]:
+    def principal(self, client_id: str) -> ServicePrincipal | None:
         with self._lock:
             return next((p for p in self._principals if p.client_id == client_id.lower()), None)
 
-    def managed_identity(self, client_id: Optional[str], object_id: Optional[str]) -> Optional[ServicePrincipal]:
+    def managed_identity(self, client_id: str | None, object_id: str | None) -> ServicePrincipal | None:
         """The identity a managed-identity request selects; the system-assigned one when it names none."""
         with self._lock:
             for principal in self._principals:
@@ -194,16 +198,22 @@ class Directory:
         self.tenant_id = state["tenant_id"]
         self.cluster_key = load_private_pem(state["cluster_key"])
         self._keys = [
-            SigningKey(k["kid"], load_private_pem(k["private_key"]),
-                       x509.load_pem_x509_certificate(k["certificate"].encode()), k["published"])
+            SigningKey(
+                k["kid"], load_private_pem(k["private_key"]), x509.load_pem_x509_certificate(k["certificate"].encode()), k["published"]
+            )
             for k in state["signing_keys"]
         ]
         self._current_kid = state["current_kid"]
         self._applications = [Application(**a) for a in state["applications"]]
         self._principals = [
-            ServicePrincipal(**{**p, "federated_credentials": tuple(
-                FederatedCredential(f["issuer"], f["subject"], tuple(f["audiences"]))
-                for f in p["federated_credentials"])})
+            ServicePrincipal(
+                **{
+                    **p,
+                    "federated_credentials": tuple(
+                        FederatedCredential(f["issuer"], f["subject"], tuple(f["audiences"])) for f in p["federated_credentials"]
+                    ),
+                }
+            )
             for p in state["principals"]
         ]
 
@@ -213,9 +223,12 @@ class Directory:
             "tenant_id": self.tenant_id,
             "cluster_key": private_pem(self.cluster_key),
             "signing_keys": [
-                {"kid": k.kid, "private_key": private_pem(k.private_key),
-                 "certificate": k.certificate.public_bytes(serialization.Encoding.PEM).decode(),
-                 "published": k.published}
+                {
+                    "kid": k.kid,
+                    "private_key": private_pem(k.private_key),
+                    "certificate": k.certificate.public_bytes(serialization.Encoding.PEM).decode(),
+                    "published": k.published,
+                }
                 for k in self._keys
             ],
             "current_kid": self._current_kid,

@@ -17,8 +17,8 @@ import base64
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
@@ -31,7 +31,7 @@ from .grants import ClientCredentialsGrant
 from .keys import rsa_jwk
 from .tokens import TokenIssuer, v1_issuer, v2_issuer
 
-Response = tuple[int, Optional[dict], dict[str, str]]
+Response = tuple[int, dict | None, dict[str, str]]
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # Entra's values for the fields of its discovery documents that do not depend on the host.
 _CLOUD = {
@@ -42,8 +42,19 @@ _CLOUD = {
     "rbac_url": "https://pas.windows.net",
 }
 _AUTH_METHODS = ["client_secret_post", "private_key_jwt", "client_secret_basic"]
-_CLAIMS_SUPPORTED = ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name", "cloud_graph_host_name",
-                     "msgraph_host", "aud", "exp", "iat", "auth_time", "acr"]
+_CLAIMS_SUPPORTED = [
+    "sub",
+    "iss",
+    "cloud_instance_name",
+    "cloud_instance_host_name",
+    "cloud_graph_host_name",
+    "msgraph_host",
+    "aud",
+    "exp",
+    "iat",
+    "auth_time",
+    "acr",
+]
 
 
 @dataclass(frozen=True)
@@ -53,8 +64,8 @@ class Request:
     query: Mapping[str, str]  # the first value of each parameter
     form: Mapping[str, str]  # the same, of an urlencoded body
     body: bytes
-    client_request_id: Optional[str]
-    identity_header: Optional[str]  # App Service's X-IDENTITY-HEADER
+    client_request_id: str | None
+    identity_header: str | None  # App Service's X-IDENTITY-HEADER
     from_loopback: bool
 
 
@@ -111,12 +122,10 @@ class EntraEndpoints:
 
     def _token(self, tenant: str, request: Request) -> Response:
         if request.method != "POST":
-            raise invalid_request(900561, f"The endpoint only accepts POST requests. Received a {request.method} "
-                                          "request.")
+            raise invalid_request(900561, f"The endpoint only accepts POST requests. Received a {request.method} request.")
         if tenant.lower() != self.directory.tenant_id:
             raise tenant_not_found(tenant, "invalid_request")
-        return 200, self.grant.token(request.form, time.time()), {"Cache-Control": "no-store, no-cache",
-                                                                 "Pragma": "no-cache"}
+        return 200, self.grant.token(request.form, time.time()), {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
 
     def _cluster(self, path: str) -> Response:
         if path == cluster.DISCOVERY_PATH:
@@ -148,8 +157,7 @@ class EntraEndpoints:
             "http_logout_supported": True,
             "frontchannel_logout_supported": True,
             "end_session_endpoint": self._endpoint("oauth2/v2.0/logout"),
-            "claims_supported": _CLAIMS_SUPPORTED + ["nonce", "preferred_username", "name", "tid", "ver", "at_hash",
-                                                     "c_hash", "email"],
+            "claims_supported": _CLAIMS_SUPPORTED + ["nonce", "preferred_username", "name", "tid", "ver", "at_hash", "c_hash", "email"],
             "kerberos_endpoint": self._endpoint("kerberos"),
             **_CLOUD,
         }
@@ -178,12 +186,11 @@ class EntraEndpoints:
             **_CLOUD,
         }
 
-    def _jwks(self, issuer: Optional[str]) -> dict:
+    def _jwks(self, issuer: str | None) -> dict:
         """Entra's JWKS; the v2.0 one names each key's issuer."""
-        return {"keys": [{**_jwk(key), **({"issuer": issuer} if issuer else {})}
-                         for key in self.directory.published_keys()]}
+        return {"keys": [{**_jwk(key), **({"issuer": issuer} if issuer else {})} for key in self.directory.published_keys()]}
 
-    def _instance_discovery(self, authorization_endpoint: Optional[str]) -> dict:
+    def _instance_discovery(self, authorization_endpoint: str | None) -> dict:
         """Entra's answer for an authority on this host; AADSTS50049 for any other."""
         parts = urlsplit(authorization_endpoint or "")
         host = urlsplit(self.authority).netloc
@@ -199,5 +206,4 @@ class EntraEndpoints:
 
 def _jwk(key: SigningKey) -> dict:
     der = key.certificate.public_bytes(serialization.Encoding.DER)
-    return {"kty": "RSA", "use": "sig", "kid": key.kid, "x5t": key.kid, **rsa_jwk(key.private_key),
-            "x5c": [base64.b64encode(der).decode()]}
+    return {"kty": "RSA", "use": "sig", "kid": key.kid, "x5t": key.kid, **rsa_jwk(key.private_key), "x5c": [base64.b64encode(der).decode()]}

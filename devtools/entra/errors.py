@@ -19,11 +19,11 @@ class EntraError(Exception):
         self.message = message
 
     def body(self, trace_id: str, correlation_id: str) -> dict:
-        timestamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        timestamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         return {
             "error": self.error,
             "error_description": f"AADSTS{self.code}: {self.message} Trace ID: {trace_id} "
-                                 f"Correlation ID: {correlation_id} Timestamp: {timestamp}",
+            f"Correlation ID: {correlation_id} Timestamp: {timestamp}",
             "error_codes": [self.code],
             "timestamp": timestamp,
             "trace_id": trace_id,
@@ -46,10 +46,16 @@ def missing_parameter(name: str) -> EntraError:
 
 def tenant_not_found(tenant: str, error: str) -> EntraError:
     """Discovery documents answer ``invalid_tenant``, the token endpoint ``invalid_request``."""
-    return EntraError(400, error, 90002, (
-        f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the "
-        "correct cloud. Check with your subscription administrator, this may happen if there are no active "
-        "subscriptions for the tenant."))
+    return EntraError(
+        400,
+        error,
+        90002,
+        (
+            f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the "
+            "correct cloud. Check with your subscription administrator, this may happen if there are no active "
+            "subscriptions for the tenant."
+        ),
+    )
 
 
 class AppServiceError(Exception):

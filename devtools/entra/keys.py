@@ -38,7 +38,7 @@ def new_private_key() -> rsa.RSAPrivateKey:
 
 def self_signed_certificate(key: rsa.RSAPrivateKey) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SIGNING_CERTIFICATE_NAME)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -72,8 +72,7 @@ def rsa_jwk(key: rsa.RSAPrivateKey) -> dict[str, str]:
 
 
 def private_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
 
 
 def load_private_pem(text: str) -> rsa.RSAPrivateKey:
@@ -104,7 +103,7 @@ class Jwt:
     signature: bytes
 
     @classmethod
-    def parse(cls, token: str) -> "Jwt":
+    def parse(cls, token: str) -> Jwt:
         """Raises ValueError for anything but three base64url segments with JSON objects in the first two."""
         parts = token.split(".")
         if len(parts) != 3:

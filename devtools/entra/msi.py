@@ -10,7 +10,7 @@ object id names, or else the system-assigned one, and answers with a token from 
 from __future__ import annotations
 
 import hmac
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 from .directory import Directory
 from .endpoints import Request, Response
@@ -35,13 +35,12 @@ class ManagedIdentityEndpoint:
         except AppServiceError as error:
             return error.status, error.body(), {}
 
-    def _token(self, query: Mapping[str, str], identity_header: Optional[str]) -> dict:
+    def _token(self, query: Mapping[str, str], identity_header: str | None) -> dict:
         """The answer to a GET of PATH; raises AppServiceError."""
         if not hmac.compare_digest((identity_header or "").encode(), self.identity_header.encode()):
             raise AppServiceError(401, "The X-IDENTITY-HEADER header is missing or does not match IDENTITY_HEADER.")
         if query.get("api-version") != API_VERSION:
-            raise AppServiceError(400, f"The api-version '{query.get('api-version', '')}' is not supported; "
-                                       f"use {API_VERSION}.")
+            raise AppServiceError(400, f"The api-version '{query.get('api-version', '')}' is not supported; use {API_VERSION}.")
         resource = query.get("resource")
         if not resource:
             raise AppServiceError(400, "The resource query parameter is required.")
@@ -52,5 +51,10 @@ class ManagedIdentityEndpoint:
         if api is None:  # App Service does not pass on Entra's AADSTS500011
             raise AppServiceError(500, "An unexpected error occured while fetching the AAD Token.")
         access_token, expires_on = self.issuer.issue(identity, api, MANAGED_IDENTITY)
-        return {"access_token": access_token, "expires_on": str(expires_on), "resource": resource,
-                "token_type": "Bearer", "client_id": identity.client_id}
+        return {
+            "access_token": access_token,
+            "expires_on": str(expires_on),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": identity.client_id,
+        }

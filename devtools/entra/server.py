@@ -13,9 +13,9 @@ import socketserver
 import ssl
 import sys
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Optional
 from urllib.parse import parse_qs
 
 from devtools.vault.certs import CertPaths
@@ -35,7 +35,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30  # ends idle keep-alive connections, and so their threads
     disable_nagle_algorithm = True  # headers and body are separate writes; Nagle would hold the body back
-    server: "_Server"
+    server: _Server
 
     def _serve(self) -> None:
         path, _, query = (self.path or "").partition("?")
@@ -45,7 +45,8 @@ class _Handler(BaseHTTPRequestHandler):
             path=path,
             query=_first_values(query),
             form=_first_values(body.decode("utf-8", "replace"))
-            if self.headers.get_content_type() == "application/x-www-form-urlencoded" else {},
+            if self.headers.get_content_type() == "application/x-www-form-urlencoded"
+            else {},
             body=body,
             client_request_id=self.headers.get("client-request-id"),
             identity_header=self.headers.get("X-IDENTITY-HEADER"),
@@ -86,8 +87,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64  # the default of 5 resets connections when many clients connect at once
 
-    def __init__(self, port: int, answer: Callable[[Request], Response],
-                 tls: Optional[ssl.SSLContext] = None) -> None:
+    def __init__(self, port: int, answer: Callable[[Request], Response], tls: ssl.SSLContext | None = None) -> None:
         self.answer = answer
         super().__init__((HOST, port), _Handler)
         if tls is not None:

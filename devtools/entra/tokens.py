@@ -13,7 +13,6 @@ import base64
 import os
 import time
 import uuid
-from typing import Optional
 
 from .directory import Application, Directory, ServicePrincipal
 from .keys import b64url, public_key_id, sign_jwt
@@ -40,8 +39,7 @@ class TokenIssuer:
         self.directory = directory
         self.authority = authority
 
-    def claims(self, caller: ServicePrincipal, api: Application, credential: str,
-               version: Optional[int] = None) -> dict:
+    def claims(self, caller: ServicePrincipal, api: Application, credential: str, version: int | None = None) -> dict:
         """The claims of a token issued now; ``version`` overrides the API's own token version."""
         tenant_id = self.directory.tenant_id
         now = int(time.time())
@@ -55,8 +53,7 @@ class TokenIssuer:
             "nbf": issued,
             "exp": now + TOKEN_LIFETIME,
             "aio": base64.b64encode(os.urandom(33)).decode(),  # opaque to every reader, as Entra's is
-            **({"appid": caller.client_id, "appidacr": authentication} if v1 else
-               {"azp": caller.client_id, "azpacr": authentication}),
+            **({"appid": caller.client_id, "appidacr": authentication} if v1 else {"azp": caller.client_id, "azpacr": authentication}),
             "idp": v1_issuer(tenant_id),  # for an app, the tenant itself authenticated it
             "idtyp": "app",
             "oid": caller.object_id,
@@ -72,7 +69,7 @@ class TokenIssuer:
         claims = self.claims(caller, api, credential)
         return self.sign(claims), claims["exp"]
 
-    def sign(self, claims: dict, header: Optional[dict] = None, kid: Optional[str] = None) -> str:
+    def sign(self, claims: dict, header: dict | None = None, kid: str | None = None) -> str:
         """Sign ``claims`` with the signing key ``kid`` (the current one by default) or the cluster's key.
 
         The header is the one the key's issuer would write (Entra's adds ``x5t`` to v1.0 tokens), with
@@ -86,8 +83,7 @@ class TokenIssuer:
             if key is None:
                 raise KeyError(kid)
             private_key = key.private_key
-            base = {"typ": "JWT", "alg": "RS256", **({"x5t": key.kid} if claims.get("ver") == "1.0" else {}),
-                    "kid": key.kid}
+            base = {"typ": "JWT", "alg": "RS256", **({"x5t": key.kid} if claims.get("ver") == "1.0" else {}), "kid": key.kid}
         merged = {name: value for name, value in {**base, **(header or {})}.items() if value is not None}
         return sign_jwt(merged, claims, private_key)
 

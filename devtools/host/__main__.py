@@ -1,4 +1,5 @@
 """``python -m devtools.host``: serve the app in --app-dir the way ``func start`` would."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,6 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Optional
 
 from devtools.ports import taken_port
 
@@ -17,17 +17,27 @@ from .server import HEADERS_TIMEOUT_SECONDS, KEEP_ALIVE_TIMEOUT_SECONDS, DevHost
 from .settings import SettingsError, load_local_settings, read_route_prefix
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.host", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7071, help="0 picks a free port")
     parser.add_argument("--app-dir", default=".", help="folder holding function_app.py and host.json")
     parser.add_argument("--settings", default="local.settings.json", help="relative to --app-dir")
     parser.add_argument("--no-timers", action="store_true", help="do not run timers on schedule")
-    parser.add_argument("--keep-alive-timeout", type=float, default=KEEP_ALIVE_TIMEOUT_SECONDS, metavar="SECONDS",
-                        help="close a connection that waits this long for a request")
-    parser.add_argument("--headers-timeout", type=float, default=HEADERS_TIMEOUT_SECONDS, metavar="SECONDS",
-                        help="answer 408 when a request's line and headers take longer to arrive")
+    parser.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=KEEP_ALIVE_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="close a connection that waits this long for a request",
+    )
+    parser.add_argument(
+        "--headers-timeout",
+        type=float,
+        default=HEADERS_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="answer 408 when a request's line and headers take longer to arrive",
+    )
     args = parser.parse_args(argv)
     # Opt-in, read before the app's settings: the Functions host never sends Server-Timing.
     server_timing = os.environ.get("DEVHOST_SERVER_TIMING") == "1"
@@ -51,8 +61,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         server = DevHostServer((args.host, args.port), devhost, args.keep_alive_timeout, args.headers_timeout)
     except OSError:  # taken since the check
-        print(f"devhost: {taken_port(args.host, {'--port': args.port}) or f'port {args.port} (--port) cannot be listened on'}",
-              file=sys.stderr)
+        print(
+            f"devhost: {taken_port(args.host, {'--port': args.port}) or f'port {args.port} (--port) cannot be listened on'}",
+            file=sys.stderr,
+        )
         return 1
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

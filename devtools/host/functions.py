@@ -1,4 +1,5 @@
 """Finding the app's functions and calling them the way the Python worker does."""
+
 from __future__ import annotations
 
 import ast
@@ -9,11 +10,12 @@ import textwrap
 import threading
 import typing
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 import azure.functions as func
 from azure.functions.timer import TimerRequest  # the concrete class (func.TimerRequest is abstract)
@@ -60,7 +62,7 @@ class FunctionInfo:
         return self.trigger.get("route") or self.name
 
     @property
-    def methods(self) -> Optional[list[str]]:
+    def methods(self) -> list[str] | None:
         methods = self.trigger.get("methods")
         return None if not methods else [str(getattr(m, "value", m)).upper() for m in methods]
 
@@ -68,6 +70,7 @@ class FunctionInfo:
 @dataclass
 class Context:
     """Enough of ``func.Context`` for functions that declare a ``context`` parameter."""
+
     function_name: str
     function_directory: str
     invocation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -90,8 +93,7 @@ def load_app(app_dir: Path, script: str = "function_app.py") -> list[FunctionInf
     try:
         load_binding_registry()  # as the worker does on init, before indexing
         indexed = index_function_app(str(app_dir / script))
-        functions = [_function_info(f, registry.add_indexed_function(f, protos=_WORKER_PROTOS), str(app_dir))
-                     for f in indexed]
+        functions = [_function_info(f, registry.add_indexed_function(f, protos=_WORKER_PROTOS), str(app_dir)) for f in indexed]
     except Exception as exc:  # the worker fails its start with whatever indexing raised
         raise AppError(f"the Python worker would refuse this app: {type(exc).__name__}: {exc}") from None
     for fn in functions:
@@ -101,9 +103,15 @@ def load_app(app_dir: Path, script: str = "function_app.py") -> list[FunctionInf
 
 
 def _function_info(indexed: Any, worker_info: Any, directory: str) -> FunctionInfo:
-    return FunctionInfo(indexed.get_function_name(), indexed.get_user_function(),
-                        indexed.get_trigger().get_dict_repr(), directory,
-                        worker_info.has_return, worker_info.requires_context, worker_info.is_async)
+    return FunctionInfo(
+        indexed.get_function_name(),
+        indexed.get_user_function(),
+        indexed.get_trigger().get_dict_repr(),
+        directory,
+        worker_info.has_return,
+        worker_info.requires_context,
+        worker_info.is_async,
+    )
 
 
 def _no_return_binding(fn: FunctionInfo) -> str:
@@ -118,8 +126,10 @@ def _returns_a_value(function: Callable[..., Any]) -> bool:
         definition = ast.parse(textwrap.dedent(inspect.getsource(function))).body[0]
     except (OSError, TypeError):
         return False  # no source to read: the run itself tells (see invoke)
-    return any(node.value is not None and not (isinstance(node.value, ast.Constant) and node.value.value is None)
-               for node in _own_returns(definition))
+    return any(
+        node.value is not None and not (isinstance(node.value, ast.Constant) and node.value.value is None)
+        for node in _own_returns(definition)
+    )
 
 
 def _own_returns(node: ast.AST) -> Iterator[ast.Return]:

@@ -5,15 +5,16 @@ needs (requirements-dev.txt) are absent there. It also leaves out the app's own 
 .funcignore names (tests, local tools). devhost refuses both here too, so an import that would fail
 on Azure fails locally first.
 """
+
 from __future__ import annotations
 
 import importlib.machinery
 import os
 import sys
 import sysconfig
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -44,8 +45,9 @@ def deployed_distributions(requirements: Path) -> list[metadata.Distribution]:
     while pending:
         requirement, parent_extras = pending.pop()
         name = canonicalize_name(requirement.name)
-        if name in found or not (requirement.marker is None or any(
-                requirement.marker.evaluate({"extra": extra}) for extra in parent_extras)):
+        if name in found or not (
+            requirement.marker is None or any(requirement.marker.evaluate({"extra": extra}) for extra in parent_extras)
+        ):
             continue
         try:
             found[name] = distribution = metadata.distribution(name)
@@ -65,14 +67,16 @@ class DeployedOnly:
         self.requirements_name = requirements.name
         paths = sysconfig.get_paths()
         self.site_dirs = tuple(os.path.join(os.path.abspath(paths[key]), "") for key in ("purelib", "platlib"))
-        self.deployed = {os.path.abspath(distribution.locate_file(file))
-                         for distribution in deployed_distributions(requirements)
-                         for file in distribution.files or ()}
+        self.deployed = {
+            os.path.abspath(distribution.locate_file(file))
+            for distribution in deployed_distributions(requirements)
+            for file in distribution.files or ()
+        }
         self.app_dir = os.path.join(os.path.abspath(app_dir), "")
         funcignore = app_dir / ".funcignore"
         self.left_out = GitIgnoreSpec.from_lines(funcignore.read_text(encoding="utf-8").splitlines() if funcignore.is_file() else [])
 
-    def refusal(self, origin: Optional[str]) -> Optional[str]:
+    def refusal(self, origin: str | None) -> str | None:
         """Why a deployment would not hold the module loaded from ``origin``; None if it would."""
         if not origin:
             return None  # built-in, frozen, or a namespace package (it holds nothing by itself)
@@ -83,7 +87,7 @@ class DeployedOnly:
             return "in the app's folder here, but left out of the deployment by .funcignore"
         return None
 
-    def find_spec(self, fullname: str, path: Optional[Sequence[str]], target: object = None) -> None:
+    def find_spec(self, fullname: str, path: Sequence[str] | None, target: object = None) -> None:
         spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
         reason = self.refusal(spec.origin) if spec is not None else None
         if reason:

@@ -1,16 +1,18 @@
 """Route templates and method dispatch, following ASP.NET Core routing as the host does."""
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Iterable, Optional, TypeVar
+from typing import Generic, TypeVar
 from urllib.parse import unquote
 
 T = TypeVar("T")
 
 
 def _is_int32(value: str) -> bool:
-    return bool(re.fullmatch(r"[+-]?\d+", value)) and -2**31 <= int(value) < 2**31
+    return bool(re.fullmatch(r"[+-]?\d+", value)) and -(2**31) <= int(value) < 2**31
 
 
 # Constraints we honour; others (min(1), regex(...), ...) are parsed and ignored.
@@ -22,11 +24,11 @@ CONSTRAINTS: dict[str, Callable[[str], bool]] = {
 
 @dataclass(frozen=True)
 class Segment:
-    literal: Optional[str] = None  # set for literal segments, casefolded
+    literal: str | None = None  # set for literal segments, casefolded
     name: str = ""
     optional: bool = False
     catch_all: bool = False
-    default: Optional[str] = None
+    default: str | None = None
     checks: tuple[Callable[[str], bool], ...] = ()
 
     def accepts(self, value: str) -> bool:
@@ -50,8 +52,7 @@ def _parse_segment(text: str, template: str) -> Segment:
         raise ValueError(f"bad parameter {text!r} in route {template!r}")
     checks = tuple(CONSTRAINTS[c.rstrip("?")] for c in constraints if c.rstrip("?") in CONSTRAINTS)
     optional = optional or any(c.endswith("?") for c in constraints) or bool(default)
-    return Segment(name=name, optional=optional or catch_all, catch_all=catch_all,
-                   default=default or None, checks=checks)
+    return Segment(name=name, optional=optional or catch_all, catch_all=catch_all, default=default or None, checks=checks)
 
 
 def split_path(path: str) -> list[str]:
@@ -65,10 +66,11 @@ class RouteTemplate:
         self.segments = [_parse_segment(s, template) for s in split_path(self.template)]
         self.literals = sum(s.literal is not None for s in self.segments)
         # Tie-break per segment, left to right: literal > constrained > plain > optional > catch-all.
-        self.rank = tuple(4 if s.literal is not None else 0 if s.catch_all else 1 if s.optional
-                          else 3 if s.checks else 2 for s in self.segments)
+        self.rank = tuple(
+            4 if s.literal is not None else 0 if s.catch_all else 1 if s.optional else 3 if s.checks else 2 for s in self.segments
+        )
 
-    def match(self, parts: list[str]) -> Optional[dict[str, str]]:
+    def match(self, parts: list[str]) -> dict[str, str] | None:
         """Route values for raw path segments ``parts``, or None if they do not match."""
         values: dict[str, str] = {}
         for i, seg in enumerate(self.segments):
@@ -107,9 +109,9 @@ class RouteMatch(Generic[T]):
 @dataclass
 class Router(Generic[T]):
     prefix: str = "api"
-    _routes: list[tuple[RouteTemplate, Optional[frozenset[str]], T]] = field(default_factory=list)
+    _routes: list[tuple[RouteTemplate, frozenset[str] | None, T]] = field(default_factory=list)
 
-    def add(self, template: str, methods: Optional[Iterable[str]], target: T) -> None:
+    def add(self, template: str, methods: Iterable[str] | None, target: T) -> None:
         """Register ``target``; ``methods=None`` means every method."""
         allowed = None if methods is None else frozenset(m.upper() for m in methods)
         self._routes.append((RouteTemplate(template), allowed, target))
@@ -120,9 +122,9 @@ class Router(Generic[T]):
         """Find the function for ``method`` and the raw URL ``path`` (prefix included)."""
         parts = split_path(path)
         prefix = [p.casefold() for p in split_path(self.prefix)]
-        if [unquote(p).casefold() for p in parts[:len(prefix)]] != prefix:
+        if [unquote(p).casefold() for p in parts[: len(prefix)]] != prefix:
             raise RouteNotFound(path)
-        parts = parts[len(prefix):]
+        parts = parts[len(prefix) :]
         for template, methods, target in self._routes:
             params = template.match(parts)
             if params is not None and (methods is None or method.upper() in methods):

@@ -1,4 +1,5 @@
 """HTTP serving, the admin endpoint and the timer scheduler."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,16 +7,18 @@ import json
 import logging
 import threading
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import azure.functions as func
 from azure.functions.http import HttpResponseConverter
 
-from .functions import AppError, FunctionInfo, TimerRequest, Worker, trigger_input
 from shared.ncrontab import Schedule
+
+from .functions import AppError, FunctionInfo, TimerRequest, Worker, trigger_input
 from .routes import RouteNotFound, Router, split_path
 from .settings import SettingsError, resolve_references
 from .wire import BadRequestBody, ClientLeft, ConnectionReader, HeadersTimeout, host_query_params, read_body
@@ -33,7 +36,7 @@ Headers = Iterable[tuple[str, str]]
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class DevHost:
@@ -97,24 +100,23 @@ class DevHost:
         else:
             name, status = self._http(req, method, url.path, url.query, body)
         # Only the path is logged: query strings may carry function keys.
-        log.info("%s %s %s -> %d (%.1f ms)", name, method, url.path, status,
-                 (time.perf_counter() - started) * 1000)
+        log.info("%s %s %s -> %d (%.1f ms)", name, method, url.path, status, (time.perf_counter() - started) * 1000)
 
-    def _http(self, req: BaseHTTPRequestHandler, method: str, path: str, query: str,
-              body: bytes) -> tuple[str, int]:
+    def _http(self, req: BaseHTTPRequestHandler, method: str, path: str, query: str, body: bytes) -> tuple[str, int]:
         try:
             match = self.router.resolve(method, path)
         except RouteNotFound:
             return "-", self._send(req, 404)  # the host's answer, for a method no function takes too
         fn = match.target
-        host = req.headers.get("Host") or "%s:%s" % req.server.server_address[:2]
+        host = req.headers.get("Host") or "{}:{}".format(*req.server.server_address[:2])
         request = func.HttpRequest(
             method=method,
             url=f"http://{host}{path}" + (f"?{query}" if query else ""),
             headers={k: ", ".join(req.headers.get_all(k) or []) for k in set(req.headers.keys())},
             params=host_query_params(query),
             route_params=match.params,
-            body=body)
+            body=body,
+        )
         started = time.perf_counter()
         try:
             result = self.worker.invoke(fn, request)
@@ -130,8 +132,7 @@ class DevHost:
             # The worker's own encoding: it sets Content-Type, with a charset for text/* only.
             encoded = HttpResponseConverter.encode(result, expected_type=None).value
             headers = [(name, datum.value) for name, datum in encoded["headers"].items()]
-            headers += [("Set-Cookie", morsel.OutputString())
-                        for cookie in encoded["cookies"] or [] for morsel in cookie.values()]
+            headers += [("Set-Cookie", morsel.OutputString()) for cookie in encoded["cookies"] or [] for morsel in cookie.values()]
             return self._send(req, result.status_code, [*headers, *timing], encoded["body"].value)
         if result is None:
             return self._send(req, 204, timing)
@@ -142,8 +143,7 @@ class DevHost:
         return self._send(req, 500)
 
     @staticmethod
-    def _send(req: BaseHTTPRequestHandler, status: int, headers: Headers = (), body: bytes = b"",
-              close: bool = False) -> int:
+    def _send(req: BaseHTTPRequestHandler, status: int, headers: Headers = (), body: bytes = b"", close: bool = False) -> int:
         req.send_response(status)
         for name, value in headers:
             if name.lower() not in ("content-length", "transfer-encoding", "connection"):
@@ -156,8 +156,7 @@ class DevHost:
             req.wfile.write(body)
         return status
 
-    def _error(self, req: BaseHTTPRequestHandler, status: int, code: str, message: str,
-               headers: Headers = ()) -> int:
+    def _error(self, req: BaseHTTPRequestHandler, status: int, code: str, message: str, headers: Headers = ()) -> int:
         body = json.dumps({"error": {"code": code, "message": message}}).encode()
         return self._send(req, status, [("Content-Type", "application/json"), *headers], body)
 
@@ -174,10 +173,9 @@ class DevHost:
         try:
             payload = json.loads(body) if body.strip() else {}
         except ValueError:
-            return self._error(req, 400, "BadRequest", "body must be JSON like {\"input\": ...}")
+            return self._error(req, 400, "BadRequest", 'body must be JSON like {"input": ...}')
         value = payload.get("input") if isinstance(payload, dict) else None
-        threading.Thread(target=self.run_logged, args=(fn, trigger_input(fn, value), "admin"),
-                         name=f"admin-{fn.name}", daemon=True).start()
+        threading.Thread(target=self.run_logged, args=(fn, trigger_input(fn, value), "admin"), name=f"admin-{fn.name}", daemon=True).start()
         return self._send(req, 202)
 
     def run_logged(self, fn: FunctionInfo, value: Any, reason: str) -> bool:
@@ -186,16 +184,14 @@ class DevHost:
         try:
             self.worker.invoke(fn, value)
         except Exception:
-            log.exception("%s (%s) failed after %.1f ms", fn.name, reason,
-                          (time.perf_counter() - started) * 1000)
+            log.exception("%s (%s) failed after %.1f ms", fn.name, reason, (time.perf_counter() - started) * 1000)
             return False
         log.info("%s (%s) succeeded in %.1f ms", fn.name, reason, (time.perf_counter() - started) * 1000)
         return True
 
     def start_timers(self) -> None:
         for fn, schedule in self.timers:
-            threading.Thread(target=self._timer_loop, args=(fn, schedule),
-                             name=f"timer-{fn.name}", daemon=True).start()
+            threading.Thread(target=self._timer_loop, args=(fn, schedule), name=f"timer-{fn.name}", daemon=True).start()
 
     def _timer_loop(self, fn: FunctionInfo, schedule: Schedule) -> None:
         # Each run is waited for here, so a timer never overlaps itself (nor does it in the host).
@@ -211,7 +207,7 @@ class DevHost:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "DevHostServer"
+    server: DevHostServer
     # Keep-alive, as the Functions host (Kestrel) keeps connections: HTTP/1.0 would make every
     # client open a new connection, and this server a new thread, per request.
     protocol_version = "HTTP/1.1"
@@ -241,8 +237,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.settimeout(self.server.headers_timeout)
             with contextlib.suppress(OSError):  # the client may be gone
-                self.wfile.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n"
-                                 b"Date: %s\r\n\r\n" % self.date_time_string().encode())
+                self.wfile.write(
+                    b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n"
+                    b"Date: %s\r\n\r\n" % self.date_time_string().encode()
+                )
             log.info("- the request's headers did not arrive within %.0f s -> 408", self.server.headers_timeout)
 
     def _dispatch(self) -> None:
@@ -260,12 +258,17 @@ for _method in HTTP_METHODS:
 
 class DevHostServer(ThreadingHTTPServer):
     """A thread per connection, as the host serves each; the functions run on the DevHost's Worker."""
+
     daemon_threads = True
     request_queue_size = 1024  # the default of 5 resets connections when many clients connect at once
 
-    def __init__(self, address: tuple[str, int], devhost: DevHost,
-                 keep_alive_timeout: float = KEEP_ALIVE_TIMEOUT_SECONDS,
-                 headers_timeout: float = HEADERS_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        devhost: DevHost,
+        keep_alive_timeout: float = KEEP_ALIVE_TIMEOUT_SECONDS,
+        headers_timeout: float = HEADERS_TIMEOUT_SECONDS,
+    ) -> None:
         super().__init__(address, _Handler)
         self.devhost = devhost
         self.keep_alive_timeout = keep_alive_timeout

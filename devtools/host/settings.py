@@ -1,11 +1,13 @@
 """local.settings.json, host.json and app-setting references, as ``func start`` reads them."""
+
 from __future__ import annotations
 
 import json
 import os
 import re
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
-from typing import Any, Mapping, MutableMapping
+from typing import Any
 
 
 class SettingsError(Exception):
@@ -59,6 +61,7 @@ def read_route_prefix(app_dir: Path) -> str:
 
 def resolve_references(value: str, environ: Mapping[str, str] = os.environ) -> str:
     """Replace ``%NAME%`` with the app setting NAME, as the host does for binding properties."""
+
     def lookup(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in environ:

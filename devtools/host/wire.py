@@ -1,4 +1,5 @@
 """What the Functions host does between the socket and the worker: request bodies and query strings."""
+
 from __future__ import annotations
 
 import io
@@ -6,7 +7,7 @@ import re
 import socket
 import time
 from email.message import Message
-from typing import BinaryIO, Optional
+from typing import BinaryIO
 from urllib.parse import parse_qsl
 
 # The host's default request body limit (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT); larger bodies are a 413.
@@ -40,7 +41,7 @@ class ConnectionReader:
     def __init__(self, buffered: io.BufferedReader, connection: socket.socket) -> None:
         self.buffered = buffered
         self.connection = connection
-        self.deadline: Optional[float] = None
+        self.deadline: float | None = None
 
     def read(self, size: int = -1) -> bytes:
         return self.buffered.read(size)
@@ -60,7 +61,7 @@ class ConnectionReader:
                 raise HeadersTimeout() from None
             if not available:
                 break
-            available = available[:limit - len(line)] if limit >= 0 else available
+            available = available[: limit - len(line)] if limit >= 0 else available
             end = available.find(b"\n")
             line += self.buffered.read(end + 1 if end >= 0 else len(available))
             if end >= 0:

@@ -21,9 +21,10 @@ import time
 import traceback
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -55,8 +56,13 @@ ALPHA, BETA, ROTATING, OTHER_DOMAIN = "e2e-alpha", "e2e-beta", "e2e-rotation", "
 OUTSIDER = "e2e-outsider"  # signs in, but its identity is not in the app's SPIRE_SERVER_IDENTITIES
 # Each server's identity has its name, and signs in with the credential kind given here: alpha and
 # beta sign in with the two kinds the local Entra ID serves, through azidentity.
-CREDENTIALS = {ALPHA: CLIENT_SECRET, BETA: MANAGED_IDENTITY, ROTATING: CLIENT_SECRET, OTHER_DOMAIN: MANAGED_IDENTITY,
-               OUTSIDER: CLIENT_SECRET}
+CREDENTIALS = {
+    ALPHA: CLIENT_SECRET,
+    BETA: MANAGED_IDENTITY,
+    ROTATING: CLIENT_SECRET,
+    OTHER_DOMAIN: MANAGED_IDENTITY,
+    OUTSIDER: CLIENT_SECRET,
+}
 ROTATION_TIMEOUT_SECONDS = 150
 WORKLOAD_SVID_TIMEOUT_SECONDS = 30
 # The plugin retries for SPIRE's 30 s call deadline; the server then stops.
@@ -106,9 +112,15 @@ class Run:
     def call_app(self, method: str, path: str, server_name: str, token: str, body: dict | None = None) -> tuple[int, dict]:
         """Call the app directly (not through the proxy) as ``server_name`` with ``token``: (status, JSON answer)."""
         request = urllib.request.Request(
-            self.app.devhost.url + path, method=method, data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
-                     "X-SPIRE-Server-Name": server_name, "X-SPIRE-Trust-Domain": TRUST_DOMAIN},
+            self.app.devhost.url + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "X-SPIRE-Server-Name": server_name,
+                "X-SPIRE-Trust-Domain": TRUST_DOMAIN,
+            },
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
@@ -149,9 +161,7 @@ def verify_x509_svid(svid_path: Path, bundle_path: Path) -> x509.Certificate:
     )
     check(result.returncode == 0, f"openssl verify failed: {result.stdout}{result.stderr}")
     svid = x509.load_pem_x509_certificates(svid_path.read_bytes())[0]
-    uris = svid.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-        x509.UniformResourceIdentifier
-    )
+    uris = svid.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.UniformResourceIdentifier)
     check(uris == [WORKLOAD], f"the SVID names {uris}, not {WORKLOAD}")
     return svid
 
@@ -330,8 +340,10 @@ def another_servers_token_is_refused(run: Run) -> str:
     for method, path, body in attempts:
         status, answer = run.call_app(method, path, BETA, alpha_token, body)
         error = answer.get("error") or {}
-        check(status == 403 and error.get("code") == "PermissionDenied",
-              f"{method} {path} as e2e-beta with e2e-alpha's token: {status} {answer}")
+        check(
+            status == 403 and error.get("code") == "PermissionDenied",
+            f"{method} {path} as e2e-beta with e2e-alpha's token: {status} {answer}",
+        )
         check(alpha_object_id in error.get("message", ""), f"the refusal does not name e2e-alpha's object id: {error}")
     check(run.app_keys(BETA) == beta_keys, "e2e-beta's keys changed")
     return f"the app's answer: {error['message']}"
@@ -350,8 +362,7 @@ def agent_serves_workload_svids_of_slot_a(run: Run) -> str:
     run.agent = SpireAgent(run.spire_agent, run.work / "agent", server)
     run.agent.attest(join_token)
     server.register_workload(server.agent_id(join_token), WORKLOAD, os.getuid())
-    issuers = wait_for("the workload's SVIDs from the Workload API", lambda: workload_svid_keys(run, server),
-                       WORKLOAD_SVID_TIMEOUT_SECONDS)
+    issuers = wait_for("the workload's SVIDs from the Workload API", lambda: workload_svid_keys(run, server), WORKLOAD_SVID_TIMEOUT_SECONDS)
     check(issuers == slot_keys(run, ROTATING, "A"), "the workload's SVIDs were not issued by the app's x509-CA-A and JWT-Signer-A keys")
     return f"agent {server.agent_id(join_token)}; workload uid {os.getuid()}"
 
@@ -359,18 +370,23 @@ def agent_serves_workload_svids_of_slot_a(run: Run) -> str:
 def rotation_activates_slot_b(run: Run) -> None:
     # SPIRE prepares the next slot at half the CA's life and activates it at 5/6.
     server = run.servers[ROTATING]
-    ca_key, _ = wait_for("minted SVIDs issued by slot B", lambda: issued_by_slot(run, ROTATING, minted_svid_keys, "B"),
-                         ROTATION_TIMEOUT_SECONDS)
+    ca_key, _ = wait_for(
+        "minted SVIDs issued by slot B", lambda: issued_by_slot(run, ROTATING, minted_svid_keys, "B"), ROTATION_TIMEOUT_SECONDS
+    )
     check(ca_key in bundle_authority_keys(server.bundle_pem()), "slot B's CA key is not in the bundle")
-    wait_for("the workload's SVIDs from the Workload API issued by slot B",
-             lambda: issued_by_slot(run, ROTATING, workload_svid_keys, "B"), WORKLOAD_SVID_TIMEOUT_SECONDS)
+    wait_for(
+        "the workload's SVIDs from the Workload API issued by slot B",
+        lambda: issued_by_slot(run, ROTATING, workload_svid_keys, "B"),
+        WORKLOAD_SVID_TIMEOUT_SECONDS,
+    )
     assert run.agent is not None
     run.agent.stop()
     server.stop()  # its 60 s CA keeps rotating; the later steps need a quiet app
 
 
-def issued_by_slot(run: Run, name: str, svid_keys: Callable[[Run, SpireServer], tuple[bytes, bytes]],
-                   slot: str) -> tuple[bytes, bytes] | None:
+def issued_by_slot(
+    run: Run, name: str, svid_keys: Callable[[Run, SpireServer], tuple[bytes, bytes]], slot: str
+) -> tuple[bytes, bytes] | None:
     """The slot's keys once SVIDs got by ``svid_keys`` from server ``name`` are issued by them; None before."""
     expected = slot_keys(run, name, slot)
     return expected if expected is not None and svid_keys(run, run.servers[name]) == expected else None
@@ -423,8 +439,10 @@ def signed_in_with_tokens_that_no_log_shows(run: Run) -> str:
     for whose, log in logs.items():
         shown = sum(1 for value in hidden if value in log)
         check(shown == 0, f"{whose}'s log shows {shown} of the run's tokens and secrets")
-    return (f"{len(run.servers)} plugins logged their object ids; all {len(received)} requests carried one of "
-            f"{len(plugin_tokens)} tokens; no log of {len(logs)} shows any of {len(hidden)} tokens and secrets")
+    return (
+        f"{len(run.servers)} plugins logged their object ids; all {len(received)} requests carried one of "
+        f"{len(plugin_tokens)} tokens; no log of {len(logs)} shows any of {len(hidden)} tokens and secrets"
+    )
 
 
 # A step raises on failure; it may return a note to print with its PASS.
@@ -434,18 +452,26 @@ STEPS: list[tuple[str, Callable[[Run], str | None]]] = [
     ("X.509-SVID from x509 mint verifies against the bundle", x509_svid_verifies),
     ("JWT-SVID verifies against the bundle's JWT key", jwt_svid_verifies),
     ("restart makes no GenerateKey call and keeps the bundle", restart_keeps_keys_and_bundle),
-    ("two servers with their own identities (client secret, managed identity) keep their own keys across restarts",
-     two_servers_keep_their_own_keys),
+    (
+        "two servers with their own identities (client secret, managed identity) keep their own keys across restarts",
+        two_servers_keep_their_own_keys,
+    ),
     ("server A's token naming server B is refused (403) and B's keys are unchanged", another_servers_token_is_refused),
     ("a server whose identity is not in SPIRE_SERVER_IDENTITIES fails at start, naming its object id", unlisted_identity_fails_at_start),
-    ("a spire-agent attests with a join token; the workload's X.509- and JWT-SVIDs from the Workload API verify, issued by slot A",
-     agent_serves_workload_svids_of_slot_a),
-    ("short ca_ttl rotation activates slot B; minted SVIDs and the workload's from the agent verify, issued by slot B",
-     rotation_activates_slot_b),
+    (
+        "a spire-agent attests with a join token; the workload's X.509- and JWT-SVIDs from the Workload API verify, issued by slot A",
+        agent_serves_workload_svids_of_slot_a,
+    ),
+    (
+        "short ca_ttl rotation activates slot B; minted SVIDs and the workload's from the agent verify, issued by slot B",
+        rotation_activates_slot_b,
+    ),
     ("app stopped at startup: clear error after the retries, a later start works", app_stopped_at_startup),
     ("a server of another trust domain is refused with a clear error", another_trust_domain_is_refused),
-    ("each plugin signed in as its identity; every request carried a bearer token, none a function key; no log shows a token or secret",
-     signed_in_with_tokens_that_no_log_shows),
+    (
+        "each plugin signed in as its identity; every request carried a bearer token, none a function key; no log shows a token or secret",
+        signed_in_with_tokens_that_no_log_shows,
+    ),
 ]
 
 

@@ -16,9 +16,10 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Iterable, Iterator, Mapping
+from typing import ClassVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -65,14 +66,25 @@ def entra_sign_in(entra: Service, api: Api, principal: Principal, credential: st
     """
     common = {"api_client_id": api.client_id, "credential": credential}
     if credential == CLIENT_SECRET:
-        return EntraSignIn({
-            **common, "tenant_id": entra.details["tenant_id"], "app_id": principal.client_id, "app_secret_env": APP_SECRET_ENV,
-            "authority_host": entra.url, "disable_instance_discovery": True,
-        }, {APP_SECRET_ENV: principal.secret or "", "SSL_CERT_FILE": entra.details["ca_bundle"]})
+        return EntraSignIn(
+            {
+                **common,
+                "tenant_id": entra.details["tenant_id"],
+                "app_id": principal.client_id,
+                "app_secret_env": APP_SECRET_ENV,
+                "authority_host": entra.url,
+                "disable_instance_discovery": True,
+            },
+            {APP_SECRET_ENV: principal.secret or "", "SSL_CERT_FILE": entra.details["ca_bundle"]},
+        )
     if credential == MANAGED_IDENTITY:
-        return EntraSignIn({**common, "managed_identity_client_id": principal.client_id}, {
-            "IDENTITY_ENDPOINT": entra.details["msi_endpoint"], "IDENTITY_HEADER": entra.details["msi_header"],
-        })
+        return EntraSignIn(
+            {**common, "managed_identity_client_id": principal.client_id},
+            {
+                "IDENTITY_ENDPOINT": entra.details["msi_endpoint"],
+                "IDENTITY_HEADER": entra.details["msi_header"],
+            },
+        )
     raise ValueError(f"credential is {CLIENT_SECRET!r} or {MANAGED_IDENTITY!r}, not {credential!r}")
 
 
@@ -84,8 +96,9 @@ def plugin_data(app_url: str, sign_in: EntraSignIn, server_name: str | None = No
 
 def _hcl_settings(settings: Mapping[str, str | bool | Path], indent: str = "") -> str:
     """HCL attributes, one a line; JSON's string escapes are HCL's."""
-    return "\n".join(f"{indent}{name} = {json.dumps(value if isinstance(value, (str, bool)) else str(value))}"
-                     for name, value in settings.items())
+    return "\n".join(
+        f"{indent}{name} = {json.dumps(value if isinstance(value, (str, bool)) else str(value))}" for name, value in settings.items()
+    )
 
 
 @dataclass(frozen=True)
@@ -178,7 +191,10 @@ class SpireProcess(abc.ABC):
         with self.log_path.open("a") as log:
             self.process = subprocess.Popen(
                 [str(self.binary), "run", "-config", str(config), *flags],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **env},
             )
 
     def wait_healthy(self, timeout: float = 60) -> None:
@@ -212,7 +228,9 @@ class SpireProcess(abc.ABC):
         """Run ``<binary> <command> -socketPath <ours> <flags>``; command may be "bundle show"."""
         result = subprocess.run(
             [str(self.binary), *command.split(), "-socketPath", str(self.socket_path), *flags],
-            capture_output=True, text=True, timeout=COMMAND_TIMEOUT_SECONDS,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_SECONDS,
         )
         if check and result.returncode != 0:
             raise SpireError(f"{self.name} {command} failed: {result.stdout}{result.stderr}")
@@ -238,12 +256,22 @@ class SpireServer(SpireProcess):
     port: int = field(default_factory=_free_port)
 
     def config(self) -> str:
-        server = _hcl_settings({
-            "bind_address": "127.0.0.1", "bind_port": str(self.port), "socket_path": self.socket_path,
-            "trust_domain": self.trust_domain, "data_dir": self.directory / "data", "log_level": "DEBUG",
-            "ca_key_type": "ec-p256", "jwt_key_type": "ec-p256", "ca_ttl": self.ca_ttl,
-            "default_x509_svid_ttl": self.svid_ttl, "default_jwt_svid_ttl": self.svid_ttl,
-        }, "  ")
+        server = _hcl_settings(
+            {
+                "bind_address": "127.0.0.1",
+                "bind_port": str(self.port),
+                "socket_path": self.socket_path,
+                "trust_domain": self.trust_domain,
+                "data_dir": self.directory / "data",
+                "log_level": "DEBUG",
+                "ca_key_type": "ec-p256",
+                "jwt_key_type": "ec-p256",
+                "ca_ttl": self.ca_ttl,
+                "default_x509_svid_ttl": self.svid_ttl,
+                "default_jwt_svid_ttl": self.svid_ttl,
+            },
+            "  ",
+        )
         return f"""server {{
 {server}
 }}
@@ -252,7 +280,7 @@ plugins {{
   DataStore "sql" {{
     plugin_data {{
       database_type = "sqlite3"
-      connection_string = "{self.directory / 'data' / 'datastore.sqlite3'}"
+      connection_string = "{self.directory / "data" / "datastore.sqlite3"}"
     }}
   }}
   {self.key_manager.hcl()}
@@ -304,11 +332,18 @@ class SpireAgent(SpireProcess):
         return self.directory / "trust-bundle.pem"
 
     def config(self) -> str:
-        agent = _hcl_settings({
-            "data_dir": self.directory / "data", "log_level": "DEBUG", "server_address": "127.0.0.1",
-            "server_port": str(self.server.port), "socket_path": self.socket_path,
-            "trust_bundle_path": self.trust_bundle_path, "trust_domain": self.server.trust_domain,
-        }, "  ")
+        agent = _hcl_settings(
+            {
+                "data_dir": self.directory / "data",
+                "log_level": "DEBUG",
+                "server_address": "127.0.0.1",
+                "server_port": str(self.server.port),
+                "socket_path": self.socket_path,
+                "trust_bundle_path": self.trust_bundle_path,
+                "trust_domain": self.server.trust_domain,
+            },
+            "  ",
+        )
         return f"""agent {{
 {agent}
 }}
@@ -379,8 +414,13 @@ class LocalApp:
 
 
 @contextlib.contextmanager
-def local_app(work: Path, trust_domain: str, identities: Mapping[str, Iterable[str]], vault_challenge_resource: str | None = None,
-              vault_sign_latency_ms: float = 0.0) -> Iterator[LocalApp]:
+def local_app(
+    work: Path,
+    trust_domain: str,
+    identities: Mapping[str, Iterable[str]],
+    vault_challenge_resource: str | None = None,
+    vault_sign_latency_ms: float = 0.0,
+) -> Iterator[LocalApp]:
     """Start the local stack in ``work`` for ``trust_domain``; stop it on exit.
 
     ``identities`` names the identities to register and the server names each may act as.
@@ -429,4 +469,3 @@ def spire_binary(variable: str) -> Path:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-

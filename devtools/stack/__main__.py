@@ -44,13 +44,23 @@ def main() -> int:
     parser.add_argument("--entra-port", type=int, default=8444, help="the local Entra ID's port (HTTPS)")
     parser.add_argument("--msi-port", type=int, default=8081, help="its managed-identity endpoint's port")
     parser.add_argument("--port", type=int, default=7071, help="devhost's port")
-    parser.add_argument("--settings", default=str(LOCAL_SETTINGS.relative_to(ROOT)),
-                        help="the app's settings file, relative to the repository (made from the sample when it is the default and missing)")
+    parser.add_argument(
+        "--settings",
+        default=str(LOCAL_SETTINGS.relative_to(ROOT)),
+        help="the app's settings file, relative to the repository (made from the sample when it is the default and missing)",
+    )
     args = parser.parse_args()
-    taken = taken_port("127.0.0.1", {
-        "--blob-port": args.blob_port, "--vault-port": args.vault_port, "--token-port": args.token_port,
-        "--entra-port": args.entra_port, "--msi-port": args.msi_port, "--port": args.port,
-    })
+    taken = taken_port(
+        "127.0.0.1",
+        {
+            "--blob-port": args.blob_port,
+            "--vault-port": args.vault_port,
+            "--token-port": args.token_port,
+            "--entra-port": args.entra_port,
+            "--msi-port": args.msi_port,
+            "--port": args.port,
+        },
+    )
     if taken:
         print(f"devstack: {taken}", file=sys.stderr)
         return 1
@@ -70,7 +80,9 @@ def main() -> int:
         services.append(entra_service)
         entra = LocalEntra(entra_service)
         callers = local_callers(entra, ROOT / ".local" / "localentra")
-        devhost = start_devhost(args.port, {**os.environ, **app_settings(azurite, vault), **callers.settings(entra)}, local_settings=args.settings)
+        devhost = start_devhost(
+            args.port, {**os.environ, **app_settings(azurite, vault), **callers.settings(entra)}, local_settings=args.settings
+        )
         services.append(devhost)
         wait_until_healthy(f"{devhost.url}/api/health")
         print(f"Stack ready: the API is at {devhost.url}/api (Ctrl-C stops everything)", flush=True)
@@ -107,7 +119,8 @@ def wait_until_healthy(health_url: str, timeout_seconds: float = 60) -> None:
             if response.status_code == 200:
                 return
             body = response.json() if response.headers.get("Content-Type", "").startswith("application/json") else {}
-            reason = f"the app is not healthy ({body.get('dependency', response.status_code)}): {body.get('error', {}).get('message', response.text)}"
+            message = body.get("error", {}).get("message", response.text)
+            reason = f"the app is not healthy ({body.get('dependency', response.status_code)}): {message}"
             if body.get("dependency") not in (None, "not_checked_yet"):
                 raise StackError(reason)
         if time.monotonic() > deadline:

@@ -7,9 +7,9 @@ location) and the CA it trusts for it differ, by setting.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from devtools.entra.client import Api, LocalEntra, Principal
 from devtools.stack.services import Service
@@ -19,8 +19,9 @@ from devtools.stack.services import Service
 LOCAL_SERVER_NAMES = ("", "spire-server-0", "spire-server-1")
 
 
-def caller_settings(entra: LocalEntra, api: Api, identities: Mapping[str, Iterable[str]],
-                    maintainers: Iterable[str] = (), token_version: int = 2) -> dict[str, str]:
+def caller_settings(
+    entra: LocalEntra, api: Api, identities: Mapping[str, Iterable[str]], maintainers: Iterable[str] = (), token_version: int = 2
+) -> dict[str, str]:
     """The app settings that make the app accept ``api``'s tokens from ``entra``.
 
     ``identities`` maps an object id to the server names it may act as; ``maintainers`` are object ids.

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Optional, Union
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from devtools.vault.certs import ensure_certificates
@@ -33,7 +33,7 @@ JOIN_TIMEOUT_SECONDS = 5.0
 Headers = list[tuple[str, str]]
 
 
-def make_server_certificate(directory: Union[str, Path]) -> tuple[str, str, str]:
+def make_server_certificate(directory: str | Path) -> tuple[str, str, str]:
     """A certificate for localhost/127.0.0.1 and its key, signed by a test CA: (cert, key, ca) PEM paths."""
     paths = ensure_certificates(Path(directory))  # the same private-CA scheme localvault uses
     return str(paths.cert), str(paths.key), str(paths.ca)
@@ -42,11 +42,11 @@ def make_server_certificate(directory: Union[str, Path]) -> tuple[str, str, str]
 @dataclass
 class _Fault:
     kind: str  # "respond", "reset" or "stall"
-    remaining: Optional[int]  # None: until cleared
-    method: Optional[str]
-    path: Optional[re.Pattern[str]]
+    remaining: int | None  # None: until cleared
+    method: str | None
+    path: re.Pattern[str] | None
     status: int = 0
-    headers: Optional[dict[str, str]] = None
+    headers: dict[str, str] | None = None
     body: bytes = b""
     seconds: float = 0.0
 
@@ -60,8 +60,8 @@ class FaultProxy:
     def __init__(
         self,
         upstream: str,
-        ca_bundle: Optional[str] = None,
-        tls: Optional[tuple[str, str]] = None,
+        ca_bundle: str | None = None,
+        tls: tuple[str, str] | None = None,
         rewrite_body_urls: bool = False,
         upstream_timeout: float = UPSTREAM_TIMEOUT_SECONDS,
     ) -> None:
@@ -74,7 +74,7 @@ class FaultProxy:
         self._upstream_port = parts.port or (443 if parts.scheme == "https" else 80)
         self._upstream_tls = ssl.create_default_context(cafile=ca_bundle) if parts.scheme == "https" else None
         self._upstream_timeout = upstream_timeout
-        self._server_tls: Optional[ssl.SSLContext] = None
+        self._server_tls: ssl.SSLContext | None = None
         if tls is not None:
             self._server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self._server_tls.load_cert_chain(*tls)
@@ -86,9 +86,9 @@ class FaultProxy:
         self._faults_injected = 0
         self._connections = 0
         self._port = 0  # chosen by the OS on the first start, then kept
-        self._listener: Optional[socket.socket] = None
+        self._listener: socket.socket | None = None
         self._stopping = threading.Event()
-        self._acceptor: Optional[threading.Thread] = None
+        self._acceptor: threading.Thread | None = None
         self._threads: list[threading.Thread] = []
         self._clients: set[socket.socket] = set()
 
@@ -105,7 +105,7 @@ class FaultProxy:
     def port(self) -> int:
         return self._port
 
-    def start(self) -> "FaultProxy":
+    def start(self) -> FaultProxy:
         if self._listener is not None:
             return self
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -141,10 +141,10 @@ class FaultProxy:
 
     close = stop
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         return self.start()
 
-    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
     # ---- faults ----------------------------------------------------------------------------
@@ -152,20 +152,20 @@ class FaultProxy:
     def respond(
         self,
         status: int,
-        headers: Optional[dict[str, str]] = None,
+        headers: dict[str, str] | None = None,
         body: bytes = b"",
-        times: Optional[int] = 1,
-        method: Optional[str] = None,
-        path: Optional[str] = None,
+        times: int | None = 1,
+        method: str | None = None,
+        path: str | None = None,
     ) -> None:
         """Answer the next ``times`` matching requests with this response instead of forwarding them."""
         self._add(_Fault("respond", times, *_filters(method, path), status=status, headers=dict(headers or {}), body=body))
 
-    def reset(self, times: Optional[int] = 1, method: Optional[str] = None, path: Optional[str] = None) -> None:
+    def reset(self, times: int | None = 1, method: str | None = None, path: str | None = None) -> None:
         """Close the client connection of the next ``times`` matching requests with a TCP reset."""
         self._add(_Fault("reset", times, *_filters(method, path)))
 
-    def stall(self, seconds: float, times: Optional[int] = 1, method: Optional[str] = None, path: Optional[str] = None) -> None:
+    def stall(self, seconds: float, times: int | None = 1, method: str | None = None, path: str | None = None) -> None:
         """Hold the next ``times`` matching requests unanswered for ``seconds`` (or until stop), then close."""
         self._add(_Fault("stall", times, *_filters(method, path), seconds=seconds))
 
@@ -202,7 +202,7 @@ class FaultProxy:
         with self._lock:
             self._faults.append(fault)
 
-    def _take_fault(self, method: str, target: str, fields: dict[str, str]) -> Optional[_Fault]:
+    def _take_fault(self, method: str, target: str, fields: dict[str, str]) -> _Fault | None:
         """Log the request and consume one use of the first matching fault, in the order they were added."""
         with self._lock:
             self._received.append((method, target, fields))
@@ -228,7 +228,7 @@ class FaultProxy:
         while not stopping.is_set():
             try:
                 client, _ = listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -292,7 +292,7 @@ class FaultProxy:
         _send(conn, status, reason, out_headers, out_body, keep_alive, head=method.upper() == "HEAD")
         return keep_alive
 
-    def _forward(self, method: str, target: str, headers: Headers, body: Optional[bytes]) -> tuple[int, str, Headers, bytes]:
+    def _forward(self, method: str, target: str, headers: Headers, body: bytes | None) -> tuple[int, str, Headers, bytes]:
         """One upstream request per client request: simple, and keeps faults per request."""
         if self._upstream_tls is not None:
             upstream: http.client.HTTPConnection = http.client.HTTPSConnection(
@@ -324,7 +324,7 @@ class FaultProxy:
             upstream.close()
 
 
-def _filters(method: Optional[str], path: Optional[str]) -> tuple[Optional[str], Optional[re.Pattern[str]]]:
+def _filters(method: str | None, path: str | None) -> tuple[str | None, re.Pattern[str] | None]:
     """The method compares case-insensitively; the path regex is searched in the target, query included."""
     return (method.upper() if method else None), (re.compile(path) if path is not None else None)
 
@@ -346,7 +346,7 @@ def _read_headers(rfile: BinaryIO) -> Headers:
         headers.append((name.strip(), value.strip()))
 
 
-def _read_body(rfile: BinaryIO, fields: dict[str, str]) -> Optional[bytes]:
+def _read_body(rfile: BinaryIO, fields: dict[str, str]) -> bytes | None:
     """The request body, or None when the request announced none."""
     if "chunked" in fields.get("transfer-encoding", "").lower():
         chunks = []

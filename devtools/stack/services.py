@@ -58,7 +58,9 @@ class Service:
                 self.process.wait()
 
 
-def start(name: str, argv: list[str], ready: re.Pattern[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> tuple[subprocess.Popen, re.Match[str]]:
+def start(
+    name: str, argv: list[str], ready: re.Pattern[str], env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> tuple[subprocess.Popen, re.Match[str]]:
     """Run ``argv`` and wait for a line of its output matching ``ready``; its output then goes on to ours."""
     process = subprocess.Popen(
         argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
@@ -92,12 +94,21 @@ def start_azurite(port: int, location: Path) -> Service:
     if not AZURITE.exists():
         raise StackError(f"Azurite is not installed at {AZURITE.relative_to(ROOT)}: run `make install`")
     location.mkdir(parents=True, exist_ok=True)
-    argv = [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(location), "--skipApiVersionCheck", "--silent"]
+    argv = [
+        str(AZURITE),
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(port),
+        "--location",
+        str(location),
+        "--skipApiVersionCheck",
+        "--silent",
+    ]
     process, match = start("azurite", argv, re.compile(r"successfully listens on (http://\S+)"))
     url = match.group(1)
     connection_string = (
-        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-        f"BlobEndpoint={url}/{AZURITE_ACCOUNT};"
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};BlobEndpoint={url}/{AZURITE_ACCOUNT};"
     )
     return Service("azurite", process, url, {"connection_string": connection_string})
 
@@ -110,14 +121,32 @@ def ensure_local_settings(settings: Path) -> bool:
     return True
 
 
-def start_localvault(port: int, token_port: int, cert_dir: Path, challenge_resource: str | None = None,
-                     sign_latency_ms: float = 0.0, delete_latency_ms: float | None = None,
-                     recover_latency_ms: float | None = None, throttle_scale: float | None = None) -> Service:
+def start_localvault(
+    port: int,
+    token_port: int,
+    cert_dir: Path,
+    challenge_resource: str | None = None,
+    sign_latency_ms: float = 0.0,
+    delete_latency_ms: float | None = None,
+    recover_latency_ms: float | None = None,
+    throttle_scale: float | None = None,
+) -> Service:
     """localvault; deletions and recoveries settle after localvault's short default delays unless given others
     (Key Vault's own are 1-5 s and about 1 s). With ``throttle_scale`` it holds to Key Vault's service limits
     times that scale; without, it never throttles."""
-    argv = [sys.executable, "-m", "devtools.vault", "--port", str(port), "--token-port", str(token_port), "--cert-dir", str(cert_dir),
-            "--sign-latency-ms", str(sign_latency_ms)]
+    argv = [
+        sys.executable,
+        "-m",
+        "devtools.vault",
+        "--port",
+        str(port),
+        "--token-port",
+        str(token_port),
+        "--cert-dir",
+        str(cert_dir),
+        "--sign-latency-ms",
+        str(sign_latency_ms),
+    ]
     if delete_latency_ms is not None:
         argv += ["--delete-latency-ms", str(delete_latency_ms)]
     if recover_latency_ms is not None:
@@ -133,15 +162,19 @@ def start_localvault(port: int, token_port: int, cert_dir: Path, challenge_resou
 def start_entra(port: int, msi_port: int, state_dir: Path) -> Service:
     """localentra; ``url`` is its authority. The managed-identity secret (App Service's IDENTITY_HEADER) is new
     at each start, and read from the file it writes in ``state_dir``."""
-    argv = [sys.executable, "-m", "devtools.entra", "--port", str(port), "--msi-port", str(msi_port),
-            "--state-dir", str(state_dir)]
+    argv = [sys.executable, "-m", "devtools.entra", "--port", str(port), "--msi-port", str(msi_port), "--state-dir", str(state_dir)]
     process, match = start("localentra", argv, re.compile(r"localentra ready authority=(\S+) tenant=(\S+) msi=(\S+)"))
-    return Service("localentra", process, match.group(1), {
-        "tenant_id": match.group(2),
-        "ca_bundle": str(state_dir / "ca.pem"),
-        "msi_endpoint": match.group(3),
-        "msi_header": (state_dir / IDENTITY_HEADER_FILE).read_text(),
-    })
+    return Service(
+        "localentra",
+        process,
+        match.group(1),
+        {
+            "tenant_id": match.group(2),
+            "ca_bundle": str(state_dir / "ca.pem"),
+            "msi_endpoint": match.group(3),
+            "msi_header": (state_dir / IDENTITY_HEADER_FILE).read_text(),
+        },
+    )
 
 
 def start_devhost(port: int, env: dict[str, str], no_timers: bool = False, local_settings: str = "local.settings.json") -> Service:

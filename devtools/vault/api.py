@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 from urllib.parse import urlencode
 
 from . import crypto
@@ -24,7 +25,7 @@ MAX_PAGE_SIZE = 25
 DEFAULT_CHALLENGE_RESOURCE = "https://vault.azure.net"
 _NAME = re.compile(r"[0-9a-zA-Z-]{1,127}")
 
-Result = tuple[int, Optional[dict]]
+Result = tuple[int, dict | None]
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,9 @@ class Request:
     query: dict[str, list[str]]
     body: bytes
     base_url: str  # https://<Host header>, the authority that key ids are built on
-    authorization: Optional[str] = None
+    authorization: str | None = None
 
-    def param(self, name: str) -> Optional[str]:
+    def param(self, name: str) -> str | None:
         values = self.query.get(name)
         return values[0] if values else None
 
@@ -58,7 +59,7 @@ def _check_name(name: str) -> None:
         raise bad_parameter(f"Invalid key name {name!r}: use 1-127 letters, digits and dashes.")
 
 
-def _int_or_none(value: object, field: str) -> Optional[int]:
+def _int_or_none(value: object, field: str) -> int | None:
     if value is not None and type(value) is not int:
         raise bad_parameter(f"Attribute '{field}' must be an integer (epoch seconds).")
     return value
@@ -143,8 +144,7 @@ def _page(req: Request, items: list[dict]) -> dict:
     size_n, skip_n = int(size), int(skip)
     page: dict[str, Any] = {"value": items[skip_n : skip_n + size_n], "nextLink": None}
     if skip_n + size_n < len(items):
-        query = {"api-version": req.param("api-version") or DEFAULT_API_VERSION, "maxresults": size_n,
-                 "$skiptoken": skip_n + size_n}
+        query = {"api-version": req.param("api-version") or DEFAULT_API_VERSION, "maxresults": size_n, "$skiptoken": skip_n + size_n}
         page["nextLink"] = f"{req.base_url}{req.path}?{urlencode(query, safe='$')}"
     return page
 
@@ -180,8 +180,14 @@ class VaultApi:
     counters.
     """
 
-    def __init__(self, store: KeyStore, is_valid_token: Callable[[str], bool], sign_latency: float = 0.0,
-                 premium: bool = True, throttle: Optional[Throttle] = None) -> None:
+    def __init__(
+        self,
+        store: KeyStore,
+        is_valid_token: Callable[[str], bool],
+        sign_latency: float = 0.0,
+        premium: bool = True,
+        throttle: Throttle | None = None,
+    ) -> None:
         self.store = store
         self.is_valid_token = is_valid_token
         self.sign_latency = sign_latency
@@ -211,7 +217,7 @@ class VaultApi:
             ("POST", ("deletedkeys", "{name}", "recover"), self.recover),
         ]
 
-    def handle(self, req: Request) -> tuple[int, Optional[dict], dict[str, str]]:
+    def handle(self, req: Request) -> tuple[int, dict | None, dict[str, str]]:
         """Answer a request: status, JSON body (None for no body) and extra headers."""
         try:
             if self._authenticate(req) and self.throttle is not None:
@@ -393,10 +399,7 @@ class VaultApi:
         return 200, _deleted_bundle(req.base_url, *self.store.get_deleted(name))
 
     def list_deleted(self, req: Request) -> Result:
-        items = [
-            {**_item(f"{req.base_url}/keys/{v.name}", v), **_deleted_fields(req.base_url, v, d)}
-            for v, d in self.store.deleted()
-        ]
+        items = [{**_item(f"{req.base_url}/keys/{v.name}", v), **_deleted_fields(req.base_url, v, d)} for v, d in self.store.deleted()]
         return 200, _page(req, items)
 
     def purge(self, req: Request, name: str) -> Result:
@@ -407,7 +410,7 @@ class VaultApi:
         return 200, _key_bundle(req.base_url, self.store.recover(name))
 
 
-def _match(pattern: tuple[str, ...], segments: list[str]) -> Optional[dict[str, str]]:
+def _match(pattern: tuple[str, ...], segments: list[str]) -> dict[str, str] | None:
     if len(pattern) != len(segments):
         return None
     params: dict[str, str] = {}

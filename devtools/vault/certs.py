@@ -12,7 +12,6 @@ import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -49,10 +48,10 @@ def ensure_certificates(cert_dir: Path) -> CertPaths:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
-def _load(cert_path: Path, key_path: Path) -> Optional[tuple[ec.EllipticCurvePrivateKey, x509.Certificate]]:
+def _load(cert_path: Path, key_path: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None:
     """A usable key and certificate pair, or None if missing, unreadable, mismatched or expiring."""
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
@@ -96,9 +95,15 @@ def _issue_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -107,9 +112,7 @@ def _issue_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     return key, cert
 
 
-def _issue_server(
-    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def _issue_server(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     names = [
         x509.DNSName("localhost"),
@@ -129,9 +132,7 @@ def _issue_server(
 
 def _save(pair: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], cert_path: Path, key_path: Path) -> None:
     key, cert = pair
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     _write(key_path, key_pem, 0o600)
     _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass
-from typing import Optional, Union
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -17,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from .errors import bad_parameter
 
-PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 RSA_SIZES = (2048, 3072, 4096)
 CURVES: dict[str, ec.EllipticCurve] = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
@@ -88,12 +87,12 @@ def generate_key(kty: object, key_size: object = None, crv: object = None) -> tu
     raise bad_parameter(f"Invalid kty {kty!r}; supported types are RSA, RSA-HSM, EC, EC-HSM.")
 
 
-def _uint_bytes(value: int, length: Optional[int] = None) -> bytes:
+def _uint_bytes(value: int, length: int | None = None) -> bytes:
     return value.to_bytes(length or max(1, (value.bit_length() + 7) // 8), "big")
 
 
 def _key_name(key: PrivateKey) -> str:
-    """"RSA" for RSA keys, else the JWK curve name, matching ``Algorithm.key``."""
+    """ "RSA" for RSA keys, else the JWK curve name, matching ``Algorithm.key``."""
     return "RSA" if isinstance(key, rsa.RSAPrivateKey) else _CURVE_NAMES[key.curve.name]
 
 

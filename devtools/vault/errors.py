@@ -29,8 +29,7 @@ class Throttled(VaultError):
     """A 429 as Key Vault answers it, with ``Retry-After`` in whole seconds (rounded up, so it is enough)."""
 
     def __init__(self, retry_after: float, reason: str) -> None:
-        super().__init__(429, "Throttled",
-                         f"Request was not processed because too many requests were received. Reason: {reason}")
+        super().__init__(429, "Throttled", f"Request was not processed because too many requests were received. Reason: {reason}")
         self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:

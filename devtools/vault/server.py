@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional
 from urllib.parse import parse_qs
 
 from .api import DEFAULT_CHALLENGE_RESOURCE, Request, VaultApi, challenge
@@ -65,7 +64,7 @@ class _Handler(BaseHTTPRequestHandler):
             return b""
         return self.rfile.read(int(length))
 
-    def _reply(self, status: int, body: Optional[dict], headers: Optional[dict[str, str]] = None) -> None:
+    def _reply(self, status: int, body: dict | None, headers: dict[str, str] | None = None) -> None:
         data = b"" if body is None else json.dumps(body).encode()
         self.send_response(status)
         for name, value in (headers or {}).items():
@@ -93,7 +92,7 @@ class VaultHandler(_Handler):
     """Each answer says how long the vault spent on it, from its request line to its reply, in a
     Server-Timing header (``vault;dur=<ms>``): what a benchmark subtracts to find the client's share."""
 
-    server: "VaultServer"
+    server: VaultServer
 
     def parse_request(self) -> bool:
         self._started = time.perf_counter()
@@ -122,7 +121,7 @@ class VaultHandler(_Handler):
 class TokenHandler(_Handler):
     """A managed-identity endpoint in the App Service (X-IDENTITY-HEADER) and IMDS (Metadata: true) styles."""
 
-    server: "TokenServer"
+    server: TokenServer
 
     def do_GET(self) -> None:
         self._read_body()  # keeps a keep-alive connection in step even if a client sends one
@@ -134,13 +133,16 @@ class TokenHandler(_Handler):
             self._reply(400, {"error": "invalid_request", "error_description": "Parameter 'resource' is required."})
         else:
             token, expires_on = self.server.tokens.issue()
-            self._reply(200, {
-                "access_token": token,
-                "expires_on": str(expires_on),
-                "expires_in": str(TOKEN_LIFETIME),
-                "resource": resource,
-                "token_type": "Bearer",
-            })
+            self._reply(
+                200,
+                {
+                    "access_token": token,
+                    "expires_on": str(expires_on),
+                    "expires_in": str(TOKEN_LIFETIME),
+                    "resource": resource,
+                    "token_type": "Bearer",
+                },
+            )
 
 
 class _Server(ThreadingHTTPServer):
@@ -195,11 +197,19 @@ class LocalVault:
     Vault's service limits times that scale (see Throttle); None never throttles.
     """
 
-    def __init__(self, host: str, port: int, token_port: int, certs: CertPaths,
-                 challenge_resource: str = DEFAULT_CHALLENGE_RESOURCE, sign_latency_ms: float = 0.0,
-                 delete_latency_ms: float = DEFAULT_DELETE_LATENCY * 1000,
-                 recover_latency_ms: float = DEFAULT_RECOVER_LATENCY * 1000, sku: str = "premium",
-                 throttle_scale: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        token_port: int,
+        certs: CertPaths,
+        challenge_resource: str = DEFAULT_CHALLENGE_RESOURCE,
+        sign_latency_ms: float = 0.0,
+        delete_latency_ms: float = DEFAULT_DELETE_LATENCY * 1000,
+        recover_latency_ms: float = DEFAULT_RECOVER_LATENCY * 1000,
+        sku: str = "premium",
+        throttle_scale: float | None = None,
+    ) -> None:
         tokens = TokenIssuer()
         store = KeyStore(delete_latency=delete_latency_ms / 1000, recover_latency=recover_latency_ms / 1000)
         throttle = None if throttle_scale is None else Throttle(throttle_scale)

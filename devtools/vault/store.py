@@ -15,8 +15,9 @@ import dataclasses
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
 from .crypto import PrivateKey
 from .errors import VaultError, conflict, key_not_found
@@ -45,8 +46,8 @@ class KeyVersion:
     enabled: bool
     created: int
     updated: int
-    exp: Optional[int] = None
-    nbf: Optional[int] = None
+    exp: int | None = None
+    nbf: int | None = None
 
     @property
     def hsm(self) -> bool:
@@ -64,7 +65,7 @@ class Deletion:
 class _Entry:
     name: str
     versions: list[KeyVersion]  # in creation order; the last one is the latest
-    deletion: Optional[Deletion] = None
+    deletion: Deletion | None = None
     settles_at: float = 0.0  # when its last deletion or recovery takes effect (monotonic seconds)
 
 
@@ -92,7 +93,7 @@ class KeyStore:
     def _settled(self, entry: _Entry) -> bool:
         return self._monotonic() >= entry.settles_at
 
-    def _refuse_if_being_deleted(self, entry: Optional[_Entry]) -> None:
+    def _refuse_if_being_deleted(self, entry: _Entry | None) -> None:
         if entry is not None and entry.deletion is not None and not self._settled(entry):
             raise conflict("Key is currently being deleted.", "ObjectIsBeingDeleted")
 
@@ -131,8 +132,8 @@ class KeyStore:
         key_ops: tuple[str, ...],
         tags: Mapping[str, str],
         enabled: bool = True,
-        exp: Optional[int] = None,
-        nbf: Optional[int] = None,
+        exp: int | None = None,
+        nbf: int | None = None,
     ) -> KeyVersion:
         """Add a key, or a new version of an existing one (a deleted name cannot be reused)."""
         with self._lock:
@@ -150,8 +151,17 @@ class KeyStore:
                 entry = self._entries[name.lower()] = _Entry(name, [])
             now = self._clock()
             version = KeyVersion(
-                name=entry.name, version=uuid.uuid4().hex, kty=kty, private_key=private_key, key_ops=key_ops,
-                tags=tags, enabled=enabled, created=now, updated=now, exp=exp, nbf=nbf,
+                name=entry.name,
+                version=uuid.uuid4().hex,
+                kty=kty,
+                private_key=private_key,
+                key_ops=key_ops,
+                tags=tags,
+                enabled=enabled,
+                created=now,
+                updated=now,
+                exp=exp,
+                nbf=nbf,
             )
             entry.versions.append(version)
             return version
@@ -161,7 +171,7 @@ class KeyStore:
         with self._lock:
             return self._find(self._active(name), name, version)[1]
 
-    def held(self, name: str, version: str = "") -> Optional[KeyVersion]:
+    def held(self, name: str, version: str = "") -> KeyVersion | None:
         """The named version of a key the vault holds in any state (live, deleted, settling), else its latest
         version; None for a name it does not hold."""
         with self._lock:
@@ -204,11 +214,7 @@ class KeyStore:
     def deleted(self) -> list[tuple[KeyVersion, Deletion]]:
         with self._lock:
             entries = [self._entries[key] for key in sorted(self._entries)]
-            return [
-                (entry.versions[-1], entry.deletion)
-                for entry in entries
-                if entry.deletion is not None and self._settled(entry)
-            ]
+            return [(entry.versions[-1], entry.deletion) for entry in entries if entry.deletion is not None and self._settled(entry)]
 
     def purge(self, name: str) -> None:
         with self._lock:
@@ -231,14 +237,9 @@ class KeyStore:
         """
         with self._lock:
             for entry in self._entries.values():
-                entry.versions = [
-                    dataclasses.replace(v, created=v.created - seconds, updated=v.updated - seconds)
-                    for v in entry.versions
-                ]
+                entry.versions = [dataclasses.replace(v, created=v.created - seconds, updated=v.updated - seconds) for v in entry.versions]
                 if entry.deletion is not None:
-                    entry.deletion = Deletion(
-                        entry.deletion.deleted_date - seconds, entry.deletion.scheduled_purge_date - seconds
-                    )
+                    entry.deletion = Deletion(entry.deletion.deleted_date - seconds, entry.deletion.scheduled_purge_date - seconds)
             now = self._clock()
             for key, entry in list(self._entries.items()):
                 if entry.deletion is not None and entry.deletion.scheduled_purge_date <= now:

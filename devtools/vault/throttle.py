@@ -34,8 +34,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -89,7 +89,7 @@ class _Window:
         if not self.admitted:
             self.used = 0.0  # no float residue once empty
 
-    def wait_for(self, weight: float, now: float) -> Optional[float]:
+    def wait_for(self, weight: float, now: float) -> float | None:
         """None if ``weight`` fits now; else the seconds until enough of the oldest operations leave."""
         excess = self.used + weight - self.size
         if excess <= _TOLERANCE:
@@ -113,7 +113,7 @@ class Throttle:
     def _scaled(self, limit: int) -> float:
         return max(1.0, limit * self.scale)
 
-    def admit(self, charge: Charge) -> Optional[float]:
+    def admit(self, charge: Charge) -> float | None:
         """Count the operation and return None, or refuse it (uncounted) with the seconds to wait."""
         budget = self._budgets[charge.budget]
         weight = budget.size / self._scaled(charge.row_limit)
@@ -139,8 +139,7 @@ class Throttle:
                 "scale": self.scale,
                 "windowSeconds": WINDOW_SECONDS,
                 "budgets": {
-                    name: {"size": budget.size, "inWindow": round(budget.used, 6), "served": budget.served,
-                           "throttled": budget.throttled}
+                    name: {"size": budget.size, "inWindow": round(budget.used, 6), "served": budget.served, "throttled": budget.throttled}
                     for name, budget in self._budgets.items()
                 },
             }

@@ -15,7 +15,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-
 from devtools.spire.server import (
     CLIENT_SECRET,
     EntraSignIn,
@@ -34,18 +33,30 @@ SERVER = "spire-a"
 CREATE = r"/create(\?|$)"
 RETRY_AFTER_SECONDS = 4  # twice request_timeout: the plugin gives the first attempt up first
 
+
 def test_a_throttled_create_makes_one_key_that_spire_holds_and_signs_with(tmp_path: Path):
     spire_server, plugin = binaries()
     with local_app(tmp_path / "stack", TRUST_DOMAIN, {SERVER: [SERVER]}) as app:
         cert, key, ca = make_server_certificate(tmp_path / "proxy-cert")
         with FaultProxy(app.vault.url, ca_bundle=app.vault.details["ca_bundle"], tls=(cert, key), rewrite_body_urls=True) as proxy:
-            devhost = start_devhost(0, {**os.environ, **app.env, "KEY_VAULT_URI": proxy.url, "KEY_VAULT_CA_BUNDLE": ca,
-                                        "KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION": "true"}, no_timers=True)
+            devhost = start_devhost(
+                0,
+                {
+                    **os.environ,
+                    **app.env,
+                    "KEY_VAULT_URI": proxy.url,
+                    "KEY_VAULT_CA_BUNDLE": ca,
+                    "KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION": "true",
+                },
+                no_timers=True,
+            )
             try:
                 proxy.respond(429, {"Retry-After": str(RETRY_AFTER_SECONDS)}, THROTTLED, method="POST", path=CREATE)
                 sign_in = app.sign_in(SERVER, CLIENT_SECRET)
                 short_attempts = EntraSignIn({**sign_in.settings, "request_timeout": "2s"}, sign_in.env)
-                server = SpireServer(spire_server, tmp_path / SERVER, TRUST_DOMAIN, PluginKeyManager(plugin, devhost.url, SERVER, short_attempts))
+                server = SpireServer(
+                    spire_server, tmp_path / SERVER, TRUST_DOMAIN, PluginKeyManager(plugin, devhost.url, SERVER, short_attempts)
+                )
                 server.start()
                 try:
                     server.wait_healthy()
@@ -66,7 +77,9 @@ def test_a_throttled_create_makes_one_key_that_spire_holds_and_signs_with(tmp_pa
 def _current_keys(app) -> dict[str, bytes]:
     """The key current in Key Vault for each of the server's key ids, asked of the app directly."""
     token = app.entra.token(app.identities[SERVER], app.api)
-    request = urllib.request.Request(app.devhost.url + "/api/keys", headers={
-        "Authorization": f"Bearer {token}", "X-SPIRE-Server-Name": SERVER, "X-SPIRE-Trust-Domain": TRUST_DOMAIN})
+    request = urllib.request.Request(
+        app.devhost.url + "/api/keys",
+        headers={"Authorization": f"Bearer {token}", "X-SPIRE-Server-Name": SERVER, "X-SPIRE-Trust-Domain": TRUST_DOMAIN},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return {key["id"]: base64.b64decode(key["pkix_data"]) for key in json.load(response)["public_keys"]}

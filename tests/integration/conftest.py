@@ -198,7 +198,9 @@ def _tokens(entra: LocalEntra, api: Api, principal: Principal) -> str:
 
 @pytest.fixture(scope="session")
 def callers(entra) -> Callers:
-    return Callers(entra, entra.register_api(), entra.register_principal("tests-spire-servers"), entra.register_principal("tests-maintainer"))
+    return Callers(
+        entra, entra.register_api(), entra.register_principal("tests-spire-servers"), entra.register_principal("tests-maintainer")
+    )
 
 
 @pytest.fixture
@@ -249,13 +251,16 @@ class App:
         """The default server's key manager."""
         return self.servers.default_manager
 
-    def call(self, handler, body=None, method="POST", raw: bytes | None = None, params=None, caller: Principal | None = None,
-             **route_params) -> tuple[int, dict]:
+    def call(
+        self, handler, body=None, method="POST", raw: bytes | None = None, params=None, caller: Principal | None = None, **route_params
+    ) -> tuple[int, dict]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
         app_context.install_servers(self.servers)  # this instance's servers serve the call
         # As the host hands it over: the query in the URL (which the app reads) and in params.
         url = "http://localhost/api" + (f"?{urlencode(params)}" if params else "")
-        request = func.HttpRequest(method, url, body=data, params=params or {}, headers=self.callers.headers(caller), route_params=route_params)
+        request = func.HttpRequest(
+            method, url, body=data, params=params or {}, headers=self.callers.headers(caller), route_params=route_params
+        )
         response = handler(request)
         self.last_response = response
         return response.status_code, json.loads(response.get_body() or b"null")

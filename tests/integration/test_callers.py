@@ -45,8 +45,11 @@ from tests.unit.tokens import SecondsFromNow, resolved
 def key_call(app: App, authorization: str | None, server: str | None = None, trust_domain: str | None = None) -> func.HttpResponse:
     """GET /api/keys with exactly these headers, on the app as the host hands it a request."""
     app_context.install_servers(app.servers)
-    headers = {name: value for name, value in (("Authorization", authorization), ("X-SPIRE-Server-Name", server),
-                                                 ("X-SPIRE-Trust-Domain", trust_domain)) if value is not None}
+    headers = {
+        name: value
+        for name, value in (("Authorization", authorization), ("X-SPIRE-Server-Name", server), ("X-SPIRE-Trust-Domain", trust_domain))
+        if value is not None
+    }
     return keys.get_public_keys(func.HttpRequest("GET", "http://localhost/api/keys", body=b"", headers=headers))
 
 
@@ -110,15 +113,18 @@ def test_a_jku_pointing_elsewhere_is_not_followed(app, callers, claims):
     assert "does not publish" in refused(app, f"Bearer {token}")["message"]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"aud": "00000000-0000-4000-8000-000000000000"}, "another audience"),
-    ({"iss": "https://login.microsoftonline.com/00000000-0000-4000-8000-000000000000/v2.0"}, "another issuer"),
-    ({"tid": "00000000-0000-4000-8000-000000000000"}, "another tenant"),
-    ({"exp": SecondsFromNow(-LEEWAY_SECONDS - 30)}, "expired"),
-    ({"nbf": SecondsFromNow(LEEWAY_SECONDS + 300)}, "not valid yet"),
-    ({"scp": "user_impersonation"}, "user's (delegated) token"),
-    ({"oid": None}, "no oid claim"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"aud": "00000000-0000-4000-8000-000000000000"}, "another audience"),
+        ({"iss": "https://login.microsoftonline.com/00000000-0000-4000-8000-000000000000/v2.0"}, "another issuer"),
+        ({"tid": "00000000-0000-4000-8000-000000000000"}, "another tenant"),
+        ({"exp": SecondsFromNow(-LEEWAY_SECONDS - 30)}, "expired"),
+        ({"nbf": SecondsFromNow(LEEWAY_SECONDS + 300)}, "not valid yet"),
+        ({"scp": "user_impersonation"}, "user's (delegated) token"),
+        ({"oid": None}, "no oid claim"),
+    ],
+)
 def test_a_token_with_a_wrong_claim_is_401(app, callers, claims, change, message):
     token = callers.entra.sign(resolved({**claims, **change}, int(time.time())))
     error = refused(app, f"Bearer {token}")
@@ -187,8 +193,7 @@ def test_a_burst_of_unknown_kids_fetches_the_keys_once_and_holds_no_valid_call(a
     monkeypatch.setattr(app_context, "_callers", gate)
     valid = callers.headers()["Authorization"]
     assert key_call(app, valid).status_code == 200 and fetch.count == 1
-    unknown = [f"Bearer {callers.entra.sign(claims, kid=callers.entra.add_signing_key(current=False, published=False))}"
-               for _ in range(3)]
+    unknown = [f"Bearer {callers.entra.sign(claims, kid=callers.entra.add_signing_key(current=False, published=False))}" for _ in range(3)]
     answers: list[int] = []
     threads = [threading.Thread(target=lambda token=token: answers.append(key_call(app, token).status_code)) for token in unknown * 10]
     started = time.monotonic()

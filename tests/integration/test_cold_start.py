@@ -31,7 +31,9 @@ def test_eight_instances_starting_at_once_share_one_server_id(app_env, monkeypat
     env = {**os.environ, **app_env}
     start_at = time.time() + 4  # time for every interpreter to import the SDKs first
     processes = [
-        subprocess.Popen([sys.executable, "-c", COLD_START, str(start_at), str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", COLD_START, str(start_at), str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for i in range(INSTANCES)
     ]
     results = []

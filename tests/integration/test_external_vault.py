@@ -50,7 +50,11 @@ def test_the_suite_uses_the_named_vault_and_deselects_time_shifts_it_lacks(vault
     "settings, exit_code, reason",
     [
         ({"TEST_KEY_VAULT_TIME_SHIFT": "false"}, pytest.ExitCode.USAGE_ERROR, "set TEST_KEY_VAULT_URI too"),
-        ({"TEST_KEY_VAULT_URI": "https://127.0.0.1:9"}, pytest.ExitCode.TESTS_FAILED, "the Key Vault at TEST_KEY_VAULT_URI does not answer"),
+        (
+            {"TEST_KEY_VAULT_URI": "https://127.0.0.1:9"},
+            pytest.ExitCode.TESTS_FAILED,
+            "the Key Vault at TEST_KEY_VAULT_URI does not answer",
+        ),
     ],
     ids=["settings-without-a-uri", "a-vault-that-does-not-answer"],
 )

@@ -3,8 +3,9 @@
 Every operation gets valid and invalid requests generated from the document (valid ones also to keys
 made beforehand, and the document's examples), then a few hand-made requests that generators do not
 make. Every request to a key or maintenance operation carries a valid token of an identity allowed
-there, so that what is fuzzed is the app behind its caller gate. Each response must be no server error, the JSON error ``{"error": {"code", "message"}}`` when it
-is an error, and what the document says: a documented status, content type, headers and body.
+there, so that what is fuzzed is the app behind its caller gate. Each response must be no server error,
+the JSON error ``{"error": {"code", "message"}}`` when it is an error, and what the document says: a
+documented status, content type, headers and body.
 
 The instance has a trust domain of its own, so the sweep it is fuzzed with cannot touch other tests'
 keys. The test prints ``fuzz: N cases, ...`` with a line per operation, even under ``-q``.
@@ -42,8 +43,14 @@ CHECKS = [
     response_schema_conformance,
 ]
 OPERATIONS = {
-    "generate_key", "get_public_keys", "get_public_key", "sign_data",
-    "health", "refresh_keys_now", "sweep_stale_keys_now", "openapi",
+    "generate_key",
+    "get_public_keys",
+    "get_public_key",
+    "sign_data",
+    "health",
+    "refresh_keys_now",
+    "sweep_stale_keys_now",
+    "openapi",
 }
 MAINTENANCE_OPERATIONS = {"refresh_keys_now", "sweep_stale_keys_now"}
 ANONYMOUS_OPERATIONS = {"health", "openapi"}

@@ -15,7 +15,12 @@ def hsm_env(app_env) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     "key_type, kty, hash_name",
-    [("rsa-2048", "RSA-HSM", "SHA256"), ("rsa-4096", "RSA-HSM", "SHA512"), ("ec-p256", "EC-HSM", "SHA256"), ("ec-p384", "EC-HSM", "SHA384")],
+    [
+        ("rsa-2048", "RSA-HSM", "SHA256"),
+        ("rsa-4096", "RSA-HSM", "SHA512"),
+        ("ec-p256", "EC-HSM", "SHA256"),
+        ("ec-p384", "EC-HSM", "SHA384"),
+    ],
 )
 def test_hsm_protection_creates_hsm_keys_that_sign_and_verify(hsm_env, monkeypatch, callers, vault_admin, key_type, kty, hash_name):
     app = make_app(hsm_env, monkeypatch, callers)

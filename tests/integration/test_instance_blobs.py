@@ -47,15 +47,18 @@ def test_the_records_sit_beside_the_id_blobs_and_never_in_one(container):
     ]
 
 
-@pytest.mark.parametrize("content", [
-    b"",
-    b"not json",
-    b"[1, 2]",
-    b'{"not-an-instance-id": [1], "' + b"c" * 32 + b'": "not a list"}',
-    b'{"' + b"a" * 32 + b'": [' + b"1," * MAX_INSTANCE_RECORD_BYTES + b"1]}",
-    b'{"' + b"a" * 32 + b'": [1e400, 1.5, "1", true]}',
-    b"[" * 5000,
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"not json",
+        b"[1, 2]",
+        b'{"not-an-instance-id": [1], "' + b"c" * 32 + b'": "not a list"}',
+        b'{"' + b"a" * 32 + b'": [' + b"1," * MAX_INSTANCE_RECORD_BYTES + b"1]}",
+        b'{"' + b"a" * 32 + b'": [1e400, 1.5, "1", true]}',
+        b"[" * 5000,
+    ],
+)
 def test_a_record_this_app_did_not_write_reads_as_empty_and_the_next_write_replaces_it(container, content):
     records = InstanceBlobs(container, "key-metadata")
     container.create_container()

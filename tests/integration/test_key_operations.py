@@ -49,7 +49,9 @@ def test_signatures_verify_with_the_public_key(app, key_type, hash_name, pss):
     verify(generated["public_key"], body["signature"], data, hash_name, pss)
 
 
-@pytest.mark.parametrize("key_type, hash_name", [("ec-p256", "SHA384"), ("ec-p256", "SHA512"), ("ec-p384", "SHA256"), ("ec-p384", "SHA512")])
+@pytest.mark.parametrize(
+    "key_type, hash_name", [("ec-p256", "SHA384"), ("ec-p256", "SHA512"), ("ec-p384", "SHA256"), ("ec-p384", "SHA512")]
+)
 def test_unsupported_combinations_are_400(app, key_type, hash_name):
     app.generate("ec", key_type)
     status, body = app.sign("ec", digest(hash_name), hash_algorithm=hash_name)

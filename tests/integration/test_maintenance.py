@@ -5,19 +5,19 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 from azure.core.exceptions import ResourceNotFoundError
 
-from tests.hermetic import start_app_host
 from devtools.stack.traffic import Traffic
 from functions import maintenance
 from shared import app_context
 from shared.algorithms import KeyType
 from shared.naming import KeyNaming
 from shared.settings import load_settings
+from tests.hermetic import start_app_host
 from tests.integration.conftest import is_soft_deleted_soon
 from tests.integration.test_servers_sharing_a_vault import make_server_app
 from tests.integration.verify import digest, verify
@@ -48,6 +48,7 @@ def key_exists(vault_admin, name: str) -> bool:
     except ResourceNotFoundError:
         return False
 
+
 def test_keys_of_another_server_are_deleted_once_stale_and_kept_while_young(server, shift_vault_time, vault_admin):
     other = server("other-server")
     other.generate("a", "ec-p256")
@@ -63,7 +64,6 @@ def test_keys_of_another_server_are_deleted_once_stale_and_kept_while_young(serv
     assert all(is_soft_deleted_soon(vault_admin, name) for name in names)  # recoverable
 
 
-
 def test_own_keys_aged_past_the_limit_are_refreshed_kept_and_still_sign(server, shift_vault_time, vault_admin):
     me = server("this-server")
     _, generated = me.generate("mine", "ec-p256")
@@ -72,7 +72,7 @@ def test_own_keys_aged_past_the_limit_are_refreshed_kept_and_still_sign(server, 
     status, report = me.refresh()
     assert status == 200 and report == {"refreshed": [name], "failed": [], "failed_servers": []}
     updated = vault_admin.get_key(name).properties.updated_on
-    assert datetime.now(timezone.utc) - updated < timedelta(minutes=1)
+    assert datetime.now(UTC) - updated < timedelta(minutes=1)
     assert vault_admin.get_key(name).key_operations == ["sign", "verify"]
 
     _, report = server("other-server").sweep()
@@ -174,13 +174,15 @@ def test_devhost_runs_the_refresh_timer_on_demand(app_env, callers, trust_domain
     host = start_app_host(env)
     try:
         api = host.url + "/api"
-        requests.post(f"{api}/keys", json={"key_id": "timed", "key_type": "ec-p256"}, headers=callers.headers(), timeout=30).raise_for_status()
+        requests.post(
+            f"{api}/keys", json={"key_id": "timed", "key_type": "ec-p256"}, headers=callers.headers(), timeout=30
+        ).raise_for_status()
         name = KeyNaming(trust_domain, server_id).key_name("timed")
         shift_vault_time(FIFTEEN_DAYS)
-        assert datetime.now(timezone.utc) - vault_admin.get_key(name).properties.updated_on > timedelta(days=14)
+        assert datetime.now(UTC) - vault_admin.get_key(name).properties.updated_on > timedelta(days=14)
         assert requests.post(f"{host.url}/admin/functions/refresh_keys", json={}, timeout=30).status_code == 202
         deadline = time.monotonic() + 20
-        while datetime.now(timezone.utc) - vault_admin.get_key(name).properties.updated_on > timedelta(minutes=1):
+        while datetime.now(UTC) - vault_admin.get_key(name).properties.updated_on > timedelta(minutes=1):
             assert time.monotonic() < deadline, "the refresh timer did not run"
             time.sleep(0.2)
     finally:

@@ -7,8 +7,8 @@ ones joined), so these are the requests Azure would deliver: a malformed one mus
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -18,8 +18,16 @@ from tests.integration.conftest import make_app
 from tests.integration.test_maintenance import FIFTEEN_DAYS, key_exists
 
 # code= was a function key; callers are proven by their tokens now, and it is an unknown parameter like any other.
-MALFORMED_SWEEPS = ["dry_run=", "dry_run", "dry_run=true&dry_run=false", "dryrun=true", "dry_run=TRUE", "dry_run=1",
-                    "dry_run=true&", "code=an-admin-key&dry_run=false"]
+MALFORMED_SWEEPS = [
+    "dry_run=",
+    "dry_run",
+    "dry_run=true&dry_run=false",
+    "dryrun=true",
+    "dry_run=TRUE",
+    "dry_run=1",
+    "dry_run=true&",
+    "code=an-admin-key&dry_run=false",
+]
 MALFORMED_REFRESHES = ["dry_run=true", "code=k&code=k", "force="]
 
 
@@ -58,8 +66,12 @@ def maintainer_post(callers) -> Callable[[str], tuple[int, dict]]:
 
 
 def test_malformed_queries_are_400_and_nothing_runs(api, callers, maintainer_post, abandoned_key, shift_vault_time, vault_admin):
-    own_key = created_key(vault_admin, lambda: requests.post(
-        f"{api}/keys", json={"key_id": "mine", "key_type": "ec-p256"}, headers=callers.headers(), timeout=60).raise_for_status())
+    own_key = created_key(
+        vault_admin,
+        lambda: requests.post(
+            f"{api}/keys", json={"key_id": "mine", "key_type": "ec-p256"}, headers=callers.headers(), timeout=60
+        ).raise_for_status(),
+    )
     shift_vault_time(FIFTEEN_DAYS)
     for query in MALFORMED_SWEEPS:
         status, body = maintainer_post(f"{api}/maintenance/sweep?{query}")
@@ -68,7 +80,7 @@ def test_malformed_queries_are_400_and_nothing_runs(api, callers, maintainer_pos
         status, body = maintainer_post(f"{api}/maintenance/refresh?{query}")
         assert (status, body["error"]["code"]) == (400, "InvalidArgument"), query
     assert key_exists(vault_admin, abandoned_key)  # no sweep ran
-    not_refreshed = datetime.now(timezone.utc) - vault_admin.get_key(own_key).properties.updated_on
+    not_refreshed = datetime.now(UTC) - vault_admin.get_key(own_key).properties.updated_on
     assert not_refreshed > timedelta(days=14)  # no refresh ran
 
 
@@ -83,8 +95,9 @@ def test_a_dry_run_reports_what_the_real_run_then_deletes(api, maintainer_post, 
     assert not key_exists(vault_admin, abandoned_key)
 
 
-def test_refresh_without_a_query_runs_and_a_sweep_without_dry_run_does_not(api, maintainer_post, abandoned_key, shift_vault_time,
-                                                                            vault_admin):
+def test_refresh_without_a_query_runs_and_a_sweep_without_dry_run_does_not(
+    api, maintainer_post, abandoned_key, shift_vault_time, vault_admin
+):
     assert maintainer_post(f"{api}/maintenance/refresh") == (200, {"refreshed": [], "failed": [], "failed_servers": []})
     shift_vault_time(FIFTEEN_DAYS)
     status, body = maintainer_post(f"{api}/maintenance/sweep")

@@ -43,7 +43,9 @@ class Process:
         return self.call("POST", "/keys", json={"key_id": key_id, "key_type": "ec-p256"})
 
     def sign(self) -> requests.Response:
-        return self.call("POST", "/keys/x509-CA-A/sign", json={"data": base64.b64encode(digest("SHA256")).decode(), "hash_algorithm": "SHA256"})
+        return self.call(
+            "POST", "/keys/x509-CA-A/sign", json={"data": base64.b64encode(digest("SHA256")).decode(), "hash_algorithm": "SHA256"}
+        )
 
     def serves(self) -> None:
         """Lists, reads and signs, as a running server does; every one succeeds."""

@@ -35,7 +35,9 @@ def host_through_proxy(app_env, vault, callers, tmp_path):
             devhost.stop()
 
 
-def test_a_refresh_refused_for_one_server_is_reported_and_the_sweep_keeps_its_keys(host_through_proxy, app_env, vault_admin, shift_vault_time):
+def test_a_refresh_refused_for_one_server_is_reported_and_the_sweep_keeps_its_keys(
+    host_through_proxy, app_env, vault_admin, shift_vault_time
+):
     host, proxy = host_through_proxy
     refreshed_key = generate(host, "x509-CA-A", "spire-a")
     refused_key = generate(host, "x509-CA-A", "spire-b")

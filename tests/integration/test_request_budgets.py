@@ -6,7 +6,6 @@ The figures here are the README's and `make bench`'s budgets.
 from __future__ import annotations
 
 import pytest
-import requests
 
 from tests.integration.conftest import make_app
 from tests.integration.verify import digest
@@ -17,7 +16,6 @@ def warm_app(app):
     app.generate("warm-up", "ec-p256")  # pays the authentication challenge and the token
     app.traffic.sent.clear()
     return app
-
 
 
 def test_generate_key_costs_two_requests(warm_app):

@@ -6,7 +6,7 @@ Each test drives one identity with a clock of its own, so "a few minutes later" 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
@@ -29,7 +29,7 @@ ONE_HOUR = timedelta(hours=1)
 
 class Clock:
     def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -242,8 +242,9 @@ def test_a_stopped_servers_restored_blob_ends_its_stop_without_it_calling_again(
     """Health asks for the conflicts: a stopped server's blob is read again when due, not only when it calls."""
     container, transport = storage
     clock = Clock()
-    servers = app_context.SpireServers("example.org", StoredServerDirectory(BlobIdStores(container, "key-metadata"), clock),
-                                       InMemoryVault(), clock=clock)
+    servers = app_context.SpireServers(
+        "example.org", StoredServerDirectory(BlobIdStores(container, "key-metadata"), clock), InMemoryVault(), clock=clock
+    )
     known = servers.check("spire-a")
     blob = container.get_blob_client("key-metadata.servers/spire-a")
     blob.upload_blob(str(uuid.uuid4()).encode(), overwrite=True)
@@ -262,7 +263,7 @@ def test_use_is_recorded_only_while_the_blob_has_the_etag_given(storage):
     container, _ = storage
     blob = container.get_blob_client("key-metadata")
     store = BlobIdStore(container, blob)
-    known, now = str(uuid.uuid4()), datetime(2026, 1, 1, tzinfo=timezone.utc)
+    known, now = str(uuid.uuid4()), datetime(2026, 1, 1, tzinfo=UTC)
     etag = store.create(known, now)
     assert store.record_use(known, now + USE_RECORD_INTERVAL, etag) is not None
     blob.upload_blob(str(uuid.uuid4()).encode(), overwrite=True)  # replaced: its ETag is another

@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-import requests
 
 from shared.naming import KeyNaming
 from shared.ownership import owner_tags

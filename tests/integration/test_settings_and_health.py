@@ -10,8 +10,8 @@ import pytest
 import requests
 
 from devtools.stack.faultproxy import FaultProxy, make_server_certificate
-from tests.hermetic import start_app_host
 from functions.health import CHECK_INTERVAL_SECONDS
+from tests.hermetic import start_app_host
 
 TIMEOUT = 30
 
@@ -55,7 +55,7 @@ def test_every_invalid_setting_is_a_503_naming_it_on_every_request_and_on_health
     sign_body = {"data": base64.b64encode(bytes(32)).decode(), "hash_algorithm": "SHA256"}
     server = callers.headers()  # the caller is proven: what fails is the setting
     for setting, base in zip(INVALID_SETTINGS, bases):
-        for attempt in range(2):  # not cached as a success, not turned into a 500 the second time
+        for _ in range(2):  # not cached as a success, not turned into a 500 the second time
             responses = [
                 requests.get(f"{base}/keys", headers=server, timeout=TIMEOUT),
                 requests.post(f"{base}/keys", json={"key_id": "k", "key_type": "ec-p256"}, headers=server, timeout=TIMEOUT),

@@ -21,8 +21,9 @@ RECOVER_LATENCY_MS = 800
 @pytest.fixture(scope="module")
 def vault(tmp_path_factory):
     """Overrides the session's vault for this module: every fixture built on it (app_env, vault_admin) uses this one."""
-    service = start_localvault(0, 0, tmp_path_factory.mktemp("slow-localvault"), delete_latency_ms=DELETE_LATENCY_MS,
-                               recover_latency_ms=RECOVER_LATENCY_MS)
+    service = start_localvault(
+        0, 0, tmp_path_factory.mktemp("slow-localvault"), delete_latency_ms=DELETE_LATENCY_MS, recover_latency_ms=RECOVER_LATENCY_MS
+    )
     yield service
     service.stop()
 

@@ -42,7 +42,11 @@ def test_spire_keymanager_contract_suite_passes_against_the_app(app_env, entra_s
         }
         result = subprocess.run(
             [go, "test", "-count=1", "-json", "./contract"],
-            cwd=ROOT / "devtools" / "spire", env=env, capture_output=True, text=True, timeout=600,
+            cwd=ROOT / "devtools" / "spire",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
     finally:
         devhost.stop()
@@ -61,7 +65,10 @@ def test_spire_keymanager_contract_suite_passes_against_the_app(app_env, entra_s
     subtests = {name: outcome for name, outcome in outcomes.items() if "/" in name}
     failed = [name for name, outcome in outcomes.items() if outcome != "pass"]
     passed = sum(outcome == "pass" for outcome in subtests.values())
-    sys.stderr.write(f"SPIRE KeyManager contract: {len(subtests)} subtests run, {passed} passed (and the suite's top-level test: {outcomes.get('TestKeyManagerContract')})\n")
+    sys.stderr.write(
+        f"SPIRE KeyManager contract: {len(subtests)} subtests run, {passed} passed "
+        f"(and the suite's top-level test: {outcomes.get('TestKeyManagerContract')})\n"
+    )
     details = "".join(line for name in failed for line in output.get(name, []))
     assert result.returncode == 0 and not failed, f"failed: {failed}\n{details}\n{result.stderr[-4000:]}"
     assert len(subtests) == CONTRACT_SUBTESTS, sorted(subtests)

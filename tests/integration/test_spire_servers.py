@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -105,8 +105,14 @@ def test_two_servers_on_two_instances_keep_keys_of_their_own(hosts, app_env):
 def test_another_trust_domain_or_a_bad_server_name_is_refused_and_nothing_is_done(hosts, app_env):
     base = hosts[0]
     for headers in ({"X-SPIRE-Trust-Domain": "other.example.org"}, {"X-SPIRE-Server-Name": "Not_Valid-"}):
-        response = call(base, "POST", "/keys", "spire-x" if "X-SPIRE-Trust-Domain" in headers else None,
-                        headers=headers, json={"key_id": "k", "key_type": "ec-p256"})
+        response = call(
+            base,
+            "POST",
+            "/keys",
+            "spire-x" if "X-SPIRE-Trust-Domain" in headers else None,
+            headers=headers,
+            json={"key_id": "k", "key_type": "ec-p256"},
+        )
         assert response.status_code == 400 and response.json()["error"]["code"] == "InvalidArgument", response.text
     assert app_env["TRUST_DOMAIN"] in response.text or "X-SPIRE-Server-Name" in response.text
     client, _ = blobs(app_env)
@@ -121,7 +127,7 @@ def test_servers_in_use_survive_a_sweep_and_a_silent_one_is_swept(hosts, app_env
     silent = generate(second, "x509-CA-A", "spire-c")
     # spire-c last called 20 days ago, as far as its blob says (the first instance never saw it).
     client, blob = blobs(app_env)
-    long_ago = datetime.now(timezone.utc) - timedelta(days=20)
+    long_ago = datetime.now(UTC) - timedelta(days=20)
     client.get_blob_client(f"{blob}.servers/spire-c").set_blob_metadata({LAST_USED: long_ago.isoformat()})
     shift_vault_time(FIFTEEN_DAYS)  # every key is 15 days old now
 
@@ -148,7 +154,7 @@ def test_the_sweep_keeps_keys_of_servers_that_called_within_the_age_though_no_re
     recorded_before_ids_in_metadata = generate(first, "x509-CA-A", "spire-c")
     generate(second, "x509-CA-A", "spire-b")
     client, blob = blobs(app_env)
-    now, long_ago = datetime.now(timezone.utc), datetime.now(timezone.utc) - timedelta(days=20)
+    now, long_ago = datetime.now(UTC), datetime.now(UTC) - timedelta(days=20)
     client.get_blob_client(f"{blob}.servers/spire-b").set_blob_metadata({LAST_USED: long_ago.isoformat()})
     # A blob as written before its metadata named its id: the sweep reads the id from its content.
     client.get_blob_client(f"{blob}.servers/spire-c").set_blob_metadata({LAST_USED: now.isoformat()})

@@ -22,7 +22,9 @@ def swept_candidates(settings: dict[str, str], callers) -> list[str]:
         host.stop()
 
 
-def test_devhost_in_the_tests_reads_neither_local_settings_nor_the_shell(app_env, callers, vault_admin, shift_vault_time, monkeypatch, capsys):
+def test_devhost_in_the_tests_reads_neither_local_settings_nor_the_shell(
+    app_env, callers, vault_admin, shift_vault_time, monkeypatch, capsys
+):
     peer_id = str(uuid.uuid4())  # a server of this trust domain that stopped calling
     peer = KeyNaming(app_env["TRUST_DOMAIN"], peer_id).key_name("a")
     vault_admin.create_ec_key(peer, tags={"spire-server-td": app_env["TRUST_DOMAIN"], "spire-server-id": peer_id})

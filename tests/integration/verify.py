@@ -22,11 +22,7 @@ def verify(public_key: dict, signature_b64: str, data: bytes, hash_name: str, ps
     signature = base64.b64decode(signature_b64)
     algorithm = Prehashed(HASHES[hash_name])
     if isinstance(key, rsa.RSAPublicKey):
-        scheme = (
-            padding.PSS(mgf=padding.MGF1(HASHES[hash_name]), salt_length=HASHES[hash_name].digest_size)
-            if pss
-            else padding.PKCS1v15()
-        )
+        scheme = padding.PSS(mgf=padding.MGF1(HASHES[hash_name]), salt_length=HASHES[hash_name].digest_size) if pss else padding.PKCS1v15()
         key.verify(signature, data, scheme, algorithm)
     else:
         assert isinstance(key, ec.EllipticCurvePublicKey)

@@ -4,6 +4,7 @@ Read from the files and the installed packages only (no index): a pin that no lo
 a requirement added or dropped without `make lock`, a pin without hashes, or a test environment that
 runs other versions than the lock fails here.
 """
+
 import re
 from importlib import metadata
 from pathlib import Path
@@ -41,8 +42,9 @@ def test_every_requirement_of_the_input_is_met_by_its_pin():
             requirement = Requirement(line)
             name = canonicalize_name(requirement.name)
             assert name in locked, f"{requirement} is not in the lock: run make lock"
-            assert requirement.specifier.contains(locked[name], prereleases=True), \
+            assert requirement.specifier.contains(locked[name], prereleases=True), (
                 f"{requirement} does not allow the locked {locked[name]}: run make lock"
+            )
 
 
 def test_the_test_environment_runs_the_locked_versions():

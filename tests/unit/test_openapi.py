@@ -15,9 +15,9 @@ from functions import openapi as openapi_function
 from functions.http import STATUS_BY_ERROR
 from functions.keys import parse_sign_request
 from shared import errors
-from shared.instances import Instances, SharedInstances
 from shared.algorithms import HashAlgorithm, KeyType
 from shared.errors import InvalidArgument
+from shared.instances import Instances, SharedInstances
 from shared.maintenance import Failure, LastRefresh, RefreshReport, SweepReport
 from shared.naming import MAX_KEY_ID_LENGTH, validate_key_id
 from tests.unit.test_function_app import FUNCTIONS  # get_functions() may run once per process
@@ -127,8 +127,11 @@ def test_the_key_and_maintenance_operations_need_an_entra_bearer_token_and_the_o
 def test_the_document_offers_no_function_key():
     text = json.dumps(DOCUMENT)
     assert "x-functions-key" not in text and '"code"' not in json.dumps(DOCUMENT["components"]["securitySchemes"])
-    assert not any(_deref(p)["in"] == "query" and _deref(p)["name"] == "code"
-                   for operation in _operations().values() for p in operation.get("parameters", []))
+    assert not any(
+        _deref(p)["in"] == "query" and _deref(p)["name"] == "code"
+        for operation in _operations().values()
+        for p in operation.get("parameters", [])
+    )
 
 
 def test_the_default_security_is_the_bearer_token():

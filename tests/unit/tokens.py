@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa

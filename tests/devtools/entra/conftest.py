@@ -6,8 +6,8 @@ as the app verifies Entra's.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import jwt
 import pytest
@@ -17,12 +17,21 @@ from devtools.entra.client import Api, LocalEntra, Principal
 from devtools.stack.services import Service, start_entra
 
 # Claims every app-only token carries, in each format.
-V2_CLAIMS = {"aud", "iss", "iat", "nbf", "exp", "aio", "azp", "azpacr", "idp", "idtyp", "oid", "rh", "sub", "tid",
-             "uti", "ver"}
+V2_CLAIMS = {"aud", "iss", "iat", "nbf", "exp", "aio", "azp", "azpacr", "idp", "idtyp", "oid", "rh", "sub", "tid", "uti", "ver"}
 V1_CLAIMS = V2_CLAIMS - {"azp", "azpacr"} | {"appid", "appidacr"}
-SDK_ENVIRONMENT = ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_AUTHORITY_HOST",
-                   "AZURE_FEDERATED_TOKEN_FILE", "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "IDENTITY_SERVER_THUMBPRINT",
-                   "IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET")
+SDK_ENVIRONMENT = (
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_AUTHORITY_HOST",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+)
 
 
 @pytest.fixture(scope="session")
@@ -72,8 +81,9 @@ def published_keys(entra: LocalEntra) -> jwt.PyJWKSet:
 def verify(entra: LocalEntra, token: str, audience: str, issuer: str) -> dict:
     """The token's claims, if its signature, issuer, audience and lifetime hold; raises otherwise."""
     key = published_keys(entra)[jwt.get_unverified_header(token)["kid"]]
-    return jwt.decode(token, key, algorithms=["RS256"], audience=audience, issuer=issuer,
-                      options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub"]})
+    return jwt.decode(
+        token, key, algorithms=["RS256"], audience=audience, issuer=issuer, options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub"]}
+    )
 
 
 def error_of(response: requests.Response) -> tuple[int, str, int]:
@@ -81,16 +91,19 @@ def error_of(response: requests.Response) -> tuple[int, str, int]:
     body = response.json()
     code = body["error_codes"][0]
     assert body["error_description"].startswith(f"AADSTS{code}: ")
-    assert f"Trace ID: {body['trace_id']} Correlation ID: {body['correlation_id']} Timestamp: {body['timestamp']}" \
-           in body["error_description"]
+    assert (
+        f"Trace ID: {body['trace_id']} Correlation ID: {body['correlation_id']} Timestamp: {body['timestamp']}" in body["error_description"]
+    )
     assert set(body) >= {"error", "error_description", "error_codes", "timestamp", "trace_id", "correlation_id"}
     return response.status_code, body["error"], code
 
 
-def token_request(entra: LocalEntra, form: dict[str, str], tenant: str | None = None,
-                  headers: dict[str, str] | None = None) -> requests.Response:
-    return requests.post(f"{entra.authority}/{tenant or entra.tenant_id}/oauth2/v2.0/token", data=form,
-                         headers=headers, verify=entra.ca_bundle, timeout=10)
+def token_request(
+    entra: LocalEntra, form: dict[str, str], tenant: str | None = None, headers: dict[str, str] | None = None
+) -> requests.Response:
+    return requests.post(
+        f"{entra.authority}/{tenant or entra.tenant_id}/oauth2/v2.0/token", data=form, headers=headers, verify=entra.ca_bundle, timeout=10
+    )
 
 
 def write_token_file(directory: Path, token: str) -> str:

@@ -45,8 +45,9 @@ def test_a_restart_keeps_the_tenant_its_keys_and_its_registry(tmp_path: Path) ->
         assert stat.S_IMODE((tmp_path / private).stat().st_mode) == 0o600
 
 
-def test_each_request_is_logged_without_its_secrets(tmp_path: Path, capfd: pytest.CaptureFixture[str],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_request_is_logged_without_its_secrets(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DEVSTACK_ECHO", "1")
     service = start_entra(0, 0, tmp_path)
     try:
@@ -60,8 +61,7 @@ def test_each_request_is_logged_without_its_secrets(tmp_path: Path, capfd: pytes
     log = _output_until(capfd, "GET /msi/token 200")
 
     assert f"POST /{entra.tenant_id}/oauth2/v2.0/token 200" in log
-    for secret in (caller.secret or "", service.details["msi_header"], secret_token, msi_token, "api-version",
-                   caller.client_id):
+    for secret in (caller.secret or "", service.details["msi_header"], secret_token, msi_token, "api-version", caller.client_id):
         assert secret not in log
 
 

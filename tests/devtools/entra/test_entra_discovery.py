@@ -39,8 +39,7 @@ def test_v1_openid_configuration_names_the_sts_issuer(entra: LocalEntra) -> None
 
 
 def test_keys_are_published_with_their_certificates(entra: LocalEntra) -> None:
-    for path, issuer in ((f"/{entra.tenant_id}/discovery/v2.0/keys", entra.issuer(2)),
-                         (f"/{entra.tenant_id}/discovery/keys", None)):
+    for path, issuer in ((f"/{entra.tenant_id}/discovery/v2.0/keys", entra.issuer(2)), (f"/{entra.tenant_id}/discovery/keys", None)):
         keys = get(entra, path).json()["keys"]
         assert len(keys) >= 2  # Entra publishes more keys than the one it signs with
         assert keys[0]["kid"] != jwt.get_unverified_header(entra.sign({}))["kid"]  # the first is not it
@@ -53,20 +52,27 @@ def test_keys_are_published_with_their_certificates(entra: LocalEntra) -> None:
 
 
 def test_an_unknown_tenant_is_not_found(entra: LocalEntra) -> None:
-    for path in ("/00000000-0000-0000-0000-000000000001/v2.0/.well-known/openid-configuration",
-                 "/contoso.onmicrosoft.com/discovery/v2.0/keys"):
+    for path in (
+        "/00000000-0000-0000-0000-000000000001/v2.0/.well-known/openid-configuration",
+        "/contoso.onmicrosoft.com/discovery/v2.0/keys",
+    ):
         assert error_of(get(entra, path)) == (400, "invalid_tenant", 90002)
 
 
 def test_instance_discovery_knows_only_this_host(entra: LocalEntra) -> None:
     host = entra.authority.removeprefix("https://")
-    here = get(entra, "/common/discovery/instance", **{
-        "api-version": "1.1", "authorization_endpoint": f"{entra.authority}/{entra.tenant_id}/oauth2/v2.0/authorize"})
-    elsewhere = get(entra, "/common/discovery/instance", **{
-        "api-version": "1.1", "authorization_endpoint": "https://login.example.com/common/oauth2/v2.0/authorize"})
+    here = get(
+        entra,
+        "/common/discovery/instance",
+        **{"api-version": "1.1", "authorization_endpoint": f"{entra.authority}/{entra.tenant_id}/oauth2/v2.0/authorize"},
+    )
+    elsewhere = get(
+        entra,
+        "/common/discovery/instance",
+        **{"api-version": "1.1", "authorization_endpoint": "https://login.example.com/common/oauth2/v2.0/authorize"},
+    )
 
-    assert here.json()["tenant_discovery_endpoint"] == \
-           f"{entra.authority}/{entra.tenant_id}/v2.0/.well-known/openid-configuration"
+    assert here.json()["tenant_discovery_endpoint"] == f"{entra.authority}/{entra.tenant_id}/v2.0/.well-known/openid-configuration"
     assert here.json()["metadata"] == [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}]
     assert error_of(elsewhere) == (400, "invalid_instance", 50049)
 
@@ -77,8 +83,9 @@ def test_the_cluster_issuer_publishes_what_signs_its_tokens(entra: LocalEntra) -
     keys = jwt.PyJWKSet.from_dict(requests.get(config["jwks_uri"], verify=entra.ca_bundle, timeout=10).json())
     token = entra.federated_token("system:serviceaccount:spire:spire-server")
 
-    claims = jwt.decode(token, keys[jwt.get_unverified_header(token)["kid"]], algorithms=["RS256"],
-                        audience="api://AzureADTokenExchange", issuer=issuer)
+    claims = jwt.decode(
+        token, keys[jwt.get_unverified_header(token)["kid"]], algorithms=["RS256"], audience="api://AzureADTokenExchange", issuer=issuer
+    )
     assert config["issuer"] == issuer
     assert claims["aud"] == ["api://AzureADTokenExchange"]
     assert claims["sub"] == "system:serviceaccount:spire:spire-server"

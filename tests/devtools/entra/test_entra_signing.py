@@ -36,8 +36,9 @@ def test_claims_for_are_those_of_a_real_token(entra: LocalEntra, api: Api, api_v
     issued = verify(entra, entra.token(caller, api), audience=api.client_id, issuer=entra.issuer(2))
     crafted = entra.claims_for(caller, api)
     assert set(crafted) == set(issued) == V2_CLAIMS
-    assert {k: v for k, v in crafted.items() if k not in ("aio", "uti", "iat", "nbf", "exp")} == \
-           {k: v for k, v in issued.items() if k not in ("aio", "uti", "iat", "nbf", "exp")}
+    assert {k: v for k, v in crafted.items() if k not in ("aio", "uti", "iat", "nbf", "exp")} == {
+        k: v for k, v in issued.items() if k not in ("aio", "uti", "iat", "nbf", "exp")
+    }
     assert set(entra.claims_for(caller, api_v1, version=1)) == V1_CLAIMS
 
 
@@ -72,13 +73,13 @@ def test_sign_takes_header_fields_and_leaves_out_nulls(entra: LocalEntra, api: A
 
 def test_the_administration_api_refuses_bad_requests(entra: LocalEntra) -> None:
     def post(name: str, body: object) -> int:
-        return requests.post(f"{entra.authority}/_local/{name}", json=body, verify=entra.ca_bundle,
-                             timeout=10).status_code
+        return requests.post(f"{entra.authority}/_local/{name}", json=body, verify=entra.ca_bundle, timeout=10).status_code
 
     assert post("applications", {"token_version": 3}) == 400
     assert post("principals", {"secret": True}) == 400  # no name
-    assert post("principals", {"name": "x", "federated_credential": {"subject": "s", "issuer": "https://a.example"}}) \
-        == 400  # only the stand-in's own cluster issuer can be trusted
+    assert (
+        post("principals", {"name": "x", "federated_credential": {"subject": "s", "issuer": "https://a.example"}}) == 400
+    )  # only the stand-in's own cluster issuer can be trusted
     assert post("signing-keys", {"current": True, "published": False}) == 400
     assert post("sign", {"claims": {}, "kid": "no-such-key"}) == 404
     assert post("sign", ["not", "an", "object"]) == 400

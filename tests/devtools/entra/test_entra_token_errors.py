@@ -16,19 +16,28 @@ JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 def with_secret(caller: Principal, api: Api, **changes: str) -> dict[str, str]:
-    return {"grant_type": "client_credentials", "client_id": caller.client_id, "client_secret": caller.secret or "",
-            "scope": f"{api.identifier_uri}/.default", **changes}
+    return {
+        "grant_type": "client_credentials",
+        "client_id": caller.client_id,
+        "client_secret": caller.secret or "",
+        "scope": f"{api.identifier_uri}/.default",
+        **changes,
+    }
 
 
 def with_assertion(caller: Principal, api: Api, assertion: str) -> dict[str, str]:
-    return {"grant_type": "client_credentials", "client_id": caller.client_id, "client_assertion_type": JWT_BEARER,
-            "client_assertion": assertion, "scope": f"{api.identifier_uri}/.default"}
+    return {
+        "grant_type": "client_credentials",
+        "client_id": caller.client_id,
+        "client_assertion_type": JWT_BEARER,
+        "client_assertion": assertion,
+        "scope": f"{api.identifier_uri}/.default",
+    }
 
 
 def test_the_error_body_is_entras(entra: LocalEntra, api: Api, caller: Principal) -> None:
     correlation_id = str(uuid.uuid4())
-    response = token_request(entra, with_secret(caller, api, client_secret="wrong"),
-                             headers={"client-request-id": correlation_id})
+    response = token_request(entra, with_secret(caller, api, client_secret="wrong"), headers={"client-request-id": correlation_id})
     body = response.json()
 
     assert error_of(response) == (401, "invalid_client", 7000215)
@@ -38,30 +47,30 @@ def test_the_error_body_is_entras(entra: LocalEntra, api: Api, caller: Principal
     assert caller.client_id in body["error_description"]
 
 
-@pytest.mark.parametrize("changes, expected", [
-    ({"client_secret": "not-the-secret"}, (401, "invalid_client", 7000215)),
-    ({"client_id": str(uuid.uuid4())}, (400, "unauthorized_client", 700016)),
-    ({"scope": "api://not-registered/.default"}, (400, "invalid_resource", 500011)),
-    ({"scope": "api://not-registered/user_impersonation"}, (400, "invalid_scope", 1002012)),
-    ({"scope": "openid offline_access profile"}, (400, "invalid_scope", 1002012)),
-    ({"scope": ""}, (400, "invalid_request", 90014)),
-    ({"grant_type": "password"}, (400, "unsupported_grant_type", 70003)),
-    ({"grant_type": ""}, (400, "invalid_request", 900144)),
-    ({"client_secret": ""}, (401, "invalid_client", 7000218)),
-])
-def test_client_credentials_refusals(entra: LocalEntra, api: Api, caller: Principal, changes: dict,
-                                     expected: tuple) -> None:
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"client_secret": "not-the-secret"}, (401, "invalid_client", 7000215)),
+        ({"client_id": str(uuid.uuid4())}, (400, "unauthorized_client", 700016)),
+        ({"scope": "api://not-registered/.default"}, (400, "invalid_resource", 500011)),
+        ({"scope": "api://not-registered/user_impersonation"}, (400, "invalid_scope", 1002012)),
+        ({"scope": "openid offline_access profile"}, (400, "invalid_scope", 1002012)),
+        ({"scope": ""}, (400, "invalid_request", 90014)),
+        ({"grant_type": "password"}, (400, "unsupported_grant_type", 70003)),
+        ({"grant_type": ""}, (400, "invalid_request", 900144)),
+        ({"client_secret": ""}, (401, "invalid_client", 7000218)),
+    ],
+)
+def test_client_credentials_refusals(entra: LocalEntra, api: Api, caller: Principal, changes: dict, expected: tuple) -> None:
     assert error_of(token_request(entra, with_secret(caller, api, **changes))) == expected
 
 
 def test_the_token_endpoint_takes_only_post(entra: LocalEntra) -> None:
-    response = requests.get(f"{entra.authority}/{entra.tenant_id}/oauth2/v2.0/token", verify=entra.ca_bundle,
-                            timeout=10)
+    response = requests.get(f"{entra.authority}/{entra.tenant_id}/oauth2/v2.0/token", verify=entra.ca_bundle, timeout=10)
     assert error_of(response) == (400, "invalid_request", 900561)
 
 
-def test_oidc_scopes_beside_a_resource_are_ignored_as_entra_ignores_them(entra: LocalEntra, api: Api,
-                                                                        caller: Principal) -> None:
+def test_oidc_scopes_beside_a_resource_are_ignored_as_entra_ignores_them(entra: LocalEntra, api: Api, caller: Principal) -> None:
     scope = f"{api.identifier_uri}/.default openid offline_access profile"  # what MSAL for Go sends
     assert token_request(entra, with_secret(caller, api, scope=scope)).status_code == 200
 
@@ -82,16 +91,22 @@ def test_federated_assertion_refusals(entra: LocalEntra, api: Api, caller: Princ
     subject = caller.federated_subject or ""
     unpublished = entra.add_signing_key(current=False, published=False)
     now = int(time.time())
-    foreign_issuer_claims = {"iss": "https://oidc.example.com/", "sub": subject, "aud": ["api://AzureADTokenExchange"],
-                             "iat": now, "nbf": now, "exp": now + 600}
+    foreign_issuer_claims = {
+        "iss": "https://oidc.example.com/",
+        "sub": subject,
+        "aud": ["api://AzureADTokenExchange"],
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+    }
     cases = {
-        "another subject": (entra.federated_token("system:serviceaccount:spire:someone-else"),
-                            (401, "invalid_client", 700213)),
-        "another audience": (entra.federated_token(subject, audience="api://not-the-exchange"),
-                             (401, "invalid_client", 700212)),
+        "another subject": (entra.federated_token("system:serviceaccount:spire:someone-else"), (401, "invalid_client", 700213)),
+        "another audience": (entra.federated_token(subject, audience="api://not-the-exchange"), (401, "invalid_client", 700212)),
         "expired": (entra.federated_token(subject, lifetime=-600), (401, "invalid_client", 700024)),
-        "unknown key": (entra.sign({**foreign_issuer_claims, "iss": entra.federated_issuer}, kid=unpublished),
-                        (401, "invalid_client", 7000272)),
+        "unknown key": (
+            entra.sign({**foreign_issuer_claims, "iss": entra.federated_issuer}, kid=unpublished),
+            (401, "invalid_client", 7000272),
+        ),
         "untrusted issuer": (entra.sign(foreign_issuer_claims), (401, "invalid_client", 700211)),
         "not a JWT": ("not.a-jwt", (400, "invalid_request", 50027)),
     }

@@ -1,4 +1,5 @@
 """Make the repo root importable however pytest is started (devhost lives there)."""
+
 import sys
 from pathlib import Path
 

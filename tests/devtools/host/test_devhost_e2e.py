@@ -1,4 +1,5 @@
 """End to end: run ``python -m devtools.host`` on a small sample app and talk HTTP to it."""
+
 from __future__ import annotations
 
 import http.client
@@ -13,9 +14,9 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import requests
@@ -109,13 +110,13 @@ def tick(timer: func.TimerRequest) -> None:
         out.write(f"tick past_due={timer.past_due}\\n")
 '''
 
-FUNCTION_APP = '''
+FUNCTION_APP = """
 import azure.functions as func
 from sample_bp import bp
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(bp)
-'''
+"""
 
 
 def write_app(app_dir: Path, route_prefix: str = "api") -> Path:
@@ -123,11 +124,21 @@ def write_app(app_dir: Path, route_prefix: str = "api") -> Path:
     (app_dir / "sample_bp.py").write_text(textwrap.dedent(BLUEPRINT))
     (app_dir / "function_app.py").write_text(textwrap.dedent(FUNCTION_APP))
     (app_dir / "requirements.txt").write_text("azure-functions\n")
-    (app_dir / "host.json").write_text(json.dumps(
-        {"version": "2.0", "extensions": {"http": {"routePrefix": route_prefix}}}))
-    (app_dir / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": {
-        "FUNCTIONS_WORKER_RUNTIME": "python", "TICK_FILE": str(app_dir / "ticks.txt"),
-        "TICK_SCHEDULE": "0 0 */6 * * *", "FROM_FILE": "file", "BOTH": "file"}}))
+    (app_dir / "host.json").write_text(json.dumps({"version": "2.0", "extensions": {"http": {"routePrefix": route_prefix}}}))
+    (app_dir / "local.settings.json").write_text(
+        json.dumps(
+            {
+                "IsEncrypted": False,
+                "Values": {
+                    "FUNCTIONS_WORKER_RUNTIME": "python",
+                    "TICK_FILE": str(app_dir / "ticks.txt"),
+                    "TICK_SCHEDULE": "0 0 */6 * * *",
+                    "FROM_FILE": "file",
+                    "BOTH": "file",
+                },
+            }
+        )
+    )
     return app_dir
 
 
@@ -145,12 +156,21 @@ class Devhost:
 
     def __init__(self, app_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.stderr_path = app_dir / f"devhost-{time.monotonic_ns()}.err"
-        full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1",
-                    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+        full_env = {
+            **os.environ,
+            **(env or {}),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        }
         with open(self.stderr_path, "w") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "devtools.host", "--app-dir", str(app_dir), "--port", "0", *args],
-                cwd=REPO_ROOT, env=full_env, stdout=subprocess.PIPE, stderr=err, text=True)
+                cwd=REPO_ROOT,
+                env=full_env,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
         self.lines: queue.Queue[str] = queue.Queue()
         self.stdout: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -196,8 +216,15 @@ def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def host(app_dir: Path):
-    devhost = Devhost(app_dir, "--no-timers", "--keep-alive-timeout", "1", "--headers-timeout", "2",
-                      env={"BOTH": "env", "PYTHON_THREADPOOL_THREAD_COUNT": "2"})
+    devhost = Devhost(
+        app_dir,
+        "--no-timers",
+        "--keep-alive-timeout",
+        "1",
+        "--headers-timeout",
+        "2",
+        env={"BOTH": "env", "PYTHON_THREADPOOL_THREAD_COUNT": "2"},
+    )
     devhost.wait_ready()
     yield devhost
     assert devhost.stop() == 0
@@ -211,8 +238,7 @@ def test_ready_line_and_function_list(host: Devhost):
 
 
 def test_route_params_query_and_keys(host: Devhost):
-    r = requests.get(f"{host.base}/api/keys/a%20b?code=secret-code&x=1&x=2&empty=&X=3",
-                     headers={"x-functions-key": "secret-header"})
+    r = requests.get(f"{host.base}/api/keys/a%20b?code=secret-code&x=1&x=2&empty=&X=3", headers={"x-functions-key": "secret-header"})
     assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"  # no charset added
     body = r.json()
     assert body["function"] == "get_key" and body["key_id"] == "a b"
@@ -228,8 +254,7 @@ def test_route_params_query_and_keys(host: Devhost):
 
 def test_literal_route_wins_and_method_fallback(host: Devhost):
     assert requests.get(f"{host.base}/api/keys/special").json() == {"function": "get_special"}
-    assert requests.delete(f"{host.base}/api/keys/special").json() == {
-        "function": "delete_key", "key_id": "special"}
+    assert requests.delete(f"{host.base}/api/keys/special").json() == {"function": "delete_key", "key_id": "special"}
 
 
 def test_post_json_echo(host: Devhost):
@@ -245,9 +270,11 @@ def test_async_function_and_int_constraint(host: Devhost):
 
 
 def test_unknown_routes_and_undeclared_methods_are_empty_404s(host: Devhost):
-    for response in (requests.get(f"{host.base}/api/nothing/here"),
-                     requests.get(f"{host.base}/keys/abc"),  # missing the api prefix
-                     requests.put(f"{host.base}/api/keys/abc")):  # GET and DELETE are declared there
+    for response in (
+        requests.get(f"{host.base}/api/nothing/here"),
+        requests.get(f"{host.base}/keys/abc"),  # missing the api prefix
+        requests.put(f"{host.base}/api/keys/abc"),
+    ):  # GET and DELETE are declared there
         assert (response.status_code, response.content) == (404, b"")
         assert "Allow" not in response.headers
 
@@ -271,17 +298,17 @@ def raw_exchange(base: str, request: bytes, close_early: bool = False) -> bytes:
 
 
 def test_chunked_request_bodies_are_read(host: Devhost):
-    chunked = b'{"digest": "a'  b'b"}'
-    request = (b"POST /api/keys/k1/sign HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-               b"Content-Type: application/json\r\n\r\n" + b"%x\r\n%s\r\n" % (len(chunked), chunked)
-               + b"0\r\n\r\n")
+    chunked = b'{"digest": "ab"}'
+    request = (
+        b"POST /api/keys/k1/sign HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: application/json\r\n\r\n" + b"%x\r\n%s\r\n" % (len(chunked), chunked) + b"0\r\n\r\n"
+    )
     head, _, body = raw_exchange(host.base, request).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 201 ")
     assert json.loads(body) == {"key_id": "k1", "echo": {"digest": "ab"}}
 
 
-@pytest.mark.parametrize("length, status", [(b"-1", 400), (b"abc", 400), (b"99999999999999999999999", 400),
-                                            (b"104857601", 413)])
+@pytest.mark.parametrize("length, status", [(b"-1", 400), (b"abc", 400), (b"99999999999999999999999", 400), (b"104857601", 413)])
 def test_unusable_content_length_is_answered_at_once_closing_and_nothing_runs(host: Devhost, length: bytes, status: int):
     path = f"/api/keys/bad-length-{status}/sign"
     request = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: ".encode() + length + b"\r\n\r\n{}"
@@ -345,6 +372,7 @@ def test_exception_gives_500_and_traceback(host: Devhost):
 
 def test_sync_functions_run_at_most_python_threadpool_thread_count_at_once(host: Devhost):
     """As on the worker's thread pool: with PYTHON_THREADPOOL_THREAD_COUNT=2, two calls run together, a third waits."""
+
     def meet(group: str, parties: int, wait: int) -> str:
         return requests.get(f"{host.base}/api/meet/{group}/{parties}?wait={wait}", timeout=60).text
 
@@ -420,44 +448,59 @@ def write_function_app(tmp_path: Path, source: str, requirements: str = "azure-f
 
 
 def test_a_parameter_not_named_as_its_binding_is_refused(tmp_path: Path):
-    app_dir = write_function_app(tmp_path, """
+    app_dir = write_function_app(
+        tmp_path,
+        """
         import azure.functions as func
         app = func.FunctionApp()
 
         @app.route(route="x")
         def handler(request: func.HttpRequest) -> func.HttpResponse:
             return func.HttpResponse("x")
-    """)
-    assert ("cannot load the handler function: the following parameters are declared in Python but not in "
-            "the function definition") in refused(app_dir)
+    """,
+    )
+    assert (
+        "cannot load the handler function: the following parameters are declared in Python but not in the function definition"
+    ) in refused(app_dir)
 
 
 def test_two_function_apps_are_refused(tmp_path: Path):
-    app_dir = write_function_app(tmp_path, """
+    app_dir = write_function_app(
+        tmp_path,
+        """
         import azure.functions as func
         app = func.FunctionApp()
         second = func.FunctionApp()
-    """)
+    """,
+    )
     assert "More than one FunctionApp or other top level function app instances are defined." in refused(app_dir)
 
 
-@pytest.mark.parametrize("definition", [
-    "def tick(timer: func.TimerRequest):\n    if timer.past_due:\n        return 'late'",
-    "def tick(timer: func.TimerRequest) -> str:\n    ...",
-])
+@pytest.mark.parametrize(
+    "definition",
+    [
+        "def tick(timer: func.TimerRequest):\n    if timer.past_due:\n        return 'late'",
+        "def tick(timer: func.TimerRequest) -> str:\n    ...",
+    ],
+)
 def test_a_timer_function_returning_a_value_is_refused(tmp_path: Path, definition: str):
-    app_dir = write_function_app(tmp_path, f"""
+    app_dir = write_function_app(
+        tmp_path,
+        f"""
 import azure.functions as func
 app = func.FunctionApp()
 
 @app.timer_trigger(schedule="0 0 * * * *", arg_name="timer")
 {definition}
-""")
+""",
+    )
     assert "function 'tick' without a $return binding returned a non-None value" in refused(app_dir)
 
 
 def test_a_timer_function_returning_nothing_starts(tmp_path: Path):
-    app_dir = write_function_app(tmp_path, """
+    app_dir = write_function_app(
+        tmp_path,
+        """
 import azure.functions as func
 app = func.FunctionApp()
 
@@ -466,7 +509,8 @@ def tick(timer: func.TimerRequest) -> None:
     def helper():
         return "nested functions may return values"
     return None
-""")
+""",
+    )
     starts(app_dir)
 
 

@@ -31,7 +31,8 @@ def test_a_lock_with_hashes_deploys_its_pins(tmp_path: Path):
         "azure-functions==2.3.0 \\\n"
         "    --hash=sha256:0000000000000000000000000000000000000000000000000000000000000000 \\\n"
         "    --hash=sha256:1111111111111111111111111111111111111111111111111111111111111111\n"
-        "    # via -r requirements.in\n")
+        "    # via -r requirements.in\n"
+    )
     assert {"azure-functions", "werkzeug"} <= names(requirements)
 
 
@@ -46,9 +47,11 @@ def test_extras_bring_their_dependencies_and_only_then(tmp_path: Path):
 def test_only_installed_modules_outside_the_deployment_are_refused(tmp_path: Path):
     (tmp_path / "requirements.txt").write_text("azure-functions\n")
     guard = DeployedOnly(tmp_path)
-    import azure.functions
     import json
+
+    import azure.functions
     import pytest as dev_only
+
     assert guard.refusal(azure.functions.__file__) is None
     assert guard.refusal(json.__file__) is None  # the standard library
     assert guard.refusal(__file__) is None  # files outside the app

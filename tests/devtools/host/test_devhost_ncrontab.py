@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -17,8 +17,7 @@ D = datetime
 
 
 def test_every_six_hours():
-    assert nexts("0 0 */6 * * *", D(2024, 1, 1, 0, 0, 0), 4) == [
-        D(2024, 1, 1, 6), D(2024, 1, 1, 12), D(2024, 1, 1, 18), D(2024, 1, 2, 0)]
+    assert nexts("0 0 */6 * * *", D(2024, 1, 1, 0, 0, 0), 4) == [D(2024, 1, 1, 6), D(2024, 1, 1, 12), D(2024, 1, 1, 18), D(2024, 1, 2, 0)]
     # strictly after, and sub-second parts are ignored
     assert nexts("0 0 */6 * * *", D(2024, 1, 1, 5, 59, 59, 999999), 1) == [D(2024, 1, 1, 6)]
 
@@ -30,19 +29,21 @@ def test_every_other_day_of_month():
 
 
 def test_five_fields_mean_second_zero():
-    assert nexts("*/15 * * * *", D(2024, 1, 1, 0, 0, 30), 3) == [
-        D(2024, 1, 1, 0, 15), D(2024, 1, 1, 0, 30), D(2024, 1, 1, 0, 45)]
+    assert nexts("*/15 * * * *", D(2024, 1, 1, 0, 0, 30), 3) == [D(2024, 1, 1, 0, 15), D(2024, 1, 1, 0, 30), D(2024, 1, 1, 0, 45)]
 
 
-@pytest.mark.parametrize("field, expected", [
-    ("*", set(range(60))),
-    ("7", {7}),
-    ("10-12", {10, 11, 12}),
-    ("*/20", {0, 20, 40}),
-    ("10-30/10", {10, 20, 30}),
-    ("5/20", {5, 25, 45}),
-    ("1,2,40-42,50/5", {1, 2, 40, 41, 42, 50, 55}),
-])
+@pytest.mark.parametrize(
+    "field, expected",
+    [
+        ("*", set(range(60))),
+        ("7", {7}),
+        ("10-12", {10, 11, 12}),
+        ("*/20", {0, 20, 40}),
+        ("10-30/10", {10, 20, 30}),
+        ("5/20", {5, 25, 45}),
+        ("1,2,40-42,50/5", {1, 2, 40, 41, 42, 50, 55}),
+    ],
+)
 def test_field_syntax(field, expected):
     assert Schedule.parse(f"{field} * * * * *").seconds == expected
     assert Schedule.parse(f"0 {field} * * * *").minutes == expected
@@ -80,8 +81,8 @@ def test_rollovers():
 
 
 def test_timezone_is_kept():
-    start = datetime(2024, 1, 1, 1, tzinfo=timezone.utc)
-    assert Schedule.parse("0 0 */6 * * *").next_after(start) == datetime(2024, 1, 1, 6, tzinfo=timezone.utc)
+    start = datetime(2024, 1, 1, 1, tzinfo=UTC)
+    assert Schedule.parse("0 0 */6 * * *").next_after(start) == datetime(2024, 1, 1, 6, tzinfo=UTC)
 
 
 def test_matches():
@@ -90,11 +91,25 @@ def test_matches():
     assert not schedule.matches(D(2024, 5, 5, 10, 15, 31))
 
 
-@pytest.mark.parametrize("expression", [
-    "", "* * * *", "* * * * * * *", "60 * * * * *", "* * 24 * * *", "* * * 0 * *", "* * * * 13 *",
-    "* * * * * 8", "* * * * * MONX", "*/0 * * * * *", "5-1 * * * * *", "1,,2 * * * * *", "a * * * * *",
-    "0 0 0 30 2 *",  # never fires
-])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "",
+        "* * * *",
+        "* * * * * * *",
+        "60 * * * * *",
+        "* * 24 * * *",
+        "* * * 0 * *",
+        "* * * * 13 *",
+        "* * * * * 8",
+        "* * * * * MONX",
+        "*/0 * * * * *",
+        "5-1 * * * * *",
+        "1,,2 * * * * *",
+        "a * * * * *",
+        "0 0 0 30 2 *",  # never fires
+    ],
+)
 def test_invalid(expression):
     with pytest.raises(CronError):
         Schedule.parse(expression)

@@ -11,8 +11,7 @@ def write(path, data, encoding="utf-8"):
 
 
 def test_environment_wins(tmp_path):
-    path = write(tmp_path / "local.settings.json",
-                 {"IsEncrypted": False, "Values": {"A": "file", "B": "file", "N": 3, "F": True}})
+    path = write(tmp_path / "local.settings.json", {"IsEncrypted": False, "Values": {"A": "file", "B": "file", "N": 3, "F": True}})
     env = {"A": "env"}
     applied = load_local_settings(path, env)
     assert env == {"A": "env", "B": "file", "N": "3", "F": "true"}

@@ -13,15 +13,18 @@ def headers(*pairs: tuple[str, str]) -> Message:
     return message
 
 
-@pytest.mark.parametrize("query, params", [
-    ("dry_run=", {}),  # an empty value reaches the function as no parameter at all
-    ("dry_run", {}),
-    ("a=1&a=2", {"a": "1,2"}),
-    ("a=&a=", {"a": ","}),  # joined first, then only an empty result is dropped
-    ("a=&a=2", {"a": ",2"}),
-    ("A=1&a=2&b=x+y%21", {"A": "1,2", "b": "x y!"}),  # names ignore case; the first spelling stays
-    ("", {}),
-])
+@pytest.mark.parametrize(
+    "query, params",
+    [
+        ("dry_run=", {}),  # an empty value reaches the function as no parameter at all
+        ("dry_run", {}),
+        ("a=1&a=2", {"a": "1,2"}),
+        ("a=&a=", {"a": ","}),  # joined first, then only an empty result is dropped
+        ("a=&a=2", {"a": ",2"}),
+        ("A=1&a=2&b=x+y%21", {"A": "1,2", "b": "x y!"}),  # names ignore case; the first spelling stays
+        ("", {}),
+    ],
+)
 def test_query_params_as_the_host_passes_them(query, params):
     assert host_query_params(query) == params
 
@@ -64,8 +67,7 @@ def test_chunked_body_with_extensions_and_trailers():
     assert rfile.read() == b"next"
 
 
-@pytest.mark.parametrize("wire", [b"zz\r\nhello\r\n0\r\n\r\n", b"5\r\nhelloXX0\r\n\r\n", b"-1\r\n\r\n",
-                                  b"1" * 20000 + b"\r\n"])
+@pytest.mark.parametrize("wire", [b"zz\r\nhello\r\n0\r\n\r\n", b"5\r\nhelloXX0\r\n\r\n", b"-1\r\n\r\n", b"1" * 20000 + b"\r\n"])
 def test_malformed_chunks_are_400(wire):
     with pytest.raises(BadRequestBody) as exc:
         read_body(headers(("Transfer-Encoding", "chunked")), io.BytesIO(wire))

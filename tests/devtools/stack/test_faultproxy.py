@@ -6,8 +6,8 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 
 import pytest
 import requests
@@ -137,8 +137,12 @@ def test_filters_by_method_and_path(proxy: FaultProxy, ca: str) -> None:
     assert requests.post(proxy.url + "/ping", verify=ca, timeout=5).status_code != 403
     assert proxy.faults_injected == 3
     assert proxy.requests == [
-        ("GET", "/ping"), ("POST", "/ping"), ("GET", "/ping?fail=1"), ("GET", "/ping?fail=1"),
-        ("POST", "/ping"), ("POST", "/ping"),
+        ("GET", "/ping"),
+        ("POST", "/ping"),
+        ("GET", "/ping?fail=1"),
+        ("GET", "/ping?fail=1"),
+        ("POST", "/ping"),
+        ("POST", "/ping"),
     ]
 
 

@@ -12,8 +12,7 @@ def test_localvault_throttles_only_when_given_a_scale(tmp_path) -> None:
     for scale in (None, 0.05):
         service = start_localvault(0, 0, tmp_path / "certs", throttle_scale=scale)
         try:
-            counters[scale] = requests.get(f"{service.url}/management/throttling", verify=service.details["ca_bundle"],
-                                           timeout=5).json()
+            counters[scale] = requests.get(f"{service.url}/management/throttling", verify=service.details["ca_bundle"], timeout=5).json()
         finally:
             service.stop()
     assert counters[None] == {"enabled": False}

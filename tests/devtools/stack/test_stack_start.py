@@ -27,19 +27,25 @@ def taken():
         yield listener.getsockname()[1]
 
 
-@pytest.mark.parametrize("program, flag, others", [
-    ("devtools.host", "--port", []),
-    ("devtools.vault", "--port", ["--token-port", "0"]),
-    ("devtools.vault", "--token-port", ["--port", "0"]),
-    ("devtools.entra", "--msi-port", ["--port", "0"]),
-    ("devtools.stack", "--port", []),
-    ("devtools.stack", "--blob-port", []),
-])
+@pytest.mark.parametrize(
+    "program, flag, others",
+    [
+        ("devtools.host", "--port", []),
+        ("devtools.vault", "--port", ["--token-port", "0"]),
+        ("devtools.vault", "--token-port", ["--port", "0"]),
+        ("devtools.entra", "--msi-port", ["--port", "0"]),
+        ("devtools.stack", "--port", []),
+        ("devtools.stack", "--blob-port", []),
+    ],
+)
 def test_each_process_names_the_taken_port_and_the_flag_that_chooses_another(taken, program, flag, others):
     if program == "devtools.stack":  # the stack checks every port before it starts anything
-        others = [option for name, port in zip(
-            ("--blob-port", "--vault-port", "--token-port", "--entra-port", "--msi-port", "--port"), free_ports(6))
-            if name != flag for option in (name, str(port))]
+        others = [
+            option
+            for name, port in zip(("--blob-port", "--vault-port", "--token-port", "--entra-port", "--msi-port", "--port"), free_ports(6))
+            if name != flag
+            for option in (name, str(port))
+        ]
     finished = run(program, flag, str(taken), *others)
     assert finished.returncode == 1
     assert f"port {taken} ({flag}) cannot be listened on" in finished.stderr
@@ -53,7 +59,9 @@ def test_a_stack_whose_app_is_not_healthy_says_why_and_stops(tmp_path):
     settings.write_text(json.dumps({"IsEncrypted": False, "Values": {}}))  # no TRUST_DOMAIN: every call is a 503
     ports = free_ports(6)
     flags = ("--blob-port", "--vault-port", "--token-port", "--entra-port", "--msi-port", "--port")
-    finished = run("devtools.stack", "--settings", str(settings), *(option for flag, port in zip(flags, ports) for option in (flag, str(port))))
+    finished = run(
+        "devtools.stack", "--settings", str(settings), *(option for flag, port in zip(flags, ports) for option in (flag, str(port)))
+    )
     assert finished.returncode == 1
     assert "Stack ready" not in finished.stdout
     assert "the app is not healthy (settings)" in finished.stderr and "TRUST_DOMAIN" in finished.stderr

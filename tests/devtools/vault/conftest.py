@@ -8,9 +8,9 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
@@ -81,8 +81,14 @@ def localvault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
 @pytest.fixture
 def credential(localvault: Running, monkeypatch: pytest.MonkeyPatch) -> ManagedIdentityCredential:
     """App Service style managed identity aimed at localvault's token endpoint (env kept for the test)."""
-    for name in ("IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET",
-                 "AZURE_FEDERATED_TOKEN_FILE", "AZURE_CLIENT_ID"):
+    for name in (
+        "IDENTITY_SERVER_THUMBPRINT",
+        "IMDS_ENDPOINT",
+        "MSI_ENDPOINT",
+        "MSI_SECRET",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "AZURE_CLIENT_ID",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("IDENTITY_ENDPOINT", localvault.token_url)
     monkeypatch.setenv("IDENTITY_HEADER", "localvault-tests")
@@ -93,9 +99,7 @@ def credential(localvault: Running, monkeypatch: pytest.MonkeyPatch) -> ManagedI
 
 @pytest.fixture
 def key_client(localvault: Running, credential: ManagedIdentityCredential) -> Iterator[KeyClient]:
-    client = KeyClient(
-        localvault.vault_url, credential, verify_challenge_resource=False, connection_verify=localvault.ca
-    )
+    client = KeyClient(localvault.vault_url, credential, verify_challenge_resource=False, connection_verify=localvault.ca)
     yield client
     client.close()
 
@@ -103,9 +107,7 @@ def key_client(localvault: Running, credential: ManagedIdentityCredential) -> It
 @pytest.fixture
 def auth(localvault: Running) -> dict[str, str]:
     """Headers for raw REST calls, with a token from localvault's token endpoint."""
-    response = requests.get(
-        localvault.token_url, params={"resource": "https://vault.azure.net"}, headers={"Metadata": "true"}, timeout=5
-    )
+    response = requests.get(localvault.token_url, params={"resource": "https://vault.azure.net"}, headers={"Metadata": "true"}, timeout=5)
     response.raise_for_status()
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
 

@@ -19,10 +19,16 @@ def test_restart_reuses_ca_and_stops_cleanly(localvault: Running, tmp_path) -> N
     second = start_localvault(localvault.cert_dir, tmp_path / "stderr.log")
     try:
         assert (localvault.cert_dir / "ca.pem").read_bytes() == ca_before
-        token = requests.get(second.token_url, params={"resource": "https://vault.azure.net"},
-                             headers={"Metadata": "true"}, timeout=5).json()["access_token"]
-        response = requests.get(f"{second.vault_url}/keys", params={"api-version": "7.5"},
-                                headers={"Authorization": f"Bearer {token}"}, verify=second.ca, timeout=5)
+        token = requests.get(
+            second.token_url, params={"resource": "https://vault.azure.net"}, headers={"Metadata": "true"}, timeout=5
+        ).json()["access_token"]
+        response = requests.get(
+            f"{second.vault_url}/keys",
+            params={"api-version": "7.5"},
+            headers={"Authorization": f"Bearer {token}"},
+            verify=second.ca,
+            timeout=5,
+        )
         assert response.status_code == 200
     finally:
         assert stop_localvault(second) == 0
@@ -36,16 +42,31 @@ def test_restart_reuses_ca_and_stops_cleanly(localvault: Running, tmp_path) -> N
 def test_sign_latency_holds_each_signature_back_and_nothing_else(localvault: Running, tmp_path) -> None:
     slow = start_localvault(localvault.cert_dir, tmp_path / "stderr.log", "--sign-latency-ms", "40")
     try:
-        token = requests.get(slow.token_url, params={"resource": "https://vault.azure.net"},
-                             headers={"Metadata": "true"}, timeout=5).json()["access_token"]
+        token = requests.get(
+            slow.token_url, params={"resource": "https://vault.azure.net"}, headers={"Metadata": "true"}, timeout=5
+        ).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
-        created = requests.post(f"{slow.vault_url}/keys/slow/create", params={"api-version": "7.5"}, headers=headers,
-                                json={"kty": "EC", "crv": "P-256"}, verify=slow.ca, timeout=5)
-        signed = requests.post(f"{slow.vault_url}/keys/slow//sign", params={"api-version": "7.5"}, headers=headers,
-                               json={"alg": "ES256", "value": "A" * 43}, verify=slow.ca, timeout=5)
+        created = requests.post(
+            f"{slow.vault_url}/keys/slow/create",
+            params={"api-version": "7.5"},
+            headers=headers,
+            json={"kty": "EC", "crv": "P-256"},
+            verify=slow.ca,
+            timeout=5,
+        )
+        signed = requests.post(
+            f"{slow.vault_url}/keys/slow//sign",
+            params={"api-version": "7.5"},
+            headers=headers,
+            json={"alg": "ES256", "value": "A" * 43},
+            verify=slow.ca,
+            timeout=5,
+        )
         assert created.status_code == signed.status_code == 200
-        vault_time = {name: float(response.headers["Server-Timing"].partition(";dur=")[2])
-                      for name, response in (("create", created), ("sign", signed))}
+        vault_time = {
+            name: float(response.headers["Server-Timing"].partition(";dur=")[2])
+            for name, response in (("create", created), ("sign", signed))
+        }
         assert vault_time["sign"] >= 40 > vault_time["create"]
     finally:
         stop_localvault(slow)
@@ -54,12 +75,19 @@ def test_sign_latency_holds_each_signature_back_and_nothing_else(localvault: Run
 def test_a_standard_vault_refuses_hsm_keys_as_key_vault_does(localvault: Running, tmp_path) -> None:
     standard = start_localvault(localvault.cert_dir, tmp_path / "stderr.log", "--sku", "standard")
     try:
-        token = requests.get(standard.token_url, params={"resource": "https://vault.azure.net"},
-                             headers={"Metadata": "true"}, timeout=5).json()["access_token"]
+        token = requests.get(
+            standard.token_url, params={"resource": "https://vault.azure.net"}, headers={"Metadata": "true"}, timeout=5
+        ).json()["access_token"]
 
         def create(body: dict) -> requests.Response:
-            return requests.post(f"{standard.vault_url}/keys/k/create", params={"api-version": "7.5"},
-                                 headers={"Authorization": f"Bearer {token}"}, json=body, verify=standard.ca, timeout=5)
+            return requests.post(
+                f"{standard.vault_url}/keys/k/create",
+                params={"api-version": "7.5"},
+                headers={"Authorization": f"Bearer {token}"},
+                json=body,
+                verify=standard.ca,
+                timeout=5,
+            )
 
         for kty in ("RSA-HSM", "EC-HSM"):
             refused = create({"kty": kty})
@@ -73,6 +101,7 @@ def test_a_standard_vault_refuses_hsm_keys_as_key_vault_does(localvault: Running
 
 def test_sign_latency_must_be_a_sane_number_of_milliseconds() -> None:
     for value in ("-1", "nan", "60001", "soon"):
-        result = subprocess.run([sys.executable, "-m", "devtools.vault", "--sign-latency-ms", value],
-                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [sys.executable, "-m", "devtools.vault", "--sign-latency-ms", value], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30
+        )
         assert result.returncode == 2 and "--sign-latency-ms" in result.stderr

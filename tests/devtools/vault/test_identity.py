@@ -13,8 +13,7 @@ from azure.keyvault.keys import KeyClient
 from .conftest import Running, start_localvault, stop_localvault
 
 CHALLENGE = (
-    'Bearer authorization="https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000", '
-    'resource="https://vault.azure.net"'
+    'Bearer authorization="https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000", resource="https://vault.azure.net"'
 )
 
 
@@ -39,13 +38,13 @@ def test_token_endpoint_requires_resource(localvault: Running) -> None:
     assert requests.get(localvault.token_url, headers={"Metadata": "true"}, timeout=5).status_code == 400
 
 
-def test_managed_identity_credential_token_opens_the_vault(
-    localvault: Running, credential: ManagedIdentityCredential
-) -> None:
+def test_managed_identity_credential_token_opens_the_vault(localvault: Running, credential: ManagedIdentityCredential) -> None:
     token = credential.get_token("https://vault.azure.net/.default")
     assert token.expires_on > time.time() + 3000
     response = requests.get(
-        f"{localvault.vault_url}/keys", headers={"Authorization": f"Bearer {token.token}"}, verify=localvault.ca,
+        f"{localvault.vault_url}/keys",
+        headers={"Authorization": f"Bearer {token.token}"},
+        verify=localvault.ca,
         timeout=5,
     )
     assert response.status_code == 200
@@ -67,9 +66,11 @@ def test_ping_needs_no_token(localvault: Running) -> None:
 
 
 def test_answers_say_how_long_the_vault_took(localvault: Running, auth: dict[str, str]) -> None:
-    for response in (requests.get(f"{localvault.vault_url}/ping", verify=localvault.ca, timeout=5),
-                     requests.get(f"{localvault.vault_url}/keys", headers=auth, verify=localvault.ca, timeout=5),
-                     requests.get(f"{localvault.vault_url}/keys", verify=localvault.ca, timeout=5)):  # a 401 too
+    for response in (
+        requests.get(f"{localvault.vault_url}/ping", verify=localvault.ca, timeout=5),
+        requests.get(f"{localvault.vault_url}/keys", headers=auth, verify=localvault.ca, timeout=5),
+        requests.get(f"{localvault.vault_url}/keys", verify=localvault.ca, timeout=5),
+    ):  # a 401 too
         name, _, duration = response.headers["Server-Timing"].partition(";dur=")
         assert name == "vault" and float(duration) >= 0
 

@@ -50,9 +50,7 @@ def test_new_version_on_create_and_latest_wins(key_client: KeyClient, name: str)
     assert versions == {first.properties.version, second.properties.version}
 
 
-def test_list_keys_pages_through_every_key(
-    localvault: Running, auth: dict[str, str], key_client: KeyClient
-) -> None:
+def test_list_keys_pages_through_every_key(localvault: Running, auth: dict[str, str], key_client: KeyClient) -> None:
     prefix = f"page-{uuid.uuid4().hex[:8]}"
     names = {f"{prefix}-{i:02d}" for i in range(30)}
     for key_name in names:
@@ -67,19 +65,17 @@ def test_list_keys_pages_through_every_key(
     small = [list(page) for page in key_client.list_properties_of_keys(max_page_size=7).by_page()]
     assert all(len(page) <= 7 for page in small) and sum(map(len, small)) == len(listed)
 
-    first = requests.get(f"{localvault.vault_url}/keys", params={"api-version": "7.5", "maxresults": 25},
-                         headers=auth, verify=localvault.ca, timeout=5).json()
+    first = requests.get(
+        f"{localvault.vault_url}/keys", params={"api-version": "7.5", "maxresults": 25}, headers=auth, verify=localvault.ca, timeout=5
+    ).json()
     assert len(first["value"]) == 25
     assert first["nextLink"].startswith(f"{localvault.vault_url}/keys?")
     assert "$skiptoken=" in first["nextLink"] and "api-version=7.5" in first["nextLink"]
-    too_big = requests.get(f"{localvault.vault_url}/keys", params={"maxresults": 26}, headers=auth,
-                           verify=localvault.ca, timeout=5)
+    too_big = requests.get(f"{localvault.vault_url}/keys", params={"maxresults": 26}, headers=auth, verify=localvault.ca, timeout=5)
     assert too_big.status_code == 400
 
 
-def test_update_properties_of_one_version(
-    localvault: Running, auth: dict[str, str], key_client: KeyClient, name: str
-) -> None:
+def test_update_properties_of_one_version(localvault: Running, auth: dict[str, str], key_client: KeyClient, name: str) -> None:
     first = key_client.create_ec_key(name, curve="P-256", tags={"a": "1"})
     second = key_client.create_ec_key(name, curve="P-256", tags={"a": "1"})
     updated = key_client.update_key_properties(name, first.properties.version, enabled=False, tags={"b": "2"})
@@ -92,8 +88,7 @@ def test_update_properties_of_one_version(
     assert only_ops.key_operations == ["verify"] and only_ops.properties.tags == {"b": "2"}
 
     for path in (f"/keys/{name}", f"/keys/{name}/"):
-        response = requests.patch(f"{localvault.vault_url}{path}", json={"tags": {}}, headers=auth,
-                                  verify=localvault.ca, timeout=5)
+        response = requests.patch(f"{localvault.vault_url}{path}", json={"tags": {}}, headers=auth, verify=localvault.ca, timeout=5)
         assert response.status_code == 405
         assert response.json()["error"]["code"] == "MethodNotAllowed"
 
@@ -134,28 +129,23 @@ def test_delete_blocks_the_name_until_purged(key_client: KeyClient, name: str) -
     assert [p.version for p in key_client.list_properties_of_key_versions(name)] == [fresh.properties.version]
 
 
-def test_time_shift_moves_timestamps_back(
-    localvault: Running, auth: dict[str, str], key_client: KeyClient, name: str
-) -> None:
+def test_time_shift_moves_timestamps_back(localvault: Running, auth: dict[str, str], key_client: KeyClient, name: str) -> None:
     before = key_client.create_ec_key(name, curve="P-256").properties
-    response = requests.put(f"{localvault.vault_url}/management/vault/time/all", params={"seconds": 3600},
-                            verify=localvault.ca, timeout=5)
+    response = requests.put(f"{localvault.vault_url}/management/vault/time/all", params={"seconds": 3600}, verify=localvault.ca, timeout=5)
     assert response.status_code == 204
     after = key_client.get_key(name).properties
     assert (before.updated_on - after.updated_on).total_seconds() == 3600
     assert (before.created_on - after.created_on).total_seconds() == 3600
     for bad in ("0", "-5", "soon", ""):
-        response = requests.put(f"{localvault.vault_url}/management/vault/time/all", params={"seconds": bad},
-                                verify=localvault.ca, timeout=5)
+        response = requests.put(
+            f"{localvault.vault_url}/management/vault/time/all", params={"seconds": bad}, verify=localvault.ca, timeout=5
+        )
         assert response.status_code == 400
 
 
-def test_bad_requests_get_key_vault_errors(
-    localvault: Running, auth: dict[str, str], key_client: KeyClient, name: str
-) -> None:
+def test_bad_requests_get_key_vault_errors(localvault: Running, auth: dict[str, str], key_client: KeyClient, name: str) -> None:
     def call(method: str, path: str, **kwargs) -> requests.Response:
-        return requests.request(method, f"{localvault.vault_url}{path}", headers=auth, verify=localvault.ca,
-                                timeout=5, **kwargs)
+        return requests.request(method, f"{localvault.vault_url}{path}", headers=auth, verify=localvault.ca, timeout=5, **kwargs)
 
     with pytest.raises(ResourceNotFoundError):
         key_client.get_key(name)
@@ -179,13 +169,12 @@ def test_bad_requests_get_key_vault_errors(
             assert response.json()["error"]["code"] == code
 
 
-def test_time_shift_past_the_purge_date_purges_deleted_keys(
-    localvault: Running, key_client: KeyClient, name: str
-) -> None:
+def test_time_shift_past_the_purge_date_purges_deleted_keys(localvault: Running, key_client: KeyClient, name: str) -> None:
     key_client.create_ec_key(name, curve="P-256")
     key_client.begin_delete_key(name).result()
-    response = requests.put(f"{localvault.vault_url}/management/vault/time/all", params={"seconds": 90 * 86400},
-                            verify=localvault.ca, timeout=5)
+    response = requests.put(
+        f"{localvault.vault_url}/management/vault/time/all", params={"seconds": 90 * 86400}, verify=localvault.ca, timeout=5
+    )
     assert response.status_code == 204
     with pytest.raises(ResourceNotFoundError):
         key_client.get_deleted_key(name)

@@ -15,8 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from .conftest import Running
 
-HASHES = {"256": (hashlib.sha256, hashes.SHA256), "384": (hashlib.sha384, hashes.SHA384),
-          "512": (hashlib.sha512, hashes.SHA512)}
+HASHES = {"256": (hashlib.sha256, hashes.SHA256), "384": (hashlib.sha384, hashes.SHA384), "512": (hashlib.sha512, hashes.SHA512)}
 ES256 = SignatureAlgorithm.es256
 CURVES = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
 
@@ -32,9 +31,7 @@ def verify_locally(key: KeyVaultKey, alg: str, digest: bytes, signature: bytes) 
     prehashed = utils.Prehashed(hash_algorithm)
     if alg.startswith("ES"):
         curve = CURVES[jwk.crv]
-        public = ec.EllipticCurvePublicNumbers(
-            int.from_bytes(jwk.x, "big"), int.from_bytes(jwk.y, "big"), curve
-        ).public_key()
+        public = ec.EllipticCurvePublicNumbers(int.from_bytes(jwk.x, "big"), int.from_bytes(jwk.y, "big"), curve).public_key()
         size = (curve.key_size + 7) // 8
         assert len(signature) == 2 * size
         r, s = int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
@@ -82,14 +79,17 @@ def test_hsm_keys_are_created_as_hsm_keys_and_sign(key_client: KeyClient, name: 
 def test_verify_endpoint(localvault: Running, auth: dict[str, str], key_client: KeyClient, name: str) -> None:
     key = key_client.create_ec_key(name, curve="P-256")
     digest = hashlib.sha256(b"payload").digest()
-    signature = key_client.get_cryptography_client(name, key_version=key.properties.version).sign(
-        SignatureAlgorithm.es256, digest
-    ).signature
+    signature = (
+        key_client.get_cryptography_client(name, key_version=key.properties.version).sign(SignatureAlgorithm.es256, digest).signature
+    )
 
     def verify(value: bytes) -> bool:
         response = requests.post(
-            f"{key.id}/verify", json={"alg": "ES256", "digest": b64url(digest), "value": b64url(value)},
-            headers=auth, verify=localvault.ca, timeout=5,
+            f"{key.id}/verify",
+            json={"alg": "ES256", "digest": b64url(digest), "value": b64url(value)},
+            headers=auth,
+            verify=localvault.ca,
+            timeout=5,
         )
         assert response.status_code == 200
         return response.json()["value"]
@@ -124,14 +124,20 @@ def test_an_empty_version_signs_and_verifies_with_the_current_version(
     current = f"{localvault.vault_url}/keys/{name}/"  # + "/sign": the path Key Vault reads as "the current version"
 
     def sign() -> dict:
-        response = requests.post(f"{current}/sign", json={"alg": "ES256", "value": b64url(digest)}, headers=auth,
-                                 verify=localvault.ca, timeout=5)
+        response = requests.post(
+            f"{current}/sign", json={"alg": "ES256", "value": b64url(digest)}, headers=auth, verify=localvault.ca, timeout=5
+        )
         assert response.status_code == 200, response.text
         return response.json()
 
     def verify(signature: str) -> bool:
-        response = requests.post(f"{current}/verify", json={"alg": "ES256", "digest": b64url(digest), "value": signature},
-                                 headers=auth, verify=localvault.ca, timeout=5)
+        response = requests.post(
+            f"{current}/verify",
+            json={"alg": "ES256", "digest": b64url(digest), "value": signature},
+            headers=auth,
+            verify=localvault.ca,
+            timeout=5,
+        )
         assert response.status_code == 200, response.text
         return response.json()["value"]
 
@@ -145,14 +151,11 @@ def test_an_empty_version_signs_and_verifies_with_the_current_version(
     assert verify(rotated["value"]) is True and verify(signed["value"]) is False  # the current version verifies
 
 
-def test_sign_rejects_bad_requests(
-    localvault: Running, auth: dict[str, str], key_client: KeyClient, name: str
-) -> None:
+def test_sign_rejects_bad_requests(localvault: Running, auth: dict[str, str], key_client: KeyClient, name: str) -> None:
     key = key_client.create_ec_key(name, curve="P-256")
 
     def sign(url: str, alg: str, digest: bytes) -> requests.Response:
-        return requests.post(f"{url}/sign", json={"alg": alg, "value": b64url(digest)}, headers=auth,
-                             verify=localvault.ca, timeout=5)
+        return requests.post(f"{url}/sign", json={"alg": alg, "value": b64url(digest)}, headers=auth, verify=localvault.ca, timeout=5)
 
     assert sign(key.id, "ES256", b"short").status_code == 400  # digest length does not fit ES256
     assert sign(key.id, "ES384", bytes(48)).status_code == 400  # algorithm does not fit the curve
@@ -160,7 +163,6 @@ def test_sign_rejects_bad_requests(
     assert sign(key.id, "HS256", bytes(32)).status_code == 400  # unknown algorithm
     assert sign(f"{localvault.vault_url}/keys/{name}", "ES256", bytes(32)).status_code == 405  # no version segment
     padded_digest = base64.urlsafe_b64encode(bytes(32)).decode()  # padding is optional on input
-    padded = requests.post(f"{key.id}/sign", json={"alg": "ES256", "value": padded_digest},
-                           headers=auth, verify=localvault.ca, timeout=5)
+    padded = requests.post(f"{key.id}/sign", json={"alg": "ES256", "value": padded_digest}, headers=auth, verify=localvault.ca, timeout=5)
     assert padded.status_code == 200
     assert "=" not in padded.json()["value"]

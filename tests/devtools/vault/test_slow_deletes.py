@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -21,8 +20,9 @@ EC_KEY = {"kty": "EC", "crv": "P-256"}
 def localvault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """This module's own localvault, slow to delete and recover (the ``auth`` fixture signs in to it)."""
     base = tmp_path_factory.mktemp("slow-localvault")
-    running = start_localvault(base / "certs", base / "stderr.log", "--delete-latency-ms", str(DELETE_LATENCY_MS),
-                               "--recover-latency-ms", str(RECOVER_LATENCY_MS))
+    running = start_localvault(
+        base / "certs", base / "stderr.log", "--delete-latency-ms", str(DELETE_LATENCY_MS), "--recover-latency-ms", str(RECOVER_LATENCY_MS)
+    )
     yield running
     stop_localvault(running)
 
@@ -34,8 +34,15 @@ class Vault:
         self.running, self.auth = running, auth
 
     def call(self, method: str, path: str, body: dict | None = None) -> requests.Response:
-        return requests.request(method, f"{self.running.vault_url}{path}", params={"api-version": "7.5"}, json=body,
-                                headers=self.auth, verify=self.running.ca, timeout=10)
+        return requests.request(
+            method,
+            f"{self.running.vault_url}{path}",
+            params={"api-version": "7.5"},
+            json=body,
+            headers=self.auth,
+            verify=self.running.ca,
+            timeout=10,
+        )
 
     def create(self, name: str, **fields) -> requests.Response:
         return self.call("POST", f"/keys/{name}/create", {**EC_KEY, **fields})
@@ -102,8 +109,10 @@ def test_a_recovered_key_is_not_found_until_the_recovery_lands(vault: Vault, nam
 
 def test_a_policy_assignment_denies_creating_keys_without_an_expiry_date(vault: Vault, name: str) -> None:
     assignment = f"/management/policy/assignments/keys-expire-{name}"
-    assert requests.put(f"{vault.running.vault_url}{assignment}", json={"keyNamePrefix": name},
-                        verify=vault.running.ca, timeout=5).status_code == 204
+    assert (
+        requests.put(f"{vault.running.vault_url}{assignment}", json={"keyNamePrefix": name}, verify=vault.running.ca, timeout=5).status_code
+        == 204
+    )
     try:
         denied = vault.create(f"{name}-a")
         assert denied.status_code == 403

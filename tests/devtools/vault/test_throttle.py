@@ -43,10 +43,17 @@ def admitted(limits: Throttle, charge: Charge, attempts: int) -> int:
     return sum(limits.admit(charge) is None for _ in range(attempts))
 
 
-@pytest.mark.parametrize(("kind", "hsm", "limit"), [
-    ("rsa2048", False, 4000), ("rsa2048", True, 2000), ("rsa4096", False, 500), ("rsa4096", True, 250),
-    ("ec", False, 4000), ("ec", True, 2000),
-])
+@pytest.mark.parametrize(
+    ("kind", "hsm", "limit"),
+    [
+        ("rsa2048", False, 4000),
+        ("rsa2048", True, 2000),
+        ("rsa4096", False, 500),
+        ("rsa4096", True, 250),
+        ("ec", False, 4000),
+        ("ec", True, 2000),
+    ],
+)
 def test_each_key_type_alone_gets_its_documented_operations_per_window(rsa_keys, kind, hsm, limit) -> None:
     key = {"rsa2048": rsa_keys[2048], "rsa4096": rsa_keys[4096], "ec": ec.generate_private_key(ec.SECP256R1())}[kind]
     assert admitted(Throttle(1.0, Clock()), key_operation(key, hsm), limit + 5) == limit
@@ -111,8 +118,16 @@ def test_a_small_scale_still_lets_one_of_each_operation_through() -> None:
 
 
 def call(api: VaultApi, method: str, path: str, body: dict | None = None) -> tuple[int, dict | None, dict[str, str]]:
-    return api.handle(Request(method=method, path=path, query={}, body=json.dumps(body or {}).encode(),
-                              base_url="https://localhost", authorization="Bearer token"))
+    return api.handle(
+        Request(
+            method=method,
+            path=path,
+            query={},
+            body=json.dumps(body or {}).encode(),
+            base_url="https://localhost",
+            authorization="Bearer token",
+        )
+    )
 
 
 def test_a_sign_over_the_limit_is_key_vaults_429_with_retry_after() -> None:
@@ -131,8 +146,7 @@ def test_a_sign_over_the_limit_is_key_vaults_429_with_retry_after() -> None:
     assert call(api, "GET", "/keys")[0] == 200  # a listing is a vault transaction, not a key one
     counters = call(api, "GET", "/management/throttling")[1]
     assert counters["enabled"] is True
-    assert counters["budgets"]["keys"] | {"inWindow": None} == {"size": 200, "inWindow": None, "served": 12,
-                                                                 "throttled": 2}
+    assert counters["budgets"]["keys"] | {"inWindow": None} == {"size": 200, "inWindow": None, "served": 12, "throttled": 2}
     assert counters["budgets"]["creates"]["served"] == counters["budgets"]["vault"]["served"] == 1
 
 
@@ -149,12 +163,19 @@ def test_without_a_throttle_the_vault_never_answers_429() -> None:
 def test_the_flag_turns_the_limits_on_over_https(localvault: Running, tmp_path: Path) -> None:
     throttled = start_localvault(localvault.cert_dir, tmp_path / "stderr.log", "--throttle-scale", "0.01")
     try:
-        token = requests.get(throttled.token_url, params={"resource": "https://vault.azure.net"},
-                             headers={"Metadata": "true"}, timeout=5).json()["access_token"]
+        token = requests.get(
+            throttled.token_url, params={"resource": "https://vault.azure.net"}, headers={"Metadata": "true"}, timeout=5
+        ).json()["access_token"]
 
         def post(path: str, body: dict) -> requests.Response:
-            return requests.post(f"{throttled.vault_url}{path}", params={"api-version": "7.5"}, json=body,
-                                 headers={"Authorization": f"Bearer {token}"}, verify=throttled.ca, timeout=5)
+            return requests.post(
+                f"{throttled.vault_url}{path}",
+                params={"api-version": "7.5"},
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+                verify=throttled.ca,
+                timeout=5,
+            )
 
         created, second = (post(f"/keys/{name}/create", {"kty": "EC"}) for name in ("one", "two"))
         signs = [post("/keys/one//sign", {"alg": "ES256", "value": DIGEST}).status_code for _ in range(40)]

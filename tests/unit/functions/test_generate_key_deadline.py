@@ -2,7 +2,7 @@
 whether a failed generate_key says that no key was made."""
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
 import pytest
@@ -20,10 +20,12 @@ NOT_FOUND = (404, {"error": {"code": "KeyNotFound", "message": "not found"}})
 
 def _generate(monkeypatch, answers, deadline_in: float | None = None, deadline: str | None = None, credential=None):
     transport = _Scripted(answers)
-    app_context.install_servers(SpireServers("example.org", FixedServerDirectory("0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"), _vault(transport, credential)))
+    app_context.install_servers(
+        SpireServers("example.org", FixedServerDirectory("0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"), _vault(transport, credential))
+    )
     headers = bearer()
     if deadline_in is not None:
-        deadline = (datetime.now(timezone.utc) + timedelta(seconds=deadline_in)).isoformat()
+        deadline = (datetime.now(UTC) + timedelta(seconds=deadline_in)).isoformat()
     if deadline is not None:
         headers[keys.DEADLINE_HEADER] = deadline
     body = json.dumps({"key_id": "x509-CA-A", "key_type": "ec-p256"}).encode()
@@ -47,7 +49,11 @@ def test_a_create_throttled_past_the_deadline_is_a_429_that_made_nothing(monkeyp
 
 
 def test_no_create_goes_out_past_the_deadline_when_the_token_comes_late(monkeypatch):
-    challenge = (401, {}, {"WWW-Authenticate": 'Bearer authorization="https://login.microsoftonline.com/t", resource="https://vault.azure.net"'})
+    challenge = (
+        401,
+        {},
+        {"WWW-Authenticate": 'Bearer authorization="https://login.microsoftonline.com/t", resource="https://vault.azure.net"'},
+    )
     # Each token lasts a minute, so the challenge step asks for a new one before every request; after the first, each takes 3 s.
     slow_tokens = _Credential(lifetime_seconds=60, refresh_seconds=3)
     response, transport = _generate(monkeypatch, [challenge, NOT_FOUND], deadline_in=3.5, credential=slow_tokens)

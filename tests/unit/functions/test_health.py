@@ -150,8 +150,10 @@ def _call_during_a_hanging_check(vault: InMemoryVault, monkeypatch) -> tuple[tup
 
 def test_a_second_caller_during_a_cold_instances_check_answers_at_once_that_it_is_under_way(vault, clock, monkeypatch):
     during, checked = _call_during_a_hanging_check(vault, monkeypatch)
-    assert during == (503, {"status": "unavailable", "dependency": "not_checked_yet",
-                            "error": {"code": "Unavailable", "message": health.CHECK_UNDER_WAY}})
+    assert during == (
+        503,
+        {"status": "unavailable", "dependency": "not_checked_yet", "error": {"code": "Unavailable", "message": health.CHECK_UNDER_WAY}},
+    )
     assert checked == (200, {"status": "ok"})
     assert vault.names() == ["probe"]  # one check at a time
     assert call() == (200, {"status": "ok"})

@@ -63,7 +63,9 @@ def test_generate_refuses_invalid_input_with_400(body, message):
     assert message in error["error"]["message"]
 
 
-@pytest.mark.parametrize("raw, message", [(b"{", "not valid JSON"), (b"[1]", "JSON object"), (b"\xff\xfe", "UTF-8"), (b"", "not valid JSON")])
+@pytest.mark.parametrize(
+    "raw, message", [(b"{", "not valid JSON"), (b"[1]", "JSON object"), (b"\xff\xfe", "UTF-8"), (b"", "not valid JSON")]
+)
 def test_malformed_bodies_are_400(raw, message):
     status, error = call(keys.generate_key, raw=raw)
     assert status == 400 and message in error["error"]["message"]

@@ -48,26 +48,32 @@ def call(handler, path: str, query: str, params: dict[str, str] | None = None, c
     return response.status_code, json.loads(response.get_body())
 
 
-@pytest.mark.parametrize("query, parameters", [
-    ("", {}),
-    ("dry_run=true", {"dry_run": "true"}),
-    ("dry%5Frun=tru%65", {"dry_run": "true"}),  # percent-encoding means the same characters
-])
+@pytest.mark.parametrize(
+    "query, parameters",
+    [
+        ("", {}),
+        ("dry_run=true", {"dry_run": "true"}),
+        ("dry%5Frun=tru%65", {"dry_run": "true"}),  # percent-encoding means the same characters
+    ],
+)
 def test_valid_queries(query, parameters):
     assert maintenance.query_parameters(request("sweep", query), accepted=("dry_run",)) == parameters
 
 
-@pytest.mark.parametrize("query, message", [
-    ("dry_run=", "query parameter dry_run has no value"),
-    ("dry_run", "query parameter dry_run has no value"),
-    ("dry_run=true&dry_run=false", "query parameter dry_run is given more than once"),
-    ("dry_run=true&dry_run=true", "query parameter dry_run is given more than once"),
-    ("code=a-function-key", "unknown query parameter"),  # no function keys: callers prove themselves with tokens
-    ("dryrun=true", "unknown query parameter"),
-    ("DRY_RUN=true", "unknown query parameter"),
-    ("dry_run=true&", "unknown query parameter"),
-    ("&dry_run=true", "unknown query parameter"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("dry_run=", "query parameter dry_run has no value"),
+        ("dry_run", "query parameter dry_run has no value"),
+        ("dry_run=true&dry_run=false", "query parameter dry_run is given more than once"),
+        ("dry_run=true&dry_run=true", "query parameter dry_run is given more than once"),
+        ("code=a-function-key", "unknown query parameter"),  # no function keys: callers prove themselves with tokens
+        ("dryrun=true", "unknown query parameter"),
+        ("DRY_RUN=true", "unknown query parameter"),
+        ("dry_run=true&", "unknown query parameter"),
+        ("&dry_run=true", "unknown query parameter"),
+    ],
+)
 def test_unknown_repeated_and_empty_parameters_are_invalid(query, message):
     with pytest.raises(InvalidArgument, match=message):
         maintenance.query_parameters(request("sweep", query), accepted=("dry_run",))
@@ -93,13 +99,16 @@ def test_a_sweep_without_dry_run_is_400_saying_how_to_ask_and_nothing_runs(manag
     assert manager.runs == []
 
 
-@pytest.mark.parametrize("query, params", [
-    ("dry_run=", {}),  # what the host passes on for an empty value: nothing
-    ("dry_run=true&dry_run=false", {"dry_run": "true,false"}),
-    ("dryrun=true", {"dryrun": "true"}),
-    ("dry_run=TRUE", {"dry_run": "TRUE"}),
-    ("dry_run=yes", {"dry_run": "yes"}),
-])
+@pytest.mark.parametrize(
+    "query, params",
+    [
+        ("dry_run=", {}),  # what the host passes on for an empty value: nothing
+        ("dry_run=true&dry_run=false", {"dry_run": "true,false"}),
+        ("dryrun=true", {"dryrun": "true"}),
+        ("dry_run=TRUE", {"dry_run": "TRUE"}),
+        ("dry_run=yes", {"dry_run": "yes"}),
+    ],
+)
 def test_a_malformed_sweep_query_is_400_and_nothing_runs(manager, query, params):
     status, body = call(maintenance.sweep_stale_keys_now, "sweep", query, params)
     assert status == 400 and body["error"]["code"] == "InvalidArgument"
@@ -113,10 +122,13 @@ def test_refresh_takes_no_parameter(manager):
     assert manager.runs == [("list", None), ("refresh", None)]
 
 
-@pytest.mark.parametrize("handler, path, query", [
-    (maintenance.refresh_keys_now, "refresh", ""),
-    (maintenance.sweep_stale_keys_now, "sweep", "dry_run=false"),
-])
+@pytest.mark.parametrize(
+    "handler, path, query",
+    [
+        (maintenance.refresh_keys_now, "refresh", ""),
+        (maintenance.sweep_stale_keys_now, "sweep", "dry_run=false"),
+    ],
+)
 def test_maintenance_needs_a_maintainer_and_nothing_runs_for_another_caller(manager, handler, path, query):
     status, body = call(handler, path, query, caller=SERVER_CALLER)  # a SPIRE server's identity, not a maintainer
     assert status == 403 and body["error"]["code"] == "PermissionDenied" and SERVER_CALLER in body["error"]["message"]
@@ -149,10 +161,13 @@ class PartlyFailingKeyManager(RecordingKeyManager):
         return SweepReport(dry_run, candidates=["c", "d"], deleted=["c"], failed=[Failure("d", "Key Vault failed to answer (HTTP 503)")])
 
 
-@pytest.mark.parametrize("timer, message", [
-    (maintenance.refresh_keys, "refreshing 1 of 2 keys failed"),
-    (maintenance.sweep_stale_keys, "deleting 1 stale keys failed"),
-])
+@pytest.mark.parametrize(
+    "timer, message",
+    [
+        (maintenance.refresh_keys, "refreshing 1 of 2 keys failed"),
+        (maintenance.sweep_stale_keys, "deleting 1 stale keys failed"),
+    ],
+)
 def test_a_timer_run_in_which_some_keys_failed_fails(monkeypatch, timer, message):
     monkeypatch.setattr(app_context, "servers_to_maintain", lambda: [None])
     monkeypatch.setattr(app_context, "key_manager_for_maintenance", lambda server_name: PartlyFailingKeyManager())

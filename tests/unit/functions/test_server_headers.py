@@ -2,7 +2,7 @@
 
 import base64
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
 import pytest
@@ -12,8 +12,8 @@ from shared import app_context
 from shared.app_context import SpireServers
 from shared.errors import Unavailable
 from shared.server_ids import FixedServerDirectory, derived_server_id
-from tests.unit.fakes import InMemoryVault
 from tests.unit import tokens
+from tests.unit.fakes import InMemoryVault
 from tests.unit.tokens import bearer
 
 TRUST_DOMAIN = "example.org"
@@ -29,7 +29,9 @@ def vault():
 
 def call(handler, body=None, method="POST", headers=None, **route_params):
     data = json.dumps(body).encode() if body is not None else b""
-    request = func.HttpRequest(method, "http://localhost/api/keys", body=data, headers={**bearer(), **(headers or {})}, route_params=route_params)
+    request = func.HttpRequest(
+        method, "http://localhost/api/keys", body=data, headers={**bearer(), **(headers or {})}, route_params=route_params
+    )
     response = handler(request)
     return response.status_code, json.loads(response.get_body() or b"null")
 
@@ -74,12 +76,15 @@ def test_an_invalid_server_name_is_400_and_nothing_is_done(vault, name):
     assert vault.calls == []
 
 
-@pytest.mark.parametrize("handler, method, route", [
-    (keys.generate_key, "POST", {}),
-    (keys.get_public_keys, "GET", {}),
-    (keys.get_public_key, "GET", {"key_id": "k"}),
-    (keys.sign_data, "POST", {"key_id": "k"}),
-])
+@pytest.mark.parametrize(
+    "handler, method, route",
+    [
+        (keys.generate_key, "POST", {}),
+        (keys.get_public_keys, "GET", {}),
+        (keys.get_public_key, "GET", {"key_id": "k"}),
+        (keys.sign_data, "POST", {"key_id": "k"}),
+    ],
+)
 def test_another_trust_domain_is_refused_before_anything_is_done(vault, handler, method, route):
     body = {"key_id": "k", "key_type": "ec-p256", "data": base64.b64encode(b"\0" * 32).decode(), "hash_algorithm": "SHA256"}
     status, error = call(handler, body, method=method, headers={"X-SPIRE-Trust-Domain": "other.org", **named("a")}, **route)
@@ -102,7 +107,7 @@ def test_refresh_covers_the_default_server_and_the_named_servers_that_called(vau
 
 def test_maintenance_covers_the_named_servers_used_within_the_stale_key_age():
     fake = InMemoryVault()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     moments = iter([now - timedelta(days=15), now])
     servers = SpireServers(TRUST_DOMAIN, FixedServerDirectory(VALUE, lambda: next(moments)), fake)
     servers.serve("silent")  # last called 15 days ago
@@ -144,11 +149,14 @@ def unauthenticated_call(handler, method, headers, **route):
 
 
 @pytest.mark.parametrize("handler, method, route", ALL_KEY_CALLS)
-@pytest.mark.parametrize("headers, challenge", [
-    ({}, "Bearer"),
-    ({"Authorization": "Bearer not-a-token"}, 'Bearer error="invalid_token"'),
-    ({"Authorization": "Bearer " + tokens.token(aud="another-api")}, 'Bearer error="invalid_token"'),
-])
+@pytest.mark.parametrize(
+    "headers, challenge",
+    [
+        ({}, "Bearer"),
+        ({"Authorization": "Bearer not-a-token"}, 'Bearer error="invalid_token"'),
+        ({"Authorization": "Bearer " + tokens.token(aud="another-api")}, 'Bearer error="invalid_token"'),
+    ],
+)
 def test_a_call_without_a_valid_token_is_401_and_nothing_is_done(vault, handler, method, route, headers, challenge):
     response = unauthenticated_call(handler, method, {**headers, **named("a")}, **route)
     assert response.status_code == 401 and response.headers["WWW-Authenticate"] == challenge

@@ -1,7 +1,7 @@
 """Wiring: every credential kind builds without touching the network, with explicit timeouts."""
 
 import socket
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import urllib3
@@ -106,8 +106,13 @@ def test_the_ca_bundle_setting_wins_over_the_environments(monkeypatch, tmp_path)
 
 @pytest.mark.parametrize("days_since_use, maintained", [(14, [None, "spire-a"]), (15, [None])])
 def test_maintenance_covers_the_servers_used_within_the_stale_key_age_by_their_clock(days_since_use, maintained):
-    used_at = datetime(2040, 1, 1, tzinfo=timezone.utc)  # never the wall clock's time
-    servers = app_context.SpireServers("example.org", FixedServerDirectory("app-server", lambda: used_at), InMemoryVault(),
-                                       SweepPolicy(stale_key_age=timedelta(days=14)), clock=lambda: used_at + timedelta(days=days_since_use))
+    used_at = datetime(2040, 1, 1, tzinfo=UTC)  # never the wall clock's time
+    servers = app_context.SpireServers(
+        "example.org",
+        FixedServerDirectory("app-server", lambda: used_at),
+        InMemoryVault(),
+        SweepPolicy(stale_key_age=timedelta(days=14)),
+        clock=lambda: used_at + timedelta(days=days_since_use),
+    )
     servers.serve("spire-a")
     assert servers.maintained() == maintained

@@ -49,25 +49,31 @@ def test_ids_must_be_guids(setting):
 
 
 def test_guids_and_object_ids_are_taken_in_lowercase():
-    loaded = settings(ENTRA_TENANT_ID=TENANT.upper(), SPIRE_SERVER_IDENTITIES=json.dumps({SERVER_A.upper(): ["a"]}),
-                      MAINTENANCE_IDENTITIES=f" {MAINTAINER.upper()} ")
+    loaded = settings(
+        ENTRA_TENANT_ID=TENANT.upper(),
+        SPIRE_SERVER_IDENTITIES=json.dumps({SERVER_A.upper(): ["a"]}),
+        MAINTENANCE_IDENTITIES=f" {MAINTAINER.upper()} ",
+    )
     assert loaded.tenant_id == TENANT and SERVER_A in loaded.permissions.server_names
     assert loaded.permissions.maintainers == {MAINTAINER}
 
 
-@pytest.mark.parametrize("value, message", [
-    ("not json", "must be a JSON object"),
-    ("[]", "must be a JSON object"),
-    ("{}", "must be a JSON object"),
-    (json.dumps({"spire-a": [SERVER_A]}), "each key must be an object id"),
-    (json.dumps({SERVER_A: "spire-a"}), "non-empty list of server names"),
-    (json.dumps({SERVER_A: []}), "non-empty list of server names"),
-    (json.dumps({SERVER_A: [1]}), "non-empty list of server names"),
-    (json.dumps({SERVER_A: ["Spire_A"]}), "each server name must be"),
-    (f'{{"{SERVER_A}": ["a"], "{SERVER_A}": ["b"]}}', "names an object id more than once"),
-    (json.dumps({SERVER_A: ["a"], MAINTAINER: ["b", "a"]}), 'gives "a" to two identities'),
-    (json.dumps({SERVER_A: [""], MAINTAINER: [""]}), "gives the default server (\"\") to two identities"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("not json", "must be a JSON object"),
+        ("[]", "must be a JSON object"),
+        ("{}", "must be a JSON object"),
+        (json.dumps({"spire-a": [SERVER_A]}), "each key must be an object id"),
+        (json.dumps({SERVER_A: "spire-a"}), "non-empty list of server names"),
+        (json.dumps({SERVER_A: []}), "non-empty list of server names"),
+        (json.dumps({SERVER_A: [1]}), "non-empty list of server names"),
+        (json.dumps({SERVER_A: ["Spire_A"]}), "each server name must be"),
+        (f'{{"{SERVER_A}": ["a"], "{SERVER_A}": ["b"]}}', "names an object id more than once"),
+        (json.dumps({SERVER_A: ["a"], MAINTAINER: ["b", "a"]}), 'gives "a" to two identities'),
+        (json.dumps({SERVER_A: [""], MAINTAINER: [""]}), 'gives the default server ("") to two identities'),
+    ],
+)
 def test_the_identities_list_is_strict(value, message):
     assert message in error_of(SPIRE_SERVER_IDENTITIES=value)
 
@@ -81,8 +87,13 @@ def test_token_version_and_authority():
     assert settings(ENTRA_TOKEN_VERSION="1").token_version == 1
     assert "ENTRA_TOKEN_VERSION must be 2" in error_of(ENTRA_TOKEN_VERSION="3")
     assert settings(ENTRA_AUTHORITY_HOST="https://login.microsoftonline.us/").authority_host == "https://login.microsoftonline.us"
-    for bad in ("http://login.microsoftonline.com", "https://login.microsoftonline.com/tenant", "login.microsoftonline.com",
-                "https://user@login.microsoftonline.com", "https://login.microsoftonline.com#fragment"):
+    for bad in (
+        "http://login.microsoftonline.com",
+        "https://login.microsoftonline.com/tenant",
+        "login.microsoftonline.com",
+        "https://user@login.microsoftonline.com",
+        "https://login.microsoftonline.com#fragment",
+    ):
         assert "ENTRA_AUTHORITY_HOST must be" in error_of(ENTRA_AUTHORITY_HOST=bad)
 
 

@@ -87,14 +87,17 @@ def test_no_header_is_refused_without_an_error_code():
     assert error.has_token is False and "Authorization: Bearer" in error.message
 
 
-@pytest.mark.parametrize("authorization, message", [
-    ("Basic dXNlcjpwYXNz", "must be Bearer"),
-    ("Bearer", "must be Bearer"),
-    ("Bearer not-a-jwt", "not a JWT"),
-    ("Bearer a.b.c", "not a JWT"),
-    ("Bearer \udcff.\u00e9.x", "not a JWT"),
-    ("x" * (MAX_AUTHORIZATION_BYTES + 1), f"longer than {MAX_AUTHORIZATION_BYTES} bytes"),
-])
+@pytest.mark.parametrize(
+    "authorization, message",
+    [
+        ("Basic dXNlcjpwYXNz", "must be Bearer"),
+        ("Bearer", "must be Bearer"),
+        ("Bearer not-a-jwt", "not a JWT"),
+        ("Bearer a.b.c", "not a JWT"),
+        ("Bearer \udcff.\u00e9.x", "not a JWT"),
+        ("x" * (MAX_AUTHORIZATION_BYTES + 1), f"longer than {MAX_AUTHORIZATION_BYTES} bytes"),
+    ],
+)
 def test_what_is_not_a_bearer_jwt_is_refused(authorization, message):
     error = refused(authorization)
     assert message in error.message and error.has_token
@@ -125,28 +128,32 @@ def test_a_token_naming_an_unknown_key_is_refused():
 def test_a_jku_header_is_never_followed():
     tenant = Tenant()
     attacker_key = tokens.new_signing_key()
-    token = jwt.encode(tokens.claims(), attacker_key, algorithm="RS256",
-                       headers={"kid": "attacker", "jku": "https://attacker.example/keys"})
+    token = jwt.encode(
+        tokens.claims(), attacker_key, algorithm="RS256", headers={"kid": "attacker", "jku": "https://attacker.example/keys"}
+    )
     refused(bearer(token), verifier(tenant))
     assert tenant.fetches == 1  # the tenant's own location only, once: that first fetch answers for the unknown kid too
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"aud": "another-api"}, "another audience"),
-    ({"aud": [tokens.API_CLIENT_ID, "another-api"]}, "another audience"),
-    ({"iss": "https://login.microsoftonline.com/another-tenant/v2.0"}, "another issuer"),
-    ({"iss": f"https://sts.windows.net/{tokens.TENANT_ID}/", "ver": "1.0"}, "another issuer"),  # a v1 token where v2 is configured
-    ({"tid": "8a5b6c7d-0000-4000-8000-000000000000"}, "another tenant"),
-    ({"ver": "1.0"}, "v1.0 token"),
-    ({"exp": tokens.SecondsFromNow(-LEEWAY_SECONDS - 5)}, "expired"),
-    ({"nbf": tokens.SecondsFromNow(LEEWAY_SECONDS + 60)}, "not valid yet"),
-    ({"scp": "user_impersonation"}, "user's (delegated) token"),
-    ({"idtyp": "user"}, "user's (delegated) token"),
-    ({"oid": None}, "no oid claim"),
-    ({"oid": "not-an-object-id"}, "not an object id"),
-    ({"tid": None}, "no tid claim"),
-    ({"exp": None}, "no exp claim"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"aud": "another-api"}, "another audience"),
+        ({"aud": [tokens.API_CLIENT_ID, "another-api"]}, "another audience"),
+        ({"iss": "https://login.microsoftonline.com/another-tenant/v2.0"}, "another issuer"),
+        ({"iss": f"https://sts.windows.net/{tokens.TENANT_ID}/", "ver": "1.0"}, "another issuer"),  # a v1 token where v2 is configured
+        ({"tid": "8a5b6c7d-0000-4000-8000-000000000000"}, "another tenant"),
+        ({"ver": "1.0"}, "v1.0 token"),
+        ({"exp": tokens.SecondsFromNow(-LEEWAY_SECONDS - 5)}, "expired"),
+        ({"nbf": tokens.SecondsFromNow(LEEWAY_SECONDS + 60)}, "not valid yet"),
+        ({"scp": "user_impersonation"}, "user's (delegated) token"),
+        ({"idtyp": "user"}, "user's (delegated) token"),
+        ({"oid": None}, "no oid claim"),
+        ({"oid": "not-an-object-id"}, "not an object id"),
+        ({"tid": None}, "no tid claim"),
+        ({"exp": None}, "no exp claim"),
+    ],
+)
 def test_a_token_with_a_wrong_claim_is_refused(overrides, message):
     assert message in refused(bearer(tokens.token(**overrides))).message
 

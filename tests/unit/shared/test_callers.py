@@ -19,25 +19,31 @@ PERMISSIONS = CallerPermissions(
 )
 
 
-@pytest.mark.parametrize("caller, requested, server", [
-    (ONE_NAME, None, "spire-a"),  # one name: no header needed
-    (ONE_NAME, "spire-a", "spire-a"),
-    (STATEFUL_SET, "spire-0", "spire-0"),
-    (STATEFUL_SET, "spire-1", "spire-1"),
-    (DEFAULT_ONLY, None, None),
-])
+@pytest.mark.parametrize(
+    "caller, requested, server",
+    [
+        (ONE_NAME, None, "spire-a"),  # one name: no header needed
+        (ONE_NAME, "spire-a", "spire-a"),
+        (STATEFUL_SET, "spire-0", "spire-0"),
+        (STATEFUL_SET, "spire-1", "spire-1"),
+        (DEFAULT_ONLY, None, None),
+    ],
+)
 def test_a_caller_acts_as_a_name_it_holds(caller, requested, server):
     assert PERMISSIONS.server_for(caller, requested) == server
 
 
-@pytest.mark.parametrize("caller, requested, message", [
-    (ONE_NAME, "spire-b", 'may not act as SPIRE server "spire-b"'),
-    (STATEFUL_SET, "spire-a", 'may not act as SPIRE server "spire-a"'),
-    (STATEFUL_SET, None, "holds several SPIRE server names"),
-    (DEFAULT_ONLY, "spire-a", 'may not act as SPIRE server "spire-a"'),
-    (STRANGER, None, "not in the app's SPIRE_SERVER_IDENTITIES"),
-    (STRANGER, "spire-a", "not in the app's SPIRE_SERVER_IDENTITIES"),
-])
+@pytest.mark.parametrize(
+    "caller, requested, message",
+    [
+        (ONE_NAME, "spire-b", 'may not act as SPIRE server "spire-b"'),
+        (STATEFUL_SET, "spire-a", 'may not act as SPIRE server "spire-a"'),
+        (STATEFUL_SET, None, "holds several SPIRE server names"),
+        (DEFAULT_ONLY, "spire-a", 'may not act as SPIRE server "spire-a"'),
+        (STRANGER, None, "not in the app's SPIRE_SERVER_IDENTITIES"),
+        (STRANGER, "spire-a", "not in the app's SPIRE_SERVER_IDENTITIES"),
+    ],
+)
 def test_anything_else_is_denied_naming_the_callers_object_id(caller, requested, message):
     with pytest.raises(PermissionDenied) as error:
         PERMISSIONS.server_for(caller, requested)

@@ -188,7 +188,7 @@ def test_a_restart_onto_another_app_instance_never_overlaps(clock):
 def test_an_instance_shares_at_most_once_a_minute_per_server_name(clock):
     records = MemoryRecords()
     one = app_instance(clock, records)
-    for second in range(0, 60, 5):
+    for _ in range(0, 60, 5):
         one.note("spire-a", A)
         one.note("spire-a", B)
         one.note("spire-b", A)

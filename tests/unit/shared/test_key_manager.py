@@ -1,6 +1,6 @@
 import dataclasses
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -11,7 +11,7 @@ from shared.key_manager import KeyManager, SignRequest
 from shared.naming import KeyNaming
 from shared.public_keys import fingerprint
 from shared.vault_port import LATEST
-from tests.unit.fakes import InMemoryVault, FixedIdentity
+from tests.unit.fakes import FixedIdentity, InMemoryVault
 
 SERVER_ID = "0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"
 OTHER_SERVER = "11111111-2222-3333-4444-555555555555"
@@ -379,7 +379,7 @@ def test_no_error_names_a_key_vault_key_or_the_server_id(manager, vault):
 
 
 def _later_clock(seconds: float):
-    return lambda: datetime.now(timezone.utc) + timedelta(seconds=seconds)
+    return lambda: datetime.now(UTC) + timedelta(seconds=seconds)
 
 
 def test_warm_listing_with_nothing_changed_costs_only_the_listing(vault):
@@ -413,7 +413,7 @@ def test_keys_read_within_the_settle_time_of_their_update_are_read_again(vault):
 
 @pytest.mark.parametrize("read_after, requests", [(5, ["list_keys", "get_key"]), (5.001, ["list_keys"])])
 def test_a_key_is_read_again_until_5_seconds_after_its_update(read_after, requests):
-    updated = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    updated = datetime(2026, 1, 1, tzinfo=UTC)
     vault = InMemoryVault(clock=lambda: updated)
     manager = KeyManager(vault, FixedIdentity(SERVER_ID), TD, clock=lambda: updated + timedelta(seconds=read_after))
     manager.generate_key("a", KeyType.EC_P256)

@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from shared import errors
 from shared.algorithms import KeyType
-from shared.vault_port import LATEST, SignedDigest
 from shared.key_vault import (
     BudgetedRetryPolicy,
     DeadlinePassed,
@@ -34,6 +33,7 @@ from shared.key_vault import (
     key_vault_calls,
     public_key_from_jwk,
 )
+from shared.vault_port import LATEST, SignedDigest
 
 
 def _der(public) -> bytes:
@@ -97,7 +97,12 @@ KEY_NAME = "spire-key-0123456789abcdef0123456789abcdef-x509-CA-A"
     "status, message, inner, expected",
     [
         (404, f"A key with (name/id) {KEY_NAME} was not found in this key vault.", None, errors.NotFound),
-        (409, f"Key {KEY_NAME} is currently in a deleted but recoverable state", "ObjectIsDeletedButRecoverable", errors.NameHeldByDeletedKey),
+        (
+            409,
+            f"Key {KEY_NAME} is currently in a deleted but recoverable state",
+            "ObjectIsDeletedButRecoverable",
+            errors.NameHeldByDeletedKey,
+        ),
         (409, f"Key {KEY_NAME} is currently in a deleted but recoverable state", None, errors.NameHeldByDeletedKey),
         (409, "Conflict", None, errors.FailedPrecondition),
         (409, "Key is currently being deleted.", "ObjectIsBeingDeleted", errors.Unavailable),
@@ -160,7 +165,13 @@ def test_the_version_that_signed_is_read_from_the_kid(kid, version):
 
 @pytest.mark.parametrize(
     "kid",
-    [f"https://v/keys/{KEY_NAME}", f"https://v/keys/{KEY_NAME}/", "https://v/keys/another-key/0123", f"https://v/secrets/{KEY_NAME}/0123", 42],
+    [
+        f"https://v/keys/{KEY_NAME}",
+        f"https://v/keys/{KEY_NAME}/",
+        "https://v/keys/another-key/0123",
+        f"https://v/secrets/{KEY_NAME}/0123",
+        42,
+    ],
 )
 def test_a_kid_that_does_not_name_a_version_of_the_key_is_refused(kid):
     with pytest.raises(ValueError):
@@ -195,7 +206,10 @@ def test_a_deletion_or_recovery_under_way_says_so(message, expected_words):
     assert type(translated) is errors.Unavailable and expected_words in translated.message
 
 
-BEING_DELETED = (409, {"error": {"code": "Conflict", "message": "Key is currently being deleted.", "innererror": {"code": "ObjectIsBeingDeleted"}}})
+BEING_DELETED = (
+    409,
+    {"error": {"code": "Conflict", "message": "Key is currently being deleted.", "innererror": {"code": "ObjectIsBeingDeleted"}}},
+)
 HELD = (409, {"error": {"code": "Conflict", "message": "deleted but recoverable", "innererror": {"code": "ObjectIsDeletedButRecoverable"}}})
 
 
@@ -219,8 +233,15 @@ class _Scripted(HttpTransport):
         if isinstance(answer, Exception):
             raise answer
         status, body, headers = (*answer, {})[:3]
-        response = HttpResponseImpl(request=request, internal_response=_Closable(), status_code=status, reason="reason",
-                                    content_type="application/json", headers=headers, stream_download_generator=None)
+        response = HttpResponseImpl(
+            request=request,
+            internal_response=_Closable(),
+            status_code=status,
+            reason="reason",
+            content_type="application/json",
+            headers=headers,
+            stream_download_generator=None,
+        )
         response._content = json.dumps(body).encode()
         return response
 
@@ -370,10 +391,24 @@ def _b64url(data: bytes) -> str:
 
 
 _POINT = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
-CURRENT_KEY = (200, {"key": {"kid": "https://vault.vault.azure.net/keys/k/v1", "kty": "EC", "crv": "P-256",
-                             "x": _b64url(_bytes(_POINT.x, 32)), "y": _b64url(_bytes(_POINT.y, 32))},
-                     "attributes": {"enabled": True}})
-CHALLENGE = (401, {}, {"WWW-Authenticate": 'Bearer authorization="https://login.microsoftonline.com/tenant", resource="https://vault.azure.net"'})
+CURRENT_KEY = (
+    200,
+    {
+        "key": {
+            "kid": "https://vault.vault.azure.net/keys/k/v1",
+            "kty": "EC",
+            "crv": "P-256",
+            "x": _b64url(_bytes(_POINT.x, 32)),
+            "y": _b64url(_bytes(_POINT.y, 32)),
+        },
+        "attributes": {"enabled": True},
+    },
+)
+CHALLENGE = (
+    401,
+    {},
+    {"WWW-Authenticate": 'Bearer authorization="https://login.microsoftonline.com/tenant", resource="https://vault.azure.net"'},
+)
 HSM_KEY = (200, {**CURRENT_KEY[1], "key": {**CURRENT_KEY[1]["key"], "kty": "EC-HSM"}})
 SIGNED_BY_V1 = (200, {"kid": "https://vault.vault.azure.net/keys/k/v1", "value": _b64url(b"signature")})
 NOT_FOUND = (404, {"error": {"code": "NotFound", "message": "No static resource keys."}})
@@ -420,4 +455,3 @@ def test_a_missing_key_does_not_pass_for_a_vault_that_cannot_sign_by_the_empty_v
     transport.requests.clear()
     assert vault.sign("k", LATEST, "ES256", b"d" * 32).version == "v1"
     assert transport.requests == [EMPTY_VERSION_SIGN]
-

@@ -1,6 +1,6 @@
 """The staleness rule and the refresh and sweep runs, with an injected clock and an in-process vault."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -10,9 +10,9 @@ from shared.key_manager import KeyManager
 from shared.maintenance import RecordedUse, SweepPolicy, is_stale
 from shared.naming import KeyNaming
 from shared.vault_port import KeySummary
-from tests.unit.fakes import InMemoryVault, FixedIdentity
+from tests.unit.fakes import FixedIdentity, InMemoryVault
 
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 AGE = timedelta(days=14)
 ME, OTHER, TD = "me-0000", "other-1111", "example.org"
 
@@ -76,7 +76,9 @@ def test_an_aged_key_is_stale_only_when_its_servers_recorded_use_is_old_too(reco
 
 
 def _manager(vault, server_id=ME, max_deletions=100, now=NOW + AGE + timedelta(days=1), recorded_use=RecordedUse()):
-    return KeyManager(vault, FixedIdentity(server_id), TD, SweepPolicy(AGE, max_deletions), clock=lambda: now, recorded_use=lambda: recorded_use)
+    return KeyManager(
+        vault, FixedIdentity(server_id), TD, SweepPolicy(AGE, max_deletions), clock=lambda: now, recorded_use=lambda: recorded_use
+    )
 
 
 def _add(vault, name, server_id, td=TD):
@@ -117,8 +119,14 @@ def test_sweep_keeps_the_keys_of_a_server_whose_use_cannot_be_determined(vault, 
 
 def test_sweep_reads_the_recorded_use_once_a_run(vault):
     reads = []
-    manager = KeyManager(vault, FixedIdentity(ME), TD, SweepPolicy(AGE), clock=lambda: NOW + AGE + timedelta(days=1),
-                         recorded_use=lambda: reads.append(1) or RecordedUse())
+    manager = KeyManager(
+        vault,
+        FixedIdentity(ME),
+        TD,
+        SweepPolicy(AGE),
+        clock=lambda: NOW + AGE + timedelta(days=1),
+        recorded_use=lambda: reads.append(1) or RecordedUse(),
+    )
     assert len(manager.sweep().deleted) == 3 and reads == [1]
 
 

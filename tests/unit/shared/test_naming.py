@@ -40,7 +40,9 @@ def test_key_id_is_read_back_from_a_name_whatever_its_case():
     assert naming.key_id(naming.key_name("a").upper()) == "A"
 
 
-@pytest.mark.parametrize("name", ["other-key", PREFIX, KeyNaming("example.org", "other").key_name("a"), KeyNaming("other.org", SERVER_ID).key_name("a")])
+@pytest.mark.parametrize(
+    "name", ["other-key", PREFIX, KeyNaming("example.org", "other").key_name("a"), KeyNaming("other.org", SERVER_ID).key_name("a")]
+)
 def test_names_outside_this_servers_namespace_or_without_a_key_id_have_no_key_id(name):
     assert naming.key_id(name) is None
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -17,7 +17,7 @@ from shared.errors import Unavailable
 from shared.identity_port import Absent, NotAnId, Stored, UseRecord
 from shared.server_ids import RECHECK_INTERVAL, USE_RECORD_INTERVAL, StoredServerDirectory, StoredServerIdentity
 
-START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+START = datetime(2026, 1, 1, tzinfo=UTC)
 _etags = itertools.count()
 
 

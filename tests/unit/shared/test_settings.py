@@ -110,7 +110,10 @@ def test_secrets_stay_out_of_repr():
 def test_challenge_resource_check_may_be_skipped_only_for_a_local_vault():
     local = settings(KEY_VAULT_URI="https://localhost:8443", KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION="true")
     assert local.verify_challenge_resource is False
-    assert settings(KEY_VAULT_URI="https://127.0.0.1:8443", KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION="true").verify_challenge_resource is False
+    assert (
+        settings(KEY_VAULT_URI="https://127.0.0.1:8443", KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION="true").verify_challenge_resource
+        is False
+    )
     assert "KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION" in error_of(KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION="true")
 
 
@@ -119,7 +122,10 @@ def test_sweep_policy_defaults_to_fourteen_days_and_one_hundred_deletions():
     assert policy.stale_key_age == timedelta(days=14) and policy.max_deletions == 100
 
 
-@pytest.mark.parametrize("value, age", [("14d", timedelta(days=14)), ("36h", timedelta(hours=36)), ("1440m", timedelta(days=1)), ("90000s", timedelta(seconds=90000))])
+@pytest.mark.parametrize(
+    "value, age",
+    [("14d", timedelta(days=14)), ("36h", timedelta(hours=36)), ("1440m", timedelta(days=1)), ("90000s", timedelta(seconds=90000))],
+)
 def test_stale_key_age_takes_a_unit(value, age):
     assert settings(STALE_KEY_AGE=value).sweep_policy.stale_key_age == age
 

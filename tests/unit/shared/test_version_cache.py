@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -8,7 +8,7 @@ from shared.vault_port import KeySummary, KeyVersion
 from shared.version_cache import VersionCache, VersionFacts
 from tests.unit.fakes import public_der
 
-UPDATED = datetime(2026, 1, 1, tzinfo=timezone.utc)
+UPDATED = datetime(2026, 1, 1, tzinfo=UTC)
 DER = public_der(KeyType.EC_P256)
 
 
