@@ -1,7 +1,7 @@
 """Concurrency: 16 sign_data requests at once through devhost, Key Vault answering after 50 ms.
 
 ``python -m benchmarks.concurrency`` is the server: devhost's own server code serving the
-app, whose key manager is wired (build_key_manager) on a fake transport that sleeps 50 ms a request.
+app, whose key manager is wired (build_servers) on a fake transport that sleeps 50 ms a request.
 sign_data is a sync function, so it runs on the worker's thread pool: 16 calls take at best as many
 50 ms rounds as that pool needs for them, and the budget allows devhost 1.5 x on top of that.
 """
@@ -34,9 +34,8 @@ def serve() -> None:
     from devtools.host.functions import load_app
     from devtools.host.server import DevHost, DevHostServer
     from devtools.host.settings import read_route_prefix
-    from shared import app_context
 
-    app_context._key_manager = fakes.build_fake_manager(fakes.FakeKeyVaultTransport(delay=VAULT_DELAY))
+    fakes.install_fake_servers(fakes.FakeKeyVaultTransport(delay=VAULT_DELAY))
     authorization = fakes.install_caller_gate()["Authorization"]
     server = DevHostServer(("127.0.0.1", 0), DevHost(load_app(ROOT), read_route_prefix(ROOT)))
     # The caller's token is the bench tenant's, made in this process: the client reads it from here.

@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from benchmarks.common import environ
 from shared import app_context
-from shared.key_manager import KeyManager
 from shared.naming import KeyNaming
 from shared.settings import load_settings
 from tests.unit import tokens
@@ -137,16 +136,16 @@ class StaticCredential:
         return AccessTokenInfo("bench-token", FAR_FUTURE)
 
 
-def build_fake_manager(transport: FakeKeyVaultTransport) -> KeyManager:
-    """The app's own wiring (build_key_manager) on the fake transport, SETTINGS being the app settings.
+def install_fake_servers(transport: FakeKeyVaultTransport) -> None:
+    """The app's own wiring (build_servers) on the fake transport, SETTINGS being the app settings, serving the app.
 
     Warmed by one get_public_key (challenge, token, key read) while SETTINGS are in os.environ, where
     azure-identity looks for the token endpoint; the token never expires, so it is not asked again.
     """
     with environ(SETTINGS):
-        manager = app_context.build_key_manager(load_settings(os.environ), transport=transport)
-        manager.get_public_key(KEY_ID)
-    return manager
+        servers = app_context.build_servers(load_settings(os.environ), transport=transport)
+        servers.default_manager.get_public_key(KEY_ID)
+    app_context.install_servers(servers)
 
 
 def install_caller_gate() -> dict[str, str]:

@@ -28,7 +28,7 @@ NEW_TOKENS = 200
 
 def handler_calls(transport: fakes.FakeKeyVaultTransport) -> tuple[Callable[[], None], Callable[[], None]]:
     """Warm sign_data and get_public_key handler calls (each one Key Vault request) on ``transport``."""
-    app_context._key_manager = fakes.build_fake_manager(transport)
+    fakes.install_fake_servers(transport)
     headers = fakes.install_caller_gate()
     get_request = func.HttpRequest("GET", "http://localhost/api/keys", body=b"", headers=headers, route_params={"key_id": fakes.KEY_ID})
     response = keys.get_public_key(get_request)
@@ -95,7 +95,8 @@ def run() -> list[Figure]:
             Figure(f"overhead: {label} bare KeyClient per call", round(statistics.median(b for _, b in rounds) / CALLS * 1e6, 1), "us"),
         ]
     figures += caller_gate_figures()
-    app_context._key_manager = app_context._callers = None
+    app_context.install_servers(None)
+    app_context._callers = None
     return figures
 
 

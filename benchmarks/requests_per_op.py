@@ -44,10 +44,11 @@ class Instance:
         self.vault_host = urlsplit(vault.url).netloc
         self.traffic = Traffic()
         with environ({"TRUST_DOMAIN": trust_domain, "KEY_METADATA_BLOB": f"{container}/key-metadata"}):
-            self.manager = app_context.build_key_manager(load_settings(os.environ), raw_request_hook=self.traffic)
+            self.servers = app_context.build_servers(load_settings(os.environ), raw_request_hook=self.traffic)
+        self.manager = self.servers.default_manager
 
     def call(self, handler, body=None, method="POST", params=None, **route_params) -> dict:
-        app_context._key_manager = self.manager
+        app_context.install_servers(self.servers)
         data = json.dumps(body).encode() if body is not None else b""
         url = "http://localhost/api" + (f"?{urlencode(params)}" if params else "")  # the app reads the URL's query
         response = handler(func.HttpRequest(method, url, body=data, params=params or {}, route_params=route_params))
@@ -183,5 +184,5 @@ def run() -> list[Figure]:
                 vault.stop()
         finally:
             azurite.stop(grace_seconds=0)
-            app_context._key_manager = None
+            app_context.install_servers(None)
 

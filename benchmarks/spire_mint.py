@@ -150,7 +150,8 @@ def _sign_in_app(app: LocalApp) -> dict[str, list[float]]:
             vault_times.append(float(timing.removeprefix("vault;dur=")) / 1000)
 
     with environ(app.env):  # where azure-identity looks for the token endpoint
-        manager = app_context.build_key_manager(load_settings(os.environ), raw_response_hook=record_vault_time)
+        servers = app_context.build_servers(load_settings(os.environ), raw_response_hook=record_vault_time)
+        manager = servers.serve(STAGES_SERVER)
         key = manager.generate_key("bench-in-app", KeyType.EC_P256)
     call_times: list[float] = []
     manager._vault.sign = _timed(manager._vault.sign, call_times)  # noqa: SLF001 (instrumenting the one call)
@@ -159,7 +160,7 @@ def _sign_in_app(app: LocalApp) -> dict[str, list[float]]:
     headers = {"Authorization": f"Bearer {token}", "X-SPIRE-Server-Name": STAGES_SERVER}
     request = func.HttpRequest("POST", "http://localhost/api/keys/bench-in-app/sign", body=body, headers=headers,
                                route_params={"key_id": "bench-in-app"})
-    app_context._key_manager = manager
+    app_context.install_servers(servers)
     app_context._callers = app_context.build_caller_gate(load_caller_settings(app.env))
     handler_times: list[float] = []
     try:
@@ -169,7 +170,7 @@ def _sign_in_app(app: LocalApp) -> dict[str, list[float]]:
             handler_times.append(time.perf_counter() - started)
             assert response.status_code == 200, response.get_body()
     finally:
-        app_context._key_manager = None
+        app_context.install_servers(None)
         app_context._callers = None
     return {"handler": handler_times[WARMUP:], "vault_call": call_times[WARMUP:], "vault": vault_times[-ROUNDS:]}
 

@@ -28,6 +28,8 @@ param keyIdentifierValue string
 param staleKeyAge string
 param sweepMaxDeletions string
 param keyVaultRetrySeconds string
+// software or hsm: the key types the app creates (hsm: RSA-HSM and EC-HSM, which need a Premium vault).
+param keyProtection string
 param refreshKeysSchedule string
 param sweepKeysSchedule string
 
@@ -340,6 +342,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'KEY_VAULT_RETRY_SECONDS'
           value: keyVaultRetrySeconds
+        }
+        {
+          name: 'KEY_VAULT_KEY_PROTECTION'
+          value: keyProtection
         }
         {
           name: 'REFRESH_KEYS_SCHEDULE'

@@ -111,7 +111,7 @@ param storageSkuName string = 'Standard_GRS'
   'software'
   'hsm'
 ])
-@description('Protection of the keys: hsm makes a created vault Premium, whose keys can be HSM-protected (RSA-HSM, EC-HSM); the app does not yet ask for those key types (README, Deployment). Managed HSM is not supported')
+@description('Protection of the keys (KEY_VAULT_KEY_PROTECTION): hsm makes the app create HSM-protected keys (RSA-HSM, EC-HSM) and a created vault Premium; a vault named by keyVaultName must then be Premium. Managed HSM is not supported (README, Deployment)')
 param keyProtection string = 'software'
 
 @description('A CanNotDelete lock on a created vault: deleting it, or its resource group (azd down), fails until the lock is removed')
@@ -264,6 +264,7 @@ module app 'app.bicep' = {
     staleKeyAge: staleKeyAge
     sweepMaxDeletions: sweepMaxDeletions
     keyVaultRetrySeconds: keyVaultRetrySeconds
+    keyProtection: keyProtection
     refreshKeysSchedule: refreshKeysSchedule
     sweepKeysSchedule: sweepKeysSchedule
     maximumInstanceCount: maximumInstanceCount

@@ -9,16 +9,13 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
+from functools import partial
 from typing import Any, Callable, Mapping
 
 from azure.core.credentials import TokenCredential
-from azure.core.pipeline import PipelineRequest, PipelineResponse
-from azure.core.pipeline.policies import HTTPPolicy
 from azure.identity import ClientSecretCredential, DefaultAzureCredential, ManagedIdentityCredential
 from azure.storage.blob import BlobServiceClient
-from requests import Session
-from requests.utils import select_proxy
 
 from shared.caller_tokens import SigningKeys, TokenPolicy, TokenVerifier, jwks_fetcher
 from shared.callers import CallerGate
@@ -27,11 +24,11 @@ from shared.id_blobs import BlobIdStores, InstanceBlobs
 from shared.identity_port import CheckedServerIdentity, ServerDirectory, ServerIdentity
 from shared.instances import InstanceRecords, Instances, SharedInstances
 from shared.key_manager import KeyManager
-from shared.key_vault import KeyVaultKeys, key_client
-from shared.maintenance import LastRefresh
+from shared.key_vault_client import key_vault_keys
+from shared.maintenance import LastRefresh, SweepPolicy
 from shared.server_ids import FixedServerDirectory, StoredServerDirectory
 from shared.settings import BlobLocation, CallerSettings, ClientSecret, ManagedIdentity, Settings, load_caller_settings, load_settings
-from shared.vault_http import PooledTransport
+from shared.vault_port import Vault
 
 # Explicit network timeouts (seconds) so that a stalled dependency fails a request, never hangs it.
 CONNECTION_TIMEOUT = 5
@@ -50,17 +47,10 @@ CREDENTIAL_RETRY = {"retry_total": 1}
 # cannot grow its memory without bound; SPIRE deployments run a handful of servers per trust domain.
 MAX_NAMED_SERVERS = 10_000
 
-# A Key Vault authentication challenge that does not fit the vault's URI raises ValueError in the SDK.
-_CHALLENGE_ERROR = "challenge"
-
 _lock = threading.Lock()
 _servers: SpireServers | None = None
 _callers: CallerGate | None = None
-# A key manager put here (by tests and benchmarks) serves every caller in place of the app's wiring.
-_key_manager: KeyManager | None = None
-# The plugin processes that call as each server, on this instance (its in-process tests' key manager's).
-_instances = SharedInstances(Instances())
-# Shares those records with the app's other instances off the requests, one at a time.
+# Shares the records of plugin processes with the app's other instances off the requests, one at a time.
 _sharing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="instance-records")
 _last_refresh = LastRefresh()
 
@@ -76,16 +66,18 @@ class SpireServers:
         self,
         trust_domain: str,
         directory: ServerDirectory,
-        build_manager: Callable[[ServerIdentity], KeyManager],
-        stale_key_age: timedelta,
+        vault: Vault,
+        sweep_policy: SweepPolicy = SweepPolicy(),
         instances: SharedInstances | None = None,
+        clock: Callable[[], datetime] = partial(datetime.now, timezone.utc),
     ) -> None:
         self.trust_domain = trust_domain
         # The plugin processes that call as each server, shared with the app's other instances when ids are in blobs.
         self.instances = instances or SharedInstances(Instances())
         self._directory = directory
-        self._build_manager = build_manager
-        self._stale_key_age = stale_key_age
+        self._vault = vault
+        self._sweep_policy = sweep_policy
+        self._clock = clock
         self._lock = threading.Lock()
         self._servers: dict[str | None, tuple[CheckedServerIdentity, KeyManager]] = {}
         self.default_manager = self._server(None)[1]
@@ -128,7 +120,7 @@ class SpireServers:
 
         Use is what the id blobs record, and what this instance saw itself (their blobs may be gone).
         """
-        cutoff = datetime.now(timezone.utc) - self._stale_key_age
+        cutoff = self._clock() - self._sweep_policy.stale_key_age
         seen_here = {
             name
             for name, (identity, _) in list(self._servers.items())
@@ -152,12 +144,16 @@ class SpireServers:
                         # Never forget a known id to make room: reloading it could adopt a replaced one.
                         raise Unavailable(f"this instance already serves {MAX_NAMED_SERVERS} named SPIRE servers, its most")
                     identity = self._directory.identity(server_name)
-                    server = self._servers[server_name] = (identity, self._build_manager(identity))
+                    server = self._servers[server_name] = (identity, self._manager(identity))
         return server
+
+    def _manager(self, identity: ServerIdentity) -> KeyManager:
+        # The sweep weighs what the id blobs record beside Updated, so a server the refresh missed keeps its keys.
+        return KeyManager(self._vault, identity, self.trust_domain, self._sweep_policy, self._clock, recorded_use=self._directory.recorded_use)
 
 
 def instances() -> SharedInstances:
-    return _instances if _key_manager is not None else servers().instances
+    return servers().instances
 
 
 def last_refresh() -> LastRefresh:
@@ -180,6 +176,14 @@ def build_caller_gate(settings: CallerSettings) -> CallerGate:
     return CallerGate(TokenVerifier(policy, keys).verify, settings.permissions)
 
 
+def install_servers(servers: SpireServers | None) -> None:
+    """Serve every call with ``servers`` in place of those settings build (tests and benchmarks: the app's own
+    SpireServers over fakes, or over the Azure clients with a request hook); None: built from settings again."""
+    global _servers
+    with _lock:
+        _servers = servers
+
+
 def servers() -> SpireServers:
     """The process-wide servers; raises ConfigurationError while settings are invalid."""
     global _servers
@@ -192,100 +196,47 @@ def servers() -> SpireServers:
 
 def key_manager(server_name: str | None = None, trust_domain: str | None = None) -> KeyManager:
     """The key manager that serves a caller naming ``server_name`` (None: the app's default server)."""
-    return _key_manager if _key_manager is not None else servers().serve(server_name, trust_domain)
+    return servers().serve(server_name, trust_domain)
 
 
 def default_key_manager() -> KeyManager:
     """The default server's key manager as built: no check of its id, no record of use (for health)."""
-    return _key_manager if _key_manager is not None else servers().default_manager
+    return servers().default_manager
 
 
 def check_default_server() -> None:
     """Read (or create) the default server's id, or re-check it when due; raises while it cannot serve."""
-    if _key_manager is not None:
-        _key_manager.naming()
-    else:
-        servers().check(None)
+    servers().check(None)
 
 
 def conflicts() -> list[Unavailable]:
     """Why servers cannot serve on this instance (stopped ones re-checked when due); raises on invalid settings."""
-    return [] if _key_manager is not None else servers().conflicts()
+    return servers().conflicts()
 
 
 def servers_to_maintain() -> list[str | None]:
-    return [None] if _key_manager is not None else servers().maintained()
+    return servers().maintained()
 
 
 def key_manager_for_maintenance(server_name: str | None) -> KeyManager:
-    return _key_manager if _key_manager is not None else servers().for_maintenance(server_name)
-
-
-def build_key_manager(settings: Settings, **client_options: Any) -> KeyManager:
-    """The default server's key manager, wired as the app wires it (tests pass a request hook, benchmarks a fake transport)."""
-    return build_servers(settings, **client_options).default_manager
+    return servers().for_maintenance(server_name)
 
 
 def build_servers(settings: Settings, **client_options: Any) -> SpireServers:
     """Wire the app's servers; ``client_options`` reach every Azure client (a ``raw_request_hook``, a ``transport``)."""
-    credential = build_credential(settings, **_client_options(None, {**CREDENTIAL_RETRY, **client_options}))
-    options = _client_options(settings.key_vault_ca_bundle, client_options)
-    if "transport" not in options:
-        options["transport"] = vault_transport(settings.key_vault_uri, options)
-    client = key_client(
+    credential = build_credential(settings, **_client_options({**CREDENTIAL_RETRY, **client_options}))
+    vault = key_vault_keys(
         settings.key_vault_uri,
         credential,
-        options.pop("transport"),
-        settings.key_vault_retry_seconds,
-        options.pop("retry_total"),
+        ca_bundle=settings.key_vault_ca_bundle,
+        hsm_keys=settings.hsm_keys,
         verify_challenge_resource=settings.verify_challenge_resource,
-        per_call_policies=[ChallengeResourcePolicy()],
-        **options,
+        retry_seconds=settings.key_vault_retry_seconds,
+        **_client_options(client_options),
     )
-    vault = KeyVaultKeys(client)
     directory, instance_records = build_server_directory(settings, credential, **client_options)
-    return SpireServers(
-        settings.trust_domain,
-        directory,
-        # The sweep weighs what the id blobs record beside Updated, so a server the refresh missed keeps its keys.
-        lambda identity: KeyManager(vault, identity, settings.trust_domain, settings.sweep_policy, recorded_use=directory.recorded_use),
-        settings.sweep_policy.stale_key_age,
-        SharedInstances(Instances(), instance_records, _sharing.submit),
-    )
-
-
-class ChallengeResourcePolicy(HTTPPolicy):
-    """Reports a Key Vault challenge that does not fit KEY_VAULT_URI as the configuration error it is.
-
-    The SDK's challenge policy raises a bare ValueError when the vault's challenge names another
-    resource (a URI that is not the vault's, or a server that is not a Key Vault).
-    """
-
-    def send(self, request: PipelineRequest) -> PipelineResponse:
-        try:
-            return self.next.send(request)
-        except ValueError as exc:
-            if _CHALLENGE_ERROR not in str(exc).lower():
-                raise
-            raise ConfigurationError(
-                "KEY_VAULT_URI: the server there answered with an authentication challenge for another resource; "
-                "check that KEY_VAULT_URI is the vault's URI (https://<vault-name>.vault.azure.net/)"
-            ) from None
-
-
-def vault_transport(vault_uri: str, options: dict[str, Any]) -> PooledTransport:
-    """The Key Vault client's transport, with the proxy and CA bundle requests would use for the vault.
-
-    The environment (proxy variables, CA bundle variables) is read here, once, with requests' own
-    rules for that URL; ``options``' connection settings move onto the transport.
-    """
-    environment = Session().merge_environment_settings(vault_uri, {}, None, None, None)
-    return PooledTransport(
-        verify=options.pop("connection_verify", environment["verify"]),
-        connection_timeout=options.pop("connection_timeout"),
-        read_timeout=options.pop("read_timeout"),
-        proxy=select_proxy(vault_uri, environment["proxies"]),
-    )
+    instances = SharedInstances(Instances(), instance_records, _sharing.submit)
+    return SpireServers(settings.trust_domain, directory, vault, settings.sweep_policy, instances)
 
 
 def build_credential(settings: Settings, **client_options: Any) -> TokenCredential:
@@ -305,7 +256,7 @@ def build_server_directory(
         return FixedServerDirectory(settings.server_id), None
     location = settings.metadata_blob
     assert location is not None  # settings require one of the two
-    options = _client_options(None, {**BLOB_RETRY, **client_options})
+    options = _client_options({**BLOB_RETRY, **client_options})
     container = _blob_service(location, credential, options).get_container_client(location.container)
     return StoredServerDirectory(BlobIdStores(container, location.blob)), InstanceBlobs(container, location.blob)
 
@@ -319,13 +270,5 @@ def _blob_service(location: BlobLocation, credential: TokenCredential, options: 
         raise ConfigurationError(f"{location.connection_setting} is not a storage connection string the storage SDK accepts") from None
 
 
-def _client_options(ca_bundle: str | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "connection_timeout": CONNECTION_TIMEOUT,
-        "read_timeout": READ_TIMEOUT,
-        "retry_total": 3,
-    }
-    if ca_bundle:
-        options["connection_verify"] = ca_bundle
-    options.update(overrides)
-    return options
+def _client_options(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    return {"connection_timeout": CONNECTION_TIMEOUT, "read_timeout": READ_TIMEOUT, "retry_total": 3, **overrides}

@@ -57,6 +57,10 @@ _CREATE_PARAMETERS: dict[KeyType, dict[str, Any]] = {
     KeyType.EC_P256: {"key_type": "EC", "curve": "P-256"},
     KeyType.EC_P384: {"key_type": "EC", "curve": "P-384"},
 }
+# A Premium vault's HSM-protected keys: Key Vault's key types "RSA-HSM" and "EC-HSM".
+_HSM_CREATE_PARAMETERS = {
+    key_type: {**parameters, "key_type": parameters["key_type"] + "-HSM"} for key_type, parameters in _CREATE_PARAMETERS.items()
+}
 _CURVES = {"P-256": (ec.SECP256R1(), KeyType.EC_P256), "P-384": (ec.SECP384R1(), KeyType.EC_P384)}
 _RSA_SIZES = {2048: KeyType.RSA_2048, 4096: KeyType.RSA_4096}
 _DEFAULT_RETRY_AFTER_SECONDS = 1
@@ -212,8 +216,10 @@ def _may_send_within(wait: float) -> bool:
 class KeyVaultKeys:
     """The Key Vault operations the key manager needs (the ``Vault`` port), on one vault."""
 
-    def __init__(self, client: KeyClient) -> None:
+    def __init__(self, client: KeyClient, hsm_keys: bool = False) -> None:
+        """``hsm_keys``: create HSM-protected keys (RSA-HSM, EC-HSM), of the same sizes and curves."""
         self._client = client
+        self._create_parameters = _HSM_CREATE_PARAMETERS if hsm_keys else _CREATE_PARAMETERS
         # False once a sign by the empty version was answered 404 for a key that exists (Lowkey Vault).
         self._signs_by_empty_version = True
 
@@ -226,7 +232,7 @@ class KeyVaultKeys:
         try:
             with _translated_errors(name):
                 key = self._client.create_key(
-                    name, key_operations=KEY_OPERATIONS, tags=tags, **_CREATE_PARAMETERS[key_type]
+                    name, key_operations=KEY_OPERATIONS, tags=tags, **self._create_parameters[key_type]
                 )
         except KeyManagerError as error:
             calls = _calls.get()

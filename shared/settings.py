@@ -45,6 +45,7 @@ DEFAULT_KEY_VAULT_RETRY_SECONDS = 20
 MAX_KEY_VAULT_RETRY_SECONDS = 120
 DEFAULT_REFRESH_KEYS_SCHEDULE = "0 0 */6 * * *"
 DEFAULT_SWEEP_KEYS_SCHEDULE = "0 0 0 */2 * *"
+KEY_PROTECTIONS = ("software", "hsm")
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ class Settings:
     verify_challenge_resource: bool = True
     sweep_policy: SweepPolicy = SweepPolicy()
     key_vault_retry_seconds: int = DEFAULT_KEY_VAULT_RETRY_SECONDS
+    # Create HSM-protected keys (RSA-HSM, EC-HSM), which only a Premium vault holds.
+    hsm_keys: bool = False
 
 
 @dataclass(frozen=True)
@@ -253,7 +256,17 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         verify_challenge_resource=not skip_challenge_check,
         sweep_policy=SweepPolicy(_stale_key_age(env), _max_deletions(env)),
         key_vault_retry_seconds=_key_vault_retry_seconds(env),
+        hsm_keys=_key_protection(env) == "hsm",
     )
+
+
+def _key_protection(env: Mapping[str, str]) -> str:
+    value = env.get("KEY_VAULT_KEY_PROTECTION", "").lower() or "software"
+    if value not in KEY_PROTECTIONS:
+        raise ConfigurationError(
+            "KEY_VAULT_KEY_PROTECTION must be software or hsm (HSM-protected keys, which need a Premium vault)"
+        )
+    return value
 
 
 def _key_vault_retry_seconds(env: Mapping[str, str]) -> int:

@@ -5,6 +5,11 @@ settings, preparing the URL, hooks, cookies, wrapping the response) was about a 
 client-side time. Key Vault calls are small JSON requests to one host, read whole; so the pipeline
 (authentication, retries, logging) stays the SDK's, and only its last step, sending the bytes, goes
 to urllib3: the pool requests itself sends through, with the same TLS and proxy settings.
+
+Measured against localvault signing in 3.6 ms (the mint benchmark's slow vault), a key manager's
+sign_data took a median 6.0-6.2 ms on this transport and 6.8-7.1 ms on azure-core's RequestsTransport
+(a requests session pooling 32 connections, reading the proxy and CA environment per request or once
+alike): 0.7-0.8 ms less, 12-13% of the sign and about 8% of the 9.3 ms mint, in 60-100 interleaved rounds.
 """
 
 from __future__ import annotations

@@ -112,9 +112,10 @@ def ensure_local_settings(settings: Path) -> bool:
 
 def start_localvault(port: int, token_port: int, cert_dir: Path, challenge_resource: str | None = None,
                      sign_latency_ms: float = 0.0, delete_latency_ms: float | None = None,
-                     recover_latency_ms: float | None = None) -> Service:
+                     recover_latency_ms: float | None = None, throttle_scale: float | None = None) -> Service:
     """localvault; deletions and recoveries settle after localvault's short default delays unless given others
-    (Key Vault's own are 1-5 s and about 1 s)."""
+    (Key Vault's own are 1-5 s and about 1 s). With ``throttle_scale`` it holds to Key Vault's service limits
+    times that scale; without, it never throttles."""
     argv = [sys.executable, "-m", "devtools.vault", "--port", str(port), "--token-port", str(token_port), "--cert-dir", str(cert_dir),
             "--sign-latency-ms", str(sign_latency_ms)]
     if delete_latency_ms is not None:
@@ -123,6 +124,8 @@ def start_localvault(port: int, token_port: int, cert_dir: Path, challenge_resou
         argv += ["--recover-latency-ms", str(recover_latency_ms)]
     if challenge_resource is not None:
         argv += ["--challenge-resource", challenge_resource]
+    if throttle_scale is not None:
+        argv += ["--throttle-scale", str(throttle_scale)]
     process, match = start("localvault", argv, re.compile(r"localvault ready vault=(\S+) token=(\S+)"))
     return Service("localvault", process, match.group(1), {"token_url": match.group(2), "ca_bundle": str(cert_dir / "ca.pem")})
 

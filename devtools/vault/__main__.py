@@ -1,5 +1,6 @@
 """Command line: ``python -m devtools.vault [--host H] [--port P] [--token-port T] [--cert-dir D] [--challenge-resource R]
-[--sign-latency-ms S] [--delete-latency-ms D] [--recover-latency-ms R]``."""
+[--sign-latency-ms S] [--delete-latency-ms D] [--recover-latency-ms R] [--sku premium|standard]
+[--throttle | --throttle-scale S]``."""
 
 from __future__ import annotations
 
@@ -43,6 +44,16 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--recover-latency-ms", type=_milliseconds, default=DEFAULT_RECOVER_LATENCY * 1000,
                         help="how long a recovery takes to take effect: meanwhile the key is 404 "
                              "(Key Vault takes about 1 s; default: %(default)s)")
+    parser.add_argument("--sku", choices=("premium", "standard"), default="premium",
+                        help="the vault's pricing tier: a standard vault refuses to create HSM-protected keys "
+                             "(RSA-HSM, EC-HSM) as Key Vault does (default: %(default)s)")
+    limits = parser.add_mutually_exclusive_group()
+    limits.add_argument("--throttle", action="store_const", const=1.0, dest="throttle_scale",
+                        help="hold the vault to Key Vault's documented service limits per 10 s (429 with Retry-After "
+                             "beyond them); off unless given")
+    limits.add_argument("--throttle-scale", type=_scale, dest="throttle_scale", metavar="S",
+                        help="as --throttle, with every limit multiplied by this (e.g. 0.05, so that a small machine "
+                             "reaches them)")
     return parser.parse_args(argv)
 
 
@@ -50,6 +61,13 @@ def _milliseconds(text: str) -> float:
     value = float(text)
     if not 0 <= value <= 60_000:  # NaN fails this too
         raise argparse.ArgumentTypeError(f"not a number of milliseconds from 0 to 60000: {text!r}")
+    return value
+
+
+def _scale(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 100:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"not a scale above 0 and at most 100: {text!r}")
     return value
 
 
@@ -62,7 +80,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         vault = LocalVault(args.host, args.port, args.token_port, ensure_certificates(args.cert_dir),
                            args.challenge_resource, args.sign_latency_ms, args.delete_latency_ms,
-                           args.recover_latency_ms)
+                           args.recover_latency_ms, args.sku, args.throttle_scale)
     except OSError as error:  # port taken, address not local, cert dir not writable
         print(f"localvault: cannot start: {error}", file=sys.stderr)
         return 1

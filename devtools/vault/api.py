@@ -14,8 +14,9 @@ from typing import Any, Callable, Optional
 from urllib.parse import urlencode
 
 from . import crypto
-from .errors import VaultError, bad_parameter, forbidden, method_not_allowed
+from .errors import Throttled, VaultError, bad_parameter, forbidden, method_not_allowed
 from .store import RECOVERABLE_DAYS, Deletion, KeyStore, KeyVersion
+from .throttle import VAULT_OPERATION, Charge, Throttle, key_creation, key_operation
 
 DEFAULT_API_VERSION = "7.5"
 MAX_PAGE_SIZE = 25
@@ -170,18 +171,29 @@ class VaultApi:
     ``expiry_policies`` stands for Azure Policy assignments of "Key Vault keys should have an
     expiration date" with the Deny effect: assignment name -> the key name prefix it covers ("" for
     all). Tests set them through ``PUT``/``DELETE /management/policy/assignments/{assignment}``.
+
+    ``premium`` is the vault's SKU: a Premium vault creates HSM-protected keys (RSA-HSM, EC-HSM), a
+    Standard one refuses them as Key Vault does.
+
+    ``throttle``, when given, holds the vault to Key Vault's service limits (see ``throttle``): an
+    authenticated call over them is a 429 with Retry-After. ``GET /management/throttling`` reports its
+    counters.
     """
 
-    def __init__(self, store: KeyStore, is_valid_token: Callable[[str], bool], sign_latency: float = 0.0) -> None:
+    def __init__(self, store: KeyStore, is_valid_token: Callable[[str], bool], sign_latency: float = 0.0,
+                 premium: bool = True, throttle: Optional[Throttle] = None) -> None:
         self.store = store
         self.is_valid_token = is_valid_token
         self.sign_latency = sign_latency
+        self.premium = premium
+        self.throttle = throttle
         self.challenge = challenge(DEFAULT_CHALLENGE_RESOURCE)
         self.expiry_policies: dict[str, str] = {}
         # (method, path pattern, handler); "{x}" segments are passed to the handler. First match wins.
         self.routes: list[tuple[str, tuple[str, ...], Callable[..., Result]]] = [
             ("GET", ("ping",), self.ping),
             ("PUT", ("management", "vault", "time", "all"), self.shift_time),
+            ("GET", ("management", "throttling"), self.throttling),
             ("PUT", ("management", "policy", "assignments", "{assignment}"), self.assign_expiry_policy),
             ("DELETE", ("management", "policy", "assignments", "{assignment}"), self.remove_expiry_policy),
             ("GET", ("keys",), self.list_keys),
@@ -202,20 +214,48 @@ class VaultApi:
     def handle(self, req: Request) -> tuple[int, Optional[dict], dict[str, str]]:
         """Answer a request: status, JSON body (None for no body) and extra headers."""
         try:
-            self._authenticate(req)
+            if self._authenticate(req) and self.throttle is not None:
+                self._admit(req, self.throttle)
             status, body = self._route(req)
             return status, body, {}
         except VaultError as error:
-            headers = {"WWW-Authenticate": self.challenge} if error.status == 401 else {}
+            headers = error.headers()
+            if error.status == 401:
+                headers["WWW-Authenticate"] = self.challenge
             return error.status, error.body(), headers
 
-    def _authenticate(self, req: Request) -> None:
+    def _authenticate(self, req: Request) -> bool:
+        """Whether the request is a vault operation (not management); raises 401 for one without a valid token."""
         segments = req.path.split("/")
         if len(segments) < 2 or segments[1] not in ("keys", "deletedkeys"):
-            return
+            return False
         scheme, _, token = (req.authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not self.is_valid_token(token.strip()):
             raise VaultError(401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.")
+        return True
+
+    def _admit(self, req: Request, limits: Throttle) -> None:
+        charge = self._charge(req)
+        wait = limits.admit(charge)
+        if wait is not None:
+            reason = "VaultOperationLimitReached" if charge.budget == "vault" else "VaultRequestTypeLimitReached"
+            raise Throttled(wait, reason)
+
+    def _charge(self, req: Request) -> Charge:
+        """Which of Key Vault's limits a request counts against, judged before it runs (a failed call counts too)."""
+        segments = req.path.split("/")[1:]
+        if req.method == "POST" and len(segments) == 3 and segments[0] == "keys" and segments[2] == "create":
+            try:
+                kty = req.json().get("kty")
+            except VaultError:  # the create will answer 400 itself; it still counts, as a software one
+                kty = None
+            return key_creation(hsm=isinstance(kty, str) and kty.endswith("-HSM"))
+        if len(segments) >= 2 and segments[1]:
+            version = segments[2] if segments[0] == "keys" and len(segments) >= 3 else ""
+            key = self.store.held(segments[1], version)
+            if key is not None:
+                return key_operation(key.private_key, key.hsm)
+        return VAULT_OPERATION
 
     def _route(self, req: Request) -> Result:
         segments = req.path.split("/")[1:]
@@ -247,6 +287,11 @@ class VaultApi:
         self.store.shift_time(int(seconds))
         return 204, None
 
+    def throttling(self, req: Request) -> Result:
+        if self.throttle is None:
+            return 200, {"enabled": False}
+        return 200, {"enabled": True, **self.throttle.counters()}
+
     def assign_expiry_policy(self, req: Request, assignment: str) -> Result:
         """Deny creating keys without an expiration date, for names starting with the body's ``keyNamePrefix``."""
         _check_name(assignment)
@@ -273,6 +318,8 @@ class VaultApi:
 
     def create_key(self, req: Request, name: str) -> Result:
         body = req.json()
+        if body.get("kty") in crypto.HSM_KEY_TYPES and not self.premium:
+            raise bad_parameter("Hardware key operation not allowed on standard vault")
         kty, private_key = crypto.generate_key(body.get("kty"), body.get("key_size"), body.get("crv"))
         attributes = _parse_attributes(body.get("attributes"))
         if attributes.get("exp") is None:

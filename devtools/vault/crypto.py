@@ -28,6 +28,8 @@ DEFAULT_KEY_OPS = {
     "RSA": ("encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"),
     "EC": ("sign", "verify"),
 }
+DEFAULT_KEY_OPS.update({f"{family}-HSM": ops for family, ops in DEFAULT_KEY_OPS.items()})
+HSM_KEY_TYPES = ("RSA-HSM", "EC-HSM")
 KNOWN_KEY_OPS = frozenset({"encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey", "import", "export"})
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
@@ -71,18 +73,18 @@ def b64url_decode(value: object, field: str) -> bytes:
 
 
 def generate_key(kty: object, key_size: object = None, crv: object = None) -> tuple[str, PrivateKey]:
-    """Create a key for a create request; returns the JWK family ("RSA"/"EC") and the key."""
+    """Create a key for a create request; returns its key type (the request's "kty") and the key."""
     family = kty.removesuffix("-HSM") if isinstance(kty, str) else None
     if family == "RSA":
         size = 2048 if key_size is None else key_size
         if type(size) is not int or size not in RSA_SIZES:
             raise bad_parameter(f"Invalid key_size {key_size!r}; supported sizes are {list(RSA_SIZES)}.")
-        return "RSA", rsa.generate_private_key(public_exponent=65537, key_size=size)
+        return str(kty), rsa.generate_private_key(public_exponent=65537, key_size=size)
     if family == "EC":
         name = "P-256" if crv is None else crv
         if name not in CURVES:
             raise bad_parameter(f"Invalid crv {crv!r}; supported curves are {list(CURVES)}.")
-        return "EC", ec.generate_private_key(CURVES[name])
+        return str(kty), ec.generate_private_key(CURVES[name])
     raise bad_parameter(f"Invalid kty {kty!r}; supported types are RSA, RSA-HSM, EC, EC-HSM.")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 class VaultError(Exception):
     """An error answered as ``{"error": {"code": ..., "message": ...}}``."""
@@ -18,6 +20,21 @@ class VaultError(Exception):
         if self.inner_code is not None:
             error["innererror"] = {"code": self.inner_code}
         return {"error": error}
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class Throttled(VaultError):
+    """A 429 as Key Vault answers it, with ``Retry-After`` in whole seconds (rounded up, so it is enough)."""
+
+    def __init__(self, retry_after: float, reason: str) -> None:
+        super().__init__(429, "Throttled",
+                         f"Request was not processed because too many requests were received. Reason: {reason}")
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 def bad_parameter(message: str) -> VaultError:

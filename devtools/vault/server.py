@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 from .api import DEFAULT_CHALLENGE_RESOURCE, Request, VaultApi, challenge
 from .certs import CertPaths
 from .store import DEFAULT_DELETE_LATENCY, DEFAULT_RECOVER_LATENCY, KeyStore
+from .throttle import Throttle
 
 TOKEN_PATH = "/metadata/identity/oauth2/token"
 TOKEN_LIFETIME = 3600
@@ -189,16 +190,20 @@ class LocalVault:
     ``challenge_resource`` is the resource the vault's 401 challenge names; "{port}" in it stands for
     the vault's port (which may be chosen only when it binds). ``sign_latency_ms`` holds each
     signature back that long (see VaultApi); ``delete_latency_ms`` and ``recover_latency_ms`` are how
-    long a deletion and a recovery take to take effect (see KeyStore).
+    long a deletion and a recovery take to take effect (see KeyStore); ``sku`` is "premium" (HSM-protected
+    keys allowed) or "standard" (see VaultApi). ``throttle_scale``, when given, holds the vault to Key
+    Vault's service limits times that scale (see Throttle); None never throttles.
     """
 
     def __init__(self, host: str, port: int, token_port: int, certs: CertPaths,
                  challenge_resource: str = DEFAULT_CHALLENGE_RESOURCE, sign_latency_ms: float = 0.0,
                  delete_latency_ms: float = DEFAULT_DELETE_LATENCY * 1000,
-                 recover_latency_ms: float = DEFAULT_RECOVER_LATENCY * 1000) -> None:
+                 recover_latency_ms: float = DEFAULT_RECOVER_LATENCY * 1000, sku: str = "premium",
+                 throttle_scale: Optional[float] = None) -> None:
         tokens = TokenIssuer()
         store = KeyStore(delete_latency=delete_latency_ms / 1000, recover_latency=recover_latency_ms / 1000)
-        api = VaultApi(store, tokens.is_valid, sign_latency_ms / 1000)
+        throttle = None if throttle_scale is None else Throttle(throttle_scale)
+        api = VaultApi(store, tokens.is_valid, sign_latency_ms / 1000, premium=sku == "premium", throttle=throttle)
         self.vault = VaultServer(host, port, api, certs)
         api.challenge = challenge(challenge_resource.replace("{port}", str(self.vault.server_port)))
         self.token = TokenServer(host, token_port, tokens)

@@ -48,6 +48,11 @@ class KeyVersion:
     exp: Optional[int] = None
     nbf: Optional[int] = None
 
+    @property
+    def hsm(self) -> bool:
+        """Created as RSA-HSM or EC-HSM: Key Vault's limits are lower for these."""
+        return self.kty.endswith("-HSM")
+
 
 @dataclass(frozen=True)
 class Deletion:
@@ -155,6 +160,15 @@ class KeyStore:
         """A version of a key that is not deleted; an empty version means the latest."""
         with self._lock:
             return self._find(self._active(name), name, version)[1]
+
+    def held(self, name: str, version: str = "") -> Optional[KeyVersion]:
+        """The named version of a key the vault holds in any state (live, deleted, settling), else its latest
+        version; None for a name it does not hold."""
+        with self._lock:
+            entry = self._entries.get(name.lower())
+            if entry is None:
+                return None
+            return next((v for v in entry.versions if v.version == version), entry.versions[-1])
 
     def latest_versions(self) -> list[KeyVersion]:
         with self._lock:

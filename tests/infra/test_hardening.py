@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from shared.settings import load_settings
 from tests.infra import template
 
 MAPPED = json.loads((template.INFRA / "main.parameters.json").read_text())["parameters"]
@@ -133,6 +134,14 @@ def test_hsm_key_protection_makes_a_created_vault_premium(protection, sku):
     chosen = modules()["keyVault"]["config"]["config"]["params"]["skuName"]
     assert template.evaluate(chosen, "main.bicep", {"keyProtection": protection}) == sku
     assert template.config("Microsoft.KeyVault/vaults")["properties"]["sku"]["name"] == "skuName"
+
+
+@pytest.mark.parametrize("protection, hsm_keys", [("software", False), ("hsm", True)])
+def test_key_protection_tells_the_app_which_keys_to_create(protection, hsm_keys):
+    assert app_parameter("keyProtection") == "keyProtection"
+    setting = template.evaluate(template.app_settings()["KEY_VAULT_KEY_PROTECTION"], "app.bicep", {"keyProtection": protection})
+    app_settings = {"TRUST_DOMAIN": "example.org", "KEY_VAULT_URI": "https://kv.vault.azure.net/", "KEY_IDENTIFIER_VALUE": "id"}
+    assert load_settings({**app_settings, "KEY_VAULT_KEY_PROTECTION": setting}).hsm_keys is hsm_keys
 
 
 def test_the_id_blobs_keep_former_versions_and_deleted_blobs_for_a_while():

@@ -38,6 +38,7 @@ from devtools.stack.services import (
 from devtools.stack.traffic import Traffic
 from functions import health, keys, maintenance
 from shared import app_context
+from shared.app_context import SpireServers
 from shared.key_manager import KeyManager
 from shared.settings import load_caller_settings, load_settings
 from tests.hermetic import start_app_host
@@ -239,14 +240,19 @@ class App:
 
     traffic: Traffic
     vault_url: str
-    manager: KeyManager
+    servers: SpireServers
     callers: Callers
     last_response: func.HttpResponse | None = None
+
+    @property
+    def manager(self) -> KeyManager:
+        """The default server's key manager."""
+        return self.servers.default_manager
 
     def call(self, handler, body=None, method="POST", raw: bytes | None = None, params=None, caller: Principal | None = None,
              **route_params) -> tuple[int, dict]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
-        app_context._key_manager = self.manager  # this instance's key manager serves the call
+        app_context.install_servers(self.servers)  # this instance's servers serve the call
         # As the host hands it over: the query in the URL (which the app reads) and in params.
         url = "http://localhost/api" + (f"?{urlencode(params)}" if params else "")
         request = func.HttpRequest(method, url, body=data, params=params or {}, headers=self.callers.headers(caller), route_params=route_params)
@@ -285,10 +291,10 @@ def make_app(env: dict[str, str], monkeypatch, callers: Callers, read_timeout: f
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     traffic = Traffic()
-    manager = app_context.build_key_manager(load_settings(os.environ), raw_request_hook=traffic, read_timeout=read_timeout)
-    monkeypatch.setattr(app_context, "_key_manager", manager)
+    servers = app_context.build_servers(load_settings(os.environ), raw_request_hook=traffic, read_timeout=read_timeout)
+    app_context.install_servers(servers)
     monkeypatch.setattr(app_context, "_callers", app_context.build_caller_gate(load_caller_settings(os.environ)))
-    return App(traffic, env["KEY_VAULT_URI"], manager, callers)
+    return App(traffic, env["KEY_VAULT_URI"], servers, callers)
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ from tests.unit.tokens import SecondsFromNow, resolved
 
 def key_call(app: App, authorization: str | None, server: str | None = None, trust_domain: str | None = None) -> func.HttpResponse:
     """GET /api/keys with exactly these headers, on the app as the host hands it a request."""
-    app_context._key_manager = app.manager
+    app_context.install_servers(app.servers)
     headers = {name: value for name, value in (("Authorization", authorization), ("X-SPIRE-Server-Name", server),
                                                  ("X-SPIRE-Trust-Domain", trust_domain)) if value is not None}
     return keys.get_public_keys(func.HttpRequest("GET", "http://localhost/api/keys", body=b"", headers=headers))
@@ -157,7 +157,7 @@ def test_a_valid_token_naming_another_server_is_403(app, callers, app_env, monke
 
 
 def test_maintenance_by_a_spire_server_identity_is_403(app, callers):
-    app_context._key_manager = app.manager
+    app_context.install_servers(app.servers)
     request = func.HttpRequest("POST", "http://localhost/api/maintenance/sweep?dry_run=false", body=b"", headers=callers.headers())
     response = maintenance.sweep_stale_keys_now(request)
     assert response.status_code == 403 and app.traffic.sent == []

@@ -193,7 +193,7 @@ def test_a_refresh_of_several_servers_lists_the_vault_once(app_env, monkeypatch)
         monkeypatch.setenv(name, value)
     traffic = Traffic()
     servers = app_context.build_servers(load_settings(app_env), raw_request_hook=traffic)
-    monkeypatch.setattr(app_context, "_servers", servers)
+    app_context.install_servers(servers)
     named = ("spire-a", "spire-b", "spire-c")
     for server_name in named:
         servers.serve(server_name).generate_key("x509-CA-A", KeyType.EC_P256)

@@ -42,7 +42,7 @@ def test_invalid_credential_settings_never_echo_the_secret(app_env, monkeypatch,
     caplog.set_level(logging.DEBUG)
     for name, value in {**app_env, "APP_SECRET": APP_SECRET, "APP_ID": "app"}.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(app_context, "_key_manager", None)
+    app_context.install_servers(None)
     response = keys.get_public_keys(func.HttpRequest("GET", "http://localhost/api/keys", body=b"", headers=callers.headers()))
     body = response.get_body().decode()
     assert response.status_code == 503 and "TENANT_ID" in body

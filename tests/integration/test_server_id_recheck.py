@@ -20,6 +20,7 @@ from shared.errors import Unavailable
 from shared.id_blobs import LAST_USED, MAX_BLOB_BYTES, BlobIdStore, BlobIdStores
 from shared.server_ids import RECHECK_INTERVAL, USE_RECORD_INTERVAL, StoredServerDirectory, StoredServerIdentity
 from shared.settings import load_settings
+from tests.unit.fakes import InMemoryVault
 
 # The README's intervals, by value: the id re-checked every 2 minutes, use recorded once an hour.
 TWO_MINUTES = timedelta(minutes=2)
@@ -242,7 +243,7 @@ def test_a_stopped_servers_restored_blob_ends_its_stop_without_it_calling_again(
     container, transport = storage
     clock = Clock()
     servers = app_context.SpireServers("example.org", StoredServerDirectory(BlobIdStores(container, "key-metadata"), clock),
-                                       lambda identity: None, timedelta(days=14))
+                                       InMemoryVault(), clock=clock)
     known = servers.check("spire-a")
     blob = container.get_blob_client("key-metadata.servers/spire-a")
     blob.upload_blob(str(uuid.uuid4()).encode(), overwrite=True)

@@ -31,7 +31,7 @@ def test_instances_starting_together_end_with_one_server_id(app_env, monkeypatch
     for name, value in app_env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings(app_env)
-    managers = [app_context.build_key_manager(settings) for _ in range(8)]
+    managers = [app_context.build_servers(settings).default_manager for _ in range(8)]
     ids: list[str] = []
     barrier = threading.Barrier(len(managers))
 

@@ -37,8 +37,7 @@ def test_environ_restores_the_environment(monkeypatch):
 
 
 def test_the_fake_vault_serves_the_apps_handlers_one_request_per_warm_sign(monkeypatch):
-    # Restored after the test: handler_calls installs both.
-    monkeypatch.setattr(app_context, "_key_manager", None)
+    # Restored after the test: handler_calls installs its caller gate (and servers, which every test's end removes).
     monkeypatch.setattr(app_context, "_callers", None)
     transport = fakes.FakeKeyVaultTransport()
     sign, get = overhead.handler_calls(transport)

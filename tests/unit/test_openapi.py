@@ -289,8 +289,10 @@ def test_health_answers_match_their_schemas(monkeypatch):
     from functions import health as health_module
     from functions.health import health
     from shared import app_context
+    from shared.app_context import SpireServers
+    from shared.server_ids import FixedServerDirectory
+    from tests.unit.fakes import InMemoryVault
 
-    monkeypatch.setattr(app_context, "_key_manager", None)
     monkeypatch.delenv("TRUST_DOMAIN", raising=False)
     monkeypatch.setenv("KEY_VAULT_URI", "https://localhost:1")
     response = health(func.HttpRequest("GET", "http://localhost/api/health", body=b""))
@@ -299,9 +301,9 @@ def test_health_answers_match_their_schemas(monkeypatch):
     _validator("Health").validate({"status": "ok"})
     monkeypatch.setattr(app_context, "_last_refresh", LastRefresh())
     app_context.last_refresh().record(RefreshReport(failed_servers=["spire-a"]))
-    monkeypatch.setattr(app_context, "_key_manager", object())
     now = [0.0]
-    monkeypatch.setattr(app_context, "_instances", SharedInstances(Instances(clock=lambda: now[0])))
+    instances = SharedInstances(Instances(clock=lambda: now[0]))
+    app_context.install_servers(SpireServers("example.org", FixedServerDirectory("app-server"), InMemoryVault(), instances=instances))
     for minute in range(3):  # two processes call as spire-a in three minutes
         now[0] = minute * 60.0
         for instance_id in ("1" * 32, "2" * 32):

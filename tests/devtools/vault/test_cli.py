@@ -51,6 +51,26 @@ def test_sign_latency_holds_each_signature_back_and_nothing_else(localvault: Run
         stop_localvault(slow)
 
 
+def test_a_standard_vault_refuses_hsm_keys_as_key_vault_does(localvault: Running, tmp_path) -> None:
+    standard = start_localvault(localvault.cert_dir, tmp_path / "stderr.log", "--sku", "standard")
+    try:
+        token = requests.get(standard.token_url, params={"resource": "https://vault.azure.net"},
+                             headers={"Metadata": "true"}, timeout=5).json()["access_token"]
+
+        def create(body: dict) -> requests.Response:
+            return requests.post(f"{standard.vault_url}/keys/k/create", params={"api-version": "7.5"},
+                                 headers={"Authorization": f"Bearer {token}"}, json=body, verify=standard.ca, timeout=5)
+
+        for kty in ("RSA-HSM", "EC-HSM"):
+            refused = create({"kty": kty})
+            assert refused.status_code == 400 and refused.json()["error"]["code"] == "BadParameter"
+            assert refused.json()["error"]["message"] == "Hardware key operation not allowed on standard vault"
+        created = create({"kty": "EC", "crv": "P-256"})
+        assert created.status_code == 200 and created.json()["key"]["kty"] == "EC"
+    finally:
+        stop_localvault(standard)
+
+
 def test_sign_latency_must_be_a_sane_number_of_milliseconds() -> None:
     for value in ("-1", "nan", "60001", "soon"):
         result = subprocess.run([sys.executable, "-m", "devtools.vault", "--sign-latency-ms", value],

@@ -29,7 +29,7 @@ def test_create_rsa_and_ec_keys(localvault: Running, key_client: KeyClient, name
     assert "sign" in rsa_key.key_operations
 
     ec_key = key_client.create_ec_key(f"{name}-ec", curve="P-521", hardware_protected=True)
-    assert ec_key.key_type == KeyType.ec
+    assert ec_key.key_type == KeyType.ec_hsm
     assert ec_key.key.crv == "P-521"
     assert len(ec_key.key.x) == len(ec_key.key.y) == 66
     assert sorted(ec_key.key_operations) == ["sign", "verify"]

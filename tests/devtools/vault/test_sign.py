@@ -8,7 +8,7 @@ import hashlib
 import pytest
 import requests
 from azure.core.exceptions import HttpResponseError
-from azure.keyvault.keys import KeyClient, KeyVaultKey
+from azure.keyvault.keys import KeyClient, KeyType, KeyVaultKey
 from azure.keyvault.keys.crypto import SignatureAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
@@ -66,6 +66,17 @@ def test_rsa_key_signs_with_every_rsa_algorithm(key_client: KeyClient, name: str
 def test_ec_key_signs_with_its_curve_algorithm(key_client: KeyClient, name: str, alg: str, curve: str) -> None:
     key = key_client.create_ec_key(name, curve=curve)
     sign_and_check(key_client, key, alg)
+
+
+def test_hsm_keys_are_created_as_hsm_keys_and_sign(key_client: KeyClient, name: str) -> None:
+    rsa_key = key_client.create_rsa_key(f"{name}-rsa", size=4096, hardware_protected=True)
+    ec_key = key_client.create_ec_key(f"{name}-ec", curve="P-384", hardware_protected=True)
+    assert (rsa_key.key_type, ec_key.key_type) == (KeyType.rsa_hsm, KeyType.ec_hsm)
+    assert (key_client.get_key(rsa_key.name).key_type, key_client.get_key(ec_key.name).key_type) == (KeyType.rsa_hsm, KeyType.ec_hsm)
+    assert len(rsa_key.key.n) == 512 and ec_key.key.crv == "P-384"
+    assert "sign" in rsa_key.key_operations and sorted(ec_key.key_operations) == ["sign", "verify"]
+    sign_and_check(key_client, rsa_key, "PS256")
+    sign_and_check(key_client, ec_key, "ES384")
 
 
 def test_verify_endpoint(localvault: Running, auth: dict[str, str], key_client: KeyClient, name: str) -> None:

@@ -10,8 +10,8 @@ from azure.core.exceptions import ServiceResponseError
 
 from functions import keys
 from shared import app_context
-from shared.key_manager import KeyManager
-from tests.unit.fakes import FixedIdentity
+from shared.app_context import SpireServers
+from shared.server_ids import FixedServerDirectory
 from tests.unit.shared.test_key_vault import _Credential, _Scripted, _vault
 from tests.unit.tokens import bearer
 
@@ -20,8 +20,7 @@ NOT_FOUND = (404, {"error": {"code": "KeyNotFound", "message": "not found"}})
 
 def _generate(monkeypatch, answers, deadline_in: float | None = None, deadline: str | None = None, credential=None):
     transport = _Scripted(answers)
-    manager = KeyManager(_vault(transport, credential), FixedIdentity("0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"), "example.org")
-    monkeypatch.setattr(app_context, "_key_manager", manager)
+    app_context.install_servers(SpireServers("example.org", FixedServerDirectory("0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"), _vault(transport, credential)))
     headers = bearer()
     if deadline_in is not None:
         deadline = (datetime.now(timezone.utc) + timedelta(seconds=deadline_in)).isoformat()

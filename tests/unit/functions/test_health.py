@@ -3,7 +3,6 @@
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 
 import azure.functions as func
 import pytest
@@ -12,10 +11,9 @@ from functions import health
 from shared import app_context
 from shared.app_context import SpireServers
 from shared.errors import Unavailable
-from shared.key_manager import KeyManager
 from shared.maintenance import LastRefresh, RefreshReport
 from shared.server_ids import FixedServerDirectory
-from tests.unit.fakes import InMemoryVault, FixedIdentity
+from tests.unit.fakes import InMemoryVault
 
 
 class Clock:
@@ -35,9 +33,9 @@ def clock(monkeypatch) -> Clock:
 
 
 @pytest.fixture
-def vault(monkeypatch) -> InMemoryVault:
+def vault() -> InMemoryVault:
     fake = InMemoryVault()
-    monkeypatch.setattr(app_context, "_key_manager", KeyManager(fake, FixedIdentity("server"), "example.org"))
+    app_context.install_servers(SpireServers("example.org", FixedServerDirectory("server"), fake))
     return fake
 
 
@@ -81,8 +79,6 @@ def test_a_failed_check_is_reused_too(vault, clock, monkeypatch):
 
 
 def test_invalid_settings_are_reported_on_every_call_and_never_cached(clock, monkeypatch):
-    monkeypatch.setattr(app_context, "_key_manager", None)
-    monkeypatch.setattr(app_context, "_servers", None)
     monkeypatch.delenv("TRUST_DOMAIN", raising=False)
     monkeypatch.setenv("KEY_VAULT_URI", "https://localhost:1")
     for _ in range(3):
@@ -93,9 +89,8 @@ def test_invalid_settings_are_reported_on_every_call_and_never_cached(clock, mon
 def test_a_stopped_server_is_reported_at_once_despite_a_recent_ok(clock, monkeypatch):
     fake = InMemoryVault()
     directory = FixedServerDirectory("server")
-    servers = SpireServers("example.org", directory, lambda identity: KeyManager(fake, identity, "example.org"), timedelta(days=14))
-    monkeypatch.setattr(app_context, "_key_manager", None)
-    monkeypatch.setattr(app_context, "_servers", servers)
+    servers = SpireServers("example.org", directory, fake)
+    app_context.install_servers(servers)
     assert call()[0] == 200
     servers.serve("a")
     stopped = servers._server("a")[0]

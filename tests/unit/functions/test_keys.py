@@ -10,17 +10,18 @@ import pytest
 from functions import keys
 from functions.health import health
 from shared import app_context
-from shared.key_manager import KeyManager
-from tests.unit.fakes import InMemoryVault, FixedIdentity
+from shared.app_context import SpireServers
+from shared.server_ids import FixedServerDirectory
+from tests.unit.fakes import InMemoryVault
 from tests.unit.tokens import SERVER_CALLER, bearer
 
 SERVER_ID = "0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"
 
 
 @pytest.fixture(autouse=True)
-def vault(monkeypatch):
+def vault():
     fake = InMemoryVault()
-    monkeypatch.setattr(app_context, "_key_manager", KeyManager(fake, FixedIdentity(SERVER_ID), "example.org"))
+    app_context.install_servers(SpireServers("example.org", FixedServerDirectory(SERVER_ID), fake))
     return fake
 
 
@@ -170,7 +171,7 @@ def test_a_bug_is_a_500_that_reveals_nothing(monkeypatch, vault):
 
 
 def test_invalid_settings_fail_requests_with_503_naming_the_setting(monkeypatch):
-    monkeypatch.setattr(app_context, "_key_manager", None)
+    app_context.install_servers(None)
     monkeypatch.delenv("TRUST_DOMAIN", raising=False)
     monkeypatch.setenv("KEY_VAULT_URI", "https://localhost:1")
     status, error = call(keys.get_public_keys, method="GET")

@@ -11,9 +11,10 @@ from functions import keys
 from functions.health import SHARED_SERVER_NAME, health
 from functions.openapi import DOCUMENT_PATH
 from shared import app_context
+from shared.app_context import SpireServers
 from shared.instances import Instances, SharedInstances
-from shared.key_manager import KeyManager
-from tests.unit.fakes import InMemoryVault, FixedIdentity
+from shared.server_ids import FixedServerDirectory
+from tests.unit.fakes import InMemoryVault
 from tests.unit.tokens import bearer
 
 FIRST = "1" * 32
@@ -31,8 +32,8 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch):
     clock = Clock()
-    monkeypatch.setattr(app_context, "_key_manager", KeyManager(InMemoryVault(), FixedIdentity("app-server"), "example.org"))
-    monkeypatch.setattr(app_context, "_instances", SharedInstances(Instances(clock)))
+    servers = SpireServers("example.org", FixedServerDirectory("app-server"), InMemoryVault(), instances=SharedInstances(Instances(clock)))
+    app_context.install_servers(servers)
     return clock
 
 

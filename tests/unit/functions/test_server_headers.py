@@ -11,7 +11,6 @@ from functions import keys, maintenance
 from shared import app_context
 from shared.app_context import SpireServers
 from shared.errors import Unavailable
-from shared.key_manager import KeyManager
 from shared.server_ids import FixedServerDirectory, derived_server_id
 from tests.unit.fakes import InMemoryVault
 from tests.unit import tokens
@@ -22,16 +21,9 @@ VALUE = "app-server"
 
 
 @pytest.fixture
-def vault(monkeypatch):
+def vault():
     fake = InMemoryVault()
-    servers = SpireServers(
-        TRUST_DOMAIN,
-        FixedServerDirectory(VALUE),
-        lambda identity: KeyManager(fake, identity, TRUST_DOMAIN),
-        timedelta(days=14),
-    )
-    monkeypatch.setattr(app_context, "_key_manager", None)
-    monkeypatch.setattr(app_context, "_servers", servers)
+    app_context.install_servers(SpireServers(TRUST_DOMAIN, FixedServerDirectory(VALUE), fake))
     return fake
 
 
@@ -112,9 +104,7 @@ def test_maintenance_covers_the_named_servers_used_within_the_stale_key_age():
     fake = InMemoryVault()
     now = datetime.now(timezone.utc)
     moments = iter([now - timedelta(days=15), now])
-    servers = SpireServers(
-        TRUST_DOMAIN, FixedServerDirectory(VALUE, lambda: next(moments)), lambda identity: KeyManager(fake, identity, TRUST_DOMAIN), timedelta(days=14)
-    )
+    servers = SpireServers(TRUST_DOMAIN, FixedServerDirectory(VALUE, lambda: next(moments)), fake)
     servers.serve("silent")  # last called 15 days ago
     servers.serve("busy")
     servers.check("checked-only")  # known, never called
@@ -132,7 +122,7 @@ def test_an_instance_serves_a_bounded_number_of_named_servers(vault, monkeypatch
 
 
 def test_an_instance_serves_10_000_named_servers_and_refuses_the_next():
-    servers = SpireServers(TRUST_DOMAIN, FixedServerDirectory(VALUE), lambda identity: None, timedelta(days=14))
+    servers = SpireServers(TRUST_DOMAIN, FixedServerDirectory(VALUE), InMemoryVault())
     for index in range(10_000):
         servers.check(f"server-{index}")
     with pytest.raises(Unavailable, match="already serves 10000 named SPIRE servers"):

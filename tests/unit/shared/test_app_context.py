@@ -1,16 +1,20 @@
 """Wiring: every credential kind builds without touching the network, with explicit timeouts."""
 
 import socket
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import urllib3
 from azure.identity import ClientSecretCredential, DefaultAzureCredential, ManagedIdentityCredential
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
-from shared import app_context
+from shared import app_context, key_vault_client
 from shared.errors import ConfigurationError
+from shared.maintenance import SweepPolicy
+from shared.server_ids import FixedServerDirectory
 from shared.settings import load_settings
 from shared.vault_http import PooledTransport
+from tests.unit.fakes import InMemoryVault
 
 BASE = {
     "TRUST_DOMAIN": "example.org",
@@ -39,17 +43,16 @@ def no_network(monkeypatch):
 def test_each_credential_kind_builds_offline(extra, credential_type):
     settings = load_settings({**BASE, **extra})
     assert isinstance(app_context.build_credential(settings), credential_type)
-    app_context.build_key_manager(settings)
+    app_context.build_servers(settings)
 
 
 def test_client_options_set_explicit_timeouts_and_let_overrides_win():
-    options = app_context._client_options("ca.pem", {"read_timeout": 1})
+    options = app_context._client_options({"read_timeout": 1})
     assert options["connection_timeout"] == app_context.CONNECTION_TIMEOUT
-    assert options["read_timeout"] == 1 and options["connection_verify"] == "ca.pem"
+    assert options["read_timeout"] == 1
 
 
 def test_the_servers_are_built_once_and_settings_errors_are_not_cached(monkeypatch):
-    monkeypatch.setattr(app_context, "_servers", None)
     monkeypatch.delenv("TRUST_DOMAIN", raising=False)
     for name, value in BASE.items():
         if name != "TRUST_DOMAIN":
@@ -67,7 +70,16 @@ def _vault_transport(settings, monkeypatch, **environment):
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    return app_context.build_key_manager(settings)._vault._client._client._client._pipeline._transport._transport
+    built = []
+
+    def vault_transport(*args):
+        built.append(build(*args))
+        return built[-1]
+
+    build = key_vault_client.vault_transport
+    monkeypatch.setattr(key_vault_client, "vault_transport", vault_transport)
+    app_context.build_servers(settings)
+    return built[0]
 
 
 def test_the_vault_transport_takes_the_proxy_and_ca_bundle_requests_would_use(monkeypatch):
@@ -90,3 +102,12 @@ def test_the_ca_bundle_setting_wins_over_the_environments(monkeypatch, tmp_path)
     settings = load_settings({**BASE, "KEY_VAULT_CA_BUNDLE": str(ca_bundle)})
     transport = _vault_transport(settings, monkeypatch, REQUESTS_CA_BUNDLE="corporate-ca.pem")
     assert transport.pool.connection_pool_kw["ca_certs"] == str(ca_bundle)
+
+
+@pytest.mark.parametrize("days_since_use, maintained", [(14, [None, "spire-a"]), (15, [None])])
+def test_maintenance_covers_the_servers_used_within_the_stale_key_age_by_their_clock(days_since_use, maintained):
+    used_at = datetime(2040, 1, 1, tzinfo=timezone.utc)  # never the wall clock's time
+    servers = app_context.SpireServers("example.org", FixedServerDirectory("app-server", lambda: used_at), InMemoryVault(),
+                                       SweepPolicy(stale_key_age=timedelta(days=14)), clock=lambda: used_at + timedelta(days=days_since_use))
+    servers.serve("spire-a")
+    assert servers.maintained() == maintained

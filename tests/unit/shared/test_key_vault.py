@@ -209,11 +209,12 @@ class _Scripted(HttpTransport):
     given exceptions in turn, and records the requests (method, path) and its sleeps."""
 
     def __init__(self, answers):
-        self.answers, self.sent, self.slept, self.requests = list(answers), 0, [], []
+        self.answers, self.sent, self.slept, self.requests, self.bodies = list(answers), 0, [], [], []
 
     def send(self, request, **kwargs):
         self.sent += 1
         self.requests.append((request.method, urlsplit(request.url).path))
+        self.bodies.append(request.body)
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
@@ -335,9 +336,10 @@ class _Credential:
         return AccessToken("token", int(time.time()) + self.lifetime_seconds)
 
 
-def _vault(transport, credential=None) -> KeyVaultKeys:
+def _vault(transport, credential=None, hsm_keys=False) -> KeyVaultKeys:
     """The adapter over the Key Vault client the app builds (key_client), on ``transport``."""
-    return KeyVaultKeys(key_client("https://vault.vault.azure.net", credential or _Credential(), transport, retry_seconds=20, retry_total=3))
+    client = key_client("https://vault.vault.azure.net", credential or _Credential(), transport, retry_seconds=20, retry_total=3)
+    return KeyVaultKeys(client, hsm_keys)
 
 
 @pytest.mark.parametrize(
@@ -371,9 +373,31 @@ _POINT = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
 CURRENT_KEY = (200, {"key": {"kid": "https://vault.vault.azure.net/keys/k/v1", "kty": "EC", "crv": "P-256",
                              "x": _b64url(_bytes(_POINT.x, 32)), "y": _b64url(_bytes(_POINT.y, 32))},
                      "attributes": {"enabled": True}})
+CHALLENGE = (401, {}, {"WWW-Authenticate": 'Bearer authorization="https://login.microsoftonline.com/tenant", resource="https://vault.azure.net"'})
+HSM_KEY = (200, {**CURRENT_KEY[1], "key": {**CURRENT_KEY[1]["key"], "kty": "EC-HSM"}})
 SIGNED_BY_V1 = (200, {"kid": "https://vault.vault.azure.net/keys/k/v1", "value": _b64url(b"signature")})
 NOT_FOUND = (404, {"error": {"code": "NotFound", "message": "No static resource keys."}})
 EMPTY_VERSION_SIGN, READ, SIGN_BY_V1 = ("POST", "/keys/k//sign"), ("GET", "/keys/k/"), ("POST", "/keys/k/v1/sign")
+
+
+@pytest.mark.parametrize(
+    "key_type, hsm_keys, sent",
+    [
+        (KeyType.RSA_2048, False, {"kty": "RSA", "key_size": 2048}),
+        (KeyType.EC_P256, False, {"kty": "EC", "crv": "P-256"}),
+        (KeyType.RSA_2048, True, {"kty": "RSA-HSM", "key_size": 2048}),
+        (KeyType.RSA_4096, True, {"kty": "RSA-HSM", "key_size": 4096}),
+        (KeyType.EC_P256, True, {"kty": "EC-HSM", "crv": "P-256"}),
+        (KeyType.EC_P384, True, {"kty": "EC-HSM", "crv": "P-384"}),
+    ],
+)
+def test_hsm_keys_are_created_as_key_vaults_hsm_key_types_of_the_same_size_or_curve(key_type, hsm_keys, sent):
+    transport = _Scripted([CHALLENGE, HSM_KEY])  # the client sends a request's body once it has the vault's challenge
+    created = _vault(transport, hsm_keys=hsm_keys).create_key("k", key_type, {})
+    body = json.loads(transport.bodies[-1])
+    assert {name: body.get(name) for name in ("kty", "key_size", "crv") if name in body} == sent
+    assert body["key_ops"] == ["sign", "verify"]
+    assert created.key_type is KeyType.EC_P256  # what the vault answered: an EC-HSM key is read as any EC key
 
 
 def test_a_vault_that_cannot_sign_by_the_empty_version_is_noticed_once():

@@ -141,6 +141,18 @@ def test_key_vault_retry_time_defaults_to_twenty_seconds_and_is_bounded():
         assert "KEY_VAULT_RETRY_SECONDS" in error_of(KEY_VAULT_RETRY_SECONDS=value)
 
 
+def test_key_protection_defaults_to_software_keys_and_hsm_asks_for_hsm_keys():
+    assert settings().hsm_keys is False
+    assert settings(KEY_VAULT_KEY_PROTECTION="software").hsm_keys is False
+    assert settings(KEY_VAULT_KEY_PROTECTION="hsm").hsm_keys is True
+    assert settings(KEY_VAULT_KEY_PROTECTION=" HSM ").hsm_keys is True
+
+
+@pytest.mark.parametrize("value", ["premium", "managed-hsm", "RSA-HSM", "true"])
+def test_key_protection_must_be_software_or_hsm(value):
+    assert "KEY_VAULT_KEY_PROTECTION must be software or hsm" in error_of(KEY_VAULT_KEY_PROTECTION=value)
+
+
 @pytest.mark.parametrize("value", ["٣d", "99999999999d", "3651d", "1" * 5000 + "s"])
 def test_stale_key_age_is_bounded_and_in_ascii_digits(value):
     assert "STALE_KEY_AGE" in error_of(STALE_KEY_AGE=value)
