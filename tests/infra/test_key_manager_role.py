@@ -1,4 +1,4 @@
-"""The "SPIRE Key Manager" role: the README's permission list is the one source the template follows."""
+"""The "SPIRE Key Manager" role: the deployment guide's permission list is the one source the template follows."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ ACCESS_POLICY_DATA_ACTIONS = {
 
 
 def readme_permissions_section() -> str:
-    readme = (template.ROOT / "README.md").read_text()
-    section = re.search(r"^### Key Vault permissions\n(.*?)(?=^##? )", readme, re.S | re.M)
-    assert section, "README.md has no Key Vault permissions section"
+    guide = (template.ROOT / "docs" / "deployment.md").read_text()
+    section = re.search(r"^## Key Vault permissions\n(.*?)(?=^##? )", guide, re.S | re.M)
+    assert section, "docs/deployment.md has no Key Vault permissions section"
     return section.group(1)
 
 

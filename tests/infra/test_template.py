@@ -186,8 +186,8 @@ def test_azd_maps_every_required_parameter_and_every_variable_the_readme_sets():
     assert required <= mapped.keys(), f"azd cannot fill {sorted(required - mapped.keys())}"
     assert mapped.keys() <= template.parameters("main.bicep").keys()
     variables = {re.fullmatch(r"\$\{(\w+)(=[^}]*)?\}", entry["value"]).group(1) for entry in mapped.values()}
-    readme = (template.ROOT / "README.md").read_text()
-    assert set(re.findall(r"^azd env set (\w+)", readme, re.M)) <= variables
+    guide = (template.ROOT / "docs" / "deployment.md").read_text()
+    assert set(re.findall(r"^azd env set (\w+)", guide, re.M)) <= variables
 
 
 NETWORK_PARAMETERS = {"allowedInboundIpRanges": "SPIRE_ALLOWED_INBOUND_IP_RANGES", "allowedSubnetIds": "SPIRE_ALLOWED_SUBNET_IDS"}
