@@ -13,6 +13,7 @@ import base64
 import functools
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Iterator
@@ -48,6 +49,7 @@ from shared.errors import (
     Unavailable,
     shortened,
 )
+from shared.key_vault_hold_off import HoldOff, Limit, limit_of
 from shared.vault_port import LATEST, KeySummary, KeyVersion, SignedDigest
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,10 @@ class DeadlinePassed(Unavailable):
     """The caller stops waiting before a Key Vault request could be sent; none was sent."""
 
 
+class HeldOff(ResourceExhausted):
+    """Key Vault asked this instance to wait before sending more requests of this kind; none was sent."""
+
+
 class BudgetedRetryPolicy(RetryPolicy):  # type: ignore[type-arg]  # azure-core types it by request and response
     """The SDK's retry policy, which never waits out a Retry-After that ends past the call's budget.
 
@@ -125,6 +131,11 @@ class BudgetedRetryPolicy(RetryPolicy):  # type: ignore[type-arg]  # azure-core 
     A 409 about a deletion or recovery still under way is retried too, with back-off, while the
     budget lasts: Key Vault finishes them a few seconds after answering.
 
+    A 429's Retry-After holds back this instance (``hold_off``, one per Key Vault client): until it
+    ends, a call whose request counts against the limit Key Vault throttled is refused at once
+    (HeldOff) with the time left, and sends nothing. The call that was throttled still waits out its
+    Retry-After within its budget, and retries.
+
     A repeated sign is another valid signature, so POST and PATCH are retried after a lost
     connection too, not only on a 5xx as the SDK's default allows. A create is retried only when it
     cannot have made a key version: after a 429, a 409 about a name in transition, or a connection
@@ -134,14 +145,26 @@ class BudgetedRetryPolicy(RetryPolicy):  # type: ignore[type-arg]  # azure-core 
 
     RETRY_ON_METHODS = frozenset({"GET", "POST", "PATCH", "DELETE"})
 
+    def __init__(self, hold_off: HoldOff | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hold_off = hold_off or HoldOff()
+
     def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         request.context.setdefault("retry_deadline", time.monotonic() + self.timeout)
         request.context.options.setdefault("retry_on_methods", self.RETRY_ON_METHODS)
         if not _may_send_within(0):
             raise DeadlinePassed("the caller's deadline leaves no time to ask Key Vault: nothing was sent")
+        limit = limit_of(request.http_request.method, request.http_request.url)
+        wait = self.hold_off.remaining(limit)
+        if wait > 0:
+            raise HeldOff(f"Key Vault is throttling this app's {limit.value}: nothing was sent, retry after the wait", math.ceil(wait))
         return super().send(request)
 
     def is_retry(self, settings: dict[str, Any], response: PipelineResponse[Any, Any]) -> bool:
+        # Every answer passes here, retried or not: a 429 holds back this instance's other calls at once.
+        if response.http_response.status_code == 429:
+            request = response.http_request
+            self.hold_off.hold(limit_of(request.method, request.url), self.get_retry_after(response) or _DEFAULT_RETRY_AFTER_SECONDS)
         if response.http_response.status_code == 409 and _is_name_in_transition(*_key_vault_error(response.http_response)):
             next_wait = self.get_backoff_time({**settings, "history": [*settings["history"], None]})
             return (
@@ -208,21 +231,22 @@ def key_client(
     transport: HttpTransport[Any, Any],
     retry_seconds: float,
     retry_total: int,
+    hold_off: HoldOff | None = None,
     **options: Any,
 ) -> KeyClient:
     """The Key Vault client as the app uses it: retries within ``retry_seconds`` (Retry-After waits
-    included), and nothing sent past the caller's deadline."""
+    included), nothing sent past the caller's deadline, and nothing that Key Vault would throttle."""
     return KeyClient(
         vault_uri,
         credential,
         transport=DeadlineTransport(transport),
-        retry_policy=BudgetedRetryPolicy(timeout=retry_seconds, retry_total=retry_total),
+        retry_policy=BudgetedRetryPolicy(hold_off, timeout=retry_seconds, retry_total=retry_total),
         **options,
     )
 
 
 def _is_create(request: Any) -> bool:
-    return request.method.upper() == "POST" and str(request.url).split("?")[0].rstrip("/").endswith("/create")
+    return limit_of(request.method, str(request.url)) is Limit.KEY_CREATIONS
 
 
 def _may_send_within(wait: float) -> bool:
@@ -337,7 +361,7 @@ class KeyVaultKeys:
 def _created_nothing(error: KeyManagerError) -> bool:
     """Whether a failed create cannot have made a key version: never sent, or refused by Key Vault."""
     cause = error.__cause__
-    if isinstance(error, DeadlinePassed) or isinstance(cause, ServiceRequestError):
+    if isinstance(error, (DeadlinePassed, HeldOff)) or isinstance(cause, ServiceRequestError):
         return True
     status = getattr(cause, "status_code", None) or 0
     return isinstance(cause, HttpResponseError) and 400 <= status < 500 and status != 408

@@ -73,3 +73,15 @@ def test_a_deadline_that_is_not_an_rfc_3339_time_is_refused(monkeypatch, deadlin
     response, transport = _generate(monkeypatch, [], deadline=deadline)
     assert response.status_code == 400 and keys.DEADLINE_HEADER in json.loads(response.get_body())["error"]["message"]
     assert transport.sent == 0
+
+
+def test_a_create_held_off_after_key_vaults_429_is_a_429_that_made_nothing_and_sent_nothing(monkeypatch):
+    throttled = (429, {"error": {"code": "Throttled", "message": "x"}}, {"Retry-After": "9"})
+    first, transport = _generate(monkeypatch, [NOT_FOUND, throttled, NOT_FOUND], deadline_in=3)
+    assert first.status_code == 429 and transport.sent == 2
+    body = json.dumps({"key_id": "x509-CA-A", "key_type": "ec-p256"}).encode()
+    response = keys.generate_key(func.HttpRequest("POST", "http://localhost/api/keys", body=body, headers=bearer()))
+    assert response.status_code == 429 and 8 <= int(response.headers["Retry-After"]) <= 9
+    assert response.headers[keys.KEY_CREATED_HEADER] == "false"
+    assert "nothing was sent" in json.loads(response.get_body())["error"]["message"]
+    assert [method for method, _ in transport.requests[2:]] == ["GET"]  # whose the name is; no create

@@ -26,6 +26,7 @@ from shared.algorithms import KeyType
 from shared.key_vault import (
     BudgetedRetryPolicy,
     DeadlinePassed,
+    HeldOff,
     KeyVaultKeys,
     _translate,
     _version_in_kid,
@@ -33,7 +34,9 @@ from shared.key_vault import (
     key_vault_calls,
     public_key_from_jwk,
 )
+from shared.key_vault_hold_off import HoldOff
 from shared.vault_port import LATEST, SignedDigest
+from tests.unit.shared.test_key_vault_hold_off import Clock
 
 
 def _der(public) -> bytes:
@@ -357,9 +360,11 @@ class _Credential:
         return AccessToken("token", int(time.time()) + self.lifetime_seconds)
 
 
-def _vault(transport, credential=None, hsm_keys=False) -> KeyVaultKeys:
+def _vault(transport, credential=None, hsm_keys=False, hold_off=None) -> KeyVaultKeys:
     """The adapter over the Key Vault client the app builds (key_client), on ``transport``."""
-    client = key_client("https://vault.vault.azure.net", credential or _Credential(), transport, retry_seconds=20, retry_total=3)
+    client = key_client(
+        "https://vault.vault.azure.net", credential or _Credential(), transport, retry_seconds=20, retry_total=3, hold_off=hold_off
+    )
     return KeyVaultKeys(client, hsm_keys)
 
 
@@ -455,3 +460,66 @@ def test_a_missing_key_does_not_pass_for_a_vault_that_cannot_sign_by_the_empty_v
     transport.requests.clear()
     assert vault.sign("k", LATEST, "ES256", b"d" * 32).version == "v1"
     assert transport.requests == [EMPTY_VERSION_SIGN]
+
+
+CREATE, DIGEST = ("POST", "/keys/k/create"), b"d" * 32
+
+
+def _throttled_for(seconds: int):
+    return (429, {"error": {"code": "Throttled", "message": "throttled"}}, {"Retry-After": str(seconds)})
+
+
+def test_after_a_throttled_sign_no_operation_on_keys_is_sent_until_the_wait_ends_but_a_create_is():
+    clock = Clock()
+    transport = _Scripted([_throttled_for(3), HSM_KEY, SIGNED_BY_V1])
+    vault = _vault(transport, hold_off=HoldOff(clock))
+    with key_vault_calls(time.monotonic() + 1), pytest.raises(errors.ResourceExhausted):  # too close to wait out 3 s
+        vault.sign("k", LATEST, "ES256", DIGEST)
+    clock.now += 1.2
+    with pytest.raises(HeldOff) as held:
+        vault.sign("k", "v1", "ES256", DIGEST)
+    assert held.value.retry_after == 2 and "nothing was sent" in held.value.message  # 1.8 s left, in whole seconds
+    with pytest.raises(HeldOff):
+        vault.get_key("k")  # a read of a key counts against the same limit as a sign
+    assert transport.requests == [EMPTY_VERSION_SIGN]
+
+    vault.create_key("k", KeyType.EC_P256, {})  # creations have a limit of their own
+    clock.now += 1.8
+    assert vault.sign("k", LATEST, "ES256", DIGEST) == SignedDigest("v1", b"signature")
+    assert transport.requests == [EMPTY_VERSION_SIGN, CREATE, EMPTY_VERSION_SIGN]
+
+
+def test_after_a_throttled_create_signs_go_on_and_creates_are_refused_as_having_made_nothing():
+    transport = _Scripted([_throttled_for(10), SIGNED_BY_V1])
+    vault = _vault(transport, hold_off=HoldOff(Clock()))
+    with key_vault_calls(time.monotonic() + 1), pytest.raises(errors.ResourceExhausted):
+        vault.create_key("k", KeyType.EC_P256, {})
+    with key_vault_calls(time.monotonic() + 30) as calls, pytest.raises(HeldOff) as held:
+        vault.create_key("k", KeyType.EC_P256, {})  # a deadline that would let it wait is no reason to
+    assert held.value.retry_after == 10 and calls.create_may_have_landed is False
+    assert vault.sign("k", LATEST, "ES256", DIGEST).version == "v1"
+    assert transport.requests == [CREATE, EMPTY_VERSION_SIGN]
+
+
+class _OtherCallersDuringWaits(_Scripted):
+    """While a throttled call waits out its Retry-After, another caller signs; the clock moves by the wait."""
+
+    def __init__(self, answers, clock):
+        super().__init__(answers)
+        self.clock, self.vault, self.others_told = clock, None, []
+
+    def sleep(self, duration):
+        super().sleep(duration)
+        with pytest.raises(HeldOff) as held:
+            self.vault.sign("k", LATEST, "ES256", DIGEST)
+        self.others_told.append(held.value.retry_after)
+        self.clock.now += duration
+
+
+def test_a_throttled_call_waits_out_a_short_retry_after_while_other_callers_are_told_to_wait():
+    clock = Clock()
+    transport = _OtherCallersDuringWaits([_throttled_for(2), SIGNED_BY_V1], clock)
+    transport.vault = _vault(transport, hold_off=HoldOff(clock))
+    assert transport.vault.sign("k", LATEST, "ES256", DIGEST) == SignedDigest("v1", b"signature")
+    assert transport.slept == [2] and transport.others_told == [2]
+    assert transport.requests == [EMPTY_VERSION_SIGN, EMPTY_VERSION_SIGN]  # the other caller sent nothing
