@@ -254,6 +254,14 @@ class App:
     def call(
         self, handler, body=None, method="POST", raw: bytes | None = None, params=None, caller: Principal | None = None, **route_params
     ) -> tuple[int, dict]:
+        response = self.respond(handler, body, method, raw, params, caller, **route_params)
+        self.last_response = response
+        return response.status_code, json.loads(response.get_body() or b"null")
+
+    def respond(
+        self, handler, body=None, method="POST", raw: bytes | None = None, params=None, caller: Principal | None = None, **route_params
+    ) -> func.HttpResponse:
+        """The handler's whole response (``call`` keeps it as ``last_response``, which calls from several threads cannot share)."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
         app_context.install_servers(self.servers)  # this instance's servers serve the call
         # As the host hands it over: the query in the URL (which the app reads) and in params.
@@ -261,9 +269,7 @@ class App:
         request = func.HttpRequest(
             method, url, body=data, params=params or {}, headers=self.callers.headers(caller), route_params=route_params
         )
-        response = handler(request)
-        self.last_response = response
-        return response.status_code, json.loads(response.get_body() or b"null")
+        return handler(request)
 
     def generate(self, key_id: str, key_type: str) -> tuple[int, dict]:
         return self.call(keys.generate_key, {"key_id": key_id, "key_type": key_type})
