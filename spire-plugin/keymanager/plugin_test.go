@@ -489,6 +489,35 @@ func TestRetryAfterBeyondTheDeadlineFailsWithTheAppsMessage(t *testing.T) {
 	assert.Less(t, time.Since(start), 10*time.Second, "the call waited for a Retry-After that ends past its deadline")
 }
 
+func TestARetryAfterWithinTheDeadlineIsWaitedExactlyThatLongAndTheAppsMessageReachesSPIRE(t *testing.T) {
+	const message = "Key Vault is throttling this app's operations on keys: nothing was sent, retry after the wait"
+	var mu sync.Mutex
+	var arrivals []time.Time
+	s := serveApp(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		arrivals = append(arrivals, time.Now())
+		mu.Unlock()
+		w.Header().Set("Retry-After", "2")
+		writeJSON(w, http.StatusTooManyRequests, apiError("ResourceExhausted", message))
+	}), "")
+	start := time.Now()
+	err := getKeyWithin(s, 5*time.Second)
+	elapsed := time.Since(start)
+	require.Error(t, err)
+	assert.Equal(t, codes.ResourceExhausted, status.Code(err))
+	assert.Equal(t, message+" (gave up after 3 attempts within the call's deadline)", status.Convert(err).Message())
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, arrivals, 3, "attempts at 0, 2 and 4 s; one at 6 s would be past the 5 s deadline")
+	for i := 1; i < len(arrivals); i++ {
+		gap := arrivals[i].Sub(arrivals[i-1])
+		assert.GreaterOrEqual(t, gap, 2*time.Second, "an attempt came before the app's Retry-After ended")
+		assert.Less(t, gap, 2*time.Second+300*time.Millisecond, "the plugin waited longer than the app's Retry-After")
+	}
+	// After the third answer the next wait would end past the deadline: the call ends then, not at the deadline.
+	assert.Less(t, elapsed, 4*time.Second+300*time.Millisecond, "the call waited on once no attempt could follow")
+}
+
 func TestRetriesStopAtTheCallsDeadline(t *testing.T) {
 	handler, count := flakyApp(newFakeApp(t), 1<<30, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, apiError("Unavailable", "Key Vault does not answer"))
