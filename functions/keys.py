@@ -30,7 +30,7 @@ from shared.callers import Caller
 from shared.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable, shortened
 from shared.instances import parse_instance_id, shared_name_message
 from shared.key_manager import KeyManager, SignRequest
-from shared.key_vault import key_vault_calls
+from shared.key_vault_pipeline import key_vault_calls
 from shared.naming import server_label
 from shared.public_keys import PublicKey
 

@@ -12,7 +12,8 @@ from requests import Session
 from requests.utils import select_proxy
 
 from shared.errors import ConfigurationError
-from shared.key_vault import KeyVaultKeys, key_client
+from shared.key_vault import KeyVaultKeys
+from shared.key_vault_pipeline import key_client
 from shared.vault_http import PooledTransport
 
 # A Key Vault authentication challenge that does not fit the vault's URI raises ValueError in the SDK.

@@ -23,18 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from shared import errors
 from shared.algorithms import KeyType
-from shared.key_vault import (
-    BudgetedRetryPolicy,
-    DeadlinePassed,
-    HeldOff,
-    KeyVaultKeys,
-    _translate,
-    _version_in_kid,
-    key_client,
-    key_vault_calls,
-    public_key_from_jwk,
-)
+from shared.key_vault import KeyVaultKeys, _version_in_kid, public_key_from_jwk
+from shared.key_vault_errors import translate
 from shared.key_vault_hold_off import HoldOff
+from shared.key_vault_pipeline import BudgetedRetryPolicy, DeadlinePassed, HeldOff, key_client, key_vault_calls
 from shared.vault_port import LATEST, SignedDigest
 from tests.unit.shared.test_key_vault_hold_off import Clock
 
@@ -125,34 +117,34 @@ KEY_NAME = "spire-key-0123456789abcdef0123456789abcdef-x509-CA-A"
     ],
 )
 def test_http_errors_translate_by_status_and_never_echo_key_vaults_message(status, message, inner, expected):
-    translated = _translate(_http_error(status, message, inner=inner))
+    translated = translate(_http_error(status, message, inner=inner))
     assert type(translated) is expected
     assert KEY_NAME not in translated.message and "appid" not in translated.message
 
 
 @pytest.mark.parametrize("status", [301, 304, 405, 410, 412, 413, 418, 451])
 def test_statuses_without_a_meaning_here_are_unavailable_with_the_status(status):
-    translated = _translate(_http_error(status, "what"))
+    translated = translate(_http_error(status, "what"))
     assert isinstance(translated, errors.Unavailable) and str(status) in translated.message
 
 
 def test_an_answer_that_cannot_be_read_is_unavailable():
-    assert isinstance(_translate(DecodeError("not JSON")), errors.Unavailable)
+    assert isinstance(translate(DecodeError("not JSON")), errors.Unavailable)
 
 
 def test_throttling_carries_retry_after():
-    translated = _translate(_http_error(429, "", {"Retry-After": "12"}))
+    translated = translate(_http_error(429, "", {"Retry-After": "12"}))
     assert isinstance(translated, errors.ResourceExhausted) and translated.retry_after == 12
 
 
 def test_connection_and_credential_failures_are_unavailable():
-    assert isinstance(_translate(ServiceRequestError("refused")), errors.Unavailable)
-    auth = _translate(ClientAuthenticationError("AADSTS7000215: invalid client secret abc"))
+    assert isinstance(translate(ServiceRequestError("refused")), errors.Unavailable)
+    auth = translate(ClientAuthenticationError("AADSTS7000215: invalid client secret abc"))
     assert isinstance(auth, errors.Unavailable) and "abc" not in auth.message
 
 
 def test_other_exceptions_are_left_alone():
-    assert _translate(RuntimeError("bug")) is None
+    assert translate(RuntimeError("bug")) is None
 
 
 @pytest.mark.parametrize(
@@ -188,7 +180,7 @@ POLICY_DENIAL = (
 
 
 def test_a_policy_denial_is_a_failed_precondition_in_key_vaults_words_without_the_key_name():
-    translated = _translate(_http_error(403, POLICY_DENIAL, inner="ForbiddenByPolicy"), KEY_NAME)
+    translated = translate(_http_error(403, POLICY_DENIAL, inner="ForbiddenByPolicy"), KEY_NAME)
     assert type(translated) is errors.FailedPrecondition
     assert translated.message.startswith("Key Vault's policy refused the operation: ")
     assert "'keys-must-expire': Key Vault keys should have an expiration date" in translated.message
@@ -196,7 +188,7 @@ def test_a_policy_denial_is_a_failed_precondition_in_key_vaults_words_without_th
 
 
 def test_a_long_policy_message_is_cut_short():
-    translated = _translate(_http_error(403, "disallowed by policy. " + "x" * 5000, inner="ForbiddenByPolicy"))
+    translated = translate(_http_error(403, "disallowed by policy. " + "x" * 5000, inner="ForbiddenByPolicy"))
     assert type(translated) is errors.FailedPrecondition and len(translated.message) < 600
 
 
@@ -205,7 +197,7 @@ def test_a_long_policy_message_is_cut_short():
     [("Key is currently being deleted.", "still deleting"), ("Key is currently being recovered.", "still recovering")],
 )
 def test_a_deletion_or_recovery_under_way_says_so(message, expected_words):
-    translated = _translate(_http_error(409, message))
+    translated = translate(_http_error(409, message))
     assert type(translated) is errors.Unavailable and expected_words in translated.message
 
 
