@@ -8,8 +8,9 @@ import functools
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
+from urllib.parse import unquote_plus, urlsplit
 
 import azure.functions as func
 
@@ -23,6 +24,7 @@ from shared.errors import (
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
+    quoted,
 )
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 audit = logging.getLogger("azure_kv_keymanager.audit")
 
 MAX_BODY_BYTES = 64 * 1024
+# An error names this many unknown members of a body at most: a body may hold thousands.
+MAX_NAMED_MEMBERS = 3
 # Key and maintenance calls carry an Entra ID access token here, as "Bearer <token>".
 AUTHORIZATION_HEADER = "Authorization"
 # The one place that maps key manager errors to HTTP statuses; the most specific class wins.
@@ -125,6 +129,38 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return body
 
 
+def refuse_unknown_members(body: dict[str, Any], takes: Sequence[str], what: str) -> None:
+    """InvalidArgument naming the members of ``body`` not in ``takes`` (a misspelt field would be ignored)."""
+    unknown = [name for name in body if name not in takes]
+    if unknown:
+        named = ", ".join(quoted(name) for name in unknown[:MAX_NAMED_MEMBERS]) + (", ..." if len(unknown) > MAX_NAMED_MEMBERS else "")
+        fields = takes[0] if len(takes) == 1 else f"{', '.join(takes[:-1])} and {takes[-1]}"
+        raise InvalidArgument(f"unknown field{'s' if len(unknown) > 1 else ''} {named}: {what} takes {fields}")
+
+
+def query_parameters(req: func.HttpRequest, accepted: Collection[str]) -> dict[str, str]:
+    """The query parameters as the caller sent them, each named in ``accepted``, once, with a value.
+
+    Read from the URL itself: the Functions host drops empty values from ``req.params`` and joins
+    repeated ones, so ``?dry_run=`` would reach the function as no dry_run at all.
+    Anything unknown, repeated, empty or without "=" is InvalidArgument, before anything runs.
+    """
+    found: dict[str, str] = {}
+    query = urlsplit(req.url).query
+    for field in query.split("&") if query else ():
+        raw_name, has_value, raw_value = field.partition("=")
+        name, value = unquote_plus(raw_name), unquote_plus(raw_value)
+        if name not in accepted:  # its name only: the value may be anything, a secret included
+            accepts = f"only {', '.join(accepted)}" if accepted else "no query parameters"
+            raise InvalidArgument(f"unknown query parameter {quoted(name)}: this endpoint accepts {accepts}")
+        if name in found:
+            raise InvalidArgument(f"query parameter {name} is given more than once")
+        if not has_value or not value:
+            raise InvalidArgument(f"query parameter {name} has no value")
+        found[name] = value
+    return found
+
+
 def optional_string(body: dict[str, Any], name: str) -> str | None:
     value = body.get(name)
     if value is None:
@@ -141,10 +177,13 @@ def required_string(body: dict[str, Any], name: str, missing_message: str) -> st
     return value
 
 
-def optional_object(body: dict[str, Any], name: str) -> dict[str, Any] | None:
+def optional_object(body: dict[str, Any], name: str, takes: Sequence[str]) -> dict[str, Any] | None:
     value = body.get(name)
-    if value is not None and not isinstance(value, dict):
+    if value is None:
+        return None
+    if not isinstance(value, dict):
         raise InvalidArgument(f"{name} must be a JSON object")
+    refuse_unknown_members(value, takes, name)
     return value
 
 

@@ -21,6 +21,8 @@ from functions.http import (
     json_response,
     optional_object,
     optional_string,
+    query_parameters,
+    refuse_unknown_members,
     required_string,
     to_base64,
 )
@@ -56,6 +58,10 @@ DEADLINE_MARGIN_SECONDS = 1.0
 # On a 429 or 503 from POST /api/keys, "false" when no key version was made nor can be made later
 # (no create was sent, or Key Vault refused each one): sending the request again is safe.
 KEY_CREATED_HEADER = "X-Key-Created"
+# The members each request body takes; any other is refused, so that a misspelt one is not ignored.
+GENERATE_KEY_FIELDS = ("key_id", "key_type")
+SIGN_FIELDS = ("data", "hash_algorithm", "pss_options", "key_fingerprint")
+PSS_OPTIONS_FIELDS = ("hash_algorithm", "salt_length")
 
 
 @bp.function_name("generate_key")
@@ -67,6 +73,7 @@ def generate_key(req: func.HttpRequest) -> func.HttpResponse:
         # Each process would rotate the other's keys; reads and signs go on, so both keep serving.
         raise FailedPrecondition(shared_name_message(call.server_name))
     body = json_body(req)
+    refuse_unknown_members(body, GENERATE_KEY_FIELDS, "POST /api/keys")
     key_id = required_string(body, "key_id", "key id is required")
     key_type = KeyType.parse(required_string(body, "key_type", "key type is required"))
     with key_vault_calls(_send_by(req.headers.get(DEADLINE_HEADER))) as calls:
@@ -131,6 +138,7 @@ class ServerCall:
 def server_call(req: func.HttpRequest) -> ServerCall:
     """The caller proven by its token and authorized as a server, before anything else is read or done."""
     caller, server_name = app_context.callers().server_caller(req.headers.get(AUTHORIZATION_HEADER), req.headers.get(SERVER_NAME_HEADER))
+    query_parameters(req, accepted=())  # the key routes read none: one sent is a mistake to report
     instance_id = parse_instance_id(req.headers.get(PLUGIN_INSTANCE_HEADER))
     call = ServerCall(caller, server_name, app_context.key_manager(server_name, req.headers.get(TRUST_DOMAIN_HEADER)))
     instances = app_context.instances()
@@ -155,6 +163,7 @@ def _send_by(deadline: str | None) -> float | None:
 def parse_sign_request(key_id: str, body: dict[str, Any]) -> SignRequest:
     if not key_id:
         raise InvalidArgument("key id is required")
+    refuse_unknown_members(body, SIGN_FIELDS, "POST /api/keys/{key_id}/sign")
     data = base64_field(body, "data")
     key_fingerprint = optional_string(body, "key_fingerprint")
     if key_fingerprint is not None:
@@ -165,7 +174,7 @@ def parse_sign_request(key_id: str, body: dict[str, Any]) -> SignRequest:
 
 
 def _signer_options(body: dict[str, Any]) -> SignerOptions:
-    pss = optional_object(body, "pss_options")
+    pss = optional_object(body, "pss_options", PSS_OPTIONS_FIELDS)
     hash_name = optional_string(body, "hash_algorithm")
     if pss is not None and hash_name is not None:
         raise InvalidArgument("give either hash_algorithm or pss_options, not both")

@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import TypeVar
-from urllib.parse import unquote_plus, urlsplit
 
 import azure.functions as func
 
-from functions.http import AUTHORIZATION_HEADER, audit, handles_errors, json_response
+from functions.http import AUTHORIZATION_HEADER, audit, handles_errors, json_response, query_parameters
 from shared import app_context
 from shared.errors import ConfigurationError, InvalidArgument, KeyManagerError
 from shared.maintenance import Failure, RefreshReport, SweepReport
@@ -140,29 +139,6 @@ def authorize_maintenance(req: func.HttpRequest, operation: str) -> None:
     """The caller, proven by its token, is one of MAINTENANCE_IDENTITIES; before anything else is read or done."""
     caller = app_context.callers().maintainer(req.headers.get(AUTHORIZATION_HEADER))
     audit.info("%s asked for by caller %s", operation, caller.object_id)
-
-
-def query_parameters(req: func.HttpRequest, accepted: Collection[str]) -> dict[str, str]:
-    """The query parameters as the caller sent them, each named in ``accepted``, once, with a value.
-
-    Read from the URL itself: the Functions host drops empty values from ``req.params`` and joins
-    repeated ones, so ``?dry_run=`` would reach the function as no dry_run at all.
-    Anything unknown, repeated, empty or without "=" is InvalidArgument, before anything runs.
-    """
-    found: dict[str, str] = {}
-    query = urlsplit(req.url).query
-    for field in query.split("&") if query else ():
-        raw_name, has_value, raw_value = field.partition("=")
-        name, value = unquote_plus(raw_name), unquote_plus(raw_value)
-        if name not in accepted:  # never echoed: the caller's text may be anything, a secret included
-            accepts = f"only {', '.join(accepted)}" if accepted else "no query parameters"
-            raise InvalidArgument(f"unknown query parameter: this endpoint accepts {accepts}")
-        if name in found:
-            raise InvalidArgument(f"query parameter {name} is given more than once")
-        if not has_value or not value:
-            raise InvalidArgument(f"query parameter {name} has no value")
-        found[name] = value
-    return found
 
 
 def _timed(run: Callable[[], T]) -> tuple[T, int]:

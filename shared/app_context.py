@@ -20,7 +20,7 @@ from azure.storage.blob import BlobServiceClient
 
 from shared.caller_tokens import SigningKeys, TokenPolicy, TokenVerifier, jwks_fetcher
 from shared.callers import CallerGate
-from shared.errors import ConfigurationError, InvalidArgument, Unavailable
+from shared.errors import ConfigurationError, InvalidArgument, Unavailable, quoted
 from shared.id_blobs import BlobIdStores, InstanceBlobs
 from shared.identity_port import CheckedServerIdentity, ServerDirectory, ServerIdentity
 from shared.instances import InstanceRecords, Instances, SharedInstances
@@ -91,7 +91,7 @@ class SpireServers:
         if trust_domain is not None and trust_domain != self.trust_domain:
             raise InvalidArgument(
                 f'this app serves trust domain "{self.trust_domain}" only: the caller\'s trust domain '
-                "(X-SPIRE-Trust-Domain) is another one, so nothing was done"
+                f"(X-SPIRE-Trust-Domain) is {quoted(trust_domain)}, so nothing was done"
             )
         identity, manager = self._server(server_name)
         identity.server_id()

@@ -6,6 +6,8 @@ way. The HTTP mapping lives in one table in ``functions/http.py``.
 
 from __future__ import annotations
 
+import json
+
 
 class KeyManagerError(Exception):
     """Base of every error the key manager reports to a caller."""
@@ -83,3 +85,9 @@ ECHO_LIMIT = 64
 def shortened(text: str, limit: int = ECHO_LIMIT) -> str:
     """Caller input as an error message may echo it: at most ``limit`` characters."""
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def quoted(text: str, limit: int = ECHO_LIMIT) -> str:
+    """Caller input in double quotes as an error message may echo it: printable ASCII, shortened."""
+    # json's ASCII escapes turn control characters, quotes, backslashes and non-ASCII into \u escapes.
+    return f'"{shortened(json.dumps(text)[1:-1], limit)}"'

@@ -1,6 +1,6 @@
 """Command line: ``python -m devtools.vault [--host H] [--port P] [--token-port T] [--cert-dir D] [--challenge-resource R]
 [--sign-latency-ms S] [--delete-latency-ms D] [--recover-latency-ms R] [--sku premium|standard]
-[--throttle | --throttle-scale S]``."""
+[--throttle | --throttle-scale S] [--no-empty-version-sign]``."""
 
 from __future__ import annotations
 
@@ -67,6 +67,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the vault's pricing tier: a standard vault refuses to create HSM-protected keys "
         "(RSA-HSM, EC-HSM) as Key Vault does (default: %(default)s)",
     )
+    parser.add_argument(
+        "--no-empty-version-sign",
+        action="store_false",
+        dest="empty_version_sign",
+        help="answer a sign by the empty version (POST /keys/{name}//sign) with 404 as Lowkey Vault does, "
+        "where Key Vault signs with the current version; to test the app as it runs against Lowkey Vault",
+    )
     limits = parser.add_mutually_exclusive_group()
     limits.add_argument(
         "--throttle",
@@ -117,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             args.recover_latency_ms,
             args.sku,
             args.throttle_scale,
+            args.empty_version_sign,
         )
     except OSError as error:  # port taken, address not local, cert dir not writable
         print(f"localvault: cannot start: {error}", file=sys.stderr)

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from . import crypto
-from .errors import Throttled, VaultError, bad_parameter, forbidden, method_not_allowed
+from .errors import Throttled, VaultError, bad_parameter, forbidden, key_not_found, method_not_allowed
 from .store import RECOVERABLE_DAYS, Deletion, KeyStore, KeyVersion
 from .throttle import VAULT_OPERATION, Charge, Throttle, key_creation, key_operation
 
@@ -178,6 +178,9 @@ class VaultApi:
     ``throttle``, when given, holds the vault to Key Vault's service limits (see ``throttle``): an
     authenticated call over them is a 429 with Retry-After. ``GET /management/throttling`` reports its
     counters.
+
+    ``empty_version_sign`` False answers a sign by the empty version (``POST /keys/{name}//sign``)
+    with 404 as Lowkey Vault does, where Key Vault signs with the current version.
     """
 
     def __init__(
@@ -187,12 +190,14 @@ class VaultApi:
         sign_latency: float = 0.0,
         premium: bool = True,
         throttle: Throttle | None = None,
+        empty_version_sign: bool = True,
     ) -> None:
         self.store = store
         self.is_valid_token = is_valid_token
         self.sign_latency = sign_latency
         self.premium = premium
         self.throttle = throttle
+        self.empty_version_sign = empty_version_sign
         self.challenge = challenge(DEFAULT_CHALLENGE_RESOURCE)
         self.expiry_policies: dict[str, str] = {}
         # (method, path pattern, handler); "{x}" segments are passed to the handler. First match wins.
@@ -379,6 +384,8 @@ class VaultApi:
         return key
 
     def sign(self, req: Request, name: str, version: str) -> Result:
+        if not version and not self.empty_version_sign:
+            raise key_not_found(name)
         key = self._usable(name, version, "sign")
         body = req.json()
         signature = crypto.sign(key.private_key, body.get("alg"), crypto.b64url_decode(body.get("value"), "value"))

@@ -195,6 +195,7 @@ class LocalVault:
     long a deletion and a recovery take to take effect (see KeyStore); ``sku`` is "premium" (HSM-protected
     keys allowed) or "standard" (see VaultApi). ``throttle_scale``, when given, holds the vault to Key
     Vault's service limits times that scale (see Throttle); None never throttles.
+    ``empty_version_sign`` False answers a sign by the empty version with 404, as Lowkey Vault does.
     """
 
     def __init__(
@@ -209,11 +210,19 @@ class LocalVault:
         recover_latency_ms: float = DEFAULT_RECOVER_LATENCY * 1000,
         sku: str = "premium",
         throttle_scale: float | None = None,
+        empty_version_sign: bool = True,
     ) -> None:
         tokens = TokenIssuer()
         store = KeyStore(delete_latency=delete_latency_ms / 1000, recover_latency=recover_latency_ms / 1000)
         throttle = None if throttle_scale is None else Throttle(throttle_scale)
-        api = VaultApi(store, tokens.is_valid, sign_latency_ms / 1000, premium=sku == "premium", throttle=throttle)
+        api = VaultApi(
+            store,
+            tokens.is_valid,
+            sign_latency_ms / 1000,
+            premium=sku == "premium",
+            throttle=throttle,
+            empty_version_sign=empty_version_sign,
+        )
         self.vault = VaultServer(host, port, api, certs)
         api.challenge = challenge(challenge_resource.replace("{port}", str(self.vault.server_port)))
         self.token = TokenServer(host, token_port, tokens)

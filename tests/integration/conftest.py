@@ -43,8 +43,34 @@ from shared.key_manager import KeyManager
 from shared.settings import load_caller_settings, load_settings
 from tests.hermetic import start_app_host
 
-EXTERNAL_VAULT_SETTINGS = ("TEST_KEY_VAULT_URI", "TEST_KEY_VAULT_TOKEN_ENDPOINT", "TEST_KEY_VAULT_CA_BUNDLE", "TEST_KEY_VAULT_TIME_SHIFT")
 TIME_SHIFT_FIXTURE = "shift_vault_time"
+
+
+@dataclass(frozen=True)
+class VaultFeature:
+    """Something localvault does that another vault may not: the tests that need it carry ``marker``."""
+
+    marker: str
+    setting: str
+    tests: str
+    lacking: str
+
+
+VAULT_FEATURES = (
+    VaultFeature("time_shift", "TEST_KEY_VAULT_TIME_SHIFT", "Tests that shift the vault's time", "has no time-shift API"),
+    VaultFeature(
+        "empty_version_sign",
+        "TEST_KEY_VAULT_EMPTY_VERSION_SIGN",
+        "Tests that count the requests of signs by the empty version",
+        "answers 404 to a sign by the empty version, as Lowkey Vault does",
+    ),
+)
+EXTERNAL_VAULT_SETTINGS = (
+    "TEST_KEY_VAULT_URI",
+    "TEST_KEY_VAULT_TOKEN_ENDPOINT",
+    "TEST_KEY_VAULT_CA_BUNDLE",
+    *(feature.setting for feature in VAULT_FEATURES),
+)
 
 
 @dataclass(frozen=True)
@@ -53,14 +79,15 @@ class ExternalVault:
 
     The app and the tests sign in through its managed-identity style token endpoint when one is
     named (localvault, Lowkey Vault), else through Azure's default credential chain (AZURE_CLIENT_ID
-    and the like, or ``az login``). Tests that shift the vault's time are deselected when the vault
-    says it has no time-shift API (TEST_KEY_VAULT_TIME_SHIFT=false, as for a real vault).
+    and the like, or ``az login``). Tests that need a feature the vault says it lacks are deselected:
+    time shifts (TEST_KEY_VAULT_TIME_SHIFT=false, as for a real vault) and request counts of signs by
+    the empty version (TEST_KEY_VAULT_EMPTY_VERSION_SIGN=false, as for Lowkey Vault).
     """
 
     url: str
     token_endpoint: str | None
     ca_bundle: str | None
-    time_shift: bool
+    lacks: tuple[VaultFeature, ...]
 
     @classmethod
     def from_environment(cls, environ: dict[str, str]) -> ExternalVault | None:
@@ -76,10 +103,14 @@ class ExternalVault:
         ca_bundle = given.get("TEST_KEY_VAULT_CA_BUNDLE")
         if ca_bundle is not None and not Path(ca_bundle).is_file():
             raise pytest.UsageError(f"TEST_KEY_VAULT_CA_BUNDLE is not a file: {ca_bundle}")
-        time_shift = given.get("TEST_KEY_VAULT_TIME_SHIFT", "true").lower()
-        if time_shift not in ("true", "false"):
-            raise pytest.UsageError("TEST_KEY_VAULT_TIME_SHIFT must be true or false")
-        return cls(url, given.get("TEST_KEY_VAULT_TOKEN_ENDPOINT"), ca_bundle and str(Path(ca_bundle).resolve()), time_shift == "true")
+        lacks = []
+        for feature in VAULT_FEATURES:
+            has = given.get(feature.setting, "true").lower()
+            if has not in ("true", "false"):
+                raise pytest.UsageError(f"{feature.setting} must be true or false")
+            if has == "false":
+                lacks.append(feature)
+        return cls(url, given.get("TEST_KEY_VAULT_TOKEN_ENDPOINT"), ca_bundle and str(Path(ca_bundle).resolve()), tuple(lacks))
 
     def service(self) -> Service:
         """The vault as a stand-in the fixtures did not start, once it answers over TLS."""
@@ -93,7 +124,7 @@ class ExternalVault:
 
 
 external_vault_key = pytest.StashKey[ExternalVault | None]()
-deselected_key = pytest.StashKey[int]()
+deselected_key = pytest.StashKey[dict[str, int]]()
 
 
 def external_vault(config: pytest.Config) -> ExternalVault | None:
@@ -105,6 +136,9 @@ def external_vault(config: pytest.Config) -> ExternalVault | None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"time_shift: shifts the vault's time (any test that uses the {TIME_SHIFT_FIXTURE} fixture)")
+    config.addinivalue_line(
+        "markers", "empty_version_sign: counts Key Vault requests of signs by the empty version, which Lowkey Vault answers 404"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -112,13 +146,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if TIME_SHIFT_FIXTURE in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.time_shift)
     external = external_vault(config)  # before any test runs, so that bad settings stop the session
-    if external is None or external.time_shift:
+    if external is None:
         return
-    deselected = [item for item in items if item.get_closest_marker("time_shift")]
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if not item.get_closest_marker("time_shift")]
-        config.stash[deselected_key] = len(deselected)
+    counts = {}
+    for feature in external.lacks:
+        deselected = [item for item in items if item.get_closest_marker(feature.marker)]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if not item.get_closest_marker(feature.marker)]
+            counts[feature.marker] = len(deselected)
+    config.stash[deselected_key] = counts
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
@@ -126,12 +163,12 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     if external is None:
         return
     terminalreporter.write_line(f"Key Vault of the integration tests: {external.url} (TEST_KEY_VAULT_URI), not started by them")
-    deselected = config.stash.get(deselected_key, 0)
-    if deselected:
-        terminalreporter.write_line(
-            f"Tests that shift the vault's time, deselected: {deselected}"
-            " (TEST_KEY_VAULT_TIME_SHIFT=false says this vault has no time-shift API)"
-        )
+    counts = config.stash.get(deselected_key, {})
+    for feature in external.lacks:
+        if counts.get(feature.marker):
+            terminalreporter.write_line(
+                f"{feature.tests}, deselected: {counts[feature.marker]} ({feature.setting}=false says this vault {feature.lacking})"
+            )
 
 
 @pytest.fixture(scope="session")

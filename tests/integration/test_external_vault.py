@@ -15,6 +15,7 @@ ROTATION = "tests/integration/test_key_operations.py::test_rotation_adds_a_versi
 # Through two devhost instances, which make the key x509-CA-A.
 INSTANCES = "tests/integration/test_app_instances.py::test_instances_starting_together_share_one_server_id_and_see_each_others_rotations"
 TIME_SHIFTING = "tests/integration/test_maintenance.py::test_own_keys_are_never_swept_even_when_stale"
+EMPTY_VERSION_SIGNING = "tests/integration/test_signing_semantics.py::test_a_rotation_to_another_type_signs_with_the_new_types_algorithm"
 
 
 def run_pytest(test_ids: list[str], settings: dict[str, str]) -> tuple[int, str]:
@@ -34,12 +35,14 @@ def external_settings(vault) -> dict[str, str]:
     return settings
 
 
-def test_the_suite_uses_the_named_vault_and_deselects_time_shifts_it_lacks(vault, vault_admin):
+def test_the_suite_uses_the_named_vault_and_deselects_what_it_lacks(vault, vault_admin):
     before = {key.name for key in vault_admin.list_properties_of_keys()}
-    code, output = run_pytest([ROTATION, INSTANCES, TIME_SHIFTING], {**external_settings(vault), "TEST_KEY_VAULT_TIME_SHIFT": "false"})
+    lacks = {"TEST_KEY_VAULT_TIME_SHIFT": "false", "TEST_KEY_VAULT_EMPTY_VERSION_SIGN": "false"}
+    code, output = run_pytest([ROTATION, INSTANCES, TIME_SHIFTING, EMPTY_VERSION_SIGNING], {**external_settings(vault), **lacks})
     assert code == 0, output[-4000:]
-    assert re.search(r"\b2 passed, 1 deselected\b", output)
+    assert re.search(r"\b2 passed, 2 deselected\b", output)
     assert "Tests that shift the vault's time, deselected: 1 (TEST_KEY_VAULT_TIME_SHIFT=false" in output
+    assert "Tests that count the requests of signs by the empty version, deselected: 1 (TEST_KEY_VAULT_EMPTY_VERSION_SIGN=false" in output
     assert "localvault ready" not in output  # the child started no vault of its own...
     created = {key.name for key in vault_admin.list_properties_of_keys()} - before
     made_here = {key_id for key_id in ("rotating", "x509-CA-A") for name in created if name.endswith(f"-{key_id}")}
@@ -51,12 +54,17 @@ def test_the_suite_uses_the_named_vault_and_deselects_time_shifts_it_lacks(vault
     [
         ({"TEST_KEY_VAULT_TIME_SHIFT": "false"}, pytest.ExitCode.USAGE_ERROR, "set TEST_KEY_VAULT_URI too"),
         (
+            {"TEST_KEY_VAULT_URI": "https://127.0.0.1:9", "TEST_KEY_VAULT_EMPTY_VERSION_SIGN": "no"},
+            pytest.ExitCode.USAGE_ERROR,
+            "TEST_KEY_VAULT_EMPTY_VERSION_SIGN must be true or false",
+        ),
+        (
             {"TEST_KEY_VAULT_URI": "https://127.0.0.1:9"},
             pytest.ExitCode.TESTS_FAILED,
             "the Key Vault at TEST_KEY_VAULT_URI does not answer",
         ),
     ],
-    ids=["settings-without-a-uri", "a-vault-that-does-not-answer"],
+    ids=["settings-without-a-uri", "a-feature-neither-true-nor-false", "a-vault-that-does-not-answer"],
 )
 def test_an_unusable_external_vault_fails_the_run_and_never_falls_back(settings, exit_code, reason):
     code, output = run_pytest([ROTATION], settings)

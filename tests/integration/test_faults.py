@@ -57,6 +57,7 @@ def _sign_attempts(proxy) -> int:
     return sum(1 for method, path in proxy.requests if method == "POST" and path.split("?")[0].endswith("/sign"))
 
 
+@pytest.mark.empty_version_sign
 def test_throttling_is_retried_honouring_retry_after(through_proxy, vault_proxy):
     app = through_proxy(retry_seconds=10)
     vault_proxy.respond(429, {"Retry-After": "1"}, THROTTLED, times=2, path=SIGN)
@@ -89,6 +90,7 @@ def test_a_retry_after_beyond_the_budget_goes_back_to_the_caller_at_once(through
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.empty_version_sign
 @pytest.mark.parametrize("fault", ["503", "reset", "stall"])
 def test_transient_faults_are_retried(through_proxy, vault_proxy, fault):
     app = through_proxy(retry_seconds=10, read_timeout=1)

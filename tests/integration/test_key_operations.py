@@ -129,6 +129,7 @@ def test_unknown_fingerprint_is_409(app):
         ({"key_id": "a", "key_type": "dsa"}, "unsupported key type"),
         ({"key_id": "no_underscores", "key_type": "ec-p256"}, "letters, digits"),
         ({"key_id": "k" * 85, "key_type": "ec-p256"}, "at most 84"),
+        ({"keyId": "a", "key_type": "ec-p256"}, 'unknown field "keyId": POST /api/keys takes key_id and key_type'),
     ],
 )
 def test_invalid_generate_requests_are_400_and_create_nothing(app, body, message):

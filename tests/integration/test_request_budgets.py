@@ -30,6 +30,7 @@ def test_get_public_key_costs_one_request(warm_app):
     assert len(warm_app.vault_requests()) == 1
 
 
+@pytest.mark.empty_version_sign
 @pytest.mark.parametrize("with_fingerprint", [False, True])
 def test_a_warm_sign_costs_one_request_with_or_without_fingerprint(warm_app, with_fingerprint):
     _, generated = warm_app.generate("a", "ec-p256")

@@ -34,6 +34,7 @@ def test_a_rotation_through_another_instance_retires_the_old_key_there_at_once(a
     verify(new["public_key"], body["signature"], data, "SHA256")
 
 
+@pytest.mark.empty_version_sign
 def test_a_rotation_to_another_type_signs_with_the_new_types_algorithm(app_env, monkeypatch, callers):
     first = make_app(app_env, monkeypatch, callers)
     first.generate("k", "ec-p256")

@@ -205,8 +205,9 @@ SIGN_BODIES = [
     {"data": _b64(32), "pss_options": {"hash_algorithm": "SHA256"}},
     {"data": _b64(48), "pss_options": {"hash_algorithm": "SHA384", "salt_length": -1}},
     {"data": _b64(64), "pss_options": {"hash_algorithm": "SHA512", "salt_length": 64}, "key_fingerprint": "0f" * 32},
-    {"data": _b64(32), "hash_algorithm": "SHA256", "unknown": "ignored"},
     # Rejected:
+    {"data": _b64(32), "hash_algorithm": "SHA256", "unknown": "refused"},
+    {"data": _b64(32), "pss_options": {"hash_algorithm": "SHA256", "saltLength": 32}},
     {"data": _b64(32)},
     {"hash_algorithm": "SHA256"},
     {"data": _b64(32), "hash_algorithm": "SHA384"},
@@ -247,7 +248,8 @@ def test_the_sign_request_schema_accepts_exactly_what_the_app_accepts(body):
     "body, valid",
     [
         ({"key_id": "x509-CA-A", "key_type": "ec-p256"}, True),
-        ({"key_id": "a", "key_type": "rsa-4096", "other": 1}, True),
+        ({"key_id": "a", "key_type": "rsa-4096", "other": 1}, False),
+        ({"keyId": "a", "key_type": "rsa-4096"}, False),
         ({"key_id": "a", "key_type": "rsa-3072"}, False),
         ({"key_id": "a"}, False),
         ({"key_type": "ec-p384"}, False),

@@ -105,3 +105,29 @@ def test_sign_latency_must_be_a_sane_number_of_milliseconds() -> None:
             [sys.executable, "-m", "devtools.vault", "--sign-latency-ms", value], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30
         )
         assert result.returncode == 2 and "--sign-latency-ms" in result.stderr
+
+
+def test_no_empty_version_sign_answers_an_empty_version_sign_404_as_lowkey_vault_does(localvault: Running, tmp_path) -> None:
+    lowkey_like = start_localvault(localvault.cert_dir, tmp_path / "stderr.log", "--no-empty-version-sign")
+    try:
+        token = requests.get(
+            lowkey_like.token_url, params={"resource": "https://vault.azure.net"}, headers={"Metadata": "true"}, timeout=5
+        ).json()["access_token"]
+
+        def post(path: str, body: dict) -> requests.Response:
+            return requests.post(
+                f"{lowkey_like.vault_url}{path}",
+                params={"api-version": "7.5"},
+                headers={"Authorization": f"Bearer {token}"},
+                json=body,
+                verify=lowkey_like.ca,
+                timeout=5,
+            )
+
+        version = post("/keys/lowkey/create", {"kty": "EC", "crv": "P-256"}).json()["key"]["kid"].rsplit("/", 1)[1]
+        by_empty_version = post("/keys/lowkey//sign", {"alg": "ES256", "value": "A" * 43})
+        by_version = post(f"/keys/lowkey/{version}/sign", {"alg": "ES256", "value": "A" * 43})
+    finally:
+        stop_localvault(lowkey_like)
+    assert by_empty_version.status_code == 404 and by_empty_version.json()["error"]["code"] == "KeyNotFound"
+    assert by_version.status_code == 200 and by_version.json()["kid"].endswith(f"/keys/lowkey/{version}")

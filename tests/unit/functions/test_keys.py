@@ -25,9 +25,10 @@ def vault():
     return fake
 
 
-def call(handler, body=None, raw: bytes | None = None, method="POST", **route_params):
+def call(handler, body=None, raw: bytes | None = None, method="POST", query: str = "", **route_params):
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
-    response = handler(func.HttpRequest(method, "http://localhost/api/keys", body=data, headers=bearer(), route_params=route_params))
+    url = "http://localhost/api/keys" + (f"?{query}" if query else "")
+    response = handler(func.HttpRequest(method, url, body=data, headers=bearer(), route_params=route_params))
     return response.status_code, json.loads(response.get_body() or b"null")
 
 
@@ -154,6 +155,63 @@ def test_a_huge_salt_length_is_echoed_shortened():
     pss = {"hash_algorithm": "SHA256", "salt_length": 10**1000}
     status, error = call(keys.sign_data, {"data": b64(bytes(32)), "pss_options": pss}, key_id="a")
     assert status == 400 and len(error["error"]["message"]) < 300
+
+
+SIGN_BODY = {"data": b64(bytes(32)), "hash_algorithm": "SHA256"}
+
+
+@pytest.mark.parametrize(
+    "handler, body, message",
+    [
+        (keys.generate_key, {"keyId": "a", "key_type": "ec-p256"}, 'unknown field "keyId": POST /api/keys takes key_id and key_type'),
+        (keys.generate_key, {"key_id": "a", "keytype": "ec-p256"}, 'unknown field "keytype": POST /api/keys takes key_id and key_type'),
+        (keys.generate_key, {"key_id": "a", "key_type": "ec-p256", "b": 1, "c": 2}, 'unknown fields "b", "c": POST /api/keys takes'),
+        (
+            keys.sign_data,
+            {**SIGN_BODY, "fingerprint": "ab" * 32},
+            'unknown field "fingerprint": POST /api/keys/{key_id}/sign takes data, hash_algorithm, pss_options and key_fingerprint',
+        ),
+        (
+            keys.sign_data,
+            {"data": b64(bytes(32)), "pss_options": {"hash_algorithm": "SHA256", "saltLength": 32}},
+            'unknown field "saltLength": pss_options takes hash_algorithm and salt_length',
+        ),
+    ],
+)
+def test_unknown_body_members_are_400_naming_them_and_the_expected_fields(vault, handler, body, message):
+    call(keys.generate_key, {"key_id": "a", "key_type": "rsa-2048"})
+    calls = len(vault.calls)
+    status, error = call(handler, body, key_id="a")
+    assert status == 400 and error["error"]["code"] == "InvalidArgument"
+    assert error["error"]["message"].startswith(message)
+    assert len(vault.calls) == calls
+
+
+def test_unknown_members_are_named_escaped_shortened_and_few():
+    body = {"key_id": "a", "key_type": "ec-p256", "\u00e9\n" + "x" * 1000: 1, **{f"m{n}": n for n in range(1000)}}
+    status, error = call(keys.generate_key, body)
+    message = error["error"]["message"]
+    assert status == 400 and message.isascii() and message.isprintable() and len(message) < 300
+    assert message.startswith('unknown fields "\\u00e9\\nxxx') and '"m0", "m1", ...' in message
+
+
+@pytest.mark.parametrize(
+    "handler, method, route",
+    [
+        (keys.generate_key, "POST", {}),
+        (keys.get_public_keys, "GET", {}),
+        (keys.get_public_key, "GET", {"key_id": "a"}),
+        (keys.sign_data, "POST", {"key_id": "a"}),
+    ],
+)
+def test_a_query_parameter_on_a_key_route_is_400_naming_it_and_nothing_is_done(vault, handler, method, route):
+    call(keys.generate_key, {"key_id": "a", "key_type": "ec-p256"})
+    calls = len(vault.calls)
+    body = {"key_id": "a", "key_type": "ec-p256"} if handler is keys.generate_key else SIGN_BODY
+    status, error = call(handler, body, method=method, query="key_type=ec-p384", **route)
+    assert status == 400 and error["error"]["code"] == "InvalidArgument"
+    assert error["error"]["message"] == 'unknown query parameter "key_type": this endpoint accepts no query parameters'
+    assert len(vault.calls) == calls
 
 
 def test_unknown_fingerprint_is_409():

@@ -89,8 +89,16 @@ def test_another_trust_domain_is_refused_before_anything_is_done(vault, handler,
     body = {"key_id": "k", "key_type": "ec-p256", "data": base64.b64encode(b"\0" * 32).decode(), "hash_algorithm": "SHA256"}
     status, error = call(handler, body, method=method, headers={"X-SPIRE-Trust-Domain": "other.org", **named("a")}, **route)
     assert status == 400 and error["error"]["code"] == "InvalidArgument"
-    assert '"example.org"' in error["error"]["message"] and "X-SPIRE-Trust-Domain" in error["error"]["message"]
+    assert error["error"]["message"] == (
+        'this app serves trust domain "example.org" only: the caller\'s trust domain (X-SPIRE-Trust-Domain) is "other.org", '
+        "so nothing was done"
+    )
     assert vault.calls == []
+
+
+def test_an_over_long_trust_domain_is_echoed_shortened(vault):
+    status, error = generate("k", {"X-SPIRE-Trust-Domain": "a" * 10_000 + ".org"})
+    assert status == 400 and '"aaaa' in error["error"]["message"] and len(error["error"]["message"]) < 300
 
 
 def test_the_apps_own_trust_domain_is_served(vault):
