@@ -29,12 +29,15 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core.pipeline.policies import RetryPolicy
+from azure.core.pipeline import PipelineRequest, PipelineResponse
+from azure.core.pipeline.policies import HTTPPolicy, RetryPolicy
 from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest import HttpRequest
 from azure.keyvault.keys import JsonWebKey, KeyClient, KeyVaultKey
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from opentelemetry import metrics, trace
+from opentelemetry.trace import StatusCode
 
 from shared.algorithms import KeyType
 from shared.errors import (
@@ -95,6 +98,83 @@ class KeyVaultCalls:
 
 
 _calls: ContextVar[KeyVaultCalls | None] = ContextVar("key_vault_calls", default=None)
+
+# Telemetry at the adapter's boundary: a span per Key Vault operation (the Azure SDK's spans of its
+# HTTP requests, when tracing is on, are its children), and every request's latency and throttling.
+# Attributes name keys, versions, algorithms and statuses: never a digest, a signature or a token.
+_tracer = trace.get_tracer(__name__)
+_meter = metrics.get_meter(__name__)
+_request_duration = _meter.create_histogram(
+    "keyvault.request.duration", unit="s", description="Key Vault requests, each attempt, by operation and status"
+)
+_throttled = _meter.create_counter(
+    "keyvault.throttled", unit="{request}", description="Key Vault requests answered 429 (Too Many Requests)"
+)
+
+
+@dataclass
+class _Operation:
+    """One adapter operation's Key Vault requests, as RequestTelemetry saw them."""
+
+    name: str
+    requests: int = 0
+    status_code: int | None = None
+
+
+_operation: ContextVar[_Operation | None] = ContextVar("key_vault_operation", default=None)
+
+
+@contextmanager
+def _traced(operation: str, **attributes: str) -> Iterator[None]:
+    """Run a Key Vault operation in its own span: its attributes, its last status and its retries, its outcome."""
+    record = _Operation(operation)
+    token = _operation.set(record)
+    span_attributes = {"keyvault.operation": operation, **{f"keyvault.{name}": value for name, value in attributes.items()}}
+    try:
+        with _tracer.start_as_current_span(
+            f"Key Vault {operation}", attributes=span_attributes, record_exception=False, set_status_on_exception=False
+        ) as span:
+            try:
+                yield
+            except KeyManagerError as error:
+                span.set_attribute("error.type", error.code)
+                span.set_status(StatusCode.ERROR, error.code)
+                raise
+            finally:
+                if record.status_code is not None:
+                    span.set_attribute("http.response.status_code", record.status_code)
+                span.set_attribute("keyvault.retries", max(0, record.requests - 1))
+    finally:
+        _operation.reset(token)
+
+
+class RequestTelemetry(HTTPPolicy):  # type: ignore[type-arg]
+    """Each request to Key Vault, retries included: its latency in a histogram, a 429 in a counter, and
+    its status and count on the adapter operation's span. The client places it right after the retry
+    policy: each attempt is timed with its authentication (a cached token, or a challenge answered)."""
+
+    def send(self, request: PipelineRequest) -> PipelineResponse:  # type: ignore[type-arg]
+        record = _operation.get()
+        attributes: dict[str, str | int] = {
+            "keyvault.operation": record.name if record is not None else "other",
+            "http.request.method": request.http_request.method,
+        }
+        started = time.monotonic()
+        try:
+            response = self.next.send(request)
+        except Exception as error:
+            attributes["error.type"] = type(error).__name__
+            _request_duration.record(time.monotonic() - started, attributes)
+            raise
+        status = response.http_response.status_code
+        attributes["http.response.status_code"] = status
+        _request_duration.record(time.monotonic() - started, attributes)
+        if status == 429:
+            _throttled.add(1, {"keyvault.operation": attributes["keyvault.operation"]})
+        if record is not None:
+            record.requests += 1
+            record.status_code = status
+        return response
 
 
 @contextmanager
@@ -204,12 +284,13 @@ def key_client(
     **options: Any,
 ) -> KeyClient:
     """The Key Vault client as the app uses it: retries within ``retry_seconds`` (Retry-After waits
-    included), and nothing sent past the caller's deadline."""
+    included), nothing sent past the caller's deadline, and each request timed (RequestTelemetry)."""
     return KeyClient(
         vault_uri,
         credential,
         transport=DeadlineTransport(transport),
         retry_policy=BudgetedRetryPolicy(timeout=retry_seconds, retry_total=retry_total),
+        per_retry_policies=[RequestTelemetry()],
         **options,
     )
 
@@ -241,7 +322,7 @@ class KeyVaultKeys:
         current (a read timeout, a connection lost once sent, a 5xx) says so there.
         """
         try:
-            with _translated_errors(name):
+            with _traced("create_key", key_name=name, key_type=self._create_parameters[key_type]["key_type"]), _translated_errors(name):
                 key = self._client.create_key(name, key_operations=KEY_OPERATIONS, tags=tags, **self._create_parameters[key_type])
         except KeyManagerError as error:
             calls = _calls.get()
@@ -252,13 +333,17 @@ class KeyVaultKeys:
 
     def get_key(self, name: str, version: str = LATEST) -> KeyVersion:
         """A version of the key, or its current version when ``version`` is ``LATEST``."""
-        with _translated_errors():
+        with _traced("get_key", key_name=name, key_version=version), _translated_errors():
             return _key_version(self._client.get_key(name, version or None))
 
     def list_keys(self) -> Iterator[KeySummary]:
-        with _translated_errors():
-            for item in self._client.list_properties_of_keys():
-                yield KeySummary(item.name, dict(item.tags or {}), bool(item.enabled), item.updated_on)
+        """Every key of the vault, every page read within the operation's span."""
+        with _traced("list_keys"), _translated_errors():
+            keys = [
+                KeySummary(item.name, dict(item.tags or {}), bool(item.enabled), item.updated_on)
+                for item in self._client.list_properties_of_keys()
+            ]
+        return iter(keys)
 
     def sign(self, name: str, version: str, algorithm: str, digest: bytes) -> SignedDigest:
         """Sign a digest with a version of a key, or (``LATEST``) with its current version.
@@ -282,7 +367,8 @@ class KeyVaultKeys:
 
     def _sign(self, name: str, version: str, algorithm: str, digest: bytes) -> SignedDigest:
         body = {"alg": algorithm, "value": _b64url_encode(digest)}
-        result = self._send(HttpRequest("POST", f"/keys/{name}/{version}/sign", json=body))
+        with _traced("sign", key_name=name, key_version=version, algorithm=algorithm):
+            result = self._send(HttpRequest("POST", f"/keys/{name}/{version}/sign", json=body))
         try:
             signed_by = _version_in_kid(result["kid"], name)
             return SignedDigest(signed_by, _b64url_decode(result["value"]))
@@ -291,16 +377,17 @@ class KeyVaultKeys:
 
     def update_key_operations(self, name: str, version: str, key_ops: tuple[str, ...]) -> None:
         """Write a version's key operations back unchanged: Key Vault then sets its Updated time to now."""
-        with _translated_errors():
+        with _traced("update_key", key_name=name, key_version=version), _translated_errors():
             self._client.update_key_properties(name, version, key_operations=list(key_ops))
 
     def delete_key(self, name: str) -> None:
         """Delete the whole key (Key Vault keeps it soft-deleted); one request, no polling."""
-        self._send(HttpRequest("DELETE", f"/keys/{name}"))
+        with _traced("delete_key", key_name=name):
+            self._send(HttpRequest("DELETE", f"/keys/{name}"))
 
     def recover_deleted_key(self, name: str) -> KeyVersion:
         """Undelete a soft-deleted key (the "recover" permission) and wait until it can be used again."""
-        with _translated_errors(name):
+        with _traced("recover_key", key_name=name), _translated_errors(name):
             poller = self._client.begin_recover_deleted_key(name, _polling_interval=RECOVERY_POLL_SECONDS)
             poller.wait(RECOVERY_WAIT_SECONDS)
             if not poller.done():
@@ -322,7 +409,7 @@ class KeyVaultKeys:
 
     def probe(self) -> None:
         """One cheap authenticated request: proves the vault answers and lets this identity list keys."""
-        with _translated_errors():
+        with _traced("probe"), _translated_errors():
             next(iter(self._client.list_properties_of_keys().by_page()), None)
 
 
