@@ -88,24 +88,35 @@ _configured = False
 _Function = TypeVar("_Function", bound=Callable[..., Any])
 
 
+AZURE_MONITOR, OTLP = "azure_monitor", "otlp"
+
+
+def chosen_exporter(environ: Mapping[str, str]) -> str | None:
+    """Where the app's telemetry goes (AZURE_MONITOR, OTLP), or None: nowhere, or the worker exports it already."""
+    if environ.get(WORKER_CONFIGURES_AZURE_MONITOR, "").lower() == "true":
+        return None  # the worker ran configure_azure_monitor itself; a second one would export everything twice
+    if environ.get(CONNECTION_STRING):
+        return AZURE_MONITOR
+    if any(environ.get(name) for name in OTLP_ENDPOINTS):
+        return OTLP
+    return None
+
+
 def configure(environ: Mapping[str, str] = os.environ) -> str | None:
-    """Set up the OpenTelemetry SDK once for the process; which exporter it uses ("azure_monitor", "otlp"), or None."""
+    """Set up the OpenTelemetry SDK once for the process, with the exporter ``chosen_exporter`` names."""
     global _configured
     if _configured:
         return None
     _configured = True
     logging.setLogRecordFactory(_record_factory(logging.getLogRecordFactory()))
-    if environ.get(WORKER_CONFIGURES_AZURE_MONITOR, "").lower() == "true":
-        return None  # the worker ran configure_azure_monitor already; a second one would export everything twice
-    if environ.get(CONNECTION_STRING):
+    exporter = chosen_exporter(environ)
+    if exporter == AZURE_MONITOR:
         from azure.monitor.opentelemetry import configure_azure_monitor  # noqa: PLC0415 (hundreds of ms: only when used)
 
         configure_azure_monitor()
-        return "azure_monitor"
-    if any(environ.get(name) for name in OTLP_ENDPOINTS):
+    elif exporter == OTLP:
         _configure_otlp()
-        return "otlp"
-    return None
+    return exporter
 
 
 def _configure_otlp() -> None:

@@ -5,6 +5,10 @@ import base64
 import hashlib
 import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import azure.functions as func
@@ -21,6 +25,7 @@ from tests.unit import telemetry as recorded
 from tests.unit.fakes import InMemoryVault
 from tests.unit.tokens import MAINTAINER, bearer
 
+ROOT = Path(__file__).resolve().parents[3]
 SERVER_ID = "0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"
 TRACE_ID, HOST_SPAN_ID = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 INVOCATION_ID = "5e8f3b0a-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
@@ -157,3 +162,31 @@ def test_called_without_a_context_a_function_starts_a_trace():
     keys.get_public_keys(func.HttpRequest("GET", "http://localhost/api/keys", body=b"", headers=bearer()))
     span = recorded.span("get_public_keys")
     assert span.parent is None and "faas.invocation_id" not in span.attributes
+
+
+@pytest.mark.parametrize(
+    "environ, exporter",
+    [
+        ({}, None),
+        ({"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=00000000-0000-0000-0000-000000000000"}, "azure_monitor"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, "otlp"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, "otlp"),
+        (
+            {"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"},
+            "azure_monitor",
+        ),
+        ({"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x", "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "true"}, None),
+    ],
+)
+def test_the_exporter_is_the_one_the_app_settings_name(environ, exporter):
+    assert telemetry.chosen_exporter(environ) == exporter
+
+
+def test_without_telemetry_settings_the_app_loads_no_opentelemetry_sdk_nor_exporter():
+    heavy = ("opentelemetry.sdk", "opentelemetry.exporter", "azure.monitor")
+    script = f"import sys, function_app; print(sorted(name for name in sys.modules if name.startswith({heavy!r})))"
+    environ = {name: value for name, value in os.environ.items() if not name.startswith(("OTEL_", "APPLICATIONINSIGHTS_"))}
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=environ, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "[]"
