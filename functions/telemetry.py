@@ -43,6 +43,7 @@ OUTCOME = "keymanager.outcome"
 STOP_REASON = "keymanager.stop_reason"
 MAINTENANCE_RESULT = "keymanager.result"
 OK = "OK"
+UNKNOWN_SERVER = "(unknown)"
 # Stop reasons: the server's id blob holds another id; two plugin processes call as one server name.
 ID_CONFLICT = "id_conflict"
 OVERLAPPING_INSTANCES = "overlapping_instances"
@@ -79,8 +80,13 @@ class Invocation:
 
     operation: str
     invocation_id: str | None
-    server_name: str | None = None
+    server_name: str | None = None  # as logs name it (server_label); None until the caller is authorized as one
     outcome: str = OK
+
+    @property
+    def server(self) -> str:
+        """The server for metrics: refused before it was known, the call counts under UNKNOWN_SERVER."""
+        return self.server_name or UNKNOWN_SERVER
 
 
 _invocation: ContextVar[Invocation | None] = ContextVar("invocation", default=None)
@@ -218,7 +224,7 @@ def _end(span: Span, invocation: Invocation) -> None:
         span.set_status(StatusCode.ERROR, invocation.outcome)
     counter = _COUNTED_OPERATIONS.get(invocation.operation)
     if counter is not None:
-        counter.add(1, {SERVER_NAME: server_label(invocation.server_name), OUTCOME: invocation.outcome})
+        counter.add(1, {SERVER_NAME: invocation.server, OUTCOME: invocation.outcome})
 
 
 def note_server(server_name: str | None) -> None:
@@ -250,8 +256,7 @@ def note_outcome(error: BaseException) -> None:
 def note_stopped(reason: str) -> None:
     """The invocation's server is stopped (ID_CONFLICT) or refused a key for sharing its name (OVERLAPPING_INSTANCES)."""
     invocation = _invocation.get()
-    server = invocation.server_name if invocation is not None and invocation.server_name is not None else server_label(None)
-    stopped_servers.add(1, {SERVER_NAME: server, STOP_REASON: reason})
+    stopped_servers.add(1, {SERVER_NAME: invocation.server if invocation is not None else UNKNOWN_SERVER, STOP_REASON: reason})
 
 
 def note_maintenance(operation: str, failed: bool, **key_counts: int) -> None:

@@ -190,3 +190,10 @@ def test_without_telemetry_settings_the_app_loads_no_opentelemetry_sdk_nor_expor
         [sys.executable, "-c", script], cwd=ROOT, env=environ, capture_output=True, text=True, check=True
     ).stdout.strip()
     assert loaded == "[]"
+
+
+def test_a_call_refused_before_its_server_is_known_counts_under_an_unknown_server():
+    assert call(keys.sign_data, {"data": "AA==", "hash_algorithm": "SHA256"}, headers={"Accept": "*/*"}, key_id="a")[0] == 401
+    assert recorded.recorded_metrics()["keymanager.signs"] == [
+        ({"keymanager.server_name": "(unknown)", "keymanager.outcome": "Unauthenticated"}, 1)
+    ]
