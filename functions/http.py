@@ -14,6 +14,7 @@ from urllib.parse import unquote_plus, urlsplit
 
 import azure.functions as func
 
+from functions import telemetry
 from shared.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -73,17 +74,22 @@ def _error_headers(error: KeyManagerError) -> dict[str, str] | None:
 
 
 def handles_errors(handler: Handler) -> Handler:
-    """Render key manager errors as JSON errors; anything else is a bug: a 500 that reveals nothing."""
+    """Render key manager errors as JSON errors; anything else is a bug: a 500 that reveals nothing.
+
+    Either way the error's code is the outcome of the invocation's span and metrics (``telemetry.traced``).
+    """
 
     @functools.wraps(handler)
     def wrapper(req: func.HttpRequest) -> func.HttpResponse:
         try:
             return handler(req)
         except KeyManagerError as error:
+            telemetry.note_outcome(error)
             if isinstance(error, Unavailable):
                 log.warning("%s failed: %s", handler.__name__, error.message)
             return error_response(error)
-        except Exception:
+        except Exception as error:
+            telemetry.note_outcome(error)
             log.exception("%s failed unexpectedly", handler.__name__)
             return error_response(KeyManagerError("internal error"))
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import azure.functions as func
 
+from functions import telemetry
 from functions.http import (
     AUTHORIZATION_HEADER,
     audit,
@@ -26,6 +27,7 @@ from functions.http import (
     required_string,
     to_base64,
 )
+from functions.telemetry import traced
 from shared import app_context
 from shared.algorithms import HashAlgorithm, KeyType, SignerOptions
 from shared.callers import Caller
@@ -66,16 +68,19 @@ PSS_OPTIONS_FIELDS = ("hash_algorithm", "salt_length")
 
 @bp.function_name("generate_key")
 @bp.route(route="keys", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced("generate_key")
 @handles_errors
 def generate_key(req: func.HttpRequest) -> func.HttpResponse:
     call = server_call(req)
     if app_context.instances().overlaps_on_any_instance(call.server_name):
         # Each process would rotate the other's keys; reads and signs go on, so both keep serving.
+        telemetry.note_stopped(telemetry.OVERLAPPING_INSTANCES)
         raise FailedPrecondition(shared_name_message(call.server_name))
     body = json_body(req)
     refuse_unknown_members(body, GENERATE_KEY_FIELDS, "POST /api/keys")
     key_id = required_string(body, "key_id", "key id is required")
     key_type = KeyType.parse(required_string(body, "key_type", "key type is required"))
+    telemetry.note(key_id=key_id, key_type=key_type.value)
     with key_vault_calls(_send_by(req.headers.get(DEADLINE_HEADER))) as calls:
         try:
             public_key = call.manager.generate_key(key_id, key_type)
@@ -92,14 +97,18 @@ def generate_key(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("get_public_key")
 @bp.route(route="keys/{key_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced("get_public_key")
 @handles_errors
 def get_public_key(req: func.HttpRequest) -> func.HttpResponse:
     manager = server_call(req).manager
-    return json_response({"public_key": _render(manager.get_public_key(req.route_params.get("key_id", "")))})
+    key_id = req.route_params.get("key_id", "")
+    telemetry.note(key_id=key_id)
+    return json_response({"public_key": _render(manager.get_public_key(key_id))})
 
 
 @bp.function_name("get_public_keys")
 @bp.route(route="keys", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced("get_public_keys")
 @handles_errors
 def get_public_keys(req: func.HttpRequest) -> func.HttpResponse:
     return json_response({"public_keys": [_render(key) for key in server_call(req).manager.get_public_keys()]})
@@ -107,10 +116,12 @@ def get_public_keys(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("sign_data")
 @bp.route(route="keys/{key_id}/sign", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced("sign_data")
 @handles_errors
 def sign_data(req: func.HttpRequest) -> func.HttpResponse:
     call = server_call(req)
     request = parse_sign_request(req.route_params.get("key_id", ""), json_body(req))
+    telemetry.note(key_id=request.key_id, hash_algorithm=request.options.hash_algorithm.value, pss=request.options.pss)
     signature = call.manager.sign_data(request)
     call.audit("sign_data", request.key_id, signature.version)
     return json_response({"signature": to_base64(signature.signature), "key_fingerprint": signature.key_fingerprint})
@@ -139,10 +150,12 @@ def server_call(req: func.HttpRequest) -> ServerCall:
     """The caller proven by its token and authorized as a server, before anything else is read or done."""
     caller, server_name = app_context.callers().server_caller(req.headers.get(AUTHORIZATION_HEADER), req.headers.get(SERVER_NAME_HEADER))
     query_parameters(req, accepted=())  # the key routes read none: one sent is a mistake to report
+    telemetry.note_server(server_name)
     instance_id = parse_instance_id(req.headers.get(PLUGIN_INSTANCE_HEADER))
     call = ServerCall(caller, server_name, app_context.key_manager(server_name, req.headers.get(TRUST_DOMAIN_HEADER)))
     instances = app_context.instances()
     if instance_id is not None and instances.note(server_name, instance_id) and instances.overlaps(server_name):
+        telemetry.note_stopped(telemetry.OVERLAPPING_INSTANCES)
         log.error("%s", shared_name_message(server_name))
     return call
 

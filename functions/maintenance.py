@@ -15,7 +15,9 @@ from typing import TypeVar
 
 import azure.functions as func
 
+from functions import telemetry
 from functions.http import AUTHORIZATION_HEADER, audit, handles_errors, json_response, query_parameters
+from functions.telemetry import traced
 from shared import app_context
 from shared.errors import ConfigurationError, InvalidArgument, KeyManagerError
 from shared.maintenance import Failure, RefreshReport, SweepReport
@@ -42,6 +44,13 @@ class MaintenanceFailed(RuntimeError):
 def run_refresh() -> RefreshReport:
     report, duration_ms = _timed(refresh_used_servers)
     _log_summary("refresh", duration_ms, refreshed=len(report.refreshed), failed=len(report.failed))
+    telemetry.note_maintenance(
+        "refresh",
+        failed=bool(report.failed),
+        refreshed=len(report.refreshed),
+        failed_keys=len(report.failed),
+        missed_servers=len(report.failed_servers),
+    )
     if report.failed_servers:
         # Their keys age in Key Vault; the sweep keeps them while the servers call, other deployments' sweeps may not.
         log.error("Key refresh missed servers %s: their keys were not refreshed this run", ", ".join(report.failed_servers))
@@ -92,6 +101,9 @@ def run_sweep(dry_run: bool) -> SweepReport:
         failed=len(report.failed),
         cap_reached=report.cap_reached,
     )
+    telemetry.note_maintenance(
+        "sweep", failed=bool(report.failed), candidates=len(report.candidates), deleted=len(report.deleted), failed_keys=len(report.failed)
+    )
     if report.cap_reached:
         log.warning("Sweep reached its deletion cap; the remaining stale keys wait for the next run")
     return report
@@ -99,6 +111,7 @@ def run_sweep(dry_run: bool) -> SweepReport:
 
 @bp.function_name("refresh_keys")
 @bp.timer_trigger(schedule=REFRESH_KEYS_SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=True)
+@traced("refresh")
 def refresh_keys(timer: func.TimerRequest) -> None:
     report = run_refresh()
     if report.failed:
@@ -107,6 +120,7 @@ def refresh_keys(timer: func.TimerRequest) -> None:
 
 @bp.function_name("sweep_stale_keys")
 @bp.timer_trigger(schedule=SWEEP_KEYS_SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=True)
+@traced("sweep")
 def sweep_stale_keys(timer: func.TimerRequest) -> None:
     report = run_sweep(dry_run=False)
     if report.failed:
@@ -115,6 +129,7 @@ def sweep_stale_keys(timer: func.TimerRequest) -> None:
 
 @bp.function_name("refresh_keys_now")
 @bp.route(route="maintenance/refresh", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced("refresh")
 @handles_errors
 def refresh_keys_now(req: func.HttpRequest) -> func.HttpResponse:
     authorize_maintenance(req, "refresh")
@@ -124,6 +139,7 @@ def refresh_keys_now(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("sweep_stale_keys_now")
 @bp.route(route="maintenance/sweep", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced("sweep")
 @handles_errors
 def sweep_stale_keys_now(req: func.HttpRequest) -> func.HttpResponse:
     authorize_maintenance(req, "sweep")
@@ -153,5 +169,5 @@ def _log_summary(operation: str, duration_ms: int, **counts: object) -> None:
         "Key %s finished: %s",
         operation,
         " ".join(f"{name}={value}" for name, value in fields.items()),
-        extra={"custom_dimensions": fields},
+        extra=fields,  # each field a log attribute: a custom dimension in Application Insights
     )

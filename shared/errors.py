@@ -71,6 +71,10 @@ class Unavailable(KeyManagerError):
     code = "Unavailable"
 
 
+class ServerStopped(Unavailable):
+    """The server's id record holds another id than the one this instance uses: it serves nothing until that is mended."""
+
+
 class ConfigurationError(Unavailable):
     """An app setting is missing or invalid; the message names the setting."""
 

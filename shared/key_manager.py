@@ -219,7 +219,7 @@ class KeyManager:
                 key.name,
                 outcome.value,
                 key.updated_on.isoformat() if key.updated_on else "unknown",
-                extra={"custom_dimensions": {"key_name": key.name, "last_updated": str(key.updated_on), "outcome": outcome.value}},
+                extra={"key_name": key.name, "last_updated": str(key.updated_on), "outcome": outcome.value},
             )
             if outcome is not SweepOutcome.KEPT:
                 report.deleted.append(key.name)

@@ -23,6 +23,7 @@ from shared.algorithms import KeyType
 from shared.errors import KeyManagerError, NotFound, Unavailable
 from shared.key_vault_errors import translated_errors
 from shared.key_vault_pipeline import created_nothing, current_calls
+from shared.key_vault_telemetry import traced
 from shared.vault_port import LATEST, KeySummary, KeyVersion, SignedDigest
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class KeyVaultKeys:
         current (a read timeout, a connection lost once sent, a 5xx) says so there.
         """
         try:
-            with translated_errors(name):
+            with traced("create_key", key_name=name, key_type=self._create_parameters[key_type]["key_type"]), translated_errors(name):
                 key = self._client.create_key(name, key_operations=KEY_OPERATIONS, tags=tags, **self._create_parameters[key_type])
         except KeyManagerError as error:
             calls = current_calls()
@@ -74,13 +75,17 @@ class KeyVaultKeys:
 
     def get_key(self, name: str, version: str = LATEST) -> KeyVersion:
         """A version of the key, or its current version when ``version`` is ``LATEST``."""
-        with translated_errors():
+        with traced("get_key", key_name=name, key_version=version), translated_errors():
             return _key_version(self._client.get_key(name, version or None))
 
     def list_keys(self) -> Iterator[KeySummary]:
-        with translated_errors():
-            for item in self._client.list_properties_of_keys():
-                yield KeySummary(item.name, dict(item.tags or {}), bool(item.enabled), item.updated_on)
+        """Every key of the vault, every page read within the operation's span."""
+        with traced("list_keys"), translated_errors():
+            keys = [
+                KeySummary(item.name, dict(item.tags or {}), bool(item.enabled), item.updated_on)
+                for item in self._client.list_properties_of_keys()
+            ]
+        return iter(keys)
 
     def sign(self, name: str, version: str, algorithm: str, digest: bytes) -> SignedDigest:
         """Sign a digest with a version of a key, or (``LATEST``) with its current version.
@@ -104,7 +109,8 @@ class KeyVaultKeys:
 
     def _sign(self, name: str, version: str, algorithm: str, digest: bytes) -> SignedDigest:
         body = {"alg": algorithm, "value": _b64url_encode(digest)}
-        result = self._send(HttpRequest("POST", f"/keys/{name}/{version}/sign", json=body))
+        with traced("sign", key_name=name, key_version=version, algorithm=algorithm):
+            result = self._send(HttpRequest("POST", f"/keys/{name}/{version}/sign", json=body))
         try:
             signed_by = _version_in_kid(result["kid"], name)
             return SignedDigest(signed_by, _b64url_decode(result["value"]))
@@ -113,16 +119,17 @@ class KeyVaultKeys:
 
     def update_key_operations(self, name: str, version: str, key_ops: tuple[str, ...]) -> None:
         """Write a version's key operations back unchanged: Key Vault then sets its Updated time to now."""
-        with translated_errors():
+        with traced("update_key", key_name=name, key_version=version), translated_errors():
             self._client.update_key_properties(name, version, key_operations=list(key_ops))
 
     def delete_key(self, name: str) -> None:
         """Delete the whole key (Key Vault keeps it soft-deleted); one request, no polling."""
-        self._send(HttpRequest("DELETE", f"/keys/{name}"))
+        with traced("delete_key", key_name=name):
+            self._send(HttpRequest("DELETE", f"/keys/{name}"))
 
     def recover_deleted_key(self, name: str) -> KeyVersion:
         """Undelete a soft-deleted key (the "recover" permission) and wait until it can be used again."""
-        with translated_errors(name):
+        with traced("recover_key", key_name=name), translated_errors(name):
             poller = self._client.begin_recover_deleted_key(name, _polling_interval=RECOVERY_POLL_SECONDS)
             poller.wait(RECOVERY_WAIT_SECONDS)
             if not poller.done():
@@ -145,7 +152,7 @@ class KeyVaultKeys:
 
     def probe(self) -> None:
         """One cheap authenticated request: proves the vault answers and lets this identity list keys."""
-        with translated_errors():
+        with traced("probe"), translated_errors():
             next(iter(self._client.list_properties_of_keys().by_page()), None)
 
 

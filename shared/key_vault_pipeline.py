@@ -24,6 +24,7 @@ from azure.keyvault.keys import KeyClient
 from shared.errors import KeyManagerError, ResourceExhausted, Unavailable
 from shared.key_vault_errors import DEFAULT_RETRY_AFTER_SECONDS, is_name_in_transition, key_vault_error
 from shared.key_vault_hold_off import HoldOff, Limit, limit_of
+from shared.key_vault_telemetry import RequestTelemetry
 
 
 @dataclass
@@ -178,12 +179,14 @@ def key_client(
     **options: Any,
 ) -> KeyClient:
     """The Key Vault client as the app uses it: retries within ``retry_seconds`` (Retry-After waits
-    included), nothing sent past the caller's deadline, and nothing that Key Vault would throttle."""
+    included), nothing sent past the caller's deadline, nothing that Key Vault would throttle, and
+    each request timed (RequestTelemetry)."""
     return KeyClient(
         vault_uri,
         credential,
         transport=DeadlineTransport(transport),
         retry_policy=BudgetedRetryPolicy(hold_off, timeout=retry_seconds, retry_total=retry_total),
+        per_retry_policies=[RequestTelemetry()],
         **options,
     )
 

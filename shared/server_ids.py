@@ -28,7 +28,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from shared.errors import Unavailable
+from shared.errors import ServerStopped, Unavailable
 from shared.identity_port import Absent, IdStore, IdStores, NotAnId, Stored
 from shared.maintenance import RecordedUse
 
@@ -152,7 +152,7 @@ class StoredServerIdentity:
 
     def _serving_id(self) -> str:
         if self.conflict is not None:
-            raise Unavailable(self.conflict.message)  # a new one each time: a raised error keeps its traceback
+            raise ServerStopped(self.conflict.message)  # a new one each time: a raised error keeps its traceback
         assert self._known is not None
         return self._known
 

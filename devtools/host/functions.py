@@ -5,12 +5,14 @@ from __future__ import annotations
 import ast
 import asyncio
 import inspect
+import re
+import secrets
 import sys
 import textwrap
 import threading
 import typing
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +69,30 @@ class FunctionInfo:
         return None if not methods else [str(getattr(m, "value", m)).upper() for m in methods]
 
 
+# W3C Trace Context's traceparent, version 00: trace id, parent span id, flags; all-zero ids are invalid.
+_TRACEPARENT = re.compile(r"00-(?!0{32})([0-9a-f]{32})-(?!0{16})[0-9a-f]{16}-([0-9a-f]{2})")
+
+
+@dataclass(frozen=True)
+class TraceContext:
+    """The trace context the host gives an invocation, under ``func.TraceContext``'s names."""
+
+    trace_parent: str
+    trace_state: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+def host_trace_context(headers: Mapping[str, str] | None = None) -> TraceContext:
+    """The trace context of an invocation, as the host makes it: the host's own span, in the caller's
+    trace when the request carries a valid ``traceparent`` (its ``tracestate`` kept), else in a new one."""
+    headers = {name.lower(): value for name, value in (headers or {}).items()}
+    incoming = _TRACEPARENT.fullmatch(headers.get("traceparent", "").strip())
+    if incoming is None:
+        return TraceContext(f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01")
+    trace_id, flags = incoming.groups()
+    return TraceContext(f"00-{trace_id}-{secrets.token_hex(8)}-{flags}", headers.get("tracestate", ""))
+
+
 @dataclass
 class Context:
     """Enough of ``func.Context`` for functions that declare a ``context`` parameter."""
@@ -75,7 +101,7 @@ class Context:
     function_directory: str
     invocation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     thread_local_storage: threading.local = field(default_factory=threading.local)
-    trace_context: Any = None
+    trace_context: TraceContext = field(default_factory=host_trace_context)
     retry_context: Any = None
 
 
@@ -161,11 +187,11 @@ class Worker:
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="worker-loop", daemon=True).start()
 
-    def invoke(self, fn: FunctionInfo, trigger_value: Any) -> Any:
-        """Call the user function and wait for its result."""
+    def invoke(self, fn: FunctionInfo, trigger_value: Any, trace_context: TraceContext | None = None) -> Any:
+        """Call the user function and wait for its result; ``trace_context``: the invocation's (a new trace by default)."""
         kwargs: dict[str, Any] = {fn.arg_name: trigger_value}
         if fn.requires_context:
-            kwargs["context"] = Context(fn.name, fn.directory)
+            kwargs["context"] = Context(fn.name, fn.directory, trace_context=trace_context or host_trace_context())
         if fn.is_async:
             result = asyncio.run_coroutine_threadsafe(fn.func(**kwargs), self.loop).result()
         else:

@@ -18,7 +18,7 @@ from azure.functions.http import HttpResponseConverter
 
 from shared.ncrontab import Schedule
 
-from .functions import AppError, FunctionInfo, TimerRequest, Worker, trigger_input
+from .functions import AppError, FunctionInfo, TimerRequest, Worker, host_trace_context, trigger_input
 from .routes import RouteNotFound, Router, split_path
 from .settings import SettingsError, resolve_references
 from .wire import BadRequestBody, ClientLeft, ConnectionReader, HeadersTimeout, host_query_params, read_body
@@ -119,7 +119,7 @@ class DevHost:
         )
         started = time.perf_counter()
         try:
-            result = self.worker.invoke(fn, request)
+            result = self.worker.invoke(fn, request, host_trace_context(request.headers))
         except Exception:
             log.exception("function %s failed", fn.name)
             return fn.name, self._send(req, 500)  # the host also answers 500 with no body

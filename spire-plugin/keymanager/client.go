@@ -131,12 +131,13 @@ func (c *appClient) call(ctx context.Context, rule retryRule, method, path strin
 			return status.Errorf(codes.Internal, "unable to encode the request: %v", err)
 		}
 	}
+	trace := traceOf(ctx)
 	ctx, cancel := withReplyMargin(ctx)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
 	var previous *attemptFailure
 	for attempt := 1; ; attempt++ {
-		failure := c.attempt(ctx, method, path, payload, out)
+		failure := c.attempt(ctx, trace, method, path, payload, out)
 		if failure == nil {
 			return nil
 		}
@@ -154,7 +155,7 @@ func (c *appClient) call(ctx context.Context, rule retryRule, method, path strin
 		if ctx.Err() != nil || time.Until(deadline) <= wait {
 			return giveUp(failure, attempt)
 		}
-		c.logger.Warn("The request failed; retrying", "method", method, "path", path,
+		c.logger.Warn("The request failed; retrying", "method", method, "path", path, "trace_id", trace.traceID,
 			"attempt", attempt, "code", failure.status.Code().String(), "reason", failure.status.Message(), "retry_in", wait.String())
 		select {
 		case <-ctx.Done():
@@ -180,7 +181,7 @@ func giveUp(failure *attemptFailure, attempts int) error {
 	return status.Errorf(failure.status.Code(), "%s (gave up after %d attempts within the call's deadline)", failure.status.Message(), attempts)
 }
 
-func (c *appClient) attempt(ctx context.Context, method, path string, payload []byte, out any) *attemptFailure {
+func (c *appClient) attempt(ctx context.Context, trace callTrace, method, path string, payload []byte, out any) *attemptFailure {
 	attemptCtx, cancel := context.WithTimeout(ctx, c.settings.requestTimeout)
 	defer cancel()
 	request, err := http.NewRequestWithContext(attemptCtx, method, c.settings.appURL.String()+path, bytes.NewReader(payload))
@@ -193,6 +194,7 @@ func (c *appClient) attempt(ctx context.Context, method, path string, payload []
 	}
 	deadline, _ := attemptCtx.Deadline()
 	c.setHeaders(request, accessToken, payload != nil, deadline)
+	request.Header.Set(traceparentHeader, trace.traceparent())
 	response, err := c.http.Do(request)
 	if err != nil {
 		return c.connectionFailure(ctx, err)

@@ -23,13 +23,17 @@ LEFT_UNSET = {
     "KEY_VAULT_CA_BUNDLE": "local development only (a local Key Vault's CA)",
     "KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION": "local development only (refused unless the vault is on this machine)",
     "ENTRA_CA_BUNDLE": "local development only (a local Entra ID stand-in's CA; refused unless its authority is on this machine)",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "telemetry to an OTLP collector instead of Application Insights, which the template sets up",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "telemetry to an OTLP collector instead of Application Insights, which the template sets up",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "telemetry to an OTLP collector instead of Application Insights, which the template sets up",
+    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "telemetry to an OTLP collector instead of Application Insights, which the template sets up",
+    "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "the app configures Azure Monitor itself; set, the worker would, and the app steps aside",
 }
 
 # Settings the template sets for the Functions runtime, not for the app's code.
 RUNTIME_ONLY = {
     "AzureWebJobsStorage__credential": "the host's storage connection uses a managed identity",
     "AzureWebJobsStorage__clientId": "that identity is the user-assigned one",
-    "APPLICATIONINSIGHTS_CONNECTION_STRING": "where telemetry goes (an identifier, not a secret: local auth is off)",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "telemetry authenticates with Entra ID",
     "PYTHON_THREADPOOL_THREAD_COUNT": "the Python worker's threads for synchronous functions: one per concurrent HTTP request",
 }

@@ -4,9 +4,12 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import azure.functions as func
 import pytest
+from azure_functions_runtime.bindings.meta import load_binding_registry
+from azure_functions_runtime.functions import Registry
 
 import function_app
 
@@ -25,6 +28,19 @@ EXPECTED = {
     "sweep_stale_keys_now": ("maintenance/sweep", ["POST"], "anonymous"),
     "openapi": ("openapi.json", ["GET"], "anonymous"),
 }
+# The key and maintenance functions run in a span under the host's (functions/telemetry.py).
+TRACED = {
+    "generate_key",
+    "get_public_key",
+    "get_public_keys",
+    "sign_data",
+    "refresh_keys",
+    "sweep_stale_keys",
+    "refresh_keys_now",
+    "sweep_stale_keys_now",
+}
+# The values of the worker's protobuf enums its indexing compares bindings with (as devhost gives them).
+WORKER_PROTOS = SimpleNamespace(BindingInfo=SimpleNamespace(inout=2, out=1, undefined=0))
 
 
 def _http_triggers():
@@ -72,3 +88,14 @@ def test_timer_schedules_come_from_app_settings_at_import(setting, function):
     env = {**os.environ, setting: "0 */5 * * * *"}
     output = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
     assert json.loads(output)[function] == "0 */5 * * * *"
+
+
+def test_the_worker_passes_the_traced_functions_their_invocation_context():
+    load_binding_registry()  # as the worker does before it indexes
+    registry = Registry()
+    with_context = {
+        function.get_function_name()
+        for function in FUNCTIONS
+        if registry.add_indexed_function(function, protos=WORKER_PROTOS).requires_context
+    }
+    assert with_context == TRACED

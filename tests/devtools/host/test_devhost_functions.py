@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.host.functions import FunctionInfo, Worker
+from devtools.host.functions import FunctionInfo, TraceContext, Worker, host_trace_context
 from devtools.host.requirements import DeployedOnly, deployed_distributions
 
 
@@ -14,6 +14,34 @@ def test_a_run_returning_a_value_without_a_return_binding_fails_as_in_the_worker
     tick = FunctionInfo("tick", lambda timer: "a value", {"type": "timerTrigger", "name": "timer"}, has_return=False)
     with pytest.raises(RuntimeError, match=r"function 'tick' without a \$return binding returned a non-None value"):
         Worker().invoke(tick, None)
+
+
+CALLER_TRACE_ID, CALLER_SPAN_ID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+
+def test_an_invocation_continues_the_callers_trace_under_a_span_of_the_hosts():
+    given = host_trace_context({"TraceParent": f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-01", "tracestate": "vendor=x"})
+    version, trace_id, span_id, flags = given.trace_parent.split("-")
+    assert (version, trace_id, flags, given.trace_state) == ("00", CALLER_TRACE_ID, "01", "vendor=x")
+    assert span_id != CALLER_SPAN_ID and len(span_id) == 16
+
+
+@pytest.mark.parametrize("traceparent", [None, "", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "00-xyz", "01-" + "a" * 32])
+def test_without_a_valid_traceparent_an_invocation_starts_a_trace(traceparent):
+    headers = {} if traceparent is None else {"traceparent": traceparent, "tracestate": "vendor=x"}
+    first, second = host_trace_context(headers), host_trace_context(headers)
+    assert first.trace_parent.startswith("00-") and first.trace_parent.split("-")[1] != second.trace_parent.split("-")[1]
+    assert first.trace_state == ""
+
+
+def test_a_function_with_a_context_gets_the_invocations_trace_context():
+    seen = []
+    fn = FunctionInfo(
+        "f", lambda req, context: seen.append(context.trace_context), {"type": "httpTrigger", "name": "req"}, requires_context=True
+    )
+    given = TraceContext(f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-01")
+    Worker().invoke(fn, None, given)
+    assert seen == [given]
 
 
 def test_deployed_packages_are_the_requirements_and_what_they_depend_on(tmp_path: Path):

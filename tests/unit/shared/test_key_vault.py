@@ -17,9 +17,12 @@ from azure.core.pipeline import Pipeline
 from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest import HttpRequest
 from azure.core.rest._http_response_impl import HttpResponseImpl
+from azure.core.settings import settings
 from azure.keyvault.keys import JsonWebKey
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
 
 from shared import errors
 from shared.algorithms import KeyType
@@ -28,6 +31,7 @@ from shared.key_vault_errors import translate
 from shared.key_vault_hold_off import HoldOff
 from shared.key_vault_pipeline import BudgetedRetryPolicy, DeadlinePassed, HeldOff, key_client, key_vault_calls
 from shared.vault_port import LATEST, SignedDigest
+from tests.unit import telemetry
 from tests.unit.shared.test_key_vault_hold_off import Clock
 
 
@@ -515,3 +519,49 @@ def test_a_throttled_call_waits_out_a_short_retry_after_while_other_callers_are_
     assert transport.vault.sign("k", LATEST, "ES256", DIGEST) == SignedDigest("v1", b"signature")
     assert transport.slept == [2] and transport.others_told == [2]
     assert transport.requests == [EMPTY_VERSION_SIGN, EMPTY_VERSION_SIGN]  # the other caller sent nothing
+
+
+@pytest.fixture
+def recorded():
+    telemetry.reset()
+    return telemetry
+
+
+def test_a_sign_is_a_key_vault_span_under_the_callers_with_its_key_algorithm_status_and_retries(recorded):
+    transport = _Scripted([THROTTLED, SIGNED_BY_V1])
+    with trace.get_tracer("test").start_as_current_span("sign_data"):
+        _vault(transport).sign("k", "v1", "ES256", b"\x01" * 32)
+    caller, call = recorded.span("sign_data"), recorded.span("Key Vault sign")
+    assert call.parent.span_id == caller.context.span_id
+    assert dict(call.attributes) == {
+        "keyvault.operation": "sign",
+        "keyvault.key_name": "k",
+        "keyvault.key_version": "v1",
+        "keyvault.algorithm": "ES256",
+        "http.response.status_code": 200,
+        "keyvault.retries": 1,
+    }
+    measured = recorded.recorded_metrics()
+    assert measured["keyvault.throttled"] == [({"keyvault.operation": "sign"}, 1)]
+    durations = {attributes["http.response.status_code"]: count for attributes, count in measured["keyvault.request.duration"]}
+    assert durations == {429: 1, 200: 1}
+
+
+def test_a_failed_key_vault_call_is_an_error_span_with_the_error_code(recorded):
+    with pytest.raises(errors.NotFound):
+        _vault(_Scripted([NOT_FOUND])).get_key("k", "v1")
+    call = recorded.span("Key Vault get_key")
+    assert call.status.status_code is StatusCode.ERROR and call.attributes["error.type"] == "NotFound"
+    assert call.attributes["http.response.status_code"] == 404 and call.attributes["keyvault.retries"] == 0
+
+
+def test_with_azure_sdk_tracing_on_each_request_is_a_span_within_the_key_vault_call(recorded):
+    settings.tracing_enabled = True
+    try:
+        _vault(_Scripted([THROTTLED, SIGNED_BY_V1])).sign("k", "v1", "ES256", b"\x01" * 32)
+    finally:
+        settings.tracing_enabled.unset_value()
+    call = recorded.span("Key Vault sign")
+    requests = [span for span in recorded.descendants(call) if span.kind is SpanKind.CLIENT]
+    assert [span.attributes["http.response.status_code"] for span in requests] == [429, 200]
+    assert requests[1].attributes["http.request.resend_count"] == 1
