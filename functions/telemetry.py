@@ -20,15 +20,18 @@ import typing
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import azure.functions as func
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from shared.errors import KeyManagerError, ServerStopped
+from shared.errors import KeyManagerError, ServerStopped, shortened
 from shared.naming import server_label
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.sampling import Sampler
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +122,20 @@ def configure(environ: Mapping[str, str] = os.environ) -> str | None:
     if exporter == AZURE_MONITOR:
         from azure.monitor.opentelemetry import configure_azure_monitor  # noqa: PLC0415 (hundreds of ms: only when used)
 
-        configure_azure_monitor()
+        # Every key call traced (the distro's default keeps 5 traces a second, which anonymous calls could
+        # fill), unless the operator chose a sampler with OTEL_TRACES_SAMPLER.
+        configure_azure_monitor(**({} if environ.get("OTEL_TRACES_SAMPLER") else {"sampling_ratio": 1.0}))
     elif exporter == OTLP:
         _configure_otlp()
     return exporter
+
+
+def otlp_sampler(environ: Mapping[str, str]) -> Sampler | None:
+    """Every call sampled, whatever the caller's trace flags say (a caller's "not sampled" must not hide its
+    call), unless the operator chose a sampler with OTEL_TRACES_SAMPLER (None: the SDK reads it)."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased  # noqa: PLC0415
+
+    return None if environ.get("OTEL_TRACES_SAMPLER") else ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON)
 
 
 def _configure_otlp() -> None:
@@ -140,7 +153,7 @@ def _configure_otlp() -> None:
     from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
     from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
 
-    tracer_provider = TracerProvider()
+    tracer_provider = TracerProvider(sampler=otlp_sampler(os.environ))
     tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(MeterProvider(metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())]))
@@ -214,8 +227,8 @@ def _parent(context: func.Context | None) -> Any:
     traceparent = getattr(trace_context, "trace_parent", None)
     if not traceparent:
         return None
-    carrier = {"traceparent": traceparent, "tracestate": getattr(trace_context, "trace_state", None) or ""}
-    return TraceContextTextMapPropagator().extract(carrier)
+    # The caller's tracestate is left out: the app reads none of it, and parsing it logs the caller's text.
+    return TraceContextTextMapPropagator().extract({"traceparent": traceparent})
 
 
 def _end(span: Span, invocation: Invocation) -> None:
@@ -236,10 +249,13 @@ def note_server(server_name: str | None) -> None:
 
 
 def note(**attributes: str | bool) -> None:
-    """Attributes of the operation's span: ``key_id``, ``key_type``, ``hash_algorithm``, ``pss`` (never a secret or a digest)."""
+    """Attributes of the operation's span: ``key_id``, ``key_type``, ``hash_algorithm``, ``pss`` (never a secret or a digest).
+
+    Noted before the key id is validated, so a text is shortened as error messages shorten it.
+    """
     span = trace.get_current_span()
     for name, value in attributes.items():
-        span.set_attribute(f"keymanager.{name}", value)
+        span.set_attribute(f"keymanager.{name}", shortened(value) if isinstance(value, str) else value)
 
 
 def note_outcome(error: BaseException) -> None:

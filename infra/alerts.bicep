@@ -21,8 +21,8 @@ var logAlerts = [
   {
     name: 'failed-signs'
     severity: 1
-    description: 'A SPIRE server\'s sign failed (any answer but 2xx): it could not mint or rotate with its CA key.'
-    query: 'requests | where name == "sign_data" and not(resultCode startswith "2") | project timestamp, resultCode, cloud_RoleInstance, operation_Id'
+    description: 'A SPIRE server\'s sign failed (any answer but 2xx, but for a caller refused with 401 or 403, which anyone can cause): it could not mint or rotate with its CA key.'
+    query: 'requests | where name == "sign_data" and not(resultCode startswith "2") and resultCode !in ("401", "403") | project timestamp, resultCode, cloud_RoleInstance, operation_Id'
   }
   {
     name: 'server-errors'

@@ -69,9 +69,10 @@ def test_each_log_alert_fires_on_any_row_of_its_query_over_application_insights(
     assert {"Request", "Trace"} <= set(sampling["excludedTypes"].split(";"))
 
 
-def test_failed_signs_are_sign_requests_answered_with_anything_but_2xx():
+def test_failed_signs_are_sign_requests_of_proven_callers_answered_with_anything_but_2xx():
     query = log_alerts()["failed-signs"]["query"]
     assert query.startswith("requests |") and 'name == "sign_data"' in query and 'not(resultCode startswith "2")' in query
+    assert 'resultCode !in ("401", "403")' in query  # an anonymous caller's refusals page nobody
     assert "toint(resultCode) >= 500" in log_alerts()["server-errors"]["query"]
 
 

@@ -27,6 +27,7 @@ LEFT_UNSET = {
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "telemetry to an OTLP collector instead of Application Insights, which the template sets up",
     "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "telemetry to an OTLP collector instead of Application Insights, which the template sets up",
     "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "telemetry to an OTLP collector instead of Application Insights, which the template sets up",
+    "OTEL_TRACES_SAMPLER": "every key call is traced unless an operator chooses a sampler",
     "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "the app configures Azure Monitor itself; set, the worker would, and the app steps aside",
 }
 
