@@ -134,13 +134,6 @@ def external_vault(config: pytest.Config) -> ExternalVault | None:
     return config.stash[external_vault_key]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", f"time_shift: shifts the vault's time (any test that uses the {TIME_SHIFT_FIXTURE} fixture)")
-    config.addinivalue_line(
-        "markers", "empty_version_sign: counts Key Vault requests of signs by the empty version, which Lowkey Vault answers 404"
-    )
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if TIME_SHIFT_FIXTURE in getattr(item, "fixturenames", ()):
