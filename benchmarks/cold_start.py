@@ -22,7 +22,17 @@ socket.socket.connect = socket.socket.connect_ex = _refuse
 socket.create_connection = socket.getaddrinfo = _refuse
 """
 APP = GUARD + "import function_app"
-SDKS = GUARD + "import azure.functions, azure.keyvault.keys, azure.identity, azure.storage.blob, cryptography"
+# The libraries the app is built on, OpenTelemetry's API among them (the exporters load only when configured).
+SDK_MODULES = (
+    "azure.functions",
+    "azure.keyvault.keys",
+    "azure.identity",
+    "azure.storage.blob",
+    "cryptography",
+    "opentelemetry.trace",
+    "opentelemetry.metrics",
+)
+SDKS = GUARD + f"import {', '.join(SDK_MODULES)}"
 
 
 def _run(code: str) -> tuple[float, str]:
