@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # checkov, which scans infra/ in the tests, with its own pinned dependencies.
 INFRA_VENV := .tools/infra-checkers
 
-.PHONY: install lock python run test unit go-unit plugin spire-server spire-agent e2e bench clean
+.PHONY: install lock python run test unit go-unit plugin spire-server spire-agent e2e bench load clean
 
 install: $(VENV)/.installed-3.13 node_modules/.installed
 
@@ -104,6 +104,13 @@ e2e: install plugin spire-server spire-agent
 # Request budgets, overhead, cold start, concurrency, memory and spire-server mint latency; writes bench-results.json.
 bench: install plugin spire-server
 	SPIRE_SERVER="$(SPIRE_SERVER)" $(PY) -m benchmarks
+
+# A fleet of spire-servers on one vault held to Key Vault's limits (scaled), through the plugin and
+# through SPIRE's built-in azure_key_vault: a mass first start, 100% and 200% of the limit, recovery,
+# then a soak; prints the table, writes load-results.json. About 20 minutes; shorter with, e.g.,
+# make load ARGS="--seconds 20 --soak-minutes 3" (python -m benchmarks.load --help).
+load: install plugin spire-server
+	SPIRE_SERVER="$(SPIRE_SERVER)" $(PY) -m benchmarks.load $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) node_modules .local .pytest_cache

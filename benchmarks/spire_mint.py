@@ -63,7 +63,7 @@ REMOTE_SIGN_MS = 3.6
 def run() -> list[Figure]:
     spire_server, plugin = binaries()
     with tempfile.TemporaryDirectory(prefix="mintbench-") as tmp:
-        mint_client = _build_mint_client(Path(tmp))
+        mint_client = build_mint_client(Path(tmp))
         samples, through_plugin, in_app = _measure(spire_server, plugin, mint_client)
         remote, _, _ = _measure(spire_server, plugin, mint_client, REMOTE_SIGN_MS)
     return (
@@ -126,7 +126,7 @@ def _servers(spire_server: Path, plugin: Path, app: LocalApp, work: Path) -> dic
     }
 
 
-def _build_mint_client(work: Path) -> Path:
+def build_mint_client(work: Path) -> Path:
     binary = work / "mintbench"
     subprocess.run(["go", "build", "-o", str(binary), MINT_CLIENT_PACKAGE], cwd=ROOT / "devtools" / "spire", check=True)
     return binary
