@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # checkov, which scans infra/ in the tests, with its own pinned dependencies.
 INFRA_VENV := .tools/infra-checkers
 
-.PHONY: install lock python run test unit go-unit plugin spire-server spire-agent e2e bench load clean
+.PHONY: install lock python run test lint unit go-unit plugin spire-server spire-agent e2e bench load clean
 
 install: $(VENV)/.installed-3.13 node_modules/.installed
 
@@ -51,8 +51,14 @@ run: install
 	$(PY) -m devtools.stack $(ARGS)
 
 # The whole suite; integration tests start their own stand-ins on free ports.
-test: install $(INFRA_VENV)/.installed go-unit
+test: install $(INFRA_VENV)/.installed go-unit lint
 	$(PY) -m pytest
+
+# ruff's format and lint, and mypy --strict on the app (settings in pyproject.toml).
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # The unit tests alone: no stand-ins, no network.
 unit: install go-unit

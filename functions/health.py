@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeIs
 
 import azure.functions as func
 
@@ -99,14 +99,15 @@ def _dependencies(manager: KeyManager) -> _Answer:
     if not _lock.acquire(blocking=False):
         return last.answer if last is not None and last.manager is manager else _NOT_CHECKED_YET
     try:
-        if not _is_current(_last, manager):  # unless a check that ended just now answers already
-            _last = _Checked(manager, _clock(), _check(manager))
-        return _last.answer
+        checked = _last
+        if not _is_current(checked, manager):  # unless a check that ended just now answers already
+            checked = _last = _Checked(manager, _clock(), _check(manager))
+        return checked.answer
     finally:
         _lock.release()
 
 
-def _is_current(last: _Checked | None, manager: KeyManager) -> bool:
+def _is_current(last: _Checked | None, manager: KeyManager) -> TypeIs[_Checked]:
     return last is not None and last.manager is manager and _clock() - last.at < CHECK_INTERVAL_SECONDS
 
 

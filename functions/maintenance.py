@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Collection
+from typing import TypeVar
 from urllib.parse import unquote_plus, urlsplit
 
 import azure.functions as func
@@ -24,6 +25,7 @@ from shared.settings import DEFAULT_REFRESH_KEYS_SCHEDULE, DEFAULT_SWEEP_KEYS_SC
 from shared.vault_port import KeySummary
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 bp = func.Blueprint()
 
 REFRESH_KEYS_SCHEDULE = os.environ.get("REFRESH_KEYS_SCHEDULE") or DEFAULT_REFRESH_KEYS_SCHEDULE
@@ -163,13 +165,13 @@ def query_parameters(req: func.HttpRequest, accepted: Collection[str]) -> dict[s
     return found
 
 
-def _timed(run: Callable):
+def _timed(run: Callable[[], T]) -> tuple[T, int]:
     started = time.monotonic()
     result = run()
     return result, round((time.monotonic() - started) * 1000)
 
 
-def _log_summary(operation: str, duration_ms: int, **counts) -> None:
+def _log_summary(operation: str, duration_ms: int, **counts: object) -> None:
     fields = {"operation": operation, "duration_ms": duration_ms, **counts}
     log.info(
         "Key %s finished: %s",

@@ -266,6 +266,7 @@ def build_server_directory(
 
 def _blob_service(location: BlobLocation, credential: TokenCredential, options: Mapping[str, Any]) -> BlobServiceClient:
     if location.connection_string is None:
+        assert location.account_url is not None  # settings give one or the other
         return BlobServiceClient(location.account_url, credential=credential, **options)
     try:
         return BlobServiceClient.from_connection_string(location.connection_string, **options)

@@ -386,6 +386,7 @@ def jwks_fetcher(jwks_uri: str, ca_bundle: str | None = None) -> FetchKeys:
                     raise ValueError(f"the JWKS document is larger than {MAX_JWKS_BYTES} bytes")
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"the JWKS document took more than {JWKS_DEADLINE_SECONDS} s")
-        return json.loads(bytes(body))
+        document: Mapping[str, Any] = json.loads(bytes(body))
+        return document
 
     return fetch

@@ -16,7 +16,7 @@ import json
 import logging
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -96,7 +96,7 @@ class BlobIdStore:
             raise Unavailable(f"could not record use in the {self.label}") from exc
         return str(written["etag"])
 
-    def _download(self, conditions: dict[str, object]) -> Stored | NotAnId | Absent:
+    def _download(self, conditions: dict[str, Any]) -> Stored | NotAnId | Absent:
         try:
             # At most one byte past the cap is transferred, whatever the blob's size.
             download = self._blob.download_blob(offset=0, length=MAX_BLOB_BYTES + 1, **conditions)
@@ -186,7 +186,7 @@ class InstanceBlobs:
     def read(self, server_name: str | None, within_seconds: float | None = None) -> tuple[dict[str, frozenset[int]], str | None]:
         blob = self._blob(server_name)
         # One attempt, its connecting and its reading each given half of the time.
-        quick = (
+        quick: dict[str, Any] = (
             {}
             if within_seconds is None
             else {"retry_total": 0, "connection_timeout": within_seconds / 2, "read_timeout": within_seconds / 2}

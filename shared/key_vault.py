@@ -29,6 +29,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
 from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest import HttpRequest
@@ -112,7 +113,7 @@ class DeadlinePassed(Unavailable):
     """The caller stops waiting before a Key Vault request could be sent; none was sent."""
 
 
-class BudgetedRetryPolicy(RetryPolicy):
+class BudgetedRetryPolicy(RetryPolicy):  # type: ignore[type-arg]  # azure-core types it by request and response
     """The SDK's retry policy, which never waits out a Retry-After that ends past the call's budget.
 
     The stock policy sleeps for any Retry-After and only then notices that its total ``timeout`` is
@@ -133,14 +134,14 @@ class BudgetedRetryPolicy(RetryPolicy):
 
     RETRY_ON_METHODS = frozenset({"GET", "POST", "PATCH", "DELETE"})
 
-    def send(self, request):
+    def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         request.context.setdefault("retry_deadline", time.monotonic() + self.timeout)
         request.context.options.setdefault("retry_on_methods", self.RETRY_ON_METHODS)
         if not _may_send_within(0):
             raise DeadlinePassed("the caller's deadline leaves no time to ask Key Vault: nothing was sent")
         return super().send(request)
 
-    def is_retry(self, settings, response) -> bool:
+    def is_retry(self, settings: dict[str, Any], response: PipelineResponse[Any, Any]) -> bool:
         if response.http_response.status_code == 409 and _is_name_in_transition(*_key_vault_error(response.http_response)):
             next_wait = self.get_backoff_time({**settings, "history": [*settings["history"], None]})
             return (
@@ -156,12 +157,18 @@ class BudgetedRetryPolicy(RetryPolicy):
         next_wait = retry_after or self.get_backoff_time({**settings, "history": [*settings["history"], None]})
         return not (retry_after and time.monotonic() + retry_after > response.context["retry_deadline"]) and _may_send_within(next_wait)
 
-    def increment(self, settings, response=None, error=None) -> bool:
+    def increment(
+        self,
+        settings: dict[str, Any],
+        response: PipelineRequest[Any] | PipelineResponse[Any, Any] | None = None,
+        error: Exception | None = None,
+    ) -> bool:
         if not super().increment(settings, response=response, error=error):
             return False
         if error is None:
             return True
-        if _is_create(response.http_request) and not isinstance(error, ServiceRequestError):
+        # On an error the SDK passes the request here as ``response``; both carry the HTTP request.
+        if response is not None and _is_create(response.http_request) and not isinstance(error, ServiceRequestError):
             return False
         return _may_send_within(self.get_backoff_time(settings))
 
@@ -170,7 +177,7 @@ class DeadlineTransport(HttpTransport):  # type: ignore[type-arg]
     """Sends nothing past the invocation's ``send_by``: the last check, made once the authentication
     step has its token, which it may have waited seconds for (a slow managed-identity endpoint)."""
 
-    def __init__(self, transport: HttpTransport) -> None:  # type: ignore[type-arg]
+    def __init__(self, transport: HttpTransport[Any, Any]) -> None:
         self._transport = transport
 
     def send(self, request: Any, **kwargs: Any) -> Any:
@@ -198,9 +205,9 @@ class DeadlineTransport(HttpTransport):  # type: ignore[type-arg]
 def key_client(
     vault_uri: str,
     credential: Any,
-    transport: HttpTransport,
+    transport: HttpTransport[Any, Any],
     retry_seconds: float,
-    retry_total: int,  # type: ignore[type-arg]
+    retry_total: int,
     **options: Any,
 ) -> KeyClient:
     """The Key Vault client as the app uses it: retries within ``retry_seconds`` (Retry-After waits
@@ -215,7 +222,7 @@ def key_client(
 
 
 def _is_create(request: Any) -> bool:
-    return request.method.upper() == "POST" and request.url.split("?")[0].rstrip("/").endswith("/create")
+    return request.method.upper() == "POST" and str(request.url).split("?")[0].rstrip("/").endswith("/create")
 
 
 def _may_send_within(wait: float) -> bool:
@@ -316,7 +323,8 @@ class KeyVaultKeys:
             if response.status_code >= 400:
                 raise HttpResponseError(response=response)
             try:
-                return response.json()
+                answer: dict[str, Any] = response.json()
+                return answer
             except ValueError:
                 raise Unavailable("Key Vault's answer could not be read") from None
 
@@ -348,7 +356,9 @@ def _version_in_kid(kid: object, name: str) -> str:
 
 def public_key_from_jwk(jwk: JsonWebKey) -> tuple[KeyType | None, bytes]:
     """The SPIRE key type (None if it is none of them) and DER SubjectPublicKeyInfo of a JSON web key."""
-    return _public_key(jwk.kty, jwk.crv, jwk.n, jwk.e, jwk.x, jwk.y)
+    # JsonWebKey sets its fields from its keyword arguments, so its type declares none of them.
+    fields: dict[str, Any] = vars(jwk)
+    return _public_key(fields.get("kty"), fields.get("crv"), fields.get("n"), fields.get("e"), fields.get("x"), fields.get("y"))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -356,10 +366,11 @@ def _public_key(
     kty: str | None, crv: str | None, n: bytes | None, e: bytes | None, x: bytes | None, y: bytes | None
 ) -> tuple[KeyType | None, bytes]:
     # Cached: a key version's public key never changes, and decoding it is most of a read's own cost.
-    if kty in ("RSA", "RSA-HSM"):
+    public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+    if kty in ("RSA", "RSA-HSM") and n is not None and e is not None:
         public = rsa.RSAPublicNumbers(_int(e), _int(n)).public_key()
         key_type = _RSA_SIZES.get(public.key_size)
-    elif kty in ("EC", "EC-HSM") and crv in _CURVES:
+    elif kty in ("EC", "EC-HSM") and crv in _CURVES and x is not None and y is not None:
         curve, key_type = _CURVES[crv]
         public = ec.EllipticCurvePublicNumbers(_int(x), _int(y), curve).public_key()
     else:
@@ -373,7 +384,7 @@ def _key_version(key: KeyVaultKey) -> KeyVersion:
     props = key.properties
     return KeyVersion(
         key.name,
-        props.version,
+        props.version or "",
         key_type,
         der,
         bool(props.enabled),
@@ -464,7 +475,7 @@ def _key_vault_error(response: Any) -> tuple[str | None, str]:
 
 
 def _retry_after(exc: HttpResponseError) -> int:
-    headers = exc.response.headers if exc.response is not None else {}
+    headers = exc.response.headers if exc.response is not None else {}  # type: ignore[attr-defined]  # every response has them
     try:
         return max(1, int(float(headers.get("Retry-After", ""))))
     except ValueError:

@@ -30,7 +30,7 @@ def key_vault_keys(
     retry_total: int,
     connection_timeout: float,
     read_timeout: float,
-    transport: HttpTransport | None = None,
+    transport: HttpTransport[Any, Any] | None = None,
     **client_options: Any,
 ) -> KeyVaultKeys:
     """The vault adapter over the app's KeyClient on ``transport`` (by default the vault's own, ``vault_transport``).
@@ -59,22 +59,23 @@ def vault_transport(vault_uri: str, ca_bundle: str | None, connection_timeout: f
     rules for that URL.
     """
     environment = Session().merge_environment_settings(vault_uri, {}, None, None, None)
+    verify = ca_bundle or environment["verify"]
     return PooledTransport(
-        verify=ca_bundle or environment["verify"],
+        verify=True if verify is None else verify,
         connection_timeout=connection_timeout,
         read_timeout=read_timeout,
         proxy=select_proxy(vault_uri, environment["proxies"]),
     )
 
 
-class ChallengeResourcePolicy(HTTPPolicy):
+class ChallengeResourcePolicy(HTTPPolicy[Any, Any]):
     """Reports a Key Vault challenge that does not fit KEY_VAULT_URI as the configuration error it is.
 
     The SDK's challenge policy raises a bare ValueError when the vault's challenge names another
     resource (a URI that is not the vault's, or a server that is not a Key Vault).
     """
 
-    def send(self, request: PipelineRequest) -> PipelineResponse:
+    def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         try:
             return self.next.send(request)
         except ValueError as exc:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.ownership import TAG_SERVER_ID, Owner, owner_of
 
@@ -97,7 +97,7 @@ class RefreshReport:
     # Servers (by label) with a key, or their id, that the run could not refresh.
     failed_servers: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -133,5 +133,5 @@ class SweepReport:
     # Keys their Updated time alone would have swept, kept because their servers still call (or may).
     kept: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -53,7 +53,7 @@ def _utc_now() -> datetime:
 class FixedServerIdentity:
     """A server id given by configuration (KEY_IDENTIFIER_VALUE, or derived from it); no store involved."""
 
-    conflict = None  # a configured id cannot be replaced behind the app's back
+    conflict: Unavailable | None = None  # a configured id cannot be replaced behind the app's back
 
     def __init__(self, server_id: str, clock: Callable[[], datetime] = _utc_now) -> None:
         self._server_id = server_id

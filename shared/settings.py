@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from shared.callers import DEFAULT_SERVER, CallerPermissions
@@ -230,7 +231,7 @@ def _server_identities(env: Mapping[str, str]) -> dict[str, frozenset[str]]:
     return permissions
 
 
-class _Members(list):
+class _Members(list[tuple[str, Any]]):
     """A JSON object's members in order, duplicates kept, so that a name given twice is seen."""
 
 

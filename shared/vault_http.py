@@ -43,7 +43,7 @@ from urllib3.exceptions import (
 POOL_SIZE = 32
 
 
-class PooledTransport(HttpTransport):
+class PooledTransport(HttpTransport):  # type: ignore[type-arg]  # azure-core types it by request and response
     """Sends a pipeline's requests on kept-alive connections and answers with fully read responses.
 
     ``verify`` is True (the CA bundle requests trusts), or the path of a CA bundle file or directory;
@@ -173,7 +173,7 @@ class ReadResponse(HttpResponse):
         return self._encoding
 
     @encoding.setter
-    def encoding(self, value: str) -> None:
+    def encoding(self, value: str | None) -> None:
         self._encoding = value
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives import serialization
@@ -12,12 +12,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from shared.algorithms import KeyType
 from shared.errors import FailedPrecondition, InvalidArgument, NameHeldByDeletedKey, NotFound
-from shared.vault_port import LATEST, KeySummary, KeyVersion, SignedDigest
+from shared.vault_port import LATEST, KeySummary, KeyVersion, SignedDigest, Vault
 
 _counter = itertools.count()
 
 
 def public_der(key_type: KeyType) -> bytes:
+    private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     if key_type.is_rsa:
         private = rsa.generate_private_key(65537, 2048 if key_type is KeyType.RSA_2048 else 4096)
     else:
@@ -45,11 +46,16 @@ class InMemoryVault:
         self.keys: dict[str, list[KeyVersion]] = {}
         self.deleted: dict[str, list[KeyVersion]] = {}
         self.updated: dict[str, datetime] = {}
-        self.calls: list[tuple] = []
+        self.calls: list[tuple[object, ...]] = []
         self.failing: dict[str, Exception] = {}  # key name -> error its update or delete raises
 
     def add_version(
-        self, name: str, key_type: KeyType | None, tags: dict[str, str], enabled: bool = True, key_ops=("sign", "verify")
+        self,
+        name: str,
+        key_type: KeyType | None,
+        tags: dict[str, str],
+        enabled: bool = True,
+        key_ops: tuple[str, ...] = ("sign", "verify"),
     ) -> KeyVersion:
         der = public_der(key_type or KeyType.EC_P256)
         now = self.clock()
@@ -58,17 +64,17 @@ class InMemoryVault:
         self.updated[name.lower()] = now
         return version
 
-    def create_key(self, name, key_type, tags):
+    def create_key(self, name: str, key_type: KeyType, tags: dict[str, str]) -> KeyVersion:
         self.calls.append(("create_key", name, key_type))
         if name.lower() in self.deleted:
             raise NameHeldByDeletedKey("its name is held by a soft-deleted Key Vault key")
         return self.add_version(name, key_type, tags)
 
-    def get_key(self, name, version=LATEST):
+    def get_key(self, name: str, version: str = LATEST) -> KeyVersion:
         self.calls.append(("get_key", name, version))
         return self._version(name, version)
 
-    def _version(self, name, version):
+    def _version(self, name: str, version: str) -> KeyVersion:
         versions = self.keys.get(name.lower())
         if not versions:
             raise NotFound("not found in Key Vault")
@@ -79,32 +85,32 @@ class InMemoryVault:
                 return candidate
         raise NotFound("not found in Key Vault")
 
-    def list_keys(self):
+    def list_keys(self) -> Iterator[KeySummary]:
         self.calls.append(("list_keys",))
         for versions in self.keys.values():
             current = versions[-1]
             yield KeySummary(current.name, current.tags, current.enabled, self.updated[current.name.lower()])
 
-    def sign(self, name, version, algorithm, digest):
+    def sign(self, name: str, version: str, algorithm: str, digest: bytes) -> SignedDigest:
         self.calls.append(("sign", name, version, algorithm))
         key = self._version(name, version)
         if not key.enabled:
             raise FailedPrecondition("it is disabled in Key Vault")
         if "sign" not in key.key_ops:
             raise FailedPrecondition("its key operations in Key Vault do not allow this operation")
-        if algorithm not in _ALGORITHMS.get(key.key_type, {"RS256"}):
+        if algorithm not in (_ALGORITHMS[key.key_type] if key.key_type is not None else {"RS256"}):
             raise InvalidArgument("Key Vault refused the request as invalid")
         size = 32 if key.key_type is KeyType.EC_P256 else 48
         signature = b"signature" if key.key_type is None or key.key_type.is_rsa else (1).to_bytes(size, "big") + (2).to_bytes(size, "big")
         return SignedDigest(key.version, signature)
 
-    def update_key_operations(self, name, version, key_ops):
+    def update_key_operations(self, name: str, version: str, key_ops: tuple[str, ...]) -> None:
         self.calls.append(("update_key_operations", name, version, key_ops))
         if name in self.failing:
             raise self.failing[name]
         self.updated[name.lower()] = self.clock()
 
-    def delete_key(self, name):
+    def delete_key(self, name: str) -> None:
         self.calls.append(("delete_key", name))
         if name in self.failing:
             raise self.failing[name]
@@ -113,7 +119,7 @@ class InMemoryVault:
             raise NotFound("not found in Key Vault")
         self.deleted[name.lower()] = versions
 
-    def recover_deleted_key(self, name):
+    def recover_deleted_key(self, name: str) -> KeyVersion:
         self.calls.append(("recover_deleted_key", name))
         versions = self.deleted.pop(name.lower(), None)
         if versions is None:
@@ -121,11 +127,11 @@ class InMemoryVault:
         self.keys[name.lower()] = versions
         return versions[-1]
 
-    def probe(self):
+    def probe(self) -> None:
         self.calls.append(("probe",))
 
     def names(self) -> list[str]:
-        return [call[0] for call in self.calls]
+        return [str(call[0]) for call in self.calls]
 
 
 class FixedIdentity:
@@ -134,3 +140,7 @@ class FixedIdentity:
 
     def server_id(self) -> str:
         return self.id
+
+
+# mypy checks the fake against the port it stands for, so that the two cannot drift apart.
+_IN_MEMORY_VAULT_IS_A_VAULT: type[Vault] = InMemoryVault

@@ -54,9 +54,9 @@ def test_no_create_goes_out_past_the_deadline_when_the_token_comes_late(monkeypa
         {},
         {"WWW-Authenticate": 'Bearer authorization="https://login.microsoftonline.com/t", resource="https://vault.azure.net"'},
     )
-    # Each token lasts a minute, so the challenge step asks for a new one before every request; after the first, each takes 3 s.
-    slow_tokens = _Credential(lifetime_seconds=60, refresh_seconds=3)
-    response, transport = _generate(monkeypatch, [challenge, NOT_FOUND], deadline_in=3.5, credential=slow_tokens)
+    # Each token lasts a minute, so the challenge step asks for a new one before every request; after the first, each takes 5 s.
+    slow_tokens = _Credential(lifetime_seconds=60, refresh_seconds=5)
+    response, transport = _generate(monkeypatch, [challenge, NOT_FOUND], deadline_in=5, credential=slow_tokens)
     assert transport.sent == 2  # the challenge and the read; the create's token came past the deadline, so it never went out
     assert response.status_code == 503 and response.headers[keys.KEY_CREATED_HEADER] == "false"
     assert "nothing was sent" in json.loads(response.get_body())["error"]["message"]
