@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import ssl
 import statistics
 import subprocess
@@ -63,6 +64,10 @@ RECOVERY_LOAD, RECOVERY_SECONDS = 0.5, 20.0
 RESULTS = ROOT / "load-results.json"
 # Attempts to restart a server that did not start, and how much of an error message to keep.
 RESTARTS, MESSAGE_CHARS = 3, 240
+# SPIRE answers a KeyManager's failure with Internal, quoting the KeyManager's own code in its message.
+KEY_MANAGER_CODE = re.compile(r"code = (\w+) desc = keymanager")
+# Before a fleet's turn, the vault must have been idle this long (the previous fleet's app may still be working).
+QUIET_SECONDS, QUIET_TIMEOUT_SECONDS = 3.0, 120.0
 
 
 def signs_per_second(scale: float) -> float:
@@ -118,11 +123,17 @@ def summarize(
         goodput_per_second=round(len(served_in_phase) / (end - start), 1),
         p50_ms=_percentile_ms(succeeded, 50),
         p99_ms=_percentile_ms(succeeded, 99),
-        failures=dict(Counter(call.code for call in failed)),
+        failures=dict(Counter(failure_code(call) for call in failed)),
         longest_wait_s=round(max((call.elapsed for call in offered_calls), default=0.0), 2),
         vault_requests_per_mint=round(vault_requests / len(served_in_phase), 3) if served_in_phase else None,
         failure_messages=sorted({_first_line(call.message) for call in failed})[:3],
     )
+
+
+def failure_code(call: Call) -> str:
+    """SPIRE's code, with the KeyManager's when SPIRE's message quotes it: "Internal (Unavailable)"."""
+    quoted = KEY_MANAGER_CODE.search(call.message)
+    return f"{call.code} ({quoted.group(1)})" if quoted else call.code
 
 
 def recovery_seconds(calls: list[Call], drop: float) -> float:
@@ -152,6 +163,18 @@ class Vault:
     def requests(self) -> int:
         """Every request counted so far, a 429 included."""
         return sum(budget["served"] + budget["throttled"] for budget in self.budgets().values())
+
+    def wait_quiet(self) -> None:
+        """Until no request came for QUIET_SECONDS, then a whole window, so that the next load starts on an empty one."""
+        deadline = time.monotonic() + QUIET_TIMEOUT_SECONDS
+        last = self.requests()
+        while time.monotonic() < deadline:
+            time.sleep(QUIET_SECONDS)
+            now = self.requests()
+            if now == last:
+                break
+            last = now
+        time.sleep(WINDOW_SECONDS)
 
 
 def fleets(app: LocalApp, spire_server: Path, plugin: Path, work: Path, size: int, **server_settings: str) -> dict[str, list[SpireServer]]:
@@ -312,11 +335,11 @@ def overload(args: argparse.Namespace, spire_server: Path, plugin: Path, mint_cl
             for key_manager, fleet in servers.items():
                 _progress(f"mass first start: {len(fleet)} servers, {key_manager}")
                 starts.append(mass_start(key_manager, fleet, vault, args.start_timeout))
-                time.sleep(WINDOW_SECONDS)  # the next fleet starts on an empty window
+                vault.wait_quiet()
             for key_manager, fleet in servers.items():
                 _progress(f"offered loads: {key_manager}")
                 phases += _loads(key_manager, fleet, vault, mint_client, limit, args.seconds)
-                time.sleep(WINDOW_SECONDS)
+                vault.wait_quiet()
     return starts, phases
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.load import Call, recovery_seconds, signs_per_second, summarize
+from benchmarks.load import Call, failure_code, recovery_seconds, signs_per_second, summarize
 
 
 def test_the_limit_is_the_key_budget_per_second_times_the_scale():
@@ -41,3 +41,9 @@ def test_recovery_ends_with_the_last_call_after_the_drop_that_failed_or_was_slow
     ]
     assert recovery_seconds(calls, drop=10.0) == 2.5
     assert recovery_seconds([Call(10.5, 0.01, "OK")], drop=10.0) == 0.0
+
+
+def test_a_failure_is_counted_under_spires_code_and_the_key_managers_it_quotes():
+    message = "failed to sign X509-SVID: rpc error: code = ResourceExhausted desc = keymanager(azure_kv_keymanager): retry after 2 s"
+    assert failure_code(Call(0.0, 1.0, "Internal", message)) == "Internal (ResourceExhausted)"
+    assert failure_code(Call(0.0, 30.0, "DeadlineExceeded", "context deadline exceeded")) == "DeadlineExceeded"
