@@ -33,10 +33,11 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from benchmarks.spire_mint import CHALLENGE_RESOURCE, build_mint_client
@@ -53,6 +54,7 @@ from devtools.spire.server import (
 from devtools.stack.services import ROOT
 from devtools.vault.throttle import BUDGETS, WINDOW_SECONDS
 
+T = TypeVar("T")
 TRUST_DOMAIN = "load.example.org"
 IDENTITY = "load-spire-server"
 PLUGIN, BUILT_IN = "plugin + app", "built-in azure_key_vault"
@@ -68,6 +70,8 @@ RESTARTS, MESSAGE_CHARS = 3, 240
 KEY_MANAGER_CODE = re.compile(r"code = (\w+) desc = keymanager")
 # Before a fleet's turn, the vault must have been idle this long (the previous fleet's app may still be working).
 QUIET_SECONDS, QUIET_TIMEOUT_SECONDS = 3.0, 120.0
+# localvault answers its counters late when it is the bottleneck (a load far over what the machine serves).
+COUNTERS_TIMEOUT_SECONDS = 60
 
 
 def signs_per_second(scale: float) -> float:
@@ -157,7 +161,7 @@ class Vault:
         self._tls = ssl.create_default_context(cafile=app.vault.details["ca_bundle"])
 
     def budgets(self) -> dict[str, dict[str, int]]:
-        with urllib.request.urlopen(self._url, context=self._tls, timeout=10) as response:
+        with urllib.request.urlopen(self._url, context=self._tls, timeout=COUNTERS_TIMEOUT_SECONDS) as response:
             return json.load(response)["budgets"]
 
     def requests(self) -> int:
@@ -297,14 +301,14 @@ def running(servers: Mapping[str, list[SpireServer]]) -> Iterator[None]:
 
 
 def offer(
-    mint_client: Path, sockets: list[Path], phases: list[tuple[float, float]], boundary_probe=None
-) -> tuple[list[tuple[int, Call]], list]:
+    mint_client: Path, sockets: list[Path], phases: list[tuple[float, float]], boundary_probe: Callable[[], T] | None = None
+) -> tuple[list[tuple[int, Call]], list[T]]:
     """Offer ``phases`` (mints per second, seconds) through ``sockets``; ``boundary_probe`` is called at each phase's end
     (while the load goes on) and its answers returned. The calls come back with the index of their server."""
     argv = [str(mint_client), "-trust-domain", TRUST_DOMAIN, "-phases", ",".join(f"{rate:g}@{seconds:g}" for rate, seconds in phases)]
     process = subprocess.Popen([*argv, *map(str, sockets)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     begun = time.monotonic()
-    probes = []
+    probes: list[T] = []
     if boundary_probe is not None:
         elapsed = 0.0
         for _, seconds in phases:
