@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import gc
+import math
 import os
 import statistics
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +39,20 @@ class Figure:
 def median_ratio(pairs: list[tuple[float, float]]) -> float:
     """The median of per-round ratios a/b (rounds measured side by side)."""
     return statistics.median(a / b for a, b in pairs)
+
+
+def median_interval(values: Sequence[float], z: float = 1.96) -> tuple[float, float, float]:
+    """(low, median, high): the median and its distribution-free 95% confidence interval, from order statistics.
+
+    With n values the interval runs from the value of rank floor(n/2 - z*sqrt(n)/2) to that of rank
+    ceil(1 + n/2 + z*sqrt(n)/2) (ranks from 1); it assumes nothing of the values' distribution.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    half_width = z * math.sqrt(n) / 2
+    low_rank = max(1, math.floor(n / 2 - half_width))
+    high_rank = min(n, math.ceil(1 + n / 2 + half_width))
+    return ordered[low_rank - 1], statistics.median(ordered), ordered[high_rank - 1]
 
 
 def rss_mib() -> float:

@@ -17,6 +17,7 @@ from urllib.parse import urlencode, urlsplit
 import azure.functions as func
 from azure.keyvault.keys._shared import http_challenge_cache
 
+from benchmarks import fakes
 from benchmarks.common import Figure, environ
 from devtools.stack.services import Service, app_settings, start_azurite, start_localvault
 from devtools.stack.traffic import Traffic
@@ -47,11 +48,15 @@ class Instance:
             self.servers = app_context.build_servers(load_settings(os.environ), raw_request_hook=self.traffic)
         self.manager = self.servers.default_manager
 
-    def call(self, handler, body=None, method="POST", params=None, **route_params) -> dict:
+    def call(self, handler, body=None, method="POST", params=None, maintainer=False, **route_params) -> dict:
+        """Call ``handler`` as a SPIRE server acting as the default one, or as a maintainer; proving either makes no request."""
         app_context.install_servers(self.servers)
+        server_headers = fakes.install_caller_gate()
+        headers = fakes.tokens.bearer(fakes.tokens.MAINTAINER) if maintainer else server_headers
         data = json.dumps(body).encode() if body is not None else b""
         url = "http://localhost/api" + (f"?{urlencode(params)}" if params else "")  # the app reads the URL's query
-        response = handler(func.HttpRequest(method, url, body=data, params=params or {}, route_params=route_params))
+        request = func.HttpRequest(method, url, body=data, headers=headers, params=params or {}, route_params=route_params)
+        response = handler(request)
         return {"status": response.status_code, **json.loads(response.get_body() or b"{}")}
 
     def counted(self, handler, *args, **kwargs) -> tuple[dict, list[tuple[str, str]]]:
@@ -144,7 +149,7 @@ def sweep(vault: Service) -> list[Figure]:
     # Lowkey Vault refuses the call without a JSON content type (415).
     time_shift = urllib.request.Request(shift, data=b"", method="PUT", headers={"Content-Type": "application/json"})
     opener.open(time_shift, timeout=10).close()
-    report, requests = sweeper.counted(maintenance.sweep_stale_keys_now, params={"dry_run": "false"})
+    report, requests = sweeper.counted(maintenance.sweep_stale_keys_now, params={"dry_run": "false"}, maintainer=True)
     assert len(report["deleted"]) == SWEPT_KEYS and not report["failed"], report
     # Each stale key is read again just before its deletion.
     return [_figure(f"sweep, {SWEPT_KEYS} stale keys", requests, _pages(requests) + 2 * len(report["deleted"]), True)]
@@ -160,7 +165,7 @@ def listing_and_refresh(vault: Service, listed: dict[int, str]) -> list[Figure]:
             assert len(answer["public_keys"]) == count, answer
             budget = _pages(requests) + (count if state == "cold" else 0)
             figures.append(_figure(f"get_public_keys {state}, {count} key{'s' * (count > 1)}", requests, budget, True))
-    report, requests = lister.counted(maintenance.refresh_keys_now)  # the last lister's: the most keys
+    report, requests = lister.counted(maintenance.refresh_keys_now, maintainer=True)  # the last lister's: the most keys
     assert len(report["refreshed"]) == count and not report["failed"], report
     return figures + [_figure(f"refresh, {count} keys", requests, _pages(requests) + 2 * count, True)]
 
@@ -190,3 +195,4 @@ def run() -> list[Figure]:
         finally:
             azurite.stop(grace_seconds=0)
             app_context.install_servers(None)
+            app_context._callers = None

@@ -400,9 +400,9 @@ class LocalApp:
     identities: dict[str, Principal] = field(default_factory=dict)
     devhost: Service = field(init=False)
 
-    def launch_devhost(self, port: int = 0) -> None:
-        """Start the app's devhost (again, after a stop, on the port it had)."""
-        self.devhost = start_devhost(port, {**os.environ, **self.env}, no_timers=True)
+    def launch_devhost(self, port: int = 0, timers: bool = False) -> None:
+        """Start the app's devhost (again, after a stop, on the port it had); its timers run on schedule if asked."""
+        self.devhost = start_devhost(port, {**os.environ, **self.env}, no_timers=not timers)
 
     def register_identity(self, name: str) -> Principal:
         """A service principal that may sign in with its secret or as a managed identity (the stand-in allows both)."""
@@ -420,16 +420,22 @@ def local_app(
     identities: Mapping[str, Iterable[str]],
     vault_challenge_resource: str | None = None,
     vault_sign_latency_ms: float = 0.0,
+    vault_throttle_scale: float | None = None,
+    timer_schedules: Mapping[str, str] | None = None,
 ) -> Iterator[LocalApp]:
     """Start the local stack in ``work`` for ``trust_domain``; stop it on exit.
 
-    ``identities`` names the identities to register and the server names each may act as.
+    ``identities`` names the identities to register and the server names each may act as. The vault
+    holds to Key Vault's limits times ``vault_throttle_scale`` when given; with ``timer_schedules``
+    (REFRESH_KEYS_SCHEDULE, SWEEP_KEYS_SCHEDULE) the app's timers run on them, else not at all.
     """
     os.environ.setdefault("DEVSTACK_ECHO", "0")
     with contextlib.ExitStack() as stack:
         azurite = start_azurite(0, work / "azurite")
         stack.callback(azurite.stop, 0)
-        vault = start_localvault(0, 0, work / "localvault", vault_challenge_resource, vault_sign_latency_ms)
+        vault = start_localvault(
+            0, 0, work / "localvault", vault_challenge_resource, vault_sign_latency_ms, throttle_scale=vault_throttle_scale
+        )
         stack.callback(vault.stop)
         entra_service = start_entra(0, 0, work / "localentra")
         stack.callback(entra_service.stop)
@@ -438,7 +444,8 @@ def local_app(
         app = LocalApp(azurite, vault, entra_service, entra, entra.register_api(), env)
         listed = {app.register_identity(name).object_id: names for name, names in identities.items()}
         env.update(caller_settings(entra, app.api, listed))
-        app.launch_devhost()
+        env.update(timer_schedules or {})
+        app.launch_devhost(timers=timer_schedules is not None)
         stack.callback(lambda: app.devhost.stop())
         yield app
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import azure.functions as func
 from azure.keyvault.keys import KeyClient
@@ -11,7 +12,7 @@ from azure.keyvault.keys._shared import http_challenge_cache
 
 from benchmarks import fakes, overhead
 from benchmarks.__main__ import table
-from benchmarks.common import Figure, environ, median_ratio
+from benchmarks.common import Figure, environ, median_interval, median_ratio
 from functions import keys
 from shared import app_context
 from tests.unit import tokens
@@ -65,3 +66,16 @@ def test_the_table_shows_every_figure_with_its_verdict():
     lines = text.splitlines()
     assert len(lines) == 5
     assert lines[2].split()[-1] == "yes" and lines[3].split()[-1] == "NO" and lines[4].split()[-1] == "-"
+
+
+def test_median_interval_brackets_the_median_by_order_statistics():
+    low, median, high = median_interval([float(value) for value in range(1, 101)])
+    assert median == 50.5
+    assert (low, high) == (40.0, 61.0)  # ranks 40 and 61 of 100: the 95% interval of a median
+    assert median_interval([3.0]) == (3.0, 3.0, 3.0)
+
+
+def test_paired_calls_are_credited_to_their_side_whichever_went_first():
+    pairs = overhead.paired(lambda: time.sleep(0.002), lambda: None, pairs=4)
+    assert len(pairs) == 4
+    assert all(app > 0.002 > bare for app, bare in pairs)

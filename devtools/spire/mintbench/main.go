@@ -14,6 +14,11 @@
 //
 //	mintbench -trust-domain example.org [-warmup 10] [-rounds 200] [-plugin-data HCL] api1.sock ...
 //
+// With -phases, it offers a load instead (load.go): mints at given rates for given durations, spread
+// over the servers, and reports every call ({"calls": [...]}).
+//
+//	mintbench -trust-domain example.org -phases 20@60,40@60 api1.sock ...
+//
 // Output (stdout, JSON): {"nanoseconds": [[server 1's mints...], ...], "plugin": {"sign": [...],
 // "round_trip": [...], "function": [...]}}.
 package main
@@ -41,10 +46,22 @@ func main() {
 	rounds := flag.Int("rounds", 200, "measured mints per server")
 	trustDomain := flag.String("trust-domain", "", "the servers' trust domain")
 	pluginData := flag.String("plugin-data", "", "also sign through the plugin, configured with this plugin_data (HCL)")
+	phasesFlag := flag.String("phases", "", "offer a load instead: RATE@SECONDS,... mints per second over all servers")
 	flag.Parse()
 	if *trustDomain == "" || flag.NArg() == 0 {
 		fmt.Fprintln(os.Stderr, "usage: mintbench -trust-domain TD [-warmup N] [-rounds N] [-plugin-data HCL] SOCKET...")
 		os.Exit(2)
+	}
+	if *phasesFlag != "" {
+		phases, err := parsePhases(*phasesFlag)
+		if err == nil {
+			err = load(*trustDomain, phases, flag.Args())
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "mintbench:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if err := run(*trustDomain, *pluginData, *warmup, *rounds, flag.Args()); err != nil {
 		fmt.Fprintln(os.Stderr, "mintbench:", err)
