@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from benchmarks.spire_mint import CHALLENGE_RESOURCE, build_mint_client
+from benchmarks.spire_mint import CHALLENGE_RESOURCE, build_mint_client, built_in_sign_in
 from devtools.spire.server import (
     CLIENT_SECRET,
     AzureKeyVaultKeyManager,
@@ -184,12 +184,7 @@ class Vault:
 def fleets(app: LocalApp, spire_server: Path, plugin: Path, work: Path, size: int, **server_settings: str) -> dict[str, list[SpireServer]]:
     """``size`` servers per KeyManager, each under a name of its own, in ``work``."""
     vault_port = urlsplit(app.vault.url).port
-    # As in the mint benchmark: the built-in plugin signs in through localvault's App Service style endpoint.
-    built_in_env = {
-        "IDENTITY_ENDPOINT": app.vault.details["token_url"],
-        "IDENTITY_HEADER": "local-development",
-        "SSL_CERT_FILE": app.vault.details["ca_bundle"],
-    }
+    built_in_env = built_in_sign_in(app)
     sign_in = app.sign_in(IDENTITY, CLIENT_SECRET)
     return {
         PLUGIN: [

@@ -104,15 +104,19 @@ def _measure(
     return dict(zip(servers, mints)), through_plugin, in_app
 
 
-def _servers(spire_server: Path, plugin: Path, app: LocalApp, work: Path) -> dict[str, SpireServer]:
-    vault_port = urlsplit(app.vault.url).port
-    # The built-in plugin signs in through Azure's default credential chain: localvault's
-    # App Service style token endpoint serves it, and its CA is trusted through SSL_CERT_FILE.
-    built_in_env = {
+def built_in_sign_in(app: LocalApp) -> dict[str, str]:
+    """The environment in which SPIRE's built-in plugin signs in through Azure's default credential chain:
+    localvault's App Service style token endpoint serves it, and its CA is trusted through SSL_CERT_FILE."""
+    return {
         "IDENTITY_ENDPOINT": app.vault.details["token_url"],
         "IDENTITY_HEADER": "local-development",
         "SSL_CERT_FILE": app.vault.details["ca_bundle"],
     }
+
+
+def _servers(spire_server: Path, plugin: Path, app: LocalApp, work: Path) -> dict[str, SpireServer]:
+    vault_port = urlsplit(app.vault.url).port
+    built_in_env = built_in_sign_in(app)
     sign_in = app.sign_in(IDENTITY, CLIENT_SECRET)
     return {
         MEMORY: SpireServer(spire_server, work / "memory", TRUST_DOMAIN, MemoryKeyManager()),

@@ -26,6 +26,7 @@ from azure.keyvault.keys import KeyClient
 
 from devtools.entra.client import Api, LocalEntra, Principal
 from devtools.stack.callers import caller_settings
+from devtools.stack.faultproxy import FaultProxy, make_server_certificate
 from devtools.stack.services import (
     Service,
     StackError,
@@ -367,6 +368,25 @@ def is_soft_deleted_soon(vault_admin, name: str, within_seconds: float = 15.0) -
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.2)
+
+
+@pytest.fixture
+def vault_proxy(vault, tmp_path):
+    """The tests' vault behind a fault proxy of its own, with ``ca``: the CA of the proxy's certificate."""
+    cert, key, ca = make_server_certificate(tmp_path / "proxy-cert")
+    proxy = FaultProxy(vault.url, ca_bundle=vault.details["ca_bundle"], tls=(cert, key), rewrite_body_urls=True)
+    proxy.ca = ca
+    with proxy:
+        yield proxy
+
+
+def through(proxy: FaultProxy) -> dict[str, str]:
+    """App settings that send the app's Key Vault traffic through ``proxy`` (a ``vault_proxy``)."""
+    return {
+        "KEY_VAULT_URI": proxy.url,
+        "KEY_VAULT_CA_BUNDLE": proxy.ca,
+        "KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION": "true",  # the vault's challenge never names the proxy
+    }
 
 
 @pytest.fixture

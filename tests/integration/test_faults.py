@@ -12,8 +12,8 @@ import time
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from devtools.stack.faultproxy import FaultProxy, make_server_certificate
-from tests.integration.conftest import make_app
+from devtools.stack.faultproxy import FaultProxy
+from tests.integration.conftest import make_app, through
 from tests.integration.verify import digest, verify
 
 THROTTLED = b'{"error": {"code": "Throttled", "message": "Request was not processed because too many requests were received."}}'
@@ -21,26 +21,11 @@ SIGN = r"/sign(\?|$)"  # the request target carries ?api-version=
 
 
 @pytest.fixture
-def vault_proxy(vault, tmp_path):
-    cert, key, ca = make_server_certificate(tmp_path / "proxy-cert")
-    proxy = FaultProxy(vault.url, ca_bundle=vault.details["ca_bundle"], tls=(cert, key), rewrite_body_urls=True)
-    proxy.ca = ca
-    with proxy:
-        yield proxy
-
-
-@pytest.fixture
 def through_proxy(app_env, vault_proxy, monkeypatch, callers):
     """An app whose Key Vault traffic crosses the proxy; 3 s of retries per call keep tests quick."""
 
     def start(retry_seconds: int = 3, read_timeout: float = 2):
-        env = {
-            **app_env,
-            "KEY_VAULT_URI": vault_proxy.url,
-            "KEY_VAULT_CA_BUNDLE": vault_proxy.ca,
-            "KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION": "true",  # the vault's challenge never names the proxy
-            "KEY_VAULT_RETRY_SECONDS": str(retry_seconds),
-        }
+        env = {**app_env, **through(vault_proxy), "KEY_VAULT_RETRY_SECONDS": str(retry_seconds)}
         app = make_app(env, monkeypatch, callers, read_timeout=read_timeout)
         _, generated = app.generate("k", "ec-p256")  # warm: token and challenge paid
         app.public_key = generated["public_key"]

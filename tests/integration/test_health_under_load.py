@@ -16,8 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from devtools.stack.faultproxy import FaultProxy, make_server_certificate
+from devtools.stack.faultproxy import FaultProxy
 from tests.hermetic import start_app_host
+from tests.integration.conftest import through
 from tests.integration.verify import digest
 
 WORKER_THREADS = 4  # fewer threads than waiting health calls: a pool they hold would stall the sign
@@ -28,22 +29,13 @@ LISTING = r"^/keys(\?|$)"  # the health check's one Key Vault request: the first
 
 
 @pytest.fixture
-def api_behind_proxy(app_env, vault, tmp_path):
+def api_behind_proxy(app_env, vault_proxy):
     """A devhost instance whose Key Vault traffic crosses a fault proxy: (its API URL, the proxy)."""
-    cert, key, ca = make_server_certificate(tmp_path / "proxy-cert")
-    with FaultProxy(vault.url, ca_bundle=vault.details["ca_bundle"], tls=(cert, key), rewrite_body_urls=True) as proxy:
-        env = {
-            **app_env,
-            "KEY_VAULT_URI": proxy.url,
-            "KEY_VAULT_CA_BUNDLE": ca,
-            "KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION": "true",  # the vault's challenge never names the proxy
-            "PYTHON_THREADPOOL_THREAD_COUNT": str(WORKER_THREADS),
-        }
-        host = start_app_host(env)
-        try:
-            yield host.url + "/api", proxy
-        finally:
-            host.stop()
+    host = start_app_host({**app_env, **through(vault_proxy), "PYTHON_THREADPOOL_THREAD_COUNT": str(WORKER_THREADS)})
+    try:
+        yield host.url + "/api", vault_proxy
+    finally:
+        host.stop()
 
 
 def _listing_requests(proxy: FaultProxy) -> int:

@@ -10,29 +10,20 @@ import re
 
 import pytest
 
-from devtools.stack.faultproxy import FaultProxy, make_server_certificate
 from shared.ownership import TAG_SERVER_ID
 from tests.hermetic import start_app_host
+from tests.integration.conftest import through
 from tests.integration.test_maintenance import FIFTEEN_DAYS
 from tests.integration.test_spire_servers import Host, call, generate, listed, sign, stored_id
 
 
 @pytest.fixture
-def host_through_proxy(app_env, vault, callers, tmp_path):
-    cert, key, ca = make_server_certificate(tmp_path / "proxy-cert")
-    with FaultProxy(vault.url, ca_bundle=vault.details["ca_bundle"], tls=(cert, key), rewrite_body_urls=True) as proxy:
-        env = {
-            **app_env,
-            "KEY_VAULT_URI": proxy.url,
-            "KEY_VAULT_CA_BUNDLE": ca,
-            "KEY_VAULT_SKIP_CHALLENGE_RESOURCE_VERIFICATION": "true",  # the vault's challenge never names the proxy
-            "KEY_VAULT_RETRY_SECONDS": "2",
-        }
-        devhost = start_app_host(env)
-        try:
-            yield Host(devhost.url + "/api", callers), proxy
-        finally:
-            devhost.stop()
+def host_through_proxy(app_env, vault_proxy, callers):
+    devhost = start_app_host({**app_env, **through(vault_proxy), "KEY_VAULT_RETRY_SECONDS": "2"})
+    try:
+        yield Host(devhost.url + "/api", callers), vault_proxy
+    finally:
+        devhost.stop()
 
 
 def test_a_refresh_refused_for_one_server_is_reported_and_the_sweep_keeps_its_keys(

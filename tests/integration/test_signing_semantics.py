@@ -8,7 +8,6 @@ import json
 import pytest
 
 from tests.integration.conftest import make_app
-from tests.integration.test_faults import vault_proxy  # noqa: F401  (a fixture: the local vault behind a fault proxy)
 from tests.integration.verify import digest, verify
 
 EMPTY_VERSION_SIGN = r"//sign(\?|$)"  # /keys/<name>//sign?api-version=...
