@@ -14,7 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
-from devtools.ports import taken_port
+from devtools.ports import refuses_taken_port
 from devtools.vault.certs import ensure_certificates
 
 from .server import LocalEntra
@@ -41,9 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    taken = taken_port("127.0.0.1", {"--port": args.port, "--msi-port": args.msi_port})
-    if taken:
-        print(f"localentra: {taken}", file=sys.stderr)
+    if refuses_taken_port("localentra", "127.0.0.1", {"--port": args.port, "--msi-port": args.msi_port}):
         return 1
     try:
         entra = LocalEntra(args.port, args.msi_port, args.state_dir, ensure_certificates(args.state_dir))

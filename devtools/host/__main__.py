@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from devtools.ports import taken_port
+from devtools.ports import refuses_taken_port
 
 from .functions import AppError, load_app
 from .server import HEADERS_TIMEOUT_SECONDS, KEEP_ALIVE_TIMEOUT_SECONDS, DevHost, DevHostServer
@@ -44,9 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     # stderr carries our log lines and whatever the functions log, as func start shows them.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="[%(asctime)s] %(message)s")
 
-    taken = taken_port(args.host, {"--port": args.port})
-    if taken:
-        print(f"devhost: {taken}", file=sys.stderr)
+    if refuses_taken_port("devhost", args.host, {"--port": args.port}):
         return 1
     app_dir = Path(args.app_dir).resolve()
     try:
@@ -60,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         server = DevHostServer((args.host, args.port), devhost, args.keep_alive_timeout, args.headers_timeout)
-    except OSError:  # taken since the check
+    except OSError as error:  # taken since the check
         print(
-            f"devhost: {taken_port(args.host, {'--port': args.port}) or f'port {args.port} (--port) cannot be listened on'}",
+            f"devhost: port {args.port} (--port) cannot be listened on: {error.strerror}; choose another with --port <port>",
             file=sys.stderr,
         )
         return 1

@@ -20,7 +20,7 @@ import time
 import requests
 
 from devtools.entra.client import LocalEntra
-from devtools.ports import taken_port
+from devtools.ports import refuses_taken_port
 from devtools.stack.callers import local_callers, token_command
 from devtools.stack.services import (
     LOCAL_SETTINGS,
@@ -50,19 +50,15 @@ def main() -> int:
         help="the app's settings file, relative to the repository (made from the sample when it is the default and missing)",
     )
     args = parser.parse_args()
-    taken = taken_port(
-        "127.0.0.1",
-        {
-            "--blob-port": args.blob_port,
-            "--vault-port": args.vault_port,
-            "--token-port": args.token_port,
-            "--entra-port": args.entra_port,
-            "--msi-port": args.msi_port,
-            "--port": args.port,
-        },
-    )
-    if taken:
-        print(f"devstack: {taken}", file=sys.stderr)
+    ports = {
+        "--blob-port": args.blob_port,
+        "--vault-port": args.vault_port,
+        "--token-port": args.token_port,
+        "--entra-port": args.entra_port,
+        "--msi-port": args.msi_port,
+        "--port": args.port,
+    }
+    if refuses_taken_port("devstack", "127.0.0.1", ports):
         return 1
     if args.settings == str(LOCAL_SETTINGS.relative_to(ROOT)) and ensure_local_settings(LOCAL_SETTINGS):
         print(f"devstack: made {LOCAL_SETTINGS.name} from {SAMPLE_SETTINGS.name}", flush=True)

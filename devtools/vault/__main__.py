@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from devtools.ports import taken_port
+from devtools.ports import refuses_taken_port
 
 from .api import DEFAULT_CHALLENGE_RESOURCE
 from .certs import ensure_certificates
@@ -108,9 +108,7 @@ def _scale(text: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    taken = taken_port(args.host, {"--port": args.port, "--token-port": args.token_port})
-    if taken:
-        print(f"localvault: {taken}", file=sys.stderr)
+    if refuses_taken_port("localvault", args.host, {"--port": args.port, "--token-port": args.token_port}):
         return 1
     try:
         vault = LocalVault(
