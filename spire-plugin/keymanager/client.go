@@ -94,6 +94,8 @@ type attemptFailure struct {
 	status     *status.Status
 	retryable  bool
 	retryAfter time.Duration // what the app asked for; zero when it did not say
+	// The app answered 429: Key Vault, or the app on its behalf, asked for a wait.
+	throttled bool
 	// The call's own deadline ended the attempt: it says nothing of the app.
 	cutShort bool
 	// The request cannot have reached Key Vault: no token, the connection refused, or the app
@@ -110,6 +112,11 @@ const (
 	// Only those whose request cannot have reached Key Vault: a key create that Key Vault may
 	// still make current must not be followed by another, which would make a second key current.
 	retryOnlyUnsent
+	// As retryWhatMayHelp, but a throttled call waits out one Retry-After only: under a sustained
+	// overload, signs that wait again and again form a queue that adds no signature (the vault
+	// serves its limit either way), only latency for every caller and a backlog that keeps the
+	// vault throttled long after the load drops. SPIRE's callers retry a failed mint on their own.
+	retryThrottledOnce
 )
 
 const (
@@ -136,6 +143,7 @@ func (c *appClient) call(ctx context.Context, rule retryRule, method, path strin
 	defer cancel()
 	deadline, _ := ctx.Deadline()
 	var previous *attemptFailure
+	waitedOutThrottling := false
 	for attempt := 1; ; attempt++ {
 		failure := c.attempt(ctx, trace, method, path, payload, out)
 		if failure == nil {
@@ -147,6 +155,12 @@ func (c *appClient) call(ctx context.Context, rule retryRule, method, path strin
 		}
 		if !failure.retryable || (rule == retryOnlyUnsent && !failure.unsent) {
 			return failure.status.Err()
+		}
+		if failure.throttled && rule == retryThrottledOnce {
+			if waitedOutThrottling {
+				return giveUp(failure, attempt)
+			}
+			waitedOutThrottling = true
 		}
 		wait := c.backoff.delay(attempt)
 		if failure.retryAfter > 0 {
@@ -210,6 +224,7 @@ func (c *appClient) attempt(ctx context.Context, trace callTrace, method, path s
 			status:     statusFromResponse(response, content, c.settings.serverName),
 			retryable:  retryable,
 			retryAfter: parseRetryAfter(response.Header.Get("Retry-After")),
+			throttled:  response.StatusCode == http.StatusTooManyRequests,
 			unsent:     retryable && response.Header.Get(keyCreatedHeader) == "false",
 		}
 	}

@@ -217,7 +217,7 @@ func (p *Plugin) SignData(ctx context.Context, req *keymanagerv1.SignDataRequest
 		Signature      []byte `json:"signature"`
 		KeyFingerprint string `json:"key_fingerprint"`
 	}
-	if err := config.client.call(ctx, retryWhatMayHelp, http.MethodPost, "/api/keys/"+url.PathEscape(req.KeyId)+"/sign", body, &response); err != nil {
+	if err := config.client.call(ctx, retryThrottledOnce, http.MethodPost, "/api/keys/"+url.PathEscape(req.KeyId)+"/sign", body, &response); err != nil {
 		return nil, err
 	}
 	if len(response.Signature) == 0 {

@@ -518,6 +518,57 @@ func TestARetryAfterWithinTheDeadlineIsWaitedExactlyThatLongAndTheAppsMessageRea
 	assert.Less(t, elapsed, 4*time.Second+300*time.Millisecond, "the call waited on once no attempt could follow")
 }
 
+func signWithin(s *served, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	digest := sha256.Sum256([]byte("data"))
+	_, err := s.km.SignData(ctx, &keymanagerv1.SignDataRequest{
+		KeyId: "x509-CA-A", Data: digest[:], SignerOpts: &keymanagerv1.SignDataRequest_HashAlgorithm{HashAlgorithm: keymanagerv1.HashAlgorithm_SHA256},
+	})
+	return err
+}
+
+func TestASignWaitsOutOneThrottlingOnly(t *testing.T) {
+	const message = "Key Vault is throttling this app's operations on keys: nothing was sent, retry after the wait"
+	throttle := func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Retry-After", "0")
+		writeJSON(w, http.StatusTooManyRequests, apiError("ResourceExhausted", message))
+	}
+	unavailable := func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Retry-After", "0")
+		writeJSON(w, http.StatusServiceUnavailable, apiError("Unavailable", "Key Vault does not answer"))
+	}
+	t.Run("throttled once, then served", func(t *testing.T) {
+		handler, count := flakyApp(newFakeApp(t), 1, throttle)
+		require.NoError(t, signWithin(serveApp(t, handler, ""), 30*time.Second))
+		assert.Equal(t, int32(2), count.Load())
+	})
+	t.Run("throttled again", func(t *testing.T) {
+		handler, count := flakyApp(newFakeApp(t), 100, throttle)
+		err := signWithin(serveApp(t, handler, ""), 30*time.Second)
+		assertStatus(t, err, codes.ResourceExhausted, message+" (gave up after 2 attempts within the call's deadline)")
+		assert.Equal(t, int32(2), count.Load(), "a sign waits out one Retry-After, not a second")
+	})
+	t.Run("throttled again after an unavailable app", func(t *testing.T) {
+		var answered atomic.Int32
+		s := serveApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if answered.Add(1) == 2 {
+				unavailable(w, r)
+				return
+			}
+			throttle(w, r)
+		}), "")
+		err := signWithin(s, 30*time.Second)
+		assertStatus(t, err, codes.ResourceExhausted, "(gave up after 3 attempts")
+		assert.Equal(t, int32(3), answered.Load())
+	})
+	t.Run("unavailable keeps its retries", func(t *testing.T) {
+		handler, count := flakyApp(newFakeApp(t), 3, unavailable)
+		require.NoError(t, signWithin(serveApp(t, handler, ""), 30*time.Second))
+		assert.Equal(t, int32(4), count.Load())
+	})
+}
+
 func TestRetriesStopAtTheCallsDeadline(t *testing.T) {
 	handler, count := flakyApp(newFakeApp(t), 1<<30, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, apiError("Unavailable", "Key Vault does not answer"))
