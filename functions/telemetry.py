@@ -29,6 +29,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from shared.errors import KeyManagerError, ServerStopped, shortened
 from shared.naming import server_label
+from shared.tracing import spans_recorded
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.sampling import Sampler
@@ -85,6 +86,7 @@ class Invocation:
     invocation_id: str | None
     server_name: str | None = None  # as logs name it (server_label); None until the caller is authorized as one
     outcome: str = OK
+    span: Span | None = None  # the operation's span; None when spans go nowhere (``spans_recorded``)
 
     @property
     def server(self) -> str:
@@ -196,16 +198,13 @@ def traced(operation: str) -> Callable[[_Function], _Function]:
             invocation = Invocation(operation, getattr(context, "invocation_id", None))
             token = _invocation.set(invocation)
             try:
+                if not spans_recorded():
+                    return _run(function, args, kwargs, invocation)
                 with tracer.start_as_current_span(operation, context=_parent(context), record_exception=False) as span:
+                    invocation.span = span
                     if invocation.invocation_id is not None:
                         span.set_attribute(INVOCATION_ID, invocation.invocation_id)
-                    try:
-                        result = function(*args, **kwargs)
-                    except BaseException as error:
-                        note_outcome(error)
-                        raise
-                    finally:
-                        _end(span, invocation)
+                    result = _run(function, args, kwargs, invocation)
                     if isinstance(result, func.HttpResponse):
                         span.set_attribute("http.response.status_code", result.status_code)
                     return result
@@ -231,13 +230,27 @@ def _parent(context: func.Context | None) -> Any:
     return TraceContextTextMapPropagator().extract({"traceparent": traceparent})
 
 
-def _end(span: Span, invocation: Invocation) -> None:
-    span.set_attribute(OUTCOME, invocation.outcome)
-    if invocation.outcome != OK:
-        span.set_status(StatusCode.ERROR, invocation.outcome)
-    counter = _COUNTED_OPERATIONS.get(invocation.operation)
-    if counter is not None:
-        counter.add(1, {SERVER_NAME: invocation.server, OUTCOME: invocation.outcome})
+def _run(function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], invocation: Invocation) -> Any:
+    """The function's result; its outcome on the invocation's span, if any, and in the operation's counter."""
+    try:
+        return function(*args, **kwargs)
+    except BaseException as error:
+        note_outcome(error)
+        raise
+    finally:
+        span = invocation.span
+        if span is not None:
+            span.set_attribute(OUTCOME, invocation.outcome)
+            if invocation.outcome != OK:
+                span.set_status(StatusCode.ERROR, invocation.outcome)
+        counter = _COUNTED_OPERATIONS.get(invocation.operation)
+        if counter is not None:
+            counter.add(1, {SERVER_NAME: invocation.server, OUTCOME: invocation.outcome})
+
+
+def _span_of(invocation: Invocation | None) -> Span | None:
+    """Where to note attributes: the invocation's span, or outside one the current span."""
+    return invocation.span if invocation is not None else trace.get_current_span()
 
 
 def note_server(server_name: str | None) -> None:
@@ -245,7 +258,9 @@ def note_server(server_name: str | None) -> None:
     invocation = _invocation.get()
     if invocation is not None:
         invocation.server_name = server_label(server_name)
-    trace.get_current_span().set_attribute(SERVER_NAME, server_label(server_name))
+    span = _span_of(invocation)
+    if span is not None:
+        span.set_attribute(SERVER_NAME, server_label(server_name))
 
 
 def note(**attributes: str | bool) -> None:
@@ -253,7 +268,9 @@ def note(**attributes: str | bool) -> None:
 
     Noted before the key id is validated, so a text is shortened as error messages shorten it.
     """
-    span = trace.get_current_span()
+    span = _span_of(_invocation.get())
+    if span is None:
+        return
     for name, value in attributes.items():
         span.set_attribute(f"keymanager.{name}", shortened(value) if isinstance(value, str) else value)
 
@@ -266,7 +283,9 @@ def note_outcome(error: BaseException) -> None:
         invocation.outcome = code
         if isinstance(error, ServerStopped):
             note_stopped(ID_CONFLICT)
-    trace.get_current_span().set_attribute("error.type", type(error).__name__)
+    span = _span_of(invocation)
+    if span is not None:
+        span.set_attribute("error.type", type(error).__name__)
 
 
 def note_stopped(reason: str) -> None:

@@ -10,6 +10,7 @@ A throttled create therefore holds back creates only, and a throttled sign every
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ class Limit(Enum):
     VAULT_OPERATIONS = "vault operations"
 
 
+@functools.lru_cache(maxsize=1024)  # every request asks, up to three times; a key's URLs repeat
 def limit_of(method: str, url: str) -> Limit:
     """The Key Vault limit a request counts against, by its method and path (``/keys/{name}/...``)."""
     segments = urlsplit(url).path.strip("/").split("/")

@@ -7,18 +7,19 @@ Attributes name keys, versions, algorithms and statuses: never a digest, a signa
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import HTTPPolicy
 from opentelemetry import metrics, trace
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import Span, StatusCode
 
 from shared.errors import KeyManagerError
+from shared.tracing import spans_recorded
 
 _tracer = trace.get_tracer(__name__)
 _meter = metrics.get_meter(__name__)
@@ -42,28 +43,42 @@ class _Operation:
 _operation: ContextVar[_Operation | None] = ContextVar("key_vault_operation", default=None)
 
 
-@contextmanager
-def traced(operation: str, **attributes: str) -> Iterator[None]:
+def traced(operation: str, **attributes: str) -> AbstractContextManager[None]:
     """Run a Key Vault operation in its own span: its attributes, its last status and its retries, its outcome."""
-    record = _Operation(operation)
-    token = _operation.set(record)
-    span_attributes = {"keyvault.operation": operation, **{f"keyvault.{name}": value for name, value in attributes.items()}}
-    try:
-        with _tracer.start_as_current_span(
-            f"Key Vault {operation}", attributes=span_attributes, record_exception=False, set_status_on_exception=False
-        ) as span:
-            try:
-                yield
-            except KeyManagerError as error:
-                span.set_attribute("error.type", error.code)
-                span.set_status(StatusCode.ERROR, error.code)
-                raise
-            finally:
+    return _TracedOperation(_Operation(operation), attributes)
+
+
+class _TracedOperation:
+    """A Key Vault operation under way: current for RequestTelemetry, and in its span once spans are recorded."""
+
+    def __init__(self, record: _Operation, attributes: dict[str, str]) -> None:
+        self._record = record
+        self._attributes = attributes
+        self._span_scope: AbstractContextManager[Span] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _operation.set(self._record)
+        if spans_recorded():
+            operation = self._record.name
+            span_attributes = {"keyvault.operation": operation, **{f"keyvault.{name}": value for name, value in self._attributes.items()}}
+            self._span_scope = _tracer.start_as_current_span(
+                f"Key Vault {operation}", attributes=span_attributes, record_exception=False, set_status_on_exception=False
+            )
+            self._span = self._span_scope.__enter__()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None) -> None:
+        try:
+            if self._span_scope is not None:
+                span, record = self._span, self._record
+                if isinstance(error, KeyManagerError):
+                    span.set_attribute("error.type", error.code)
+                    span.set_status(StatusCode.ERROR, error.code)
                 if record.status_code is not None:
                     span.set_attribute("http.response.status_code", record.status_code)
                 span.set_attribute("keyvault.retries", max(0, record.requests - 1))
-    finally:
-        _operation.reset(token)
+                self._span_scope.__exit__(kind, error, traceback)
+        finally:
+            _operation.reset(self._token)
 
 
 class RequestTelemetry(HTTPPolicy[Any, Any]):

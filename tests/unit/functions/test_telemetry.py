@@ -192,6 +192,44 @@ def test_without_telemetry_settings_the_app_loads_no_opentelemetry_sdk_nor_expor
     assert loaded == "[]"
 
 
+def test_no_span_is_started_until_a_tracer_provider_is_installed_and_every_span_is_recorded_after():
+    # A process of its own: this one has the tests' provider installed, and a process installs one only once.
+    script = """
+import json
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from functions import telemetry
+from shared import key_vault_telemetry
+
+started = []
+start = trace.ProxyTracer.start_as_current_span
+trace.ProxyTracer.start_as_current_span = lambda tracer, name, **options: started.append(name) or start(tracer, name, **options)
+
+@telemetry.traced("sign_data")
+def sign():
+    telemetry.note(key_id="a")
+    with key_vault_telemetry.traced("sign"):
+        pass
+
+sign()
+before = list(started)
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+sign()
+spans = {span.name: dict(span.attributes) for span in exporter.get_finished_spans()}
+print(json.dumps([before, started, spans["sign_data"]]))
+"""
+    environ = {name: value for name, value in os.environ.items() if not name.startswith(("OTEL_", "APPLICATIONINSIGHTS_"))}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=environ, capture_output=True, text=True, check=True)
+    before, started, sign_span = json.loads(done.stdout)
+    assert before == [] and started == ["sign_data", "Key Vault sign"]
+    assert sign_span == {"keymanager.key_id": "a", "keymanager.outcome": "OK"}
+
+
 def test_a_call_refused_before_its_server_is_known_counts_under_an_unknown_server():
     assert call(keys.sign_data, {"data": "AA==", "hash_algorithm": "SHA256"}, headers={"Accept": "*/*"}, key_id="a")[0] == 401
     assert recorded.recorded_metrics()["keymanager.signs"] == [
