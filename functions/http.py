@@ -105,9 +105,7 @@ def json_body(req: func.HttpRequest) -> dict[str, Any]:
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
     try:
-        body = json.loads(
-            raw.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_unique_members
-        )
+        body = _BODY_DECODER.decode(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise InvalidArgument("request body is not UTF-8") from None
     except ValueError:
@@ -136,6 +134,10 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(body) != len(pairs):
         raise InvalidArgument("request body names a member more than once in one object")
     return body
+
+
+# Built once: json.loads with these hooks would build a decoder and its scanner on every call.
+_BODY_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_unique_members)
 
 
 def refuse_unknown_members(body: dict[str, Any], takes: Sequence[str], what: str) -> None:
