@@ -37,7 +37,6 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_NAMED_MEMBERS = 3
 # Key and maintenance calls carry an Entra ID access token here, as "Bearer <token>".
 AUTHORIZATION_HEADER = "Authorization"
-RETRY_AFTER_MS_HEADER = "retry-after-ms"
 # The one place that maps key manager errors to HTTP statuses; the most specific class wins.
 STATUS_BY_ERROR: dict[type[KeyManagerError], int] = {
     PayloadTooLarge: 413,
@@ -65,9 +64,7 @@ def error_response(error: KeyManagerError) -> func.HttpResponse:
 
 def _error_headers(error: KeyManagerError) -> dict[str, str] | None:
     if isinstance(error, ResourceExhausted):
-        # Retry-After counts whole seconds; retry-after-ms (the Azure SDKs' header) says when exactly, so
-        # that callers held back together come back as the wait ends rather than up to a second later.
-        return {"Retry-After": str(math.ceil(error.retry_after)), RETRY_AFTER_MS_HEADER: str(math.ceil(error.retry_after * 1000))}
+        return {"Retry-After": str(error.retry_after)}
     # RFC 6750, 3: a bearer challenge; a request without any token gets one without an error code.
     if isinstance(error, Unauthenticated):
         return {"WWW-Authenticate": 'Bearer error="invalid_token"' if error.has_token else "Bearer"}

@@ -56,11 +56,11 @@ class NameHeldByDeletedKey(FailedPrecondition):
 
 
 class ResourceExhausted(KeyManagerError):
-    """Key Vault throttled us; ``retry_after`` is the seconds it asked callers to wait (a fraction when the app knows it)."""
+    """Key Vault throttled us; ``retry_after`` is the seconds it asked callers to wait."""
 
     code = "ResourceExhausted"
 
-    def __init__(self, message: str, retry_after: float) -> None:
+    def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 

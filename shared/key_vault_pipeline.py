@@ -7,6 +7,7 @@ under its deadline and tells whether a create it sent may still make a key versi
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,7 +101,7 @@ class BudgetedRetryPolicy(RetryPolicy):  # type: ignore[type-arg]  # azure-core 
         limit = limit_of(request.http_request.method, request.http_request.url)
         wait = self.hold_off.remaining(limit)
         if wait > 0:
-            raise HeldOff(f"Key Vault is throttling this app's {limit.value}: nothing was sent, retry after the wait", wait)
+            raise HeldOff(f"Key Vault is throttling this app's {limit.value}: nothing was sent, retry after the wait", math.ceil(wait))
         return super().send(request)
 
     def is_retry(self, settings: dict[str, Any], response: PipelineResponse[Any, Any]) -> bool:

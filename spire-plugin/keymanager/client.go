@@ -124,9 +124,7 @@ const (
 	deadlineHeader = "X-Request-Deadline"
 	// The app's word that no key version was made nor can be made later by a failed create.
 	keyCreatedHeader = "X-Key-Created"
-	// The wait in milliseconds, as the Azure SDKs read it.
-	retryAfterMsHeader = "retry-after-ms"
-	deadlineFormat     = "2006-01-02T15:04:05.000Z07:00"
+	deadlineFormat   = "2006-01-02T15:04:05.000Z07:00"
 )
 
 // call sends a request and decodes a 2xx JSON answer into out, retrying 429, 503, connection
@@ -225,7 +223,7 @@ func (c *appClient) attempt(ctx context.Context, trace callTrace, method, path s
 		return &attemptFailure{
 			status:     statusFromResponse(response, content, c.settings.serverName),
 			retryable:  retryable,
-			retryAfter: retryAfter(response.Header),
+			retryAfter: parseRetryAfter(response.Header.Get("Retry-After")),
 			throttled:  response.StatusCode == http.StatusTooManyRequests,
 			unsent:     retryable && response.Header.Get(keyCreatedHeader) == "false",
 		}
@@ -313,16 +311,6 @@ func serverDescription(serverName string) string {
 		return "the server it holds there (server_name is unset)"
 	}
 	return fmt.Sprintf("server %q", serverName)
-}
-
-// retryAfter is the wait the app asked for: retry-after-ms when it says (the app knows the time
-// left to the millisecond, and callers it held back together then come back as the wait ends
-// rather than up to a second later), else Retry-After; zero when it said neither.
-func retryAfter(header http.Header) time.Duration {
-	if milliseconds, err := strconv.Atoi(header.Get(retryAfterMsHeader)); err == nil && milliseconds > 0 {
-		return time.Duration(milliseconds) * time.Millisecond
-	}
-	return parseRetryAfter(header.Get("Retry-After"))
 }
 
 // parseRetryAfter reads Retry-After as delay-seconds or an HTTP date; zero when absent or invalid.

@@ -19,18 +19,6 @@ func TestRetryAfterIsReadAsSecondsOrAnHTTPDate(t *testing.T) {
 	assert.LessOrEqual(t, inAMinute, time.Minute)
 }
 
-func TestRetryAfterMsIsReadBeforeRetryAfter(t *testing.T) {
-	header := http.Header{}
-	header.Set("Retry-After", "1")
-	assert.Equal(t, time.Second, retryAfter(header))
-	header.Set("retry-after-ms", "235")
-	assert.Equal(t, 235*time.Millisecond, retryAfter(header))
-	for _, unusable := range []string{"0", "-5", "soon"} {
-		header.Set("retry-after-ms", unusable)
-		assert.Equal(t, time.Second, retryAfter(header), "retry-after-ms %q", unusable)
-	}
-}
-
 func TestBackoffGrowsWithJitterUpToItsCap(t *testing.T) {
 	policy := backoff{base: 100 * time.Millisecond, max: time.Second}
 	for retry, ceiling := range map[int]time.Duration{1: 100 * time.Millisecond, 2: 200 * time.Millisecond, 4: 800 * time.Millisecond, 5: time.Second, 40: time.Second} {
