@@ -70,19 +70,20 @@ def run() -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="mintbench-") as tmp:
         mint_client = build_mint_client(Path(tmp))
         samples, through_plugin, in_app = _measure(spire_server, plugin, mint_client, ROUNDS)
-        remote, _, _ = _measure(spire_server, plugin, mint_client, JUDGED_ROUNDS, REMOTE_SIGN_MS)
+        remote, remote_through_plugin, remote_in_app = _measure(spire_server, plugin, mint_client, JUDGED_ROUNDS, REMOTE_SIGN_MS)
+    remote_condition = f"vault signing in {REMOTE_SIGN_MS} ms"
     return (
         _comparison(samples)
         + _breakdown(samples, through_plugin, in_app)
-        + _comparison(remote, f"vault signing in {REMOTE_SIGN_MS} ms", budget=MINT_RATIO_BUDGET)
+        + _comparison(remote, remote_condition, budget=MINT_RATIO_BUDGET)
+        + _breakdown(remote, remote_through_plugin, remote_in_app, remote_condition)
     )
 
 
 def _measure(
     spire_server: Path, plugin: Path, mint_client: Path, rounds: int, vault_sign_latency_ms: float = 0.0
 ) -> tuple[dict[str, list[float]], dict, dict]:
-    """Mint latencies per KeyManager and the plugin's stages on a fresh local stack; and, on the plain
-    vault only (the breakdown's), the in-app stages."""
+    """Mint latencies per KeyManager, the plugin's stages and the in-app stages, on a fresh local stack."""
     # devhost sends its Server-Timing only when asked (the Functions host never does); it inherits this.
     with (
         environ({"DEVHOST_SERVER_TIMING": "1"}),
@@ -97,7 +98,7 @@ def _measure(
             for server in servers.values():
                 server.wait_healthy()
             mints, through_plugin = _mint(mint_client, list(servers.values()), app, rounds)
-            in_app = _sign_in_app(app) if not vault_sign_latency_ms else {}
+            in_app = _sign_in_app(app)
         finally:
             for server in servers.values():
                 server.stop()
@@ -262,7 +263,10 @@ def _comparison(samples: dict[str, list[float]], condition: str = "", budget: fl
     return figures
 
 
-def _breakdown(samples: dict[str, list[float]], through_plugin: dict[str, list[float]], in_app: dict[str, list[float]]) -> list[Figure]:
+def _breakdown(
+    samples: dict[str, list[float]], through_plugin: dict[str, list[float]], in_app: dict[str, list[float]], condition: str = ""
+) -> list[Figure]:
+    mint = f"mint ({condition})" if condition else "mint"
     median = {
         name: statistics.median(values)
         for name, values in {
@@ -284,16 +288,18 @@ def _breakdown(samples: dict[str, list[float]], through_plugin: dict[str, list[f
         ("the vault's own time (localvault)", median["app vault"]),
     ]
     figures = [
-        Figure(f"mint stage: {name}", _ms(seconds), "ms", notes="difference of medians; the stages add up to the mint")
+        Figure(f"{mint} stage: {name}", _ms(seconds), "ms", notes="difference of medians; the stages add up to the mint")
         for name, seconds in stages
     ]
     figures.append(
-        Figure("mint stage: the app's function on devhost (whole)", _ms(median["plugin function"]), "ms", notes="devhost's Server-Timing")
+        Figure(
+            f"{mint} stage: the app's function on devhost (whole)", _ms(median["plugin function"]), "ms", notes="devhost's Server-Timing"
+        )
     )
     go_sdk = median[f"mint {BUILT_IN}"] - median[f"mint {MEMORY}"] - median["app vault"]
     figures.append(
         Figure(
-            "mint stage, built-in: the Go SDK and TLS, client side",
+            f"{mint} stage, built-in: the Go SDK and TLS, client side",
             _ms(go_sdk),
             "ms",
             notes="built-in mint - in-memory mint - the vault's own time",
@@ -302,7 +308,7 @@ def _breakdown(samples: dict[str, list[float]], through_plugin: dict[str, list[f
     without_devhost = median[f"mint {PLUGIN}"] - (median["plugin round_trip"] - median["plugin function"])
     figures.append(
         Figure(
-            f"mint median, {PLUGIN} without the HTTP hop and devhost / {BUILT_IN}",
+            f"{mint} median, {PLUGIN} without the HTTP hop and devhost / {BUILT_IN}",
             round(without_devhost / median[f"mint {BUILT_IN}"], 2),
             "x",
         )

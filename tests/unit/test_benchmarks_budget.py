@@ -10,7 +10,7 @@ import azure.functions as func
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys._shared import http_challenge_cache
 
-from benchmarks import fakes, overhead
+from benchmarks import fakes, overhead, spire_mint
 from benchmarks.__main__ import table
 from benchmarks.common import Figure, environ, median_interval, median_ratio
 from functions import keys
@@ -79,3 +79,20 @@ def test_paired_calls_are_credited_to_their_side_whichever_went_first():
     pairs = overhead.paired(lambda: time.sleep(0.002), lambda: None, pairs=4)
     assert len(pairs) == 4
     assert all(app > 0.002 > bare for app, bare in pairs)
+
+
+def test_each_mint_run_gets_its_own_breakdown_whose_stages_add_up_to_the_plugins_mint():
+    def run(vault: float) -> list[Figure]:
+        mints = {spire_mint.MEMORY: [1.0e-3], spire_mint.BUILT_IN: [(1.5 + vault) * 1e-3], spire_mint.PLUGIN: [(3.0 + vault) * 1e-3]}
+        plugin = {"sign": [(1.6 + vault) * 1e-3], "round_trip": [(1.5 + vault) * 1e-3], "function": [(1.0 + vault) * 1e-3]}
+        app = {"handler": [(0.8 + vault) * 1e-3], "vault_call": [(0.7 + vault) * 1e-3], "vault": [(0.2 + vault) * 1e-3]}
+        condition = "vault signing in 3.6 ms" if vault else ""
+        return spire_mint._breakdown(mints, plugin, app, condition)  # noqa: SLF001
+
+    plain, slow = run(0.0), run(3.6)
+    assert not {figure.name for figure in plain} & {figure.name for figure in slow}
+    for figures, plugin_mint in ((plain, 3.0), (slow, 6.6)):
+        stages = [figure.value for figure in figures if "stage: " in figure.name and "(whole)" not in figure.name]
+        assert len(stages) == 8
+        assert round(sum(stages), 2) == plugin_mint
+    assert "mint (vault signing in 3.6 ms) stage: the vault's own time (localvault)" in {figure.name for figure in slow}
