@@ -94,7 +94,9 @@ type attemptFailure struct {
 	status     *status.Status
 	retryable  bool
 	retryAfter time.Duration // what the app asked for; zero when it did not say
-	// The app answered 429: Key Vault, or the app on its behalf, asked for a wait.
+	// The app answered 429 with its error document: Key Vault, or the app on its behalf, asked for
+	// a wait. A 429 from something in front of the app (the Functions host shedding load, a
+	// gateway) says nothing of the vault's limit, and is retried as a 503 is.
 	throttled bool
 	// The call's own deadline ended the attempt: it says nothing of the app.
 	cutShort bool
@@ -220,11 +222,12 @@ func (c *appClient) attempt(ctx context.Context, trace callTrace, method, path s
 	}
 	if response.StatusCode/100 != 2 {
 		retryable := response.StatusCode == http.StatusTooManyRequests || response.StatusCode == http.StatusServiceUnavailable
+		appError := appErrorOf(content)
 		return &attemptFailure{
-			status:     statusFromResponse(response, content, c.settings.serverName),
+			status:     statusFromResponse(response, appError, c.settings.serverName),
 			retryable:  retryable,
 			retryAfter: parseRetryAfter(response.Header.Get("Retry-After")),
-			throttled:  response.StatusCode == http.StatusTooManyRequests,
+			throttled:  response.StatusCode == http.StatusTooManyRequests && appError != nil,
 			unsent:     retryable && response.Header.Get(keyCreatedHeader) == "false",
 		}
 	}
@@ -275,17 +278,16 @@ var codesByName = func() map[string]codes.Code {
 // document comes from something in front of the app (the Functions host, a gateway), so it never
 // reads as NotFound: SPIRE would take that for a missing key and make a new one. For the same
 // reason NotFound is believed only with the 404 the app sends it with.
-func statusFromResponse(response *http.Response, content []byte, serverName string) *status.Status {
+func statusFromResponse(response *http.Response, appError *apiErrorBody, serverName string) *status.Status {
 	statusCode := response.StatusCode
 	answer := fmt.Sprintf("HTTP %d %s", statusCode, http.StatusText(statusCode))
 	if statusCode/100 == 3 {
 		return status.Newf(codes.Internal, "the app answered %s, a redirect, which is not followed so that the access token goes only to app_url: check app_url", answer)
 	}
-	var body apiErrorBody
-	if json.Unmarshal(content, &body) == nil && body.Error != nil {
-		code, ok := codesByName[body.Error.Code]
-		if ok && code != codes.OK && body.Error.Message != "" && (code != codes.NotFound || statusCode == http.StatusNotFound) {
-			return status.New(code, body.Error.Message)
+	if appError != nil {
+		code, ok := codesByName[appError.Error.Code]
+		if ok && code != codes.OK && appError.Error.Message != "" && (code != codes.NotFound || statusCode == http.StatusNotFound) {
+			return status.New(code, appError.Error.Message)
 		}
 	}
 	switch statusCode {
@@ -304,6 +306,16 @@ func statusFromResponse(response *http.Response, content []byte, serverName stri
 	default:
 		return status.Newf(codes.Internal, "the app answered %s without an API error: check app_url", answer)
 	}
+}
+
+// appErrorOf is the app's error document in an answer; nil when the answer holds none, as one
+// from the Functions host or a gateway in front of the app does not.
+func appErrorOf(content []byte) *apiErrorBody {
+	var body apiErrorBody
+	if json.Unmarshal(content, &body) != nil || body.Error == nil {
+		return nil
+	}
+	return &body
 }
 
 func serverDescription(serverName string) string {

@@ -567,6 +567,13 @@ func TestASignWaitsOutOneThrottlingOnly(t *testing.T) {
 		require.NoError(t, signWithin(serveApp(t, handler, ""), 30*time.Second))
 		assert.Equal(t, int32(4), count.Load())
 	})
+	t.Run("a 429 from in front of the app keeps its retries", func(t *testing.T) {
+		handler, count := flakyApp(newFakeApp(t), 3, func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "Too many requests", http.StatusTooManyRequests) // the Functions host shedding load
+		})
+		require.NoError(t, signWithin(serveApp(t, handler, ""), 30*time.Second))
+		assert.Equal(t, int32(4), count.Load())
+	})
 }
 
 func TestRetriesStopAtTheCallsDeadline(t *testing.T) {
