@@ -160,7 +160,8 @@ func (c *appClient) call(ctx context.Context, rule retryRule, method, path strin
 		}
 		if failure.throttled && rule == retryThrottledOnce {
 			if waitedOutThrottling {
-				return giveUp(failure, attempt)
+				// Not the deadline: the rule ends the call, and the message must not send operators to their timeouts.
+				return status.Errorf(failure.status.Code(), "%s (throttled again after waiting once; %d attempts)", failure.status.Message(), attempt)
 			}
 			waitedOutThrottling = true
 		}

@@ -546,7 +546,7 @@ func TestASignWaitsOutOneThrottlingOnly(t *testing.T) {
 	t.Run("throttled again", func(t *testing.T) {
 		handler, count := flakyApp(newFakeApp(t), 100, throttle)
 		err := signWithin(serveApp(t, handler, ""), 30*time.Second)
-		assertStatus(t, err, codes.ResourceExhausted, message+" (gave up after 2 attempts within the call's deadline)")
+		assertStatus(t, err, codes.ResourceExhausted, message+" (throttled again after waiting once; 2 attempts)")
 		assert.Equal(t, int32(2), count.Load(), "a sign waits out one Retry-After, not a second")
 	})
 	t.Run("throttled again after an unavailable app", func(t *testing.T) {
@@ -559,7 +559,7 @@ func TestASignWaitsOutOneThrottlingOnly(t *testing.T) {
 			throttle(w, r)
 		}), "")
 		err := signWithin(s, 30*time.Second)
-		assertStatus(t, err, codes.ResourceExhausted, "(gave up after 3 attempts")
+		assertStatus(t, err, codes.ResourceExhausted, "(throttled again after waiting once; 3 attempts)")
 		assert.Equal(t, int32(3), answered.Load())
 	})
 	t.Run("unavailable keeps its retries", func(t *testing.T) {
