@@ -36,6 +36,18 @@ class Running:
     def ca(self) -> str:
         return str(self.cert_dir / "ca.pem")
 
+    def bearer(self) -> dict[str, str]:
+        """Headers for raw REST calls, with a token from this localvault's token endpoint."""
+        response = requests.get(self.token_url, params={"resource": "https://vault.azure.net"}, headers={"Metadata": "true"}, timeout=5)
+        response.raise_for_status()
+        return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+    def request(self, method: str, path: str, headers: dict[str, str], body: dict | None = None) -> requests.Response:
+        """A raw REST call to the vault, as Key Vault's API takes it (api-version 7.5)."""
+        return requests.request(
+            method, f"{self.vault_url}{path}", params={"api-version": "7.5"}, headers=headers, json=body, verify=self.ca, timeout=5
+        )
+
 
 def start_localvault(cert_dir: Path, stderr_path: Path, *flags: str) -> Running:
     """Start ``python -m devtools.vault`` on free ports; fail (never skip) if it is not ready in time."""
@@ -107,9 +119,7 @@ def key_client(localvault: Running, credential: ManagedIdentityCredential) -> It
 @pytest.fixture
 def auth(localvault: Running) -> dict[str, str]:
     """Headers for raw REST calls, with a token from localvault's token endpoint."""
-    response = requests.get(localvault.token_url, params={"resource": "https://vault.azure.net"}, headers={"Metadata": "true"}, timeout=5)
-    response.raise_for_status()
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+    return localvault.bearer()
 
 
 @pytest.fixture

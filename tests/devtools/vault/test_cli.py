@@ -19,49 +19,24 @@ def test_restart_reuses_ca_and_stops_cleanly(localvault: Running, tmp_path) -> N
     second = start_localvault(localvault.cert_dir, tmp_path / "stderr.log")
     try:
         assert (localvault.cert_dir / "ca.pem").read_bytes() == ca_before
-        token = requests.get(
-            second.token_url, params={"resource": "https://vault.azure.net"}, headers={"Metadata": "true"}, timeout=5
-        ).json()["access_token"]
-        response = requests.get(
-            f"{second.vault_url}/keys",
-            params={"api-version": "7.5"},
-            headers={"Authorization": f"Bearer {token}"},
-            verify=second.ca,
-            timeout=5,
-        )
-        assert response.status_code == 200
+        headers = second.bearer()
+        assert second.request("GET", "/keys", headers).status_code == 200
     finally:
         assert stop_localvault(second) == 0
 
     log = second.stderr_path.read_text()
     assert "GET /keys 200" in log
     assert "GET /metadata/identity/oauth2/token 200" in log
+    token = headers["Authorization"].removeprefix("Bearer ")
     assert token not in log and "api-version" not in log and "Bearer" not in log
 
 
 def test_sign_latency_holds_each_signature_back_and_nothing_else(localvault: Running, tmp_path) -> None:
     slow = start_localvault(localvault.cert_dir, tmp_path / "stderr.log", "--sign-latency-ms", "40")
     try:
-        token = requests.get(
-            slow.token_url, params={"resource": "https://vault.azure.net"}, headers={"Metadata": "true"}, timeout=5
-        ).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
-        created = requests.post(
-            f"{slow.vault_url}/keys/slow/create",
-            params={"api-version": "7.5"},
-            headers=headers,
-            json={"kty": "EC", "crv": "P-256"},
-            verify=slow.ca,
-            timeout=5,
-        )
-        signed = requests.post(
-            f"{slow.vault_url}/keys/slow//sign",
-            params={"api-version": "7.5"},
-            headers=headers,
-            json={"alg": "ES256", "value": "A" * 43},
-            verify=slow.ca,
-            timeout=5,
-        )
+        headers = slow.bearer()
+        created = slow.request("POST", "/keys/slow/create", headers, {"kty": "EC", "crv": "P-256"})
+        signed = slow.request("POST", "/keys/slow//sign", headers, {"alg": "ES256", "value": "A" * 43})
         assert created.status_code == signed.status_code == 200
         vault_time = {
             name: float(response.headers["Server-Timing"].partition(";dur=")[2])
@@ -75,19 +50,10 @@ def test_sign_latency_holds_each_signature_back_and_nothing_else(localvault: Run
 def test_a_standard_vault_refuses_hsm_keys_as_key_vault_does(localvault: Running, tmp_path) -> None:
     standard = start_localvault(localvault.cert_dir, tmp_path / "stderr.log", "--sku", "standard")
     try:
-        token = requests.get(
-            standard.token_url, params={"resource": "https://vault.azure.net"}, headers={"Metadata": "true"}, timeout=5
-        ).json()["access_token"]
+        headers = standard.bearer()
 
         def create(body: dict) -> requests.Response:
-            return requests.post(
-                f"{standard.vault_url}/keys/k/create",
-                params={"api-version": "7.5"},
-                headers={"Authorization": f"Bearer {token}"},
-                json=body,
-                verify=standard.ca,
-                timeout=5,
-            )
+            return standard.request("POST", "/keys/k/create", headers, body)
 
         for kty in ("RSA-HSM", "EC-HSM"):
             refused = create({"kty": kty})
@@ -110,19 +76,10 @@ def test_sign_latency_must_be_a_sane_number_of_milliseconds() -> None:
 def test_no_empty_version_sign_answers_an_empty_version_sign_404_as_lowkey_vault_does(localvault: Running, tmp_path) -> None:
     lowkey_like = start_localvault(localvault.cert_dir, tmp_path / "stderr.log", "--no-empty-version-sign")
     try:
-        token = requests.get(
-            lowkey_like.token_url, params={"resource": "https://vault.azure.net"}, headers={"Metadata": "true"}, timeout=5
-        ).json()["access_token"]
+        headers = lowkey_like.bearer()
 
         def post(path: str, body: dict) -> requests.Response:
-            return requests.post(
-                f"{lowkey_like.vault_url}{path}",
-                params={"api-version": "7.5"},
-                headers={"Authorization": f"Bearer {token}"},
-                json=body,
-                verify=lowkey_like.ca,
-                timeout=5,
-            )
+            return lowkey_like.request("POST", path, headers, body)
 
         version = post("/keys/lowkey/create", {"kty": "EC", "crv": "P-256"}).json()["key"]["kid"].rsplit("/", 1)[1]
         by_empty_version = post("/keys/lowkey//sign", {"alg": "ES256", "value": "A" * 43})

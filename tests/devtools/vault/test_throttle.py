@@ -163,19 +163,10 @@ def test_without_a_throttle_the_vault_never_answers_429() -> None:
 def test_the_flag_turns_the_limits_on_over_https(localvault: Running, tmp_path: Path) -> None:
     throttled = start_localvault(localvault.cert_dir, tmp_path / "stderr.log", "--throttle-scale", "0.01")
     try:
-        token = requests.get(
-            throttled.token_url, params={"resource": "https://vault.azure.net"}, headers={"Metadata": "true"}, timeout=5
-        ).json()["access_token"]
+        headers = throttled.bearer()
 
         def post(path: str, body: dict) -> requests.Response:
-            return requests.post(
-                f"{throttled.vault_url}{path}",
-                params={"api-version": "7.5"},
-                json=body,
-                headers={"Authorization": f"Bearer {token}"},
-                verify=throttled.ca,
-                timeout=5,
-            )
+            return throttled.request("POST", path, headers, body)
 
         created, second = (post(f"/keys/{name}/create", {"kty": "EC"}) for name in ("one", "two"))
         signs = [post("/keys/one//sign", {"alg": "ES256", "value": DIGEST}).status_code for _ in range(40)]
