@@ -37,6 +37,10 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_NAMED_MEMBERS = 3
 # Key and maintenance calls carry an Entra ID access token here, as "Bearer <token>".
 AUTHORIZATION_HEADER = "Authorization"
+# A 429 that reserved the caller a turn gives its ticket here, and the wait to the millisecond (the
+# Azure services' header): the caller sends the ticket back with its next attempt, after the wait.
+TURN_HEADER = "X-Retry-Turn"
+RETRY_AFTER_MS_HEADER = "retry-after-ms"
 # The one place that maps key manager errors to HTTP statuses; the most specific class wins.
 STATUS_BY_ERROR: dict[type[KeyManagerError], int] = {
     PayloadTooLarge: 413,
@@ -64,7 +68,11 @@ def error_response(error: KeyManagerError) -> func.HttpResponse:
 
 def _error_headers(error: KeyManagerError) -> dict[str, str] | None:
     if isinstance(error, ResourceExhausted):
-        return {"Retry-After": str(error.retry_after)}
+        headers = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
+        if error.turn is not None:
+            # A turn begins at a moment, not on a whole second: rounded up, every holder would come late.
+            headers |= {RETRY_AFTER_MS_HEADER: str(math.ceil(error.retry_after * 1000)), TURN_HEADER: error.turn}
+        return headers
     # RFC 6750, 3: a bearer challenge; a request without any token gets one without an error code.
     if isinstance(error, Unauthenticated):
         return {"WWW-Authenticate": 'Bearer error="invalid_token"' if error.has_token else "Bearer"}

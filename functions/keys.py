@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +15,7 @@ import azure.functions as func
 from functions import telemetry
 from functions.http import (
     AUTHORIZATION_HEADER,
+    TURN_HEADER,
     audit,
     base64_field,
     error_response,
@@ -34,7 +36,7 @@ from shared.callers import Caller
 from shared.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable, shortened
 from shared.instances import parse_instance_id, shared_name_message
 from shared.key_manager import KeyManager, SignRequest
-from shared.key_vault_pipeline import key_vault_calls
+from shared.key_vault_pipeline import KeyVaultCalls, key_vault_calls
 from shared.naming import server_label
 from shared.public_keys import PublicKey
 
@@ -53,9 +55,11 @@ TRUST_DOMAIN_HEADER = "X-SPIRE-Trust-Domain"
 # Optional: the calling plugin process's random id, the same on all its calls, so that two live
 # processes under one server name are told from a restart (shared/instances.py).
 PLUGIN_INSTANCE_HEADER = "X-SPIRE-Plugin-Instance"
-# Optional on POST /api/keys: when the caller stops waiting for this attempt (RFC 3339). No Key
-# Vault request is sent later than DEADLINE_MARGIN_SECONDS before it, to allow for clock skew.
+# Optional: when the caller stops waiting for this attempt (RFC 3339). No Key Vault request is
+# sent later than DEADLINE_MARGIN_SECONDS before it, to allow for clock skew.
 DEADLINE_HEADER = "X-Request-Deadline"
+# What shared/key_vault_hold_off.py's tickets look like (secrets.token_urlsafe(12)).
+_TURN_TICKET = re.compile(r"[A-Za-z0-9_-]{16}")
 DEADLINE_MARGIN_SECONDS = 1.0
 # On a 429 or 503 from POST /api/keys, "false" when no key version was made nor can be made later
 # (no create was sent, or Key Vault refused each one): sending the request again is safe.
@@ -81,7 +85,7 @@ def generate_key(req: func.HttpRequest) -> func.HttpResponse:
     key_id = required_string(body, "key_id", "key id is required")
     key_type = KeyType.parse(required_string(body, "key_type", "key type is required"))
     telemetry.note(key_id=key_id, key_type=key_type.value)
-    with key_vault_calls(_send_by(req.headers.get(DEADLINE_HEADER))) as calls:
+    with invocation_calls(req) as calls:
         try:
             public_key = call.manager.generate_key(key_id, key_type)
         except (ResourceExhausted, Unavailable) as error:
@@ -103,7 +107,8 @@ def get_public_key(req: func.HttpRequest) -> func.HttpResponse:
     manager = server_call(req).manager
     key_id = req.route_params.get("key_id", "")
     telemetry.note(key_id=key_id)
-    return json_response({"public_key": _render(manager.get_public_key(key_id))})
+    with invocation_calls(req):
+        return json_response({"public_key": _render(manager.get_public_key(key_id))})
 
 
 @bp.function_name("get_public_keys")
@@ -111,7 +116,9 @@ def get_public_key(req: func.HttpRequest) -> func.HttpResponse:
 @traced("get_public_keys")
 @handles_errors
 def get_public_keys(req: func.HttpRequest) -> func.HttpResponse:
-    return json_response({"public_keys": [_render(key) for key in server_call(req).manager.get_public_keys()]})
+    manager = server_call(req).manager
+    with invocation_calls(req):
+        return json_response({"public_keys": [_render(key) for key in manager.get_public_keys()]})
 
 
 @bp.function_name("sign_data")
@@ -122,7 +129,8 @@ def sign_data(req: func.HttpRequest) -> func.HttpResponse:
     call = server_call(req)
     request = parse_sign_request(req.route_params.get("key_id", ""), json_body(req))
     telemetry.note(key_id=request.key_id, hash_algorithm=request.options.hash_algorithm.value, pss=request.options.pss)
-    signature = call.manager.sign_data(request)
+    with invocation_calls(req):
+        signature = call.manager.sign_data(request)
     call.audit("sign_data", request.key_id, signature.version)
     return json_response({"signature": to_base64(signature.signature), "key_fingerprint": signature.key_fingerprint})
 
@@ -158,6 +166,17 @@ def server_call(req: func.HttpRequest) -> ServerCall:
         telemetry.note_stopped(telemetry.OVERLAPPING_INSTANCES)
         log.error("%s", shared_name_message(server_name))
     return call
+
+
+def invocation_calls(req: func.HttpRequest) -> AbstractContextManager[KeyVaultCalls]:
+    """The invocation's Key Vault requests, under the caller's deadline and in the turn it holds."""
+    return key_vault_calls(_send_by(req.headers.get(DEADLINE_HEADER)), _turn(req.headers.get(TURN_HEADER)))
+
+
+def _turn(ticket: str | None) -> str | None:
+    if ticket is not None and not _TURN_TICKET.fullmatch(ticket):
+        raise InvalidArgument(f"{TURN_HEADER} must be the ticket of a 429 that reserved a turn, sent back as it came")
+    return ticket
 
 
 def _send_by(deadline: str | None) -> float | None:

@@ -56,13 +56,15 @@ class NameHeldByDeletedKey(FailedPrecondition):
 
 
 class ResourceExhausted(KeyManagerError):
-    """Key Vault throttled us; ``retry_after`` is the seconds it asked callers to wait."""
+    """Key Vault throttled us; ``retry_after`` is the seconds it asked callers to wait, and ``turn``
+    the ticket of a turn reserved for this caller when it comes back (None: none is held)."""
 
     code = "ResourceExhausted"
 
-    def __init__(self, message: str, retry_after: int) -> None:
+    def __init__(self, message: str, retry_after: float, turn: str | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.turn = turn
 
 
 class Unavailable(KeyManagerError):

@@ -1,4 +1,5 @@
-"""How long this instance sends nothing to Key Vault that counts against a limit Key Vault throttled.
+"""How long this instance sends nothing to Key Vault that counts against a limit Key Vault throttled,
+and in which order its held-back callers then go.
 
 Key Vault counts a vault's requests against separate limits per 10 seconds: key creations; operations
 on keys (signs, reads, updates, deletions), weighted by key type and summed; and its other
@@ -6,16 +7,41 @@ transactions (listings). A 429 answers a request over one of them, with the seco
 Retry-After; until then every request counting against that limit would be another 429 (and
 Key Vault does not count 429s, so sending them only lengthens the queue of callers, not the wait).
 A throttled create therefore holds back creates only, and a throttled sign every operation on keys.
+
+The window slides, and Retry-After comes in whole seconds, so a vault at its limit frees room one
+request at a time, long before the wait ends: at 40 signs a second, a one-second wait leaves room for
+40 more. Callers told only "retry after one second" all come back at its end beside the new ones and
+overrun the vault again. So a 429 also starts pacing: Key Vault counted this instance's requests of
+the last window, and each frees its room one window after it was counted. Each caller then gets the
+next such room as its turn, no earlier than the hold's end: at once when that has come, otherwise a
+reserved turn with a ticket to come back with, which no newcomer can take. A caller whose turn would
+be further than ``queue_seconds`` past the hold's end gets none (the vault serves its limit either
+way, and a longer queue only delays every caller and the recovery after the load drops). Pacing ends
+once a room has stayed unused for a whole window: the load is below what Key Vault served.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import Enum
 from urllib.parse import urlsplit
+
+# Key Vault's throttling window.
+WINDOW_SECONDS = 10.0
+# Key Vault counts a request when it arrives, a little after this instance sent it: a turn begins
+# this much after the room it takes is freed by this instance's own record.
+TURN_MARGIN_SECONDS = 0.02
+# How far past the hold's end turns are given: the longest a paced caller waits beyond Key Vault's own wait.
+QUEUE_SECONDS = 0.5
+# A caller may come back this early for its turn (clocks and timers are not exact).
+EARLY_SECONDS = 0.01
 
 
 class Limit(Enum):
@@ -37,19 +63,111 @@ def limit_of(method: str, url: str) -> Limit:
     return Limit.KEY_OPERATIONS
 
 
-class HoldOff:
-    """Per limit, until when (on ``clock``) Key Vault asked this instance to wait; a later 429 may only lengthen it."""
+@dataclass(frozen=True)
+class Turn:
+    """When a request may be sent: ``wait`` seconds from now (0: now), and the ticket that holds a
+    reserved turn (None: no turn is held, and a caller that comes back queues again)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    wait: float
+    ticket: str | None = None
+    # The request takes the turn its caller's ticket reserved (an invocation's other requests may
+    # count against other limits, and must leave the ticket to the one it was reserved for).
+    taken: bool = False
+
+
+SEND_NOW = Turn(0.0)
+TAKEN = Turn(0.0, taken=True)
+
+
+@dataclass
+class _Pace:
+    """One limit's state: the hold, this instance's requests Key Vault counted in the last window, and,
+    while pacing, when each room of the window frees (oldest first) and the reserved turns by ticket."""
+
+    until: float = 0.0
+    counted: deque[float] = field(default_factory=deque)
+    frees_at: deque[float] | None = None
+    reserved: dict[str, float] = field(default_factory=dict)
+
+
+class HoldOff:
+    """Per limit, until when (on ``clock``) Key Vault asked this instance to wait, and the turns of the
+    callers held back by it; a later 429 may only lengthen the hold."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, queue_seconds: float = QUEUE_SECONDS) -> None:
         self._clock = clock
+        self._queue_seconds = queue_seconds
         self._lock = threading.Lock()
-        self._until: dict[Limit, float] = {}
+        self._paces = {limit: _Pace() for limit in Limit}
+
+    def counted(self, limit: Limit) -> None:
+        """Key Vault answered a request counting against ``limit`` with anything but a 429: it counted it."""
+        with self._lock:
+            now = self._clock()
+            counted = self._paces[limit].counted
+            counted.append(now)
+            while counted[0] <= now - WINDOW_SECONDS:
+                counted.popleft()
 
     def hold(self, limit: Limit, seconds: float) -> None:
         """Key Vault answered a request counting against ``limit`` with a 429 and Retry-After ``seconds``."""
         with self._lock:
-            self._until[limit] = max(self._until.get(limit, 0.0), self._clock() + seconds)
+            now = self._clock()
+            pace = self._paces[limit]
+            pace.until = max(pace.until, now + seconds)
+            if pace.frees_at is None:
+                recent = [moment for moment in pace.counted if moment > now - WINDOW_SECONDS]
+                # With nothing of this instance's counted, the vault's room is others': hold only.
+                pace.frees_at = deque(moment + WINDOW_SECONDS for moment in recent) or None
 
     def remaining(self, limit: Limit) -> float:
-        """Seconds before a request counting against ``limit`` may be sent; 0 when it may go now."""
-        return max(0.0, self._until.get(limit, 0.0) - self._clock())
+        """Seconds before the hold on ``limit`` ends; 0 when there is none."""
+        return max(0.0, self._paces[limit].until - self._clock())
+
+    def turn(self, limit: Limit, ticket: str | None = None) -> Turn:
+        """When a request counting against ``limit`` may go, taking the turn it is given; ``ticket`` is
+        the one its caller was given earlier, if any. A wait without a ticket holds no turn."""
+        with self._lock:
+            now = self._clock()
+            pace = self._paces[limit]
+            if ticket is not None and (reserved := pace.reserved.get(ticket)) is not None:
+                if reserved - EARLY_SECONDS > now:
+                    return Turn(reserved - now, ticket)
+                del pace.reserved[ticket]
+                if now >= pace.until:
+                    self._sent(pace, now)
+                    return TAKEN
+                # A later 429 began a hold over this turn: the caller queues again.
+            earliest = max(now, pace.until)
+            frees_at = pace.frees_at
+            if frees_at is not None:
+                self._release_unclaimed(pace, frees_at, now)
+                if frees_at and frees_at[0] < now - WINDOW_SECONDS:
+                    frees_at = pace.frees_at = None  # a room went unused for a whole window
+            if frees_at is None:
+                return Turn(earliest - now)
+            begins = max(earliest, frees_at[0] + TURN_MARGIN_SECONDS) if frees_at else math.inf
+            if begins > earliest + self._queue_seconds:
+                # No turn: the queue is full. Come back when this one would be in it (every room reserved: when the queue is passed).
+                return Turn(min(begins, earliest + 2 * self._queue_seconds) - self._queue_seconds - now)
+            frees_at.popleft()
+            if begins <= now:
+                self._sent(pace, now)
+                return SEND_NOW
+            ticket = secrets.token_urlsafe(12)
+            pace.reserved[ticket] = begins
+            return Turn(begins - now, ticket)
+
+    @staticmethod
+    def _sent(pace: _Pace, now: float) -> None:
+        # The room frees a window after Key Vault counts the request, which goes now, whenever its turn began.
+        if pace.frees_at is not None:
+            pace.frees_at.append(now + WINDOW_SECONDS)
+
+    @staticmethod
+    def _release_unclaimed(pace: _Pace, frees_at: deque[float], now: float) -> None:
+        """A turn not taken for a whole window will not be: its room has been free since it began.
+        Turns are reserved in the order they begin, so the oldest come first."""
+        while pace.reserved and (begins := next(iter(pace.reserved.values()))) < now - WINDOW_SECONDS:
+            del pace.reserved[next(iter(pace.reserved))]
+            frees_at.appendleft(begins)

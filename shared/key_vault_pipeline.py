@@ -7,7 +7,6 @@ under its deadline and tells whether a create it sent may still make a key versi
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,15 +33,19 @@ class KeyVaultCalls:
 
     send_by: float | None
     create_may_have_landed: bool = False
+    # The turn the caller was given when it was held back before (``HeldOff.turn``): the first
+    # request counting against the limit it was reserved in takes it.
+    turn: str | None = None
 
 
 _calls: ContextVar[KeyVaultCalls | None] = ContextVar("key_vault_calls", default=None)
 
 
 @contextmanager
-def key_vault_calls(send_by: float | None) -> Iterator[KeyVaultCalls]:
-    """Run an invocation's Key Vault requests under ``send_by``, and learn what its creates did."""
-    calls = KeyVaultCalls(send_by)
+def key_vault_calls(send_by: float | None, turn: str | None = None) -> Iterator[KeyVaultCalls]:
+    """Run an invocation's Key Vault requests under ``send_by`` (and in the ``turn`` the caller holds),
+    and learn what its creates did."""
+    calls = KeyVaultCalls(send_by, turn=turn)
     token = _calls.set(calls)
     try:
         yield calls
@@ -60,7 +63,8 @@ class DeadlinePassed(Unavailable):
 
 
 class HeldOff(ResourceExhausted):
-    """Key Vault asked this instance to wait before sending more requests of this kind; none was sent."""
+    """Key Vault asked this instance to wait before sending more requests of this kind, or the caller
+    waits for its turn after such a wait; none was sent."""
 
 
 class BudgetedRetryPolicy(RetryPolicy):  # type: ignore[type-arg]  # azure-core types it by request and response
@@ -99,16 +103,22 @@ class BudgetedRetryPolicy(RetryPolicy):  # type: ignore[type-arg]  # azure-core 
         if not _may_send_within(0):
             raise DeadlinePassed("the caller's deadline leaves no time to ask Key Vault: nothing was sent")
         limit = limit_of(request.http_request.method, request.http_request.url)
-        wait = self.hold_off.remaining(limit)
-        if wait > 0:
-            raise HeldOff(f"Key Vault is throttling this app's {limit.value}: nothing was sent, retry after the wait", math.ceil(wait))
+        calls = _calls.get()
+        turn = self.hold_off.turn(limit, calls.turn if calls else None)
+        if turn.taken and calls:
+            calls.turn = None  # a turn is taken once
+        if turn.wait > 0:
+            come_back = "come back with the turn after the wait" if turn.ticket else "retry after the wait"
+            raise HeldOff(f"Key Vault is throttling this app's {limit.value}: nothing was sent, {come_back}", turn.wait, turn.ticket)
         return super().send(request)
 
     def is_retry(self, settings: dict[str, Any], response: PipelineResponse[Any, Any]) -> bool:
         # Every answer passes here, retried or not: a 429 holds back this instance's other calls at once.
+        request = response.http_request
         if response.http_response.status_code == 429:
-            request = response.http_request
             self.hold_off.hold(limit_of(request.method, request.url), self.get_retry_after(response) or DEFAULT_RETRY_AFTER_SECONDS)
+        else:
+            self.hold_off.counted(limit_of(request.method, request.url))
         if response.http_response.status_code == 409 and is_name_in_transition(*key_vault_error(response.http_response)):
             next_wait = self.get_backoff_time({**settings, "history": [*settings["history"], None]})
             return (

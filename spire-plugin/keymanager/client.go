@@ -94,6 +94,8 @@ type attemptFailure struct {
 	status     *status.Status
 	retryable  bool
 	retryAfter time.Duration // what the app asked for; zero when it did not say
+	// The ticket of a turn the app reserved for the next attempt, which carries it back (turnHeader).
+	turn string
 	// The app answered 429 with its error document: Key Vault, or the app on its behalf, asked for
 	// a wait. A 429 from something in front of the app (the Functions host shedding load, a
 	// gateway) says nothing of the vault's limit, and is retried as a 503 is.
@@ -118,6 +120,7 @@ const (
 	// overload, signs that wait again and again form a queue that adds no signature (the vault
 	// serves its limit either way), only latency for every caller and a backlog that keeps the
 	// vault throttled long after the load drops. SPIRE's callers retry a failed mint on their own.
+	// A turn the app reserved is always waited for: the app keeps that queue short.
 	retryThrottledOnce
 )
 
@@ -126,7 +129,11 @@ const (
 	deadlineHeader = "X-Request-Deadline"
 	// The app's word that no key version was made nor can be made later by a failed create.
 	keyCreatedHeader = "X-Key-Created"
-	deadlineFormat   = "2006-01-02T15:04:05.000Z07:00"
+	// On a 429, the ticket of a turn the app reserved for this call, sent back with the next
+	// attempt, and the wait to the millisecond: the turn begins at a moment, not on a whole second.
+	turnHeader         = "X-Retry-Turn"
+	retryAfterMsHeader = "retry-after-ms"
+	deadlineFormat     = "2006-01-02T15:04:05.000Z07:00"
 )
 
 // call sends a request and decodes a 2xx JSON answer into out, retrying 429, 503, connection
@@ -146,8 +153,9 @@ func (c *appClient) call(ctx context.Context, rule retryRule, method, path strin
 	deadline, _ := ctx.Deadline()
 	var previous *attemptFailure
 	waitedOutThrottling := false
+	turn := ""
 	for attempt := 1; ; attempt++ {
-		failure := c.attempt(ctx, trace, method, path, payload, out)
+		failure := c.attempt(ctx, trace, method, path, payload, turn, out)
 		if failure == nil {
 			return nil
 		}
@@ -158,7 +166,8 @@ func (c *appClient) call(ctx context.Context, rule retryRule, method, path strin
 		if !failure.retryable || (rule == retryOnlyUnsent && !failure.unsent) {
 			return failure.status.Err()
 		}
-		if failure.throttled && rule == retryThrottledOnce {
+		turn = failure.turn
+		if failure.throttled && rule == retryThrottledOnce && turn == "" {
 			if waitedOutThrottling {
 				// Not the deadline: the rule ends the call, and the message must not send operators to their timeouts.
 				return status.Errorf(failure.status.Code(), "%s (throttled again after waiting once; %d attempts)", failure.status.Message(), attempt)
@@ -198,7 +207,7 @@ func giveUp(failure *attemptFailure, attempts int) error {
 	return status.Errorf(failure.status.Code(), "%s (gave up after %d attempts within the call's deadline)", failure.status.Message(), attempts)
 }
 
-func (c *appClient) attempt(ctx context.Context, trace callTrace, method, path string, payload []byte, out any) *attemptFailure {
+func (c *appClient) attempt(ctx context.Context, trace callTrace, method, path string, payload []byte, turn string, out any) *attemptFailure {
 	attemptCtx, cancel := context.WithTimeout(ctx, c.settings.requestTimeout)
 	defer cancel()
 	request, err := http.NewRequestWithContext(attemptCtx, method, c.settings.appURL.String()+path, bytes.NewReader(payload))
@@ -212,6 +221,9 @@ func (c *appClient) attempt(ctx context.Context, trace callTrace, method, path s
 	deadline, _ := attemptCtx.Deadline()
 	c.setHeaders(request, accessToken, payload != nil, deadline)
 	request.Header.Set(traceparentHeader, trace.traceparent())
+	if turn != "" {
+		request.Header.Set(turnHeader, turn)
+	}
 	response, err := c.http.Do(request)
 	if err != nil {
 		return c.connectionFailure(ctx, err)
@@ -224,13 +236,18 @@ func (c *appClient) attempt(ctx context.Context, trace callTrace, method, path s
 	if response.StatusCode/100 != 2 {
 		retryable := response.StatusCode == http.StatusTooManyRequests || response.StatusCode == http.StatusServiceUnavailable
 		appError := appErrorOf(content)
-		return &attemptFailure{
+		throttled := response.StatusCode == http.StatusTooManyRequests && appError != nil
+		failure := &attemptFailure{
 			status:     statusFromResponse(response, appError, c.settings.serverName),
 			retryable:  retryable,
-			retryAfter: parseRetryAfter(response.Header.Get("Retry-After")),
-			throttled:  response.StatusCode == http.StatusTooManyRequests && appError != nil,
+			retryAfter: parseRetryAfter(response.Header),
+			throttled:  throttled,
 			unsent:     retryable && response.Header.Get(keyCreatedHeader) == "false",
 		}
+		if throttled {
+			failure.turn = response.Header.Get(turnHeader)
+		}
+		return failure
 	}
 	if err := json.Unmarshal(content, out); err != nil {
 		return &attemptFailure{status: status.Newf(codes.Internal, "the app's answer to %s %s is not the expected JSON: %v", method, path, err)}
@@ -326,8 +343,13 @@ func serverDescription(serverName string) string {
 	return fmt.Sprintf("server %q", serverName)
 }
 
-// parseRetryAfter reads Retry-After as delay-seconds or an HTTP date; zero when absent or invalid.
-func parseRetryAfter(value string) time.Duration {
+// parseRetryAfter reads retry-after-ms, else Retry-After as delay-seconds or an HTTP date; zero
+// when absent or invalid.
+func parseRetryAfter(header http.Header) time.Duration {
+	if milliseconds, err := strconv.Atoi(header.Get(retryAfterMsHeader)); err == nil && milliseconds >= 0 {
+		return time.Duration(milliseconds) * time.Millisecond
+	}
+	value := header.Get("Retry-After")
 	if value == "" {
 		return 0
 	}

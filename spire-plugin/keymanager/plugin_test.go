@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -566,6 +567,31 @@ func TestASignWaitsOutOneThrottlingOnly(t *testing.T) {
 		handler, count := flakyApp(newFakeApp(t), 3, unavailable)
 		require.NoError(t, signWithin(serveApp(t, handler, ""), 30*time.Second))
 		assert.Equal(t, int32(4), count.Load())
+	})
+	t.Run("a reserved turn is waited for, and taken with its ticket", func(t *testing.T) {
+		var mu sync.Mutex
+		var turns []string
+		app := newFakeApp(t)
+		s := serveApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			turns = append(turns, r.Header.Get("X-Retry-Turn"))
+			n := len(turns)
+			mu.Unlock()
+			if n <= 3 {
+				w.Header().Set("Retry-After", "1")
+				w.Header().Set("retry-after-ms", "20")
+				w.Header().Set("X-Retry-Turn", "turn-"+strconv.Itoa(n))
+				writeJSON(w, http.StatusTooManyRequests, apiError("ResourceExhausted", message))
+				return
+			}
+			app.ServeHTTP(w, r)
+		}), "")
+		start := time.Now()
+		require.NoError(t, signWithin(s, 30*time.Second))
+		mu.Lock()
+		defer mu.Unlock()
+		assert.Equal(t, []string{"", "turn-1", "turn-2", "turn-3"}, turns, "each attempt after a turn was given carries its ticket")
+		assert.Less(t, time.Since(start), 900*time.Millisecond, "the plugin waited whole seconds, not the milliseconds of the turn")
 	})
 	t.Run("a 429 from in front of the app keeps its retries", func(t *testing.T) {
 		handler, count := flakyApp(newFakeApp(t), 3, func(w http.ResponseWriter, _ *http.Request) {

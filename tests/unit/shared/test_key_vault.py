@@ -474,7 +474,7 @@ def test_after_a_throttled_sign_no_operation_on_keys_is_sent_until_the_wait_ends
     clock.now += 1.2
     with pytest.raises(HeldOff) as held:
         vault.sign("k", "v1", "ES256", DIGEST)
-    assert held.value.retry_after == 2 and "nothing was sent" in held.value.message  # 1.8 s left, in whole seconds
+    assert held.value.retry_after == pytest.approx(1.8) and held.value.turn is None and "nothing was sent" in held.value.message
     with pytest.raises(HeldOff):
         vault.get_key("k")  # a read of a key counts against the same limit as a sign
     assert transport.requests == [EMPTY_VERSION_SIGN]
@@ -565,3 +565,47 @@ def test_with_azure_sdk_tracing_on_each_request_is_a_span_within_the_key_vault_c
     requests = [span for span in recorded.descendants(call) if span.kind is SpanKind.CLIENT]
     assert [span.attributes["http.response.status_code"] for span in requests] == [429, 200]
     assert requests[1].attributes["http.request.resend_count"] == 1
+
+
+def test_after_a_throttled_sign_the_callers_held_back_get_turns_that_no_newcomer_takes():
+    clock = Clock()
+    transport = _Scripted([SIGNED_BY_V1] * 10 + [_throttled_for(1), SIGNED_BY_V1])
+    vault = _vault(transport, hold_off=HoldOff(clock))
+    for second in range(91, 101):  # Key Vault counts one sign a second: their rooms free from 101 on
+        clock.now = second
+        vault.sign("k", LATEST, "ES256", DIGEST)
+    clock.now = 100.5
+    with key_vault_calls(time.monotonic() + 0.5), pytest.raises(errors.ResourceExhausted):
+        vault.sign("k", LATEST, "ES256", DIGEST)  # held until 101.5
+    clock.now = 100.6
+    with pytest.raises(HeldOff) as held:
+        vault.sign("k", LATEST, "ES256", DIGEST)
+    assert held.value.turn and held.value.retry_after == pytest.approx(0.9)  # the room freed at 101, when the hold ends
+    clock.now = 101.5
+    with pytest.raises(HeldOff) as newcomer:
+        vault.sign("k", LATEST, "ES256", DIGEST)
+    assert newcomer.value.turn is None  # the next room is past the queue's half second
+    with key_vault_calls(None, turn=held.value.turn):
+        assert vault.sign("k", LATEST, "ES256", DIGEST) == SignedDigest("v1", b"signature")
+    assert transport.requests == [EMPTY_VERSION_SIGN] * 12
+
+
+def test_a_turn_reserved_for_a_create_is_left_by_the_read_before_it():
+    clock = Clock()
+    transport = _Scripted([HSM_KEY, HSM_KEY, _throttled_for(1), HSM_KEY, HSM_KEY])
+    vault = _vault(transport, hold_off=HoldOff(clock))
+    for moment in (91, 92):  # their rooms free at 101 and 102
+        clock.now = moment
+        vault.create_key("k", KeyType.EC_P256, {})
+    clock.now = 100.2
+    with key_vault_calls(time.monotonic() + 0.5), pytest.raises(errors.ResourceExhausted):
+        vault.create_key("k", KeyType.EC_P256, {})  # held until 101.2
+    clock.now = 100.3
+    with pytest.raises(HeldOff) as held:
+        vault.create_key("k", KeyType.EC_P256, {})
+    assert held.value.turn and held.value.retry_after == pytest.approx(0.9)
+    clock.now = 101.2
+    with key_vault_calls(None, turn=held.value.turn):
+        vault.get_key("k")  # an operation on a key: creations' turns are not its own
+        vault.create_key("k", KeyType.EC_P256, {})
+    assert transport.requests == [CREATE] * 3 + [("GET", "/keys/k/"), CREATE]

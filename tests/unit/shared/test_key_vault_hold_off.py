@@ -2,7 +2,7 @@
 
 import pytest
 
-from shared.key_vault_hold_off import HoldOff, Limit, limit_of
+from shared.key_vault_hold_off import SEND_NOW, TAKEN, HoldOff, Limit, Turn, limit_of
 
 VAULT = "https://vault.vault.azure.net"
 
@@ -61,3 +61,109 @@ def test_a_shorter_retry_after_does_not_shorten_the_hold():
     assert hold_off.remaining(Limit.KEY_OPERATIONS) == 3
     hold_off.hold(Limit.KEY_OPERATIONS, 5)
     assert hold_off.remaining(Limit.KEY_OPERATIONS) == 5
+
+
+def _paced_hold_off(clock: Clock, queue_seconds: float = 0.5) -> HoldOff:
+    """Twenty signs counted, one every 0.5 s up to 100.0; at 100.2 a 429 asks for 1 s (until 101.2).
+    The rooms they took free at 100.5, 101.0, 101.5, ...: two during the hold."""
+    hold_off = HoldOff(clock, queue_seconds=queue_seconds)
+    for moment in range(181, 201):
+        clock.now = moment / 2
+        hold_off.counted(Limit.KEY_OPERATIONS)
+    clock.now = 100.2
+    hold_off.hold(Limit.KEY_OPERATIONS, 1)
+    return hold_off
+
+
+def test_after_a_429_the_rooms_freed_during_the_hold_are_turns_at_its_end_and_later_ones_are_paced():
+    clock = Clock()
+    hold_off = _paced_hold_off(clock)
+    turns = []
+    for moment in (100.3, 100.4, 100.5, 100.6):
+        clock.now = moment
+        turns.append(hold_off.turn(Limit.KEY_OPERATIONS))
+    first, second, third, fourth = turns
+    assert first.wait == pytest.approx(0.9) and second.wait == pytest.approx(0.8)  # both at the hold's end
+    assert third.wait == pytest.approx(101.52 - 100.5)  # the room freed at 101.5, and the margin
+    assert first.ticket and second.ticket and third.ticket and len({first.ticket, second.ticket, third.ticket}) == 3
+    # Past the queue's half second: no turn is held, and the wait ends when this one would be in the queue.
+    assert fourth.ticket is None and fourth.wait == pytest.approx(102.02 - 0.5 - 100.6)
+    assert hold_off.turn(Limit.KEY_CREATIONS) == SEND_NOW  # another limit is neither held nor paced
+
+
+def test_a_reserved_turn_is_its_holders_and_no_newcomers():
+    clock = Clock()
+    hold_off = _paced_hold_off(clock)
+    clock.now = 100.3
+    held = hold_off.turn(Limit.KEY_OPERATIONS)
+    hold_off.turn(Limit.KEY_OPERATIONS)  # the other room freed during the hold
+    clock.now = 100.5
+    later = hold_off.turn(Limit.KEY_OPERATIONS)  # at 101.52
+    clock.now = 101.2
+    newcomer = hold_off.turn(Limit.KEY_OPERATIONS)
+    assert newcomer.wait > 0  # the hold has ended, but the rooms are taken
+    assert hold_off.turn(Limit.KEY_OPERATIONS, held.ticket) == TAKEN
+    assert hold_off.turn(Limit.KEY_OPERATIONS, held.ticket).wait > 0  # a turn is taken once
+    clock.now = 101.3
+    assert hold_off.turn(Limit.KEY_OPERATIONS, later.ticket) == Turn(pytest.approx(0.22), later.ticket)  # too early: still its
+    clock.now = 101.515
+    assert hold_off.turn(Limit.KEY_OPERATIONS, later.ticket) == TAKEN
+
+
+def test_a_turn_under_a_later_hold_is_queued_again():
+    clock = Clock()
+    hold_off = _paced_hold_off(clock, queue_seconds=2)
+    clock.now = 100.3
+    held = hold_off.turn(Limit.KEY_OPERATIONS)
+    clock.now = 101.1
+    hold_off.hold(Limit.KEY_OPERATIONS, 1)  # Key Vault throttled again: hold until 102.1
+    clock.now = 101.2
+    again = hold_off.turn(Limit.KEY_OPERATIONS, held.ticket)
+    assert again.ticket not in (None, held.ticket) and again.wait == pytest.approx(0.9)  # from the later hold's end
+
+
+def test_a_turn_that_is_not_this_instances_is_a_newcomers():
+    clock = Clock()
+    hold_off = _paced_hold_off(clock)
+    clock.now = 100.3
+    assert hold_off.turn(Limit.KEY_OPERATIONS, "AAAAAAAAAAAAAAAA").wait == pytest.approx(0.9)
+
+
+def test_without_requests_of_its_own_counted_a_429_is_a_hold_without_turns():
+    clock = Clock()
+    hold_off = HoldOff(clock)
+    hold_off.hold(Limit.KEY_OPERATIONS, 2)
+    clock.now += 0.5
+    assert hold_off.turn(Limit.KEY_OPERATIONS) == Turn(1.5)
+
+
+def test_pacing_ends_once_a_room_went_unused_for_a_whole_window():
+    clock = Clock()
+    hold_off = _paced_hold_off(clock)
+    clock.now = 125.0  # every room freed before 115 went unused
+    assert hold_off.turn(Limit.KEY_OPERATIONS) == SEND_NOW
+    hold_off.hold(Limit.KEY_OPERATIONS, 1)  # nothing counted in the last window: Key Vault's room is others'
+    assert hold_off.turn(Limit.KEY_OPERATIONS) == Turn(1.0)
+
+
+def test_a_turn_is_taken_only_by_a_request_of_the_limit_it_was_reserved_in():
+    clock = Clock()
+    hold_off = _paced_hold_off(clock)
+    clock.now = 100.3
+    held = hold_off.turn(Limit.KEY_OPERATIONS)
+    clock.now = 101.2
+    assert hold_off.turn(Limit.KEY_CREATIONS, held.ticket) == SEND_NOW  # e.g. a create before the sign: not its turn
+    assert hold_off.turn(Limit.KEY_OPERATIONS, held.ticket) == TAKEN
+
+
+def test_turns_never_taken_give_their_rooms_back_and_pacing_ends():
+    clock = Clock()
+    hold_off = _paced_hold_off(clock, queue_seconds=100)
+    clock.now = 100.3
+    for _ in range(20):  # every room is reserved, and no caller comes back
+        assert hold_off.turn(Limit.KEY_OPERATIONS).ticket
+    assert hold_off.turn(Limit.KEY_OPERATIONS).ticket is None
+    clock.now = 125.0  # a window after the last of those turns began
+    assert hold_off.turn(Limit.KEY_OPERATIONS) == SEND_NOW
+    hold_off.hold(Limit.KEY_OPERATIONS, 1)
+    assert hold_off.turn(Limit.KEY_OPERATIONS) == Turn(1.0)  # pacing ended: nothing counted since, a hold alone
