@@ -35,11 +35,10 @@ from urllib.parse import urlsplit
 
 # Key Vault's throttling window.
 WINDOW_SECONDS = 10.0
-# Key Vault counts a request when it arrives, a little after this instance sent it: a turn begins
-# this much after the room it takes is freed by this instance's own record.
-TURN_MARGIN_SECONDS = 0.02
 # How far past the hold's end turns are given: the longest a paced caller waits beyond Key Vault's own wait.
-QUEUE_SECONDS = 0.5
+QUEUE_SECONDS = 0.25
+# A turn this close is waited for in the invocation: a caller's round trip would take about as long.
+WAIT_HERE_SECONDS = 0.02
 # A caller may come back this early for its turn (clocks and timers are not exact).
 EARLY_SECONDS = 0.01
 
@@ -70,6 +69,8 @@ class Turn:
 
     wait: float
     ticket: str | None = None
+    # The turn is this request's, so close that the wait is spent here rather than on a round trip.
+    here: bool = False
     # The request takes the turn its caller's ticket reserved (an invocation's other requests may
     # count against other limits, and must leave the ticket to the one it was reserved for).
     taken: bool = False
@@ -101,13 +102,16 @@ class HoldOff:
         self._paces = {limit: _Pace() for limit in Limit}
 
     def counted(self, limit: Limit) -> None:
-        """Key Vault answered a request counting against ``limit`` with anything but a 429: it counted it."""
+        """Key Vault answered a request counting against ``limit`` with anything but a 429: it counted
+        it by now, so its room in the window frees a window from now at the latest."""
         with self._lock:
             now = self._clock()
-            counted = self._paces[limit].counted
-            counted.append(now)
-            while counted[0] <= now - WINDOW_SECONDS:
-                counted.popleft()
+            pace = self._paces[limit]
+            pace.counted.append(now)
+            while pace.counted[0] <= now - WINDOW_SECONDS:
+                pace.counted.popleft()
+            if pace.frees_at is not None:
+                pace.frees_at.append(now + WINDOW_SECONDS)
 
     def hold(self, limit: Limit, seconds: float) -> None:
         """Key Vault answered a request counting against ``limit`` with a 429 and Retry-After ``seconds``."""
@@ -120,13 +124,10 @@ class HoldOff:
                 # With nothing of this instance's counted, the vault's room is others': hold only.
                 pace.frees_at = deque(moment + WINDOW_SECONDS for moment in recent) or None
 
-    def remaining(self, limit: Limit) -> float:
-        """Seconds before the hold on ``limit`` ends; 0 when there is none."""
-        return max(0.0, self._paces[limit].until - self._clock())
-
     def turn(self, limit: Limit, ticket: str | None = None) -> Turn:
         """When a request counting against ``limit`` may go, taking the turn it is given; ``ticket`` is
-        the one its caller was given earlier, if any. A wait without a ticket holds no turn."""
+        the one its caller was given earlier, if any. A wait without a ticket holds no turn, unless it
+        is one to wait out here."""
         with self._lock:
             now = self._clock()
             pace = self._paces[limit]
@@ -135,7 +136,6 @@ class HoldOff:
                     return Turn(reserved - now, ticket)
                 del pace.reserved[ticket]
                 if now >= pace.until:
-                    self._sent(pace, now)
                     return TAKEN
                 # A later 429 began a hold over this turn: the caller queues again.
             earliest = max(now, pace.until)
@@ -146,23 +146,16 @@ class HoldOff:
                     frees_at = pace.frees_at = None  # a room went unused for a whole window
             if frees_at is None:
                 return Turn(earliest - now)
-            begins = max(earliest, frees_at[0] + TURN_MARGIN_SECONDS) if frees_at else math.inf
+            begins = max(earliest, frees_at[0]) if frees_at else math.inf
             if begins > earliest + self._queue_seconds:
                 # No turn: the queue is full. Come back when this one would be in it (every room reserved: when the queue is passed).
                 return Turn(min(begins, earliest + 2 * self._queue_seconds) - self._queue_seconds - now)
             frees_at.popleft()
-            if begins <= now:
-                self._sent(pace, now)
-                return SEND_NOW
+            if begins - now <= WAIT_HERE_SECONDS:
+                return Turn(max(0.0, begins - now), here=True)
             ticket = secrets.token_urlsafe(12)
             pace.reserved[ticket] = begins
             return Turn(begins - now, ticket)
-
-    @staticmethod
-    def _sent(pace: _Pace, now: float) -> None:
-        # The room frees a window after Key Vault counts the request, which goes now, whenever its turn began.
-        if pace.frees_at is not None:
-            pace.frees_at.append(now + WINDOW_SECONDS)
 
     @staticmethod
     def _release_unclaimed(pace: _Pace, frees_at: deque[float], now: float) -> None:

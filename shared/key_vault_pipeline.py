@@ -107,7 +107,9 @@ class BudgetedRetryPolicy(RetryPolicy):  # type: ignore[type-arg]  # azure-core 
         turn = self.hold_off.turn(limit, calls.turn if calls else None)
         if turn.taken and calls:
             calls.turn = None  # a turn is taken once
-        if turn.wait > 0:
+        if turn.here:
+            time.sleep(turn.wait)
+        elif turn.wait > 0:
             come_back = "come back with the turn after the wait" if turn.ticket else "retry after the wait"
             raise HeldOff(f"Key Vault is throttling this app's {limit.value}: nothing was sent, {come_back}", turn.wait, turn.ticket)
         return super().send(request)

@@ -584,7 +584,7 @@ def test_after_a_throttled_sign_the_callers_held_back_get_turns_that_no_newcomer
     clock.now = 101.5
     with pytest.raises(HeldOff) as newcomer:
         vault.sign("k", LATEST, "ES256", DIGEST)
-    assert newcomer.value.turn is None  # the next room is past the queue's half second
+    assert newcomer.value.turn is None  # the next room, at 102, is past the queue
     with key_vault_calls(None, turn=held.value.turn):
         assert vault.sign("k", LATEST, "ES256", DIGEST) == SignedDigest("v1", b"signature")
     assert transport.requests == [EMPTY_VERSION_SIGN] * 12

@@ -37,19 +37,19 @@ def test_each_request_counts_against_the_limit_key_vault_counts_it_against(metho
 def test_a_429_holds_back_its_limit_for_as_long_as_key_vault_asked():
     clock = Clock()
     hold_off = HoldOff(clock)
-    assert hold_off.remaining(Limit.KEY_OPERATIONS) == 0
+    assert hold_off.turn(Limit.KEY_OPERATIONS) == SEND_NOW
     hold_off.hold(Limit.KEY_OPERATIONS, 3)
     clock.now += 1.25
-    assert hold_off.remaining(Limit.KEY_OPERATIONS) == pytest.approx(1.75)
+    assert hold_off.turn(Limit.KEY_OPERATIONS) == Turn(pytest.approx(1.75))
     clock.now += 1.75
-    assert hold_off.remaining(Limit.KEY_OPERATIONS) == 0
+    assert hold_off.turn(Limit.KEY_OPERATIONS) == SEND_NOW
 
 
 def test_a_throttled_limit_leaves_the_others_open():
     hold_off = HoldOff(Clock())
     hold_off.hold(Limit.KEY_CREATIONS, 5)
-    assert hold_off.remaining(Limit.KEY_OPERATIONS) == hold_off.remaining(Limit.VAULT_OPERATIONS) == 0
-    assert hold_off.remaining(Limit.KEY_CREATIONS) == 5
+    assert hold_off.turn(Limit.KEY_OPERATIONS) == hold_off.turn(Limit.VAULT_OPERATIONS) == SEND_NOW
+    assert hold_off.turn(Limit.KEY_CREATIONS) == Turn(5)
 
 
 def test_a_shorter_retry_after_does_not_shorten_the_hold():
@@ -58,9 +58,9 @@ def test_a_shorter_retry_after_does_not_shorten_the_hold():
     hold_off.hold(Limit.KEY_OPERATIONS, 4)
     clock.now += 1
     hold_off.hold(Limit.KEY_OPERATIONS, 1)  # a request in flight before the first 429 came back
-    assert hold_off.remaining(Limit.KEY_OPERATIONS) == 3
+    assert hold_off.turn(Limit.KEY_OPERATIONS) == Turn(3)
     hold_off.hold(Limit.KEY_OPERATIONS, 5)
-    assert hold_off.remaining(Limit.KEY_OPERATIONS) == 5
+    assert hold_off.turn(Limit.KEY_OPERATIONS) == Turn(5)
 
 
 def _paced_hold_off(clock: Clock, queue_seconds: float = 0.5) -> HoldOff:
@@ -84,10 +84,10 @@ def test_after_a_429_the_rooms_freed_during_the_hold_are_turns_at_its_end_and_la
         turns.append(hold_off.turn(Limit.KEY_OPERATIONS))
     first, second, third, fourth = turns
     assert first.wait == pytest.approx(0.9) and second.wait == pytest.approx(0.8)  # both at the hold's end
-    assert third.wait == pytest.approx(101.52 - 100.5)  # the room freed at 101.5, and the margin
+    assert third.wait == pytest.approx(1.0)  # the room that frees at 101.5
     assert first.ticket and second.ticket and third.ticket and len({first.ticket, second.ticket, third.ticket}) == 3
     # Past the queue's half second: no turn is held, and the wait ends when this one would be in the queue.
-    assert fourth.ticket is None and fourth.wait == pytest.approx(102.02 - 0.5 - 100.6)
+    assert fourth.ticket is None and fourth.wait == pytest.approx(102.0 - 0.5 - 100.6)
     assert hold_off.turn(Limit.KEY_CREATIONS) == SEND_NOW  # another limit is neither held nor paced
 
 
@@ -98,14 +98,14 @@ def test_a_reserved_turn_is_its_holders_and_no_newcomers():
     held = hold_off.turn(Limit.KEY_OPERATIONS)
     hold_off.turn(Limit.KEY_OPERATIONS)  # the other room freed during the hold
     clock.now = 100.5
-    later = hold_off.turn(Limit.KEY_OPERATIONS)  # at 101.52
+    later = hold_off.turn(Limit.KEY_OPERATIONS)  # at 101.5
     clock.now = 101.2
     newcomer = hold_off.turn(Limit.KEY_OPERATIONS)
     assert newcomer.wait > 0  # the hold has ended, but the rooms are taken
     assert hold_off.turn(Limit.KEY_OPERATIONS, held.ticket) == TAKEN
     assert hold_off.turn(Limit.KEY_OPERATIONS, held.ticket).wait > 0  # a turn is taken once
     clock.now = 101.3
-    assert hold_off.turn(Limit.KEY_OPERATIONS, later.ticket) == Turn(pytest.approx(0.22), later.ticket)  # too early: still its
+    assert hold_off.turn(Limit.KEY_OPERATIONS, later.ticket) == Turn(pytest.approx(0.2), later.ticket)  # too early: still its
     clock.now = 101.515
     assert hold_off.turn(Limit.KEY_OPERATIONS, later.ticket) == TAKEN
 
@@ -167,3 +167,24 @@ def test_turns_never_taken_give_their_rooms_back_and_pacing_ends():
     assert hold_off.turn(Limit.KEY_OPERATIONS) == SEND_NOW
     hold_off.hold(Limit.KEY_OPERATIONS, 1)
     assert hold_off.turn(Limit.KEY_OPERATIONS) == Turn(1.0)  # pacing ended: nothing counted since, a hold alone
+
+
+def test_a_turn_a_moment_away_is_waited_for_in_the_invocation():
+    clock = Clock()
+    hold_off = _paced_hold_off(clock)
+    clock.now = 101.49  # the hold is over; rooms freed at 100.5 and 101.0, and one frees at 101.5
+    assert [hold_off.turn(Limit.KEY_OPERATIONS) for _ in range(3)] == [
+        Turn(0.0, here=True),
+        Turn(0.0, here=True),
+        Turn(pytest.approx(0.01), here=True),
+    ]
+    assert hold_off.turn(Limit.KEY_OPERATIONS).ticket is None  # 102.0 is past the queue
+
+
+def test_a_request_answered_after_the_429_frees_its_room_a_window_after_its_answer():
+    clock = Clock()
+    hold_off = _paced_hold_off(clock, queue_seconds=100)
+    clock.now = 100.3
+    hold_off.counted(Limit.KEY_OPERATIONS)  # sent before the 429 came back: Key Vault counted it too
+    waits = [hold_off.turn(Limit.KEY_OPERATIONS).wait for _ in range(21)]
+    assert waits[-1] == pytest.approx(110.3 - 100.3)
