@@ -120,9 +120,15 @@ class HoldOff:
             pace = self._paces[limit]
             pace.until = max(pace.until, now + seconds)
             if pace.frees_at is None:
-                recent = [moment for moment in pace.counted if moment > now - WINDOW_SECONDS]
-                # With nothing of this instance's counted, the vault's room is others': hold only.
-                pace.frees_at = deque(moment + WINDOW_SECONDS for moment in recent) or None
+                frees_at = deque(moment + WINDOW_SECONDS for moment in pace.counted if moment > now - WINDOW_SECONDS)
+                # Pace only when this instance's own requests fill the window: if none of their rooms
+                # frees by the end of the hold and the queue, the vault's room is others', and a hold is all.
+                if frees_at and frees_at[0] <= pace.until + self._queue_seconds:
+                    pace.frees_at = frees_at
+
+    def paced(self, limit: Limit) -> bool:
+        """Whether callers of ``limit`` are given turns: after a 429, once this instance's own requests were counted."""
+        return self._paces[limit].frees_at is not None
 
     def turn(self, limit: Limit, ticket: str | None = None) -> Turn:
         """When a request counting against ``limit`` may go, taking the turn it is given; ``ticket`` is

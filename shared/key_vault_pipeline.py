@@ -104,6 +104,16 @@ class BudgetedRetryPolicy(RetryPolicy):  # type: ignore[type-arg]  # azure-core 
             raise DeadlinePassed("the caller's deadline leaves no time to ask Key Vault: nothing was sent")
         limit = limit_of(request.http_request.method, request.http_request.url)
         calls = _calls.get()
+        self._take_turn(limit, calls, "nothing was sent")
+        response = super().send(request)
+        if response.http_response.status_code == 429 and self.hold_off.paced(limit):
+            # Sending again when the hold ends would take a room from the callers queued for turns: queue too.
+            self._take_turn(limit, None, "it refused the request")
+            response = super().send(request)
+        return response
+
+    def _take_turn(self, limit: Limit, calls: KeyVaultCalls | None, what_was_sent: str) -> None:
+        """Return when the request may go (after a wait of a few milliseconds at most), or raise HeldOff."""
         turn = self.hold_off.turn(limit, calls.turn if calls else None)
         if turn.taken and calls:
             calls.turn = None  # a turn is taken once
@@ -111,14 +121,16 @@ class BudgetedRetryPolicy(RetryPolicy):  # type: ignore[type-arg]  # azure-core 
             time.sleep(turn.wait)
         elif turn.wait > 0:
             come_back = "come back with the turn after the wait" if turn.ticket else "retry after the wait"
-            raise HeldOff(f"Key Vault is throttling this app's {limit.value}: nothing was sent, {come_back}", turn.wait, turn.ticket)
-        return super().send(request)
+            raise HeldOff(f"Key Vault is throttling this app's {limit.value}: {what_was_sent}, {come_back}", turn.wait, turn.ticket)
 
     def is_retry(self, settings: dict[str, Any], response: PipelineResponse[Any, Any]) -> bool:
         # Every answer passes here, retried or not: a 429 holds back this instance's other calls at once.
         request = response.http_request
         if response.http_response.status_code == 429:
-            self.hold_off.hold(limit_of(request.method, request.url), self.get_retry_after(response) or DEFAULT_RETRY_AFTER_SECONDS)
+            limit = limit_of(request.method, request.url)
+            self.hold_off.hold(limit, self.get_retry_after(response) or DEFAULT_RETRY_AFTER_SECONDS)
+            if self.hold_off.paced(limit):
+                return False  # send() queues the call for a turn
         else:
             self.hold_off.counted(limit_of(request.method, request.url))
         if response.http_response.status_code == 409 and is_name_in_transition(*key_vault_error(response.http_response)):

@@ -290,7 +290,15 @@ class App:
         return response.status_code, json.loads(response.get_body() or b"null")
 
     def respond(
-        self, handler, body=None, method="POST", raw: bytes | None = None, params=None, caller: Principal | None = None, **route_params
+        self,
+        handler,
+        body=None,
+        method="POST",
+        raw: bytes | None = None,
+        params=None,
+        caller: Principal | None = None,
+        headers: dict[str, str] | None = None,
+        **route_params,
     ) -> func.HttpResponse:
         """The handler's whole response (``call`` keeps it as ``last_response``, which calls from several threads cannot share)."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
@@ -298,7 +306,12 @@ class App:
         # As the host hands it over: the query in the URL (which the app reads) and in params.
         url = "http://localhost/api" + (f"?{urlencode(params)}" if params else "")
         request = func.HttpRequest(
-            method, url, body=data, params=params or {}, headers=self.callers.headers(caller), route_params=route_params
+            method,
+            url,
+            body=data,
+            params=params or {},
+            headers={**self.callers.headers(caller), **(headers or {})},
+            route_params=route_params,
         )
         return handler(request)
 

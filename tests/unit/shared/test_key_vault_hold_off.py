@@ -188,3 +188,13 @@ def test_a_request_answered_after_the_429_frees_its_room_a_window_after_its_answ
     hold_off.counted(Limit.KEY_OPERATIONS)  # sent before the 429 came back: Key Vault counted it too
     waits = [hold_off.turn(Limit.KEY_OPERATIONS).wait for _ in range(21)]
     assert waits[-1] == pytest.approx(110.3 - 100.3)
+
+
+def test_a_429_while_this_instance_sends_little_is_a_hold_without_turns():
+    clock = Clock()
+    hold_off = HoldOff(clock)
+    hold_off.counted(Limit.KEY_OPERATIONS)  # its room frees at 110: Key Vault's window holds others' requests
+    clock.now = 101.0
+    hold_off.hold(Limit.KEY_OPERATIONS, 1)
+    assert not hold_off.paced(Limit.KEY_OPERATIONS)
+    assert hold_off.turn(Limit.KEY_OPERATIONS) == Turn(1.0)
