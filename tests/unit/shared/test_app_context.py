@@ -95,6 +95,11 @@ def test_the_vault_transport_takes_the_proxy_and_ca_bundle_requests_would_use(mo
     assert bypassed.ca == DEFAULT_CA_BUNDLE_PATH
 
 
+def test_a_proxy_that_is_not_http_is_a_configuration_error_naming_it(monkeypatch):
+    with pytest.raises(ConfigurationError, match="HTTPS_PROXY"):
+        _vault_transport(load_settings(BASE), monkeypatch, HTTPS_PROXY="https://proxy.example:3128")
+
+
 def test_the_ca_bundle_setting_wins_over_the_environments(monkeypatch, tmp_path):
     ca_bundle = tmp_path / "vault-ca.pem"
     ca_bundle.write_text("")
