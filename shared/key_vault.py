@@ -1,8 +1,8 @@
 """Adapter over Azure Key Vault keys: the Vault port on a KeyClient (built by ``key_vault_pipeline``).
 
 It turns Key Vault's JSON web keys into DER public keys, and Azure SDK errors into the key
-manager's errors (``key_vault_errors``). Signing goes through the KeyClient's own pipeline
-(``send_request``), so one client, one token cache and one retry policy serve every call.
+manager's errors (``key_vault_errors``). Signing goes through the KeyClient's own pipeline, so
+one client, one token cache and one retry policy serve every call.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from azure.core import PipelineClient
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from azure.core.rest import HttpRequest
+from azure.core.rest import HttpRequest, HttpResponse
 from azure.keyvault.keys import JsonWebKey, KeyClient, KeyVaultKey
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -53,6 +54,11 @@ class KeyVaultKeys:
     def __init__(self, client: KeyClient, hsm_keys: bool = False) -> None:
         """``hsm_keys``: create HSM-protected keys (RSA-HSM, EC-HSM), of the same sizes and curves."""
         self._client = client
+        # Requests of our own go straight to the pipeline under the KeyClient, with the vault's URL and
+        # the client's api-version already in place: KeyClient.send_request deep-copies each request
+        # and parses its URL again to add them, about 0.2 ms of a sign's 7 ms measured in place.
+        self._pipeline: PipelineClient[HttpRequest, HttpResponse] = client._client._client
+        self._api_version = f"api-version={client.api_version}"
         self._create_parameters = _HSM_CREATE_PARAMETERS if hsm_keys else _CREATE_PARAMETERS
         # False once a sign by the empty version was answered 404 for a key that exists (Lowkey Vault).
         self._signs_by_empty_version = True
@@ -110,7 +116,7 @@ class KeyVaultKeys:
     def _sign(self, name: str, version: str, algorithm: str, digest: bytes) -> SignedDigest:
         body = {"alg": algorithm, "value": _b64url_encode(digest)}
         with traced("sign", key_name=name, key_version=version, algorithm=algorithm):
-            result = self._send(HttpRequest("POST", f"/keys/{name}/{version}/sign", json=body))
+            result = self._send(HttpRequest("POST", self._url(f"/keys/{name}/{version}/sign"), json=body))
         try:
             signed_by = _version_in_kid(result["kid"], name)
             return SignedDigest(signed_by, _b64url_decode(result["value"]))
@@ -125,7 +131,7 @@ class KeyVaultKeys:
     def delete_key(self, name: str) -> None:
         """Delete the whole key (Key Vault keeps it soft-deleted); one request, no polling."""
         with traced("delete_key", key_name=name):
-            self._send(HttpRequest("DELETE", f"/keys/{name}"))
+            self._send(HttpRequest("DELETE", self._url(f"/keys/{name}")))
 
     def recover_deleted_key(self, name: str) -> KeyVersion:
         """Undelete a soft-deleted key (the "recover" permission) and wait until it can be used again."""
@@ -136,10 +142,13 @@ class KeyVaultKeys:
                 raise Unavailable("Key Vault is still recovering the key: retry shortly")
             return _key_version(poller.result())
 
+    def _url(self, path: str) -> str:
+        return f"{self._client.vault_url}{path}?{self._api_version}"
+
     def _send(self, request: HttpRequest) -> dict[str, Any]:
         """Send a request through the client's pipeline (auth, retries) and return its JSON body."""
         with translated_errors():
-            response = self._client.send_request(request)
+            response = self._pipeline.send_request(request)
             if response.status_code == 404:
                 raise ResourceNotFoundError(response=response)
             if response.status_code >= 400:

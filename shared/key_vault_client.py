@@ -61,11 +61,14 @@ def vault_transport(vault_uri: str, ca_bundle: str | None, connection_timeout: f
     """
     environment = Session().merge_environment_settings(vault_uri, {}, None, None, None)
     verify = ca_bundle or environment["verify"]
+    proxy = select_proxy(vault_uri, environment["proxies"])
+    if proxy is not None and not proxy.lower().startswith("http://"):
+        raise ConfigurationError("HTTPS_PROXY: the proxy for Key Vault must be an http:// URL (it tunnels TLS to the vault)")
     return PooledTransport(
         verify=True if verify is None else verify,
         connection_timeout=connection_timeout,
         read_timeout=read_timeout,
-        proxy=select_proxy(vault_uri, environment["proxies"]),
+        proxy=proxy,
     )
 
 

@@ -4,7 +4,6 @@ import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import urllib3
 from azure.identity import ClientSecretCredential, DefaultAzureCredential, ManagedIdentityCredential
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
@@ -86,14 +85,19 @@ def test_the_vault_transport_takes_the_proxy_and_ca_bundle_requests_would_use(mo
     settings = load_settings(BASE)
     transport = _vault_transport(settings, monkeypatch, HTTPS_PROXY="http://proxy.example:3128", REQUESTS_CA_BUNDLE="corporate-ca.pem")
     assert isinstance(transport, PooledTransport)
-    assert isinstance(transport.pool, urllib3.ProxyManager) and transport.pool.proxy.url == "http://proxy.example:3128"
-    assert transport.pool.connection_pool_kw["ca_certs"] == "corporate-ca.pem"
-    assert transport.timeout.connect_timeout == app_context.CONNECTION_TIMEOUT
-    assert transport.timeout.read_timeout == app_context.READ_TIMEOUT
+    assert transport.proxy is not None and (transport.proxy.host, transport.proxy.port) == ("proxy.example", 3128)
+    assert transport.ca == "corporate-ca.pem"
+    assert transport.connection_timeout == app_context.CONNECTION_TIMEOUT
+    assert transport.read_timeout == app_context.READ_TIMEOUT
 
     bypassed = _vault_transport(settings, monkeypatch, HTTPS_PROXY="http://proxy.example:3128", NO_PROXY=".vault.azure.net")
-    assert not isinstance(bypassed.pool, urllib3.ProxyManager)
-    assert bypassed.pool.connection_pool_kw["ca_certs"] == DEFAULT_CA_BUNDLE_PATH
+    assert bypassed.proxy is None
+    assert bypassed.ca == DEFAULT_CA_BUNDLE_PATH
+
+
+def test_a_proxy_that_is_not_http_is_a_configuration_error_naming_it(monkeypatch):
+    with pytest.raises(ConfigurationError, match="HTTPS_PROXY"):
+        _vault_transport(load_settings(BASE), monkeypatch, HTTPS_PROXY="https://proxy.example:3128")
 
 
 def test_the_ca_bundle_setting_wins_over_the_environments(monkeypatch, tmp_path):
@@ -101,7 +105,7 @@ def test_the_ca_bundle_setting_wins_over_the_environments(monkeypatch, tmp_path)
     ca_bundle.write_text("")
     settings = load_settings({**BASE, "KEY_VAULT_CA_BUNDLE": str(ca_bundle)})
     transport = _vault_transport(settings, monkeypatch, REQUESTS_CA_BUNDLE="corporate-ca.pem")
-    assert transport.pool.connection_pool_kw["ca_certs"] == str(ca_bundle)
+    assert transport.ca == str(ca_bundle)
 
 
 @pytest.mark.parametrize("days_since_use, maintained", [(14, [None, "spire-a"]), (15, [None])])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import ssl
@@ -10,7 +11,6 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import urllib3
 from azure.core import PipelineClient
 from azure.core.exceptions import (
     HttpResponseError,
@@ -141,9 +141,11 @@ def test_a_refused_connection_and_an_untrusted_server_are_service_request_errors
 def test_a_proxy_and_its_credentials_come_from_its_url():
     plain = PooledTransport(verify=True, connection_timeout=1, read_timeout=1)
     proxied = PooledTransport(verify=True, connection_timeout=1, read_timeout=1, proxy="http://user:p%40ss@proxy.example:3128")
-    assert not isinstance(plain.pool, urllib3.ProxyManager)
-    assert isinstance(proxied.pool, urllib3.ProxyManager) and proxied.pool.proxy.host == "proxy.example"
-    assert proxied.pool.proxy_headers == urllib3.make_headers(proxy_basic_auth="user:p@ss")  # unquoted, as requests does
+    assert plain.proxy is None
+    assert proxied.proxy is not None and (proxied.proxy.host, proxied.proxy.port) == ("proxy.example", 3128)
+    assert proxied.proxy.headers == {
+        "Proxy-Authorization": "Basic " + base64.b64encode(b"user:p@ss").decode()
+    }  # unquoted, as requests does
 
 
 def test_what_it_cannot_do_is_refused_not_ignored(server, certificates):
@@ -154,4 +156,55 @@ def test_what_it_cannot_do_is_refused_not_ignored(server, certificates):
         sender.send(HttpRequest("POST", url(server, "/sign")), connection_verify=False)
     with pytest.raises(ValueError):
         PooledTransport(verify=False, connection_timeout=1, read_timeout=1)
+    with pytest.raises(ValueError, match="http:// proxy"):  # TLS to the proxy, then to the vault inside it, is not supported
+        PooledTransport(verify=True, connection_timeout=1, read_timeout=1, proxy="https://proxy.example:3128")
     assert server.received == []
+
+
+class TunnelingProxy(ThreadingHTTPServer):
+    """An HTTP proxy that answers CONNECT only, records what it was asked, and relays the bytes both ways."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), TunnelHandler)
+        self.asked: list[tuple[str, str | None]] = []
+
+
+class TunnelHandler(BaseHTTPRequestHandler):
+    def do_CONNECT(self):
+        self.server.asked.append((self.path, self.headers.get("Proxy-Authorization")))
+        host, _, port = self.path.rpartition(":")
+        upstream = socket.create_connection((host, int(port)))
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        self.wfile.flush()
+        threading.Thread(target=_relay, args=(upstream, self.connection), daemon=True).start()
+        _relay(self.connection, upstream)
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def _relay(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        target.close()
+
+
+def test_through_a_proxy_requests_go_in_a_tls_tunnel_to_the_vault_with_the_proxys_credentials(server, certificates):
+    with TunnelingProxy() as proxy:
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        proxy_url = f"http://user:p%40ss@127.0.0.1:{proxy.server_address[1]}"
+        sender = PooledTransport(verify=str(certificates.ca), connection_timeout=2, read_timeout=5, proxy=proxy_url)
+        answers = [sender.send(HttpRequest("POST", url(server, "/sign"), json={"n": n})) for n in range(2)]
+        proxy.shutdown()
+    assert [answer.json() for answer in answers] == [{"echo": json.dumps({"n": n})} for n in range(2)]
+    expected_credentials = "Basic " + base64.b64encode(b"user:p@ss").decode()
+    assert proxy.asked == [(f"localhost:{server.server_address[1]}", expected_credentials)]  # one tunnel, kept alive
+    assert "Proxy-Authorization" not in server.received[0][1]  # the credentials go to the proxy alone
