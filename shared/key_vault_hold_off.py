@@ -11,13 +11,14 @@ A throttled create therefore holds back creates only, and a throttled sign every
 The window slides, and Retry-After comes in whole seconds, so a vault at its limit frees room one
 request at a time, long before the wait ends: at 40 signs a second, a one-second wait leaves room for
 40 more. Callers told only "retry after one second" all come back at its end beside the new ones and
-overrun the vault again. So a 429 also starts pacing: Key Vault counted this instance's requests of
-the last window, and each frees its room one window after it was counted. Each caller then gets the
-next such room as its turn, no earlier than the hold's end: at once when that has come, otherwise a
-reserved turn with a ticket to come back with, which no newcomer can take. A caller whose turn would
-be further than ``queue_seconds`` past the hold's end gets none (the vault serves its limit either
-way, and a longer queue only delays every caller and the recovery after the load drops). Pacing ends
-once a room has stayed unused for a whole window: the load is below what Key Vault served.
+overrun the vault again. So when this instance's own requests fill the window, a 429 also starts
+pacing: each request Key Vault counted frees its room a window after Key Vault answered it (it
+counted it by then), and each caller gets the next such room as its turn, no earlier than the hold's
+end: at once when that has come (within a few milliseconds, waited for here), otherwise a reserved
+turn with a ticket to come back with, which no newcomer can take. A caller whose turn would be
+further than ``queue_seconds`` past the hold's end gets none (the vault serves its limit either way,
+and a longer queue only delays every caller and the recovery after the load drops). Pacing ends once
+a room has stayed unused for a whole window: the load is below what Key Vault served.
 """
 
 from __future__ import annotations

@@ -332,17 +332,25 @@ def _header_parameters(function_name: str) -> dict[str, dict]:
     return {p["name"]: p for p in map(_deref, _operation(function_name).get("parameters", [])) if p["in"] == "header"}
 
 
-def test_the_key_functions_take_the_optional_server_name_trust_domain_and_plugin_instance_headers():
+def test_the_key_functions_take_the_optional_server_name_trust_domain_plugin_instance_deadline_and_turn_headers():
+    from functions.http import TURN_HEADER
     from functions.keys import DEADLINE_HEADER, PLUGIN_INSTANCE_HEADER, SERVER_NAME_HEADER, TRUST_DOMAIN_HEADER
 
     for name in KEY_FUNCTIONS:
         headers = _header_parameters(name)
-        deadline = {DEADLINE_HEADER} if name == "generate_key" else set()
-        assert set(headers) == {SERVER_NAME_HEADER, TRUST_DOMAIN_HEADER, PLUGIN_INSTANCE_HEADER} | deadline, name
+        assert set(headers) == {SERVER_NAME_HEADER, TRUST_DOMAIN_HEADER, PLUGIN_INSTANCE_HEADER, DEADLINE_HEADER, TURN_HEADER}, name
         assert not any(header["required"] for header in headers.values()), name
         assert "400" in _operation(name)["responses"], name
     for name in set(HTTP_FUNCTIONS) - set(KEY_FUNCTIONS):
         assert _header_parameters(name) == {}, name
+
+
+def test_a_429_documents_the_turn_it_may_reserve():
+    from functions.http import RETRY_AFTER_MS_HEADER, TURN_HEADER
+
+    headers = _deref(_operation("sign_data")["responses"]["429"])["headers"]
+    assert headers["Retry-After"]["required"] is True
+    assert headers[RETRY_AFTER_MS_HEADER]["required"] is headers[TURN_HEADER]["required"] is False
 
 
 def test_generate_key_documents_when_its_429_or_503_made_no_key():

@@ -1,6 +1,7 @@
-"""POST /api/keys over the real Key Vault adapter on a scripted transport: the caller's deadline, and
+"""Key calls over the real Key Vault adapter on a scripted transport: the caller's deadline, its turn ticket, and
 whether a failed generate_key says that no key was made."""
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -85,3 +86,32 @@ def test_a_create_held_off_after_key_vaults_429_is_a_429_that_made_nothing_and_s
     assert response.headers[keys.KEY_CREATED_HEADER] == "false"
     assert "nothing was sent" in json.loads(response.get_body())["error"]["message"]
     assert [method for method, _ in transport.requests[2:]] == ["GET"]  # whose the name is; no create
+
+
+@pytest.mark.parametrize(
+    "ticket, status", [("q1w2e3r4t5y6u7i8", 200), ("q1w2e3r4t5y6u7i", 400), ("q1w2e3r4t5y6u7i8+", 400), ("é" * 16, 400)]
+)
+def test_a_turn_ticket_is_taken_as_it_came_or_refused_before_anything_is_sent(ticket, status):
+    transport = _Scripted([(200, {"value": []})])
+    app_context.install_servers(
+        SpireServers("example.org", FixedServerDirectory("0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"), _vault(transport))
+    )
+    headers = {**bearer(), "X-Retry-Turn": ticket}
+    response = keys.get_public_keys(func.HttpRequest("GET", "http://localhost/api/keys", body=b"", headers=headers))
+    assert response.status_code == status
+    assert transport.sent == (1 if status == 200 else 0)
+
+
+def test_a_sign_whose_deadline_is_too_close_to_ask_key_vault_sends_nothing():
+    transport = _Scripted([])
+    app_context.install_servers(
+        SpireServers("example.org", FixedServerDirectory("0b1c3f0e-8a5e-4c1e-9a55-7bd0c1f7f0a1"), _vault(transport))
+    )
+    headers = {**bearer(), keys.DEADLINE_HEADER: (datetime.now(UTC) + timedelta(seconds=keys.DEADLINE_MARGIN_SECONDS - 0.1)).isoformat()}
+    body = json.dumps({"data": base64.b64encode(bytes(32)).decode(), "hash_algorithm": "SHA256"}).encode()
+    request = func.HttpRequest(
+        "POST", "http://localhost/api/keys/x509-CA-A/sign", body=body, headers=headers, route_params={"key_id": "x509-CA-A"}
+    )
+    response = keys.sign_data(request)
+    assert response.status_code == 503, response.get_body()
+    assert transport.sent == 0

@@ -59,3 +59,10 @@ def test_json_that_is_not_strict_json_is_invalid_argument(body, message):
 def test_strict_json_parses_with_numbers_and_nested_objects():
     body = b'{"a": 1.5, "b": -1, "c": {"d": [1e3, null, true]}}'
     assert json_body(_request(body)) == {"a": 1.5, "b": -1, "c": {"d": [1000.0, None, True]}}
+
+
+def test_a_reserved_turn_goes_back_with_its_ticket_and_the_wait_to_the_millisecond():
+    headers = error_response(errors.ResourceExhausted("wait for your turn", 0.4213, "q1w2e3r4t5y6u7i8")).headers
+    assert headers["Retry-After"] == "1" and headers["retry-after-ms"] == "422" and headers["X-Retry-Turn"] == "q1w2e3r4t5y6u7i8"
+    plain = error_response(errors.ResourceExhausted("slow down", 2.5)).headers
+    assert plain["Retry-After"] == "3" and "retry-after-ms" not in plain and "X-Retry-Turn" not in plain
