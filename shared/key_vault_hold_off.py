@@ -144,13 +144,20 @@ class HoldOff:
                 del pace.reserved[ticket]
                 if now >= pace.until:
                     return TAKEN
-                # A later 429 began a hold over this turn: the caller queues again.
+                # A later 429 began a hold over this turn: the caller queues again, and its room is the queue's
+                # first (one that frees earlier would give the same turn: none begins before the hold's end).
+                if pace.frees_at is not None:
+                    pace.frees_at.appendleft(min(reserved, pace.frees_at[0]) if pace.frees_at else reserved)
             earliest = max(now, pace.until)
             frees_at = pace.frees_at
             if frees_at is not None:
                 self._release_unclaimed(pace, frees_at, now)
-                if frees_at and frees_at[0] < now - WINDOW_SECONDS:
-                    frees_at = pace.frees_at = None  # a room went unused for a whole window
+                unused = bool(frees_at) and frees_at[0] < now - WINDOW_SECONDS  # a room went unused for a whole window
+                # Every room went to a request Key Vault did not count (throttled, unanswered, never sent), and none
+                # was counted for a window: nothing of this instance's is left in Key Vault's window to pace by.
+                lost = not frees_at and not pace.reserved and not (pace.counted and pace.counted[-1] > now - WINDOW_SECONDS)
+                if unused or lost:
+                    frees_at = pace.frees_at = None
             if frees_at is None:
                 return Turn(earliest - now)
             begins = max(earliest, frees_at[0]) if frees_at else math.inf

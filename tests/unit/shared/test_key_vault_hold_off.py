@@ -198,3 +198,35 @@ def test_a_429_while_this_instance_sends_little_is_a_hold_without_turns():
     hold_off.hold(Limit.KEY_OPERATIONS, 1)
     assert not hold_off.paced(Limit.KEY_OPERATIONS)
     assert hold_off.turn(Limit.KEY_OPERATIONS) == Turn(1.0)
+
+
+def _tickets_left(hold_off: HoldOff) -> int:
+    tickets = 0
+    while hold_off.turn(Limit.KEY_OPERATIONS).ticket:
+        tickets += 1
+    return tickets
+
+
+def test_a_turn_queued_again_under_a_later_hold_keeps_its_room():
+    clock = Clock()
+    hold_off = _paced_hold_off(clock, queue_seconds=100)  # twenty rooms, all within the queue
+    clock.now = 100.3
+    held = hold_off.turn(Limit.KEY_OPERATIONS)
+    clock.now = 101.1
+    hold_off.hold(Limit.KEY_OPERATIONS, 1)
+    clock.now = 101.2
+    again = hold_off.turn(Limit.KEY_OPERATIONS, held.ticket)
+    assert again.ticket and again.wait == pytest.approx(0.9)
+    assert _tickets_left(hold_off) == 19  # one caller holds one room of twenty, as before the later hold
+
+
+def test_pacing_ends_once_every_room_went_to_requests_key_vault_never_counted():
+    clock = Clock()
+    hold_off = _paced_hold_off(clock, queue_seconds=100)
+    clock.now = 100.3
+    turns = [hold_off.turn(Limit.KEY_OPERATIONS) for _ in range(20)]
+    for turn in turns:  # each is taken, and its request is throttled again, times out, or never leaves
+        clock.now = 100.3 + turn.wait
+        assert hold_off.turn(Limit.KEY_OPERATIONS, turn.ticket) == TAKEN
+    clock.now = 125.0  # nothing counted for a window, nothing free nor reserved
+    assert hold_off.turn(Limit.KEY_OPERATIONS) == SEND_NOW
