@@ -154,11 +154,15 @@ class BudgetedRetryPolicy(RetryPolicy):  # type: ignore[type-arg]  # azure-core 
         response: PipelineRequest[Any] | PipelineResponse[Any, Any] | None = None,
         error: Exception | None = None,
     ) -> bool:
+        # On an error the SDK passes the request here as ``response``; both carry the HTTP request.
+        if error is not None and response is not None and not isinstance(error, ServiceRequestError):
+            # Sent but unanswered: Key Vault may have counted it, so its room frees a window from now, as an answer's would
+            # (uncounted, a paced turn's room would be lost to every later caller).
+            self.hold_off.counted(limit_of(response.http_request.method, response.http_request.url))
         if not super().increment(settings, response=response, error=error):
             return False
         if error is None:
             return True
-        # On an error the SDK passes the request here as ``response``; both carry the HTTP request.
         if response is not None and _is_create(response.http_request) and not isinstance(error, ServiceRequestError):
             return False
         return _may_send_within(self.get_backoff_time(settings))

@@ -604,3 +604,23 @@ def test_a_turn_reserved_for_a_create_is_left_by_the_read_before_it():
         vault.get_key("k")  # an operation on a key: creations' turns are not its own
         vault.create_key("k", KeyType.EC_P256, {})
     assert transport.requests == [CREATE] * 3 + [("GET", "/keys/k/"), CREATE]
+
+
+def test_a_turn_whose_sign_went_unanswered_frees_its_room_a_window_later_as_an_answered_one_does():
+    clock = Clock()
+    unanswered = [ServiceResponseError("read timed out")] * 2  # sent again at once, then the deadline is too close
+    transport = _Scripted([SIGNED_BY_V1, SIGNED_BY_V1, _throttled_for(1), *unanswered, SIGNED_BY_V1, SIGNED_BY_V1])
+    vault = _vault(transport, hold_off=HoldOff(clock))
+    for second in (91, 92):  # their rooms free at 101 and 102
+        clock.now = second
+        vault.sign("k", LATEST, "ES256", DIGEST)
+    clock.now = 100.5
+    with pytest.raises(HeldOff) as throttled:
+        vault.sign("k", LATEST, "ES256", DIGEST)  # held until 101.5: its turn is the room freed at 101
+    clock.now = 101.5
+    with key_vault_calls(time.monotonic() + 0.01, turn=throttled.value.turn), pytest.raises(errors.Unavailable):
+        vault.sign("k", LATEST, "ES256", DIGEST)  # Key Vault may well have counted them
+    clock.now = 102.0
+    vault.sign("k", LATEST, "ES256", DIGEST)  # the room freed at 102: counted, it frees again at 112
+    clock.now = 111.6
+    assert vault.sign("k", LATEST, "ES256", DIGEST) == SignedDigest("v1", b"signature")
