@@ -15,7 +15,8 @@ overrun the vault again. So when this instance's own requests fill the window, a
 pacing: each request Key Vault counted frees its room a window after Key Vault answered it (it
 counted it by then), and each caller gets the next such room as its turn, no earlier than the hold's
 end: at once when that has come (within a few milliseconds, waited for here), otherwise a reserved
-turn with a ticket to come back with, which no newcomer can take. A caller whose turn would be
+turn with a ticket to come back with, which no newcomer can take until a second after it began (its
+caller may have given up, or come back to another instance). A caller whose turn would be
 further than ``queue_seconds`` past the hold's end gets none (the vault serves its limit either way,
 and a longer queue only delays every caller and the recovery after the load drops). Pacing ends once
 a room has stayed unused for a whole window: the load is below what Key Vault served.
@@ -42,6 +43,9 @@ QUEUE_SECONDS = 0.25
 WAIT_HERE_SECONDS = 0.02
 # A caller may come back this early for its turn (clocks and timers are not exact).
 EARLY_SECONDS = 0.01
+# A turn not taken this long after it began is given to others: its caller gave up, or came back to another
+# instance (each has turns of its own), which a scaled-out app's front end picks per request.
+UNCLAIMED_SECONDS = 1.0
 
 
 class Limit(Enum):
@@ -173,8 +177,8 @@ class HoldOff:
 
     @staticmethod
     def _release_unclaimed(pace: _Pace, frees_at: deque[float], now: float) -> None:
-        """A turn not taken for a whole window will not be: its room has been free since it began.
-        Turns are reserved in the order they begin, so the oldest come first."""
-        while pace.reserved and (begins := next(iter(pace.reserved.values()))) < now - WINDOW_SECONDS:
+        """A turn not taken ``UNCLAIMED_SECONDS`` after it began will not be: its room, free since then, is
+        the queue's first. Turns are reserved in about the order they begin, so the oldest come first."""
+        while pace.reserved and (begins := next(iter(pace.reserved.values()))) < now - UNCLAIMED_SECONDS:
             del pace.reserved[next(iter(pace.reserved))]
-            frees_at.appendleft(begins)
+            frees_at.appendleft(min(begins, frees_at[0]) if frees_at else begins)

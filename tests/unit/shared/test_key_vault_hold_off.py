@@ -230,3 +230,14 @@ def test_pacing_ends_once_every_room_went_to_requests_key_vault_never_counted():
         assert hold_off.turn(Limit.KEY_OPERATIONS, turn.ticket) == TAKEN
     clock.now = 125.0  # nothing counted for a window, nothing free nor reserved
     assert hold_off.turn(Limit.KEY_OPERATIONS) == SEND_NOW
+
+
+def test_a_turn_its_caller_does_not_come_back_for_goes_to_a_newcomer_a_second_after_it_began():
+    clock = Clock()
+    hold_off = _paced_hold_off(clock, queue_seconds=100)
+    clock.now = 100.3
+    abandoned = [hold_off.turn(Limit.KEY_OPERATIONS) for _ in range(20)]  # e.g. each caller came back to another instance
+    assert all(turn.ticket for turn in abandoned) and hold_off.turn(Limit.KEY_OPERATIONS).ticket is None
+    clock.now = 102.3  # the two turns at the hold's end, 101.2, began over a second ago
+    assert [hold_off.turn(Limit.KEY_OPERATIONS) for _ in range(2)] == [Turn(0.0, here=True)] * 2
+    assert hold_off.turn(Limit.KEY_OPERATIONS).ticket is None
