@@ -135,10 +135,10 @@ class HoldOff:
         """Whether callers of ``limit`` are given turns: after a 429, once this instance's own requests were counted."""
         return self._paces[limit].frees_at is not None
 
-    def turn(self, limit: Limit, ticket: str | None = None) -> Turn:
+    def turn(self, limit: Limit, ticket: str | None = None, reserve: bool = True) -> Turn:
         """When a request counting against ``limit`` may go, taking the turn it is given; ``ticket`` is
         the one its caller was given earlier, if any. A wait without a ticket holds no turn, unless it
-        is one to wait out here."""
+        is one to wait out here; without ``reserve`` (a caller that cannot come back with a ticket) none is held."""
         with self._lock:
             now = self._clock()
             pace = self._paces[limit]
@@ -168,9 +168,12 @@ class HoldOff:
             if begins > earliest + self._queue_seconds:
                 # No turn: the queue is full. Come back when this one would be in it (every room reserved: when the queue is passed).
                 return Turn(min(begins, earliest + 2 * self._queue_seconds) - self._queue_seconds - now)
-            frees_at.popleft()
             if begins - now <= WAIT_HERE_SECONDS:
+                frees_at.popleft()
                 return Turn(max(0.0, begins - now), here=True)
+            if not reserve:
+                return Turn(begins - now)
+            frees_at.popleft()
             ticket = secrets.token_urlsafe(12)
             pace.reserved[ticket] = begins
             return Turn(begins - now, ticket)

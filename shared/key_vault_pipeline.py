@@ -108,13 +108,15 @@ class BudgetedRetryPolicy(RetryPolicy):  # type: ignore[type-arg]  # azure-core 
         response = super().send(request)
         if response.http_response.status_code == 429 and self.hold_off.paced(limit):
             # Sending again when the hold ends would take a room from the callers queued for turns: queue too.
-            self._take_turn(limit, None, "it refused the request")
+            self._take_turn(limit, calls, "it refused the request")
             response = super().send(request)
         return response
 
     def _take_turn(self, limit: Limit, calls: KeyVaultCalls | None, what_was_sent: str) -> None:
-        """Return when the request may go (after a wait of a few milliseconds at most), or raise HeldOff."""
-        turn = self.hold_off.turn(limit, calls.turn if calls else None)
+        """Return when the request may go (after a wait of a few milliseconds at most), or raise HeldOff.
+        Only an invocation's caller is given a turn to come back for: a timer's run or a request outside
+        ``key_vault_calls`` would never bring its ticket back, and the turn's room would go unused."""
+        turn = self.hold_off.turn(limit, calls.turn if calls else None, reserve=calls is not None)
         if turn.taken and calls:
             calls.turn = None  # a turn is taken once
         if turn.here:

@@ -575,7 +575,7 @@ def test_after_a_throttled_sign_the_callers_held_back_get_turns_that_no_newcomer
         clock.now = second
         vault.sign("k", LATEST, "ES256", DIGEST)
     clock.now = 100.5
-    with pytest.raises(HeldOff) as throttled:
+    with key_vault_calls(None), pytest.raises(HeldOff) as throttled:
         vault.sign("k", LATEST, "ES256", DIGEST)  # held until 101.5, and queued rather than sent again then
     assert throttled.value.turn and throttled.value.retry_after == pytest.approx(1.0) and "refused" in throttled.value.message
     clock.now = 100.6
@@ -596,7 +596,7 @@ def test_a_turn_reserved_for_a_create_is_left_by_the_read_before_it():
         clock.now = moment
         vault.create_key("k", KeyType.EC_P256, {})
     clock.now = 100.2
-    with pytest.raises(HeldOff) as held:
+    with key_vault_calls(None), pytest.raises(HeldOff) as held:
         vault.create_key("k", KeyType.EC_P256, {})  # held until 101.2
     assert held.value.turn and held.value.retry_after == pytest.approx(1.0)
     clock.now = 101.2
@@ -624,3 +624,24 @@ def test_a_turn_whose_sign_went_unanswered_frees_its_room_a_window_later_as_an_a
     vault.sign("k", LATEST, "ES256", DIGEST)  # the room freed at 102: counted, it frees again at 112
     clock.now = 111.6
     assert vault.sign("k", LATEST, "ES256", DIGEST) == SignedDigest("v1", b"signature")
+
+
+def test_a_request_outside_an_invocation_is_told_to_wait_without_taking_a_turn_from_the_callers():
+    clock = Clock()
+    transport = _Scripted([SIGNED_BY_V1, SIGNED_BY_V1, _throttled_for(1), SIGNED_BY_V1])
+    vault = _vault(transport, hold_off=HoldOff(clock))
+    for second in (91, 91.1):  # their rooms free at 101 and 101.1
+        clock.now = second
+        with key_vault_calls(None):
+            vault.sign("k", LATEST, "ES256", DIGEST)
+    clock.now = 100.5
+    with key_vault_calls(None), pytest.raises(HeldOff):
+        vault.sign("k", LATEST, "ES256", DIGEST)  # held until 101.5, with the room freed at 101 as its turn
+    clock.now = 100.6
+    with pytest.raises(HeldOff) as maintenance:
+        vault.get_key("k")  # e.g. the refresh timer's: it has no caller to come back with a ticket
+    assert maintenance.value.turn is None and maintenance.value.retry_after == pytest.approx(0.9)
+    clock.now = 100.7
+    with key_vault_calls(None), pytest.raises(HeldOff) as caller:
+        vault.sign("k", LATEST, "ES256", DIGEST)
+    assert caller.value.turn and caller.value.retry_after == pytest.approx(0.8)  # the room freed at 101.1
