@@ -645,3 +645,23 @@ def test_a_request_outside_an_invocation_is_told_to_wait_without_taking_a_turn_f
     with key_vault_calls(None), pytest.raises(HeldOff) as caller:
         vault.sign("k", LATEST, "ES256", DIGEST)
     assert caller.value.turn and caller.value.retry_after == pytest.approx(0.8)  # the room freed at 101.1
+
+
+@pytest.mark.xfail(strict=True, raises=HeldOff, reason="a ticket is one turn: an invocation's second request of the limit queues anew")
+def test_an_invocation_in_its_turn_sends_its_second_request_of_the_limit_too():
+    # E.g. a sign right after another instance rotated the key: the new version's facts are read after it. Queued anew,
+    # the read gets a ticket of its own, which the next attempt's sign takes again: each attempt spends a sign, none ends.
+    clock = Clock()
+    transport = _Scripted([SIGNED_BY_V1] * 3 + [_throttled_for(1), SIGNED_BY_V1, HSM_KEY])
+    vault = _vault(transport, hold_off=HoldOff(clock))
+    for second in (91, 91.6, 91.7):  # their rooms free at 101, 101.6 and 101.7
+        clock.now = second
+        with key_vault_calls(None):
+            vault.sign("k", LATEST, "ES256", DIGEST)
+    clock.now = 100.5
+    with key_vault_calls(None), pytest.raises(HeldOff) as throttled:
+        vault.sign("k", LATEST, "ES256", DIGEST)  # its turn: 101.5, the hold's end
+    clock.now = 101.5
+    with key_vault_calls(None, turn=throttled.value.turn):
+        vault.sign("k", LATEST, "ES256", DIGEST)
+        vault.get_key("k", "v1")
