@@ -18,8 +18,9 @@ end: at once when that has come (within a few milliseconds, waited for here), ot
 turn with a ticket to come back with, which no newcomer can take until a second after it began (its
 caller may have given up, or come back to another instance). A caller whose turn would be
 further than ``queue_seconds`` past the hold's end gets none (the vault serves its limit either way,
-and a longer queue only delays every caller and the recovery after the load drops). Pacing ends once
-a room has stayed unused for a whole window: the load is below what Key Vault served.
+and a longer queue only delays every caller and the recovery after the load drops). Pacing ends
+once Key Vault has throttled nothing for a whole window: the rooms copy this instance's past share
+of the vault, and only the next 429 can tell whether that share has grown.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class _Pace:
     counted: deque[float] = field(default_factory=deque)
     frees_at: deque[float] | None = None
     reserved: dict[str, float] = field(default_factory=dict)
+    throttled_at: float = -math.inf
 
 
 class HoldOff:
@@ -124,6 +126,7 @@ class HoldOff:
             now = self._clock()
             pace = self._paces[limit]
             pace.until = max(pace.until, now + seconds)
+            pace.throttled_at = now
             if pace.frees_at is None:
                 frees_at = deque(moment + WINDOW_SECONDS for moment in pace.counted if moment > now - WINDOW_SECONDS)
                 # Pace only when this instance's own requests fill the window: if none of their rooms
@@ -135,13 +138,19 @@ class HoldOff:
         """Whether callers of ``limit`` are given turns: after a 429, once this instance's own requests were counted."""
         return self._paces[limit].frees_at is not None
 
-    def turn(self, limit: Limit, ticket: str | None = None, reserve: bool = True) -> Turn:
+    def turn(self, limit: Limit, ticket: str | None = None, reserve: bool = True, in_turn: bool = False) -> Turn:
         """When a request counting against ``limit`` may go, taking the turn it is given; ``ticket`` is
         the one its caller was given earlier, if any. A wait without a ticket holds no turn, unless it
-        is one to wait out here; without ``reserve`` (a caller that cannot come back with a ticket) none is held."""
+        is one to wait out here; without ``reserve`` (a caller that cannot come back with a ticket) none is held.
+        ``in_turn``: the invocation already took its turn, and this is its next request of the limit (a sign's
+        read of a rotated key): it goes now, on the next room, rather than queue anew and fail the call."""
         with self._lock:
             now = self._clock()
             pace = self._paces[limit]
+            if in_turn:
+                if pace.frees_at:
+                    pace.frees_at.popleft()
+                return SEND_NOW
             if ticket is not None and (reserved := pace.reserved.get(ticket)) is not None:
                 if reserved - EARLY_SECONDS > now:
                     return Turn(reserved - now, ticket)
@@ -156,12 +165,15 @@ class HoldOff:
             frees_at = pace.frees_at
             if frees_at is not None:
                 self._release_unclaimed(pace, frees_at, now)
-                unused = bool(frees_at) and frees_at[0] < now - WINDOW_SECONDS  # a room went unused for a whole window
+                # Key Vault throttled nothing for a whole window: the rooms copy this instance's past share of the
+                # vault, which may have grown since (load moved, other instances went), so the next 429 measures it anew.
+                calm = pace.throttled_at < now - WINDOW_SECONDS
                 # Every room went to a request Key Vault did not count (throttled, unanswered, never sent), and none
                 # was counted for a window: nothing of this instance's is left in Key Vault's window to pace by.
                 lost = not frees_at and not pace.reserved and not (pace.counted and pace.counted[-1] > now - WINDOW_SECONDS)
-                if unused or lost:
+                if calm or lost:
                     frees_at = pace.frees_at = None
+                    pace.reserved.clear()  # a caller coming back is a newcomer, and goes at once
             if frees_at is None:
                 return Turn(earliest - now)
             begins = max(earliest, frees_at[0]) if frees_at else math.inf

@@ -36,6 +36,8 @@ class KeyVaultCalls:
     # The turn the caller was given when it was held back before (``HeldOff.turn``): the first
     # request counting against the limit it was reserved in takes it.
     turn: str | None = None
+    # The limit whose turn the invocation took: its other requests of that limit go in that turn too.
+    in_turn: Limit | None = None
 
 
 _calls: ContextVar[KeyVaultCalls | None] = ContextVar("key_vault_calls", default=None)
@@ -116,9 +118,11 @@ class BudgetedRetryPolicy(RetryPolicy):  # type: ignore[type-arg]  # azure-core 
         """Return when the request may go (after a wait of a few milliseconds at most), or raise HeldOff.
         Only an invocation's caller is given a turn to come back for: a timer's run or a request outside
         ``key_vault_calls`` would never bring its ticket back, and the turn's room would go unused."""
-        turn = self.hold_off.turn(limit, calls.turn if calls else None, reserve=calls is not None)
+        turn = self.hold_off.turn(
+            limit, calls.turn if calls else None, reserve=calls is not None, in_turn=calls is not None and calls.in_turn is limit
+        )
         if turn.taken and calls:
-            calls.turn = None  # a turn is taken once
+            calls.turn, calls.in_turn = None, limit  # a turn is taken once, for the invocation's requests of its limit
         if turn.here:
             time.sleep(turn.wait)
         elif turn.wait > 0:

@@ -647,7 +647,6 @@ def test_a_request_outside_an_invocation_is_told_to_wait_without_taking_a_turn_f
     assert caller.value.turn and caller.value.retry_after == pytest.approx(0.8)  # the room freed at 101.1
 
 
-@pytest.mark.xfail(strict=True, raises=HeldOff, reason="a ticket is one turn: an invocation's second request of the limit queues anew")
 def test_an_invocation_in_its_turn_sends_its_second_request_of_the_limit_too():
     # E.g. a sign right after another instance rotated the key: the new version's facts are read after it. Queued anew,
     # the read gets a ticket of its own, which the next attempt's sign takes again: each attempt spends a sign, none ends.

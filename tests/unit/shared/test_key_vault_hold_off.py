@@ -243,7 +243,6 @@ def test_a_turn_its_caller_does_not_come_back_for_goes_to_a_newcomer_a_second_af
     assert hold_off.turn(Limit.KEY_OPERATIONS).ticket is None
 
 
-@pytest.mark.xfail(strict=True, reason="pacing mirrors only this instance's own past requests and never probes for more room")
 def test_an_instance_that_sent_little_before_a_429_is_not_paced_at_that_rate_for_as_long_as_callers_come():
     clock = Clock()
     hold_off = HoldOff(clock)
